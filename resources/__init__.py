@@ -1,0 +1,1 @@
+"""Dagster resources: one module per concern, each an interface with its backends."""

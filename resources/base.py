@@ -1,0 +1,44 @@
+"""What every tenant backend promises: idempotent ensure and release, and a listing."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import ConfigurableResource
+
+from tenant_pipelines.models import TenantSpec
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What a backend created for one tenant, as recorded in the ledger."""
+
+    kind: str
+    tenant_key: str
+    name: str  # the backend's own name for it: a path, a host, a schema
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tenant_key": self.tenant_key, "name": self.name,
+                "details": dict(self.details)}
+
+
+class TenantBackend(ConfigurableResource, ABC):
+    """A backend that holds one thing per tenant, named by the tenant key `<slug>-<org>`."""
+
+    @property
+    @abstractmethod
+    def kind(self) -> str:
+        """The ledger kind: storage, identity, route, workload."""
+
+    @abstractmethod
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        """Create the tenant's thing if missing; return it as it is. Safe to call again."""
+
+    @abstractmethod
+    def release(self, tenant_key: str) -> bool:
+        """Remove the tenant's thing if present; True if something was removed."""
+
+    @abstractmethod
+    def list_existing(self) -> set[str]:
+        """Tenant keys that have something in this backend (for leak checks)."""

@@ -1,0 +1,1 @@
+"""Sensors: tenant request intake, compensation backstop, resume of interrupted runs."""

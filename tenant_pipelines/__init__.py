@@ -1,0 +1,1 @@
+"""tenant-pipelines: provision tenants end to end, orchestrated by Dagster."""

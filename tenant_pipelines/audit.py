@@ -1,0 +1,150 @@
+"""The audit feed: structured events in each run's Dagster event log.
+
+Each event is an `AssetObservation` of one asset key, partitioned by tenant slug, so the UI shows
+it in the run's logs and one tenant's chronology is an indexed query, not a scan of log text.
+"""
+
+import fnmatch
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance, MetadataValue
+
+AUDIT_ASSET = AssetKey(["tenant_audit"])
+PAGE_SIZE = 1_000
+
+STEP_NAMES = {
+    "validate": "Validate request",
+    "allocate": "Allocate resources",
+    "deploy": "Deploy workloads",
+    "mark_active": "Mark tenant active",
+    "send_welcome_emails": "Send welcome emails",
+}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    type: str
+    tenant: str
+    org: str
+    run_id: str
+    step: str | None = None
+    step_name: str | None = None
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_event(
+    event_type: str,
+    *,
+    tenant: str,
+    org: str,
+    run_id: str,
+    step: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    return AuditEvent(
+        type=event_type,
+        tenant=tenant,
+        org=org,
+        run_id=run_id,
+        step=step,
+        step_name=STEP_NAMES.get(step or ""),
+        details=details or {},
+    )
+
+
+def to_observation(event: AuditEvent) -> AssetObservation:
+    metadata: dict[str, Any] = {
+        "type": event.type,
+        "tenant": event.tenant,
+        "org": event.org,
+        "run_id": event.run_id,
+        "step": event.step or "",
+        "step_name": event.step_name or "",
+        "at": event.at,
+        "details": MetadataValue.json(event.details),
+    }
+    url = event.details.get("url")
+    if isinstance(url, str):
+        metadata["url"] = MetadataValue.url(url)
+    return AssetObservation(
+        asset_key=AUDIT_ASSET, partition=event.tenant, metadata=metadata, description=event.type
+    )
+
+
+def _from_metadata(metadata: dict[str, Any]) -> AuditEvent:
+    def value(key: str) -> Any:
+        item = metadata.get(key)
+        return getattr(item, "value", item)
+
+    return AuditEvent(
+        type=value("type"),
+        tenant=value("tenant"),
+        org=value("org"),
+        run_id=value("run_id"),
+        step=value("step") or None,
+        step_name=value("step_name") or None,
+        at=value("at"),
+        details=dict(value("details") or {}),
+    )
+
+
+def read_events(
+    instance: DagsterInstance,
+    *,
+    tenant: str | None = None,
+    type_glob: str | None = None,
+    cursor: str | None = None,
+) -> tuple[list[AuditEvent], str | None]:
+    """Events oldest first, after `cursor`; returns them with the cursor to continue from."""
+    records_filter = AssetRecordsFilter(
+        asset_key=AUDIT_ASSET, asset_partitions=[tenant] if tenant else None
+    )
+    events: list[AuditEvent] = []
+    while True:
+        result = instance.fetch_observations(
+            records_filter, limit=PAGE_SIZE, cursor=cursor, ascending=True
+        )
+        for record in result.records:
+            observation = record.event_log_entry.asset_observation
+            if observation is None:
+                continue
+            event = _from_metadata(dict(observation.metadata))
+            if type_glob is None or fnmatch.fnmatchcase(event.type, type_glob):
+                events.append(event)
+        cursor = result.cursor or cursor
+        if not result.has_more:
+            return events, cursor
+
+
+def follow_events(
+    instance: DagsterInstance,
+    *,
+    tenant: str | None,
+    type_glob: str | None,
+    poll_s: float,
+    sleep: Any,
+) -> Iterator[AuditEvent]:
+    """Every event so far, then new ones as they arrive (until the caller stops iterating)."""
+    cursor: str | None = None
+    while True:
+        events, cursor = read_events(instance, tenant=tenant, type_glob=type_glob, cursor=cursor)
+        yield from events
+        sleep(poll_s)
+
+
+def dumps(event: AuditEvent) -> str:
+    return json.dumps(event.to_json(), sort_keys=True)
+
+
+def format_event(event: AuditEvent) -> str:
+    step = f" [{event.step_name or event.step}]" if event.step else ""
+    details = f" {json.dumps(event.details, sort_keys=True)}" if event.details else ""
+    return f"{event.at} {event.type:<42} {event.tenant}{step} run={event.run_id[:8]}{details}"

@@ -1,0 +1,147 @@
+"""`tenantctl`: the command line of the control plane.
+
+Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tenant_pipelines import audit, status
+from tenant_pipelines.errors import NotFound, RequestConflict, TenantPipelinesError
+from tenant_pipelines.models import TenantRequest, describe_validation_error
+from tenant_pipelines.settings import Settings
+from tenant_pipelines.states import TenantState
+
+FOLLOW_POLL_S = 0.5
+
+
+class UsageError(Exception):
+    """Invalid input: exit status 2."""
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, sort_keys=True) if args.json else text)
+
+
+def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
+    fields: dict[str, object] = {
+        "slug": args.slug,
+        "org": args.org,
+        "plan": args.plan,
+        "admin_email": args.admin_email,
+        "requested_by": {"subject": args.caller, "role": args.role},
+    }
+    if args.request_id:
+        fields["request_id"] = args.request_id
+    try:
+        request = TenantRequest.parse(fields)
+    except ValidationError as error:
+        raise UsageError(describe_validation_error(error)) from None
+    try:
+        record, created = status.registry(settings).submit_request(request)
+    except RequestConflict as conflict:
+        raise UsageError(str(conflict)) from None
+    data = {"request_id": record.request_id, "state": record.state, "created": created,
+            "slug": record.slug, "org": record.org, "plan": record.plan}
+    _print(args, data, record.request_id)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    data = status.tenant_status(settings, args.slug)
+    _print(args, data, status.format_status(data))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = status.list_statuses(settings, args.state)
+    text = "\n".join(status.format_status(row) for row in rows) or "no tenants"
+    _print(args, rows, text)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    instance = status.instance(settings)
+    show: Callable[[audit.AuditEvent], None] = (
+        (lambda e: print(audit.dumps(e), flush=True)) if args.json
+        else (lambda e: print(audit.format_event(e), flush=True))
+    )
+    if args.follow:
+        try:
+            for event in audit.follow_events(instance, tenant=args.tenant, type_glob=args.type,
+                                             poll_s=FOLLOW_POLL_S, sleep=time.sleep):
+                show(event)
+        except KeyboardInterrupt:
+            return 0
+    events, _ = audit.read_events(instance, tenant=args.tenant, type_glob=args.type)
+    for event in events:
+        show(event)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines import stack
+    from tenant_pipelines.reconcile import LocalWorkloads
+
+    workspace = Path(args.workspace) if args.workspace else None
+    if workspace is None and Path("workspace.yaml").is_file():
+        workspace = Path("workspace.yaml").resolve()
+    return stack.run_stack(settings, args.dagster_port, args.edge_port, workspace,
+                           LocalWorkloads(settings), lambda line: print(line, flush=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenantctl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("request", cmd_request, "submit a new-tenant request; prints its id")
+    for flag in ("--slug", "--org", "--plan", "--admin-email", "--caller", "--role"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--request-id", help="idempotency key (UUID); generated if absent")
+
+    p = command("status", cmd_status, "one tenant's state")
+    p.add_argument("slug")
+
+    p = command("list", cmd_list, "all tenants")
+    p.add_argument("--state", choices=[s.value for s in TenantState])
+
+    p = command("audit", cmd_audit, "the audit feed")
+    p.add_argument("--tenant", help="one tenant's slug")
+    p.add_argument("--type", help="event type glob, e.g. 'tenant.provisioning.*'")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+
+    p = command("up", cmd_up, "run the local platform in the foreground")
+    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--edge-port", type=int, default=8080)
+    p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return int(args.handler(args, settings))
+    except UsageError as error:
+        print(f"tenantctl: {error}", file=sys.stderr)
+        return 2
+    except (TenantPipelinesError, OSError) as error:
+        print(f"tenantctl: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The code location: jobs, sensors and resources, assembled. No logic lives here."""
+
+from dagster import Definitions, definitions
+
+from sensors.intake import build_intake_sensor
+from tenant_pipelines.backends import build_platform
+from tenant_pipelines.compensation import compensate_tenant
+from tenant_pipelines.jobs import decommission_tenant, provision_tenant
+from tenant_pipelines.settings import Settings
+
+
+@definitions
+def defs() -> Definitions:
+    settings = Settings.from_env()
+    return Definitions(
+        jobs=[provision_tenant, compensate_tenant, decommission_tenant],
+        sensors=[build_intake_sensor(settings.sensor_interval_s)],
+        resources={"platform": build_platform(settings)},
+    )

@@ -1,0 +1,50 @@
+"""Errors named by whether they may be retried.
+
+Everything not derived from `PermanentError` is treated as transient and retried under the op's
+RetryPolicy; a `PermanentError` fails the op at once (Dagster `Failure(allow_retries=False)`).
+"""
+
+
+class TenantPipelinesError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class PermanentError(TenantPipelinesError):
+    """An error that another attempt cannot fix."""
+
+
+class BusinessRefusal(PermanentError):
+    """Validate refused the request (slug taken, plan unknown, role not allowed)."""
+
+
+class SlugTaken(BusinessRefusal):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"slug {slug!r} is already taken by a tenant that is not decommissioned")
+        self.slug = slug
+
+
+class InvalidTransition(PermanentError):
+    def __init__(self, machine: str, current: str, target: str) -> None:
+        super().__init__(f"{machine} cannot go from {current!r} to {target!r}")
+        self.current = current
+        self.target = target
+
+
+class NotFound(TenantPipelinesError):
+    """A tenant or request that the caller named does not exist."""
+
+
+class RequestConflict(PermanentError):
+    """The same request id was submitted again with different content."""
+
+
+class ReadinessTimeout(TenantPipelinesError):
+    """A workload did not pass its readiness check in time: transient, so the op retries it."""
+
+    def __init__(self, tenant_key: str, seconds: float, reason: str = "") -> None:
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"workload of tenant {tenant_key!r} was not ready within {seconds:g} s{detail}"
+        )
+        self.tenant_key = tenant_key
+        self.seconds = seconds

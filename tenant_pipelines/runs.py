@@ -1,0 +1,57 @@
+"""How runs of our jobs are described: run config and tags, shared by every launch path."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import DagsterInstance, DagsterRun, RunsFilter
+
+from tenant_pipelines.plans import PLANS
+from tenant_pipelines.registry import RequestRecord, TenantRecord
+
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+REQUEST_TAG = "request_id"
+FAILED_RUN_TAG = "failed_run_id"
+
+
+def provision_run_config(request: RequestRecord) -> dict[str, Any]:
+    config = {
+        "request_id": request.request_id,
+        "slug": request.slug,
+        "org": request.org,
+        "plan": request.plan,
+    }
+    return {"ops": {"validate": {"config": config}}}
+
+
+def provision_tags(request: RequestRecord) -> dict[str, str]:
+    tags = {
+        "tenant": request.slug,
+        "org": request.org,
+        "plan": request.plan,
+        REQUEST_TAG: request.request_id,
+    }
+    plan = PLANS.get(request.plan)
+    if plan is not None:
+        tags[MAX_RUNTIME_TAG] = str(plan.max_runtime_s)
+    return tags
+
+
+def tenant_op_config(tenant: TenantRecord, op_name: str, **extra: str) -> dict[str, Any]:
+    config = {"tenant_id": tenant.tenant_id, "slug": tenant.slug, "org": tenant.org, **extra}
+    return {"ops": {op_name: {"config": config}}}
+
+
+def tenant_tags(tenant: TenantRecord, **extra: str) -> dict[str, str]:
+    return {"tenant": tenant.slug, "org": tenant.org, "plan": tenant.plan, **extra}
+
+
+def runs_for_request(instance: DagsterInstance, request_id: str) -> list[DagsterRun]:
+    return list(instance.get_runs(filters=RunsFilter(tags={REQUEST_TAG: request_id})))
+
+
+def runs_for_tenant(
+    instance: DagsterInstance, slug: str, limit: int = 20, tags: Mapping[str, str] | None = None
+) -> list[DagsterRun]:
+    """The tenant's runs, newest first."""
+    filters = RunsFilter(tags={"tenant": slug, **(tags or {})})
+    return list(instance.get_runs(filters=filters, limit=limit))
