@@ -1,0 +1,246 @@
+"""Workload deployer: runs each tenant's workload and proves it ready.
+
+Locally a workload is a `resources.workload_server` process in its own session, so it outlives the
+short-lived run worker that starts it. Processes are found by their command line in /proc, which
+names the tenant and this deployer's state file: PIDs get recycled, so nothing is signalled
+without that check (Linux only; elsewhere nothing is ever signalled).
+"""
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from resources.base import Handle, TenantBackend
+from resources.identity import identity_db_path
+from resources.storage import SAFE_KEY
+from tenant_pipelines.errors import ReadinessTimeout
+from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.plans import get_plan
+
+POLL_INTERVAL_S = 0.05
+HEALTH_TIMEOUT_S = 1.0
+STOP_GRACE_S = 5.0
+KILL_WAIT_S = 2.0
+SERVER_MODULE = "resources.workload_server"
+# The directory holding the `resources` package, for children of a non-installed checkout.
+_SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def workloads_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir).resolve() / "workloads"
+
+
+def _state_file(data_dir: str | Path, tenant_key: str) -> Path:
+    if not SAFE_KEY.match(tenant_key):
+        raise ValueError(f"tenant key {tenant_key!r} is not a DNS label")
+    return workloads_dir(data_dir) / f"{tenant_key}.json"
+
+
+def _read_state(path: Path) -> dict[str, int] | None:
+    try:
+        state = json.loads(path.read_text())
+        return {"pid": int(state["pid"]), "port": int(state["port"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _workload_args(pid: int) -> dict[str, str] | None:
+    """The options of a live workload_server process, or None for anything else (or a zombie)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if SERVER_MODULE not in argv:
+        return None
+    return {a.removeprefix("--"): b for a, b in itertools.pairwise(argv) if a.startswith("--")}
+
+
+def _owner(pid: int, data_dir: str | Path) -> str | None:
+    """The tenant key if pid is a workload of this data directory, else None."""
+    args = _workload_args(pid)
+    key = args.get("tenant-key", "") if args else ""
+    if not args or not SAFE_KEY.match(key):
+        return None
+    return key if args.get("state-file") == str(_state_file(data_dir, key)) else None
+
+
+def _is_workload_of(pid: int, data_dir: str | Path, tenant_key: str) -> bool:
+    return _owner(pid, data_dir) == tenant_key
+
+
+def _running(data_dir: str | Path) -> dict[int, str]:
+    """PID -> tenant key of every workload process that belongs to this data directory."""
+    proc = Path("/proc")
+    pids = [int(e.name) for e in proc.iterdir() if e.name.isdigit()] if proc.is_dir() else []
+    owners = {pid: _owner(pid, data_dir) for pid in pids}
+    return {pid: key for pid, key in owners.items() if key}
+
+
+def read_endpoint(data_dir: str | Path, tenant_key: str) -> int | None:
+    """The port of the tenant's live workload, for the edge; None if there is none."""
+    state = _read_state(_state_file(data_dir, tenant_key))
+    if state is None or not _is_workload_of(state["pid"], data_dir, tenant_key):
+        return None
+    return state["port"]
+
+
+def _healthy(port: int, tenant_key: str) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HEALTH_TIMEOUT_S)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        body = json.loads(response.read() or b"{}")
+        return response.status == 200 and body.get("tenant") == tenant_key
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    finally:
+        conn.close()
+
+
+def _stop(targets: dict[int, str], data_dir: str | Path) -> list[str]:
+    """SIGTERM, then SIGKILL after the grace period, each PID still this tenant's workload.
+
+    All are signalled before any is waited for, so stopping many costs one grace period. A pidfd
+    pins the process we checked, so a recycled PID never receives the signal. Returns the keys
+    of the workloads that are gone.
+    """
+    with contextlib.ExitStack() as stack:
+        pidfds: dict[int, int] = {}
+        for pid in targets:
+            with contextlib.suppress(OSError, AttributeError):
+                pidfds[pid] = os.pidfd_open(pid)
+                stack.callback(os.close, pidfds[pid])
+        ours = {pid: key for pid, key in targets.items() if _is_workload_of(pid, data_dir, key)}
+        alive = dict(ours)
+        for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, KILL_WAIT_S)):
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    if pid in pidfds:
+                        signal.pidfd_send_signal(pidfds[pid], sig)
+                    else:
+                        os.kill(pid, sig)
+            alive = _wait_gone(alive, data_dir, wait_s)
+            if not alive:
+                break
+    return sorted({key for pid, key in ours.items() if pid not in alive})
+
+
+def _wait_gone(alive: dict[int, str], data_dir: str | Path, wait_s: float) -> dict[int, str]:
+    """Wait until the processes exit or time runs out; those still running."""
+    deadline = time.monotonic() + wait_s
+    while alive and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL_S)
+        for pid in list(alive):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap it if we are its parent
+            if not _is_workload_of(pid, data_dir, alive[pid]):
+                del alive[pid]
+    return alive
+
+
+class WorkloadDeployer(TenantBackend, ABC):
+    """Runs tenants' workloads; `ensure` returns only once the workload passes readiness."""
+
+    @property
+    def kind(self) -> str:
+        return "workload"
+
+    @abstractmethod
+    def stop_all(self) -> list[str]:
+        """Stop every running workload, touching nothing else; the tenant keys stopped."""
+
+
+class LocalProcessDeployer(WorkloadDeployer):
+    """One `workload_server` process per tenant; state in `<data_dir>/workloads/<key>.json`."""
+
+    data_dir: str
+    domain: str
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        state = _read_state(_state_file(self.data_dir, tenant.key))
+        if (
+            state
+            and _is_workload_of(state["pid"], self.data_dir, tenant.key)
+            and _healthy(state["port"], tenant.key)
+        ):
+            return self._handle(tenant.key, state)
+        self.release(tenant.key)  # a stale state file, or a workload that stopped answering
+        timeout_s = get_plan(tenant.plan).readiness_timeout_s
+        process = self._start(tenant)
+        return self._await_ready(process, tenant.key, timeout_s)
+
+    def _handle(self, tenant_key: str, state: dict[str, int]) -> Handle:
+        return Handle(
+            kind=self.kind,
+            tenant_key=tenant_key,
+            name=str(_state_file(self.data_dir, tenant_key)),
+            details={"pid": state["pid"], "port": state["port"]},
+        )
+
+    def _start(self, tenant: TenantSpec) -> subprocess.Popen[bytes]:
+        state_file = _state_file(self.data_dir, tenant.key)
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        options = {
+            "--tenant-key": tenant.key,
+            "--domain": self.domain,
+            "--identity-db": str(identity_db_path(Path(self.data_dir).resolve(), tenant.key)),
+            "--state-file": str(state_file),
+        }
+        command = [sys.executable, "-m", SERVER_MODULE, *itertools.chain(*options.items())]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        with open(state_file.with_suffix(".log"), "ab") as log:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=state_file.parent,
+                env=env,
+                start_new_session=True,
+            )
+
+    def _await_ready(self, process: subprocess.Popen[bytes], key: str, timeout_s: float) -> Handle:
+        """Poll the state file and /healthz; on failure leave no process behind."""
+        state_file = _state_file(self.data_dir, key)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                log = state_file.with_suffix(".log")
+                reason = f"exited with status {process.returncode}; see {log}"
+                raise ReadinessTimeout(key, timeout_s, reason)
+            state = _read_state(state_file)
+            if state and state["pid"] == process.pid and _healthy(state["port"], key):
+                # Reap it when it exits, should this process outlive it.
+                threading.Thread(target=process.wait, daemon=True).start()
+                return self._handle(key, state)
+            if time.monotonic() >= deadline:
+                process.kill()
+                process.wait()
+                if (_read_state(state_file) or {}).get("pid") == process.pid:
+                    state_file.unlink(missing_ok=True)
+                raise ReadinessTimeout(key, timeout_s)
+            time.sleep(POLL_INTERVAL_S)
+
+    def release(self, tenant_key: str) -> bool:
+        mine = {pid: key for pid, key in _running(self.data_dir).items() if key == tenant_key}
+        stopped = _stop(mine, self.data_dir)
+        state_file = _state_file(self.data_dir, tenant_key)
+        existed = state_file.exists()
+        state_file.unlink(missing_ok=True)
+        return bool(stopped) or existed
+
+    def list_existing(self) -> set[str]:
+        return set(_running(self.data_dir).values())
+
+    def stop_all(self) -> list[str]:
+        return _stop(_running(self.data_dir), self.data_dir)

@@ -1,0 +1,135 @@
+"""Tenant identity store: the tenant's users, starting with its first admin.
+
+The first admin is seeded with a one-time invitation token when the store is created. The token
+is made once, inside the atomically created database, so retries and re-executions never mint a
+second one (the welcome email must keep working).
+"""
+
+import secrets
+import sqlite3
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from resources.base import Handle, TenantBackend
+from resources.storage import (
+    create_db_atomically,
+    keys_in,
+    open_db,
+    remove_db,
+    tenant_db_path,
+    utc_now,
+)
+from tenant_pipelines.errors import NotFound
+from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.plans import get_plan
+
+ADMIN_ROLE = "admin"
+PENDING_INVITATION = "pending_invitation"
+INVITATION_TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """The first admin's invitation, as the welcome email needs it."""
+
+    email: str
+    token: str
+    status: str
+
+
+def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
+    """The local identity database of a tenant; the workload opens it too."""
+    return tenant_db_path(Path(data_dir) / "identity", tenant_key)
+
+
+class IdentityStore(TenantBackend, ABC):
+    """Who may sign in to a tenant."""
+
+    @property
+    def kind(self) -> str:
+        return "identity"
+
+    @abstractmethod
+    def invitation(self, tenant_key: str) -> Invitation:
+        """The first admin's invitation; raises NotFound if the store does not exist."""
+
+
+class LocalSQLiteIdentityStore(IdentityStore):
+    """A SQLite users database per tenant under `<data_dir>/identity/`."""
+
+    data_dir: str
+
+    def path_for(self, tenant_key: str) -> Path:
+        return identity_db_path(self.data_dir, tenant_key)
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        path = self.path_for(tenant.key)
+        max_users = get_plan(tenant.plan).identity_max_users
+
+        def build(conn: sqlite3.Connection) -> None:
+            now = utc_now()
+            conn.execute(
+                "CREATE TABLE tenant_meta (tenant_key TEXT PRIMARY KEY, plan TEXT NOT NULL,"
+                " max_users INTEGER NOT NULL, created_at TEXT NOT NULL)"
+            )
+            conn.execute(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,"
+                " role TEXT NOT NULL, status TEXT NOT NULL, invitation_token TEXT,"
+                " created_at TEXT NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO tenant_meta VALUES (?, ?, ?, ?)",
+                (tenant.key, tenant.plan, max_users, now),
+            )
+            conn.execute(
+                "INSERT INTO users (email, role, status, invitation_token, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    tenant.admin_email,
+                    ADMIN_ROLE,
+                    PENDING_INVITATION,
+                    secrets.token_urlsafe(INVITATION_TOKEN_BYTES),
+                    now,
+                ),
+            )
+            conn.execute("PRAGMA user_version = 1")
+
+        create_db_atomically(path, build)
+        return self._handle(tenant.key, path)
+
+    def _handle(self, tenant_key: str, path: Path) -> Handle:
+        """Read back what is stored; the token stays out of the ledger (it is a secret)."""
+        with open_db(path) as conn:
+            (max_users,) = conn.execute("SELECT max_users FROM tenant_meta").fetchone()
+        admin = self._first_admin(path)
+        return Handle(
+            kind=self.kind,
+            tenant_key=tenant_key,
+            name=str(path),
+            details={"admin_email": admin.email, "max_users": max_users},
+        )
+
+    def invitation(self, tenant_key: str) -> Invitation:
+        path = self.path_for(tenant_key)
+        if not path.exists():
+            raise NotFound(f"tenant {tenant_key!r} has no identity store")
+        return self._first_admin(path)
+
+    @staticmethod
+    def _first_admin(path: Path) -> Invitation:
+        with open_db(path) as conn:
+            row = conn.execute(
+                "SELECT email, invitation_token, status FROM users WHERE role = ?"
+                " ORDER BY id LIMIT 1",
+                (ADMIN_ROLE,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"identity store {path} has no admin")
+        return Invitation(email=row[0], token=row[1], status=row[2])
+
+    def release(self, tenant_key: str) -> bool:
+        return remove_db(self.path_for(tenant_key))
+
+    def list_existing(self) -> set[str]:
+        return keys_in(Path(self.data_dir) / "identity")

@@ -1,0 +1,287 @@
+"""Mail to a tenant's first admin: one interface, two backends.
+
+`OutboxMailer` (the embedded default) writes each email as a standard RFC 5322 `.eml` file that a
+person can open in any mail client; `SendGridMailer` sends through SendGrid's v3 Mail Send with the
+official client. A backend only delivers: whether an email may go out at all (at most once per
+tenant) is decided from the ledger by `tenant_pipelines.emails`.
+
+Configuration (wired in definitions): `SENDGRID_API_KEY` selects SendGrid and reaches
+`SendGridMailer.api_key` only through `EnvVar`; `SENDGRID_FROM` is the sender; `SENDGRID_API_HOST`
+the API host (`EU_SENDGRID_HOST` for EU data residency). The outbox lives under `TENANT_DATA_DIR`.
+"""
+
+import http.client
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import urllib.error
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid, parseaddr, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+from python_http_client.exceptions import HTTPError as SendGridHTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import Category, CustomArg, From, Mail, To
+
+DEFAULT_FROM = "Tenant Platform <no-reply@localhost>"
+DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
+EU_SENDGRID_HOST = "https://api.eu.sendgrid.com"
+REQUEST_TIMEOUT_S = 10.0  # bounds every blocking socket operation of one attempt
+MIN_ATTEMPT_TIMEOUT_S = 0.1  # never 0: the client would read a 0 timeout as "wait forever"
+MAX_TOTAL_S = 60.0  # no attempt starts and no backoff sleeps past this, per email
+BACKOFF_BASE_S = 1.0  # first wait before a retry when the server gives no Retry-After
+BACKOFF_MAX_S = 16.0
+MAX_REASON_CHARS = 300
+OUTBOX_DIR = "outbox"
+MAIL_CATEGORY = "tenant-onboarding"
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+CLIENT_LOGGER = "python_http_client.client"
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One rendered email for one tenant; `kind` is welcome, console or onboarding."""
+
+    kind: str
+    tenant_key: str
+    tenant_slug: str
+    to: str
+    from_email: str
+    subject: str
+    text: str
+    html: str
+    idempotency_key: str  # f"{request_id}:email:{kind}", carried to the provider for tracing
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a backend did with one email. `maybe_delivered`: failed, yet the provider may have
+    accepted it (the response was lost), so sending it again could duplicate it."""
+
+    ok: bool
+    status: int | None  # the provider's HTTP status; None for the outbox and for network errors
+    provider_id: str | None  # SendGrid's X-Message-Id, or the outbox file's path
+    reason: str | None
+    attempts: int
+    maybe_delivered: bool = False
+
+
+class Mailer(ConfigurableResource, ABC):
+    """Delivers one email; never raises for a delivery failure, returns it as a SendResult."""
+
+    from_email: str = Field(default=DEFAULT_FROM, description="Sender, 'Name <address>'.")
+
+    @abstractmethod
+    def send(self, message: OutgoingEmail) -> SendResult:
+        """Deliver `message` once (retrying only where that cannot duplicate it)."""
+
+
+class OutboxMailer(Mailer):
+    """Writes `<data_dir>/outbox/<tenant_key>/<kind>.eml`, replacing it atomically."""
+
+    data_dir: str = Field(description="TENANT_DATA_DIR; the outbox is its `outbox/` folder.")
+
+    def outbox_path(self, tenant_key: str, kind: str) -> Path:
+        return Path(self.data_dir) / OUTBOX_DIR / tenant_key / f"{kind}.eml"
+
+    def send(self, message: OutgoingEmail) -> SendResult:
+        if not (SAFE_NAME.match(message.tenant_key) and SAFE_NAME.match(message.kind)):
+            return SendResult(False, None, None, "tenant key or kind is not a safe file name", 0)
+        path = self.outbox_path(message.tenant_key, message.kind)
+        try:
+            _write_atomically(path, to_eml(message).as_bytes(policy=SMTP))
+        except OSError as error:
+            return SendResult(False, None, None, f"cannot write {path}: {error.strerror}", 1)
+        return SendResult(True, None, str(path), None, 1)
+
+
+def to_eml(message: OutgoingEmail) -> EmailMessage:
+    """The email as an RFC 5322 multipart/alternative message (text, then HTML)."""
+    eml = EmailMessage()
+    eml["From"] = message.from_email
+    eml["To"] = message.to
+    eml["Subject"] = message.subject
+    eml["Date"] = format_datetime(datetime.now(UTC))
+    sender_domain = parseaddr(message.from_email)[1].rpartition("@")[2] or "localhost"
+    eml["Message-ID"] = make_msgid(idstring=message.kind, domain=sender_domain)
+    eml["X-Tenant"] = message.tenant_key
+    eml["X-Email-Kind"] = message.kind
+    eml.set_content(message.text)
+    eml.add_alternative(message.html, subtype="html")
+    return eml
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One HTTP exchange with SendGrid, classified."""
+
+    ok: bool
+    status: int | None = None
+    provider_id: str | None = None
+    reason: str | None = None
+    retryable: bool = False
+    retry_after_s: float | None = None
+    maybe_delivered: bool = False
+
+
+class SendGridMailer(Mailer):
+    """SendGrid v3 Mail Send. Retries 429 and 5xx with exponential backoff that honours
+    Retry-After, within `max_total_s`; other 4xx are final. A request whose response never came
+    (timeout, dropped connection) is not retried: SendGrid may have accepted it, and a second
+    attempt could deliver the email twice."""
+
+    api_key: str = Field(repr=False, description="SendGrid API key: EnvVar('SENDGRID_API_KEY').")
+    from_email: str = Field(description="SENDGRID_FROM: a sender verified in SendGrid.")
+    api_host: str = Field(default=DEFAULT_SENDGRID_HOST, description="SENDGRID_API_HOST.")
+    timeout_s: float = Field(default=REQUEST_TIMEOUT_S, gt=0)
+    max_total_s: float = Field(default=MAX_TOTAL_S, gt=0)
+    backoff_base_s: float = Field(default=BACKOFF_BASE_S, ge=0)
+    backoff_max_s: float = Field(default=BACKOFF_MAX_S, ge=0)
+
+    def send(self, message: OutgoingEmail) -> SendResult:
+        _drop_request_dumps()
+        client = SendGridAPIClient(api_key=self.api_key, host=self.api_host.rstrip("/"))
+        body = sendgrid_mail(message).get()
+        deadline = time.monotonic() + self.max_total_s
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = deadline - time.monotonic()
+            timeout = min(self.timeout_s, max(remaining, MIN_ATTEMPT_TIMEOUT_S))
+            attempt = self._post(client, body, timeout)
+            if attempt.ok or not attempt.retryable:
+                return self._result(attempt, attempts)
+            wait = self._wait_s(attempts, attempt.retry_after_s)
+            if time.monotonic() + wait >= deadline:
+                note = f"gave up after {attempts} attempt(s) within {self.max_total_s:g}s"
+                return self._result(attempt, attempts, note)
+            time.sleep(wait)
+
+    def _post(self, client: SendGridAPIClient, body: dict[str, Any], timeout: float) -> _Attempt:
+        try:
+            response = client.client.mail.send.post(request_body=body, timeout=timeout)
+        except SendGridHTTPError as error:
+            return _classify_http_error(error)
+        except urllib.error.URLError as error:  # before the request went out: nothing was sent
+            return _Attempt(False, reason=f"cannot connect: {error.reason}", retryable=True)
+        except (OSError, http.client.HTTPException) as error:
+            what = "timed out" if isinstance(error, TimeoutError) else type(error).__name__
+            reason = f"no response ({what} after {timeout:g}s); SendGrid may have accepted it"
+            return _Attempt(False, reason=reason, maybe_delivered=True)
+        provider_id = response.headers.get("X-Message-Id")
+        return _Attempt(True, status=response.status_code, provider_id=provider_id)
+
+    def _wait_s(self, attempts: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return retry_after_s
+        return min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1))
+
+    def _result(self, attempt: _Attempt, attempts: int, note: str | None = None) -> SendResult:
+        reason = attempt.reason
+        if reason is not None:
+            reason = reason.replace(self.api_key, "[redacted]") if self.api_key else reason
+            reason = f"{reason} ({note})" if note else reason
+        return SendResult(
+            attempt.ok,
+            attempt.status,
+            attempt.provider_id,
+            reason,
+            attempts,
+            attempt.maybe_delivered,
+        )
+
+
+def sendgrid_mail(message: OutgoingEmail) -> Mail:
+    """The v3 Mail Send body; categories and custom args say which tenant and which email."""
+    name, address = parseaddr(message.from_email)
+    mail = Mail(
+        from_email=From(address or message.from_email, name or None),
+        to_emails=To(message.to),
+        subject=message.subject,
+        plain_text_content=message.text,
+        html_content=message.html,
+    )
+    mail.category = [Category(MAIL_CATEGORY), Category(f"email-{message.kind}")]
+    mail.custom_arg = [
+        CustomArg("tenant_slug", message.tenant_slug),
+        CustomArg("tenant_key", message.tenant_key),
+        CustomArg("email_kind", message.kind),
+        CustomArg("idempotency_key", message.idempotency_key),
+    ]
+    return mail
+
+
+def _classify_http_error(error: SendGridHTTPError) -> _Attempt:
+    status = int(error.status_code)
+    detail = _error_detail(error.body) or str(error.reason)
+    reason = f"HTTP {status}: {detail}"[:MAX_REASON_CHARS]
+    retryable = status == 429 or status >= 500
+    retry_after = parse_retry_after(error.headers.get("Retry-After")) if error.headers else None
+    return _Attempt(
+        False, status=status, reason=reason, retryable=retryable, retry_after_s=retry_after
+    )
+
+
+def _error_detail(body: bytes | str | None) -> str | None:
+    """SendGrid's `{"errors": [{"message": ...}]}`, joined; None if the body is not that."""
+    try:
+        errors = json.loads(body or b"")["errors"]
+        return "; ".join(str(item.get("message", item)) for item in errors) or None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as delay-seconds or an HTTP date (RFC 9110); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+class _DropRequestDumps(logging.Filter):
+    """The client logs each request's headers (the bearer token) and payload (the invitation)
+    at DEBUG; those records must never reach a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg if isinstance(record.msg, str) else ""
+        return not text.startswith(("HEADERS:", "PAYLOAD:"))
+
+
+def _drop_request_dumps() -> None:
+    logger = logging.getLogger(CLIENT_LOGGER)
+    if not any(isinstance(existing, _DropRequestDumps) for existing in logger.filters):
+        logger.addFilter(_DropRequestDumps())

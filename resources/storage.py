@@ -1,0 +1,171 @@
+"""Tenant storage: one database per tenant.
+
+The local backend gives each tenant a real SQLite file. The file is built under a temporary name
+and linked into place, so a crash never leaves a half-built database under the tenant's name, and
+two racing ensures end with exactly one database (the loser adopts the winner's). The helpers for
+that are shared with the identity store, which keeps per-tenant files the same way.
+"""
+
+import contextlib
+import os
+import re
+import sqlite3
+from abc import ABC
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from resources.base import Handle, TenantBackend
+from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.plans import get_plan
+
+# Keys become file names: refuse anything that could leave the backend's directory.
+SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+DB_SUFFIX = ".db"
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+SQLITE_TIMEOUT_S = 10.0
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def tenant_db_path(directory: Path, tenant_key: str) -> Path:
+    """Where a tenant's database lives; refuses keys that are not plain DNS labels."""
+    if not SAFE_KEY.match(tenant_key):
+        raise ValueError(f"tenant key {tenant_key!r} is not a DNS label")
+    return directory / f"{tenant_key}{DB_SUFFIX}"
+
+
+@contextlib.contextmanager
+def open_db(path: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection that commits on success and is always closed (sqlite3's own `with` is not).
+
+    Without `create`, a missing file is an error rather than a new empty database.
+    """
+    mode = "rwc" if create else "rw"
+    uri = f"{path.absolute().as_uri()}?mode={mode}"
+    conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT_S)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def create_db_atomically(path: Path, build: Callable[[sqlite3.Connection], None]) -> bool:
+    """Build a database under a temporary name, then link it into place.
+
+    `os.link` fails if the target exists, so the first complete database wins and is never
+    overwritten. Returns True if this call created the file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open_db(tmp, create=True) as conn:
+            build(conn)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        _remove_quietly(tmp)
+        for suffix in SIDECAR_SUFFIXES:
+            _remove_quietly(Path(f"{tmp}{suffix}"))
+
+
+def remove_db(path: Path) -> bool:
+    """Delete a database, its sidecars and temp debris from crashed builds; True if it existed."""
+    existed = _remove_quietly(path)
+    for suffix in SIDECAR_SUFFIXES:
+        _remove_quietly(Path(f"{path}{suffix}"))
+    for debris in path.parent.glob(f".{path.name}.*.tmp*"):
+        _remove_quietly(debris)
+    return existed
+
+
+def keys_in(directory: Path) -> set[str]:
+    """Tenant keys of the complete databases in a directory (temp files are hidden by the dot)."""
+    if not directory.is_dir():
+        return set()
+    return {
+        p.name.removesuffix(DB_SUFFIX)
+        for p in directory.glob(f"*{DB_SUFFIX}")
+        if SAFE_KEY.match(p.name.removesuffix(DB_SUFFIX))
+    }
+
+
+def _remove_quietly(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the new name durable, not just the file's contents."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StorageBackend(TenantBackend, ABC):
+    """Where a tenant's application data lives, sized by its plan."""
+
+    @property
+    def kind(self) -> str:
+        return "storage"
+
+
+class LocalSQLiteStorage(StorageBackend):
+    """A SQLite database per tenant under `<data_dir>/storage/`."""
+
+    data_dir: str
+
+    @property
+    def _dir(self) -> Path:
+        return Path(self.data_dir) / "storage"
+
+    def path_for(self, tenant_key: str) -> Path:
+        return tenant_db_path(self._dir, tenant_key)
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        path = self.path_for(tenant.key)
+        quota_mb = get_plan(tenant.plan).storage_quota_mb
+
+        def build(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "CREATE TABLE tenant_meta (tenant_key TEXT PRIMARY KEY, plan TEXT NOT NULL,"
+                " quota_mb INTEGER NOT NULL, created_at TEXT NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO tenant_meta VALUES (?, ?, ?, ?)",
+                (tenant.key, tenant.plan, quota_mb, utc_now()),
+            )
+            conn.execute("PRAGMA user_version = 1")
+
+        create_db_atomically(path, build)
+        return self._handle(tenant.key, path)
+
+    def _handle(self, tenant_key: str, path: Path) -> Handle:
+        """Describe the database as it is on disk, so a second ensure reports the same thing."""
+        with open_db(path) as conn:
+            (quota_mb,) = conn.execute("SELECT quota_mb FROM tenant_meta").fetchone()
+        return Handle(
+            kind=self.kind, tenant_key=tenant_key, name=str(path), details={"quota_mb": quota_mb}
+        )
+
+    def release(self, tenant_key: str) -> bool:
+        return remove_db(self.path_for(tenant_key))
+
+    def list_existing(self) -> set[str]:
+        return keys_in(self._dir)

@@ -1,0 +1,185 @@
+"""Traffic boundary: whether the outside world reaches a tenant.
+
+Locally it is a route in the edge gateway's table, keyed by host. Allocate adds the route closed,
+so nothing is served before the workload passes readiness; Mark active opens it. The table is
+shared by many processes (run workers write, the edge reads on every request), hence WAL mode
+(readers never wait for the writer), a busy timeout, and writers that take the write lock up front
+(`BEGIN IMMEDIATE`) so two writers never deadlock upgrading a read lock.
+"""
+
+import contextlib
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from resources.base import Handle, TenantBackend
+from resources.storage import utc_now
+from tenant_pipelines.errors import PermanentError
+from tenant_pipelines.models import TenantSpec
+
+BUSY_TIMEOUT_S = 10.0
+CLOSED = "closed"
+OPEN = "open"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS routes ("
+    " host TEXT PRIMARY KEY,"
+    " tenant_key TEXT NOT NULL UNIQUE,"
+    f" state TEXT NOT NULL CHECK (state IN ('{CLOSED}', '{OPEN}')),"
+    " updated_at TEXT NOT NULL)"
+)
+_COLUMNS = "host, tenant_key, state, updated_at"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One row of the route table, as the edge sees it."""
+
+    host: str
+    tenant_key: str
+    state: str
+    updated_at: str
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == OPEN
+
+
+def routes_db_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "edge" / "routes.db"
+
+
+@contextlib.contextmanager
+def _connect(path: Path, create: bool) -> Iterator[sqlite3.Connection]:
+    """An autocommit connection; transactions are explicit so their lock mode is ours to pick."""
+    mode = "rwc" if create else "rw"
+    conn = sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode={mode}",
+        uri=True,
+        timeout=BUSY_TIMEOUT_S,
+        isolation_level=None,
+    )
+    try:
+        if create:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+        yield conn
+    finally:
+        conn.close()
+
+
+def lookup_route(data_dir: str | Path, host: str) -> Route | None:
+    """The route for a Host (without port), or None; never creates the table (the edge reads)."""
+    path = routes_db_path(data_dir)
+    if not path.exists():
+        return None
+    with _connect(path, create=False) as conn:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM routes WHERE host = ?", (host.lower(),)
+        ).fetchone()
+    return Route(*row) if row else None
+
+
+class TrafficBoundary(TenantBackend, ABC):
+    """Decides whether requests for a tenant's host reach its workload."""
+
+    @property
+    def kind(self) -> str:
+        return "route"
+
+    @abstractmethod
+    def open(self, tenant: TenantSpec) -> Handle:
+        """Let traffic through (creating the route if missing). Safe to call again."""
+
+    @abstractmethod
+    def is_open(self, tenant_key: str) -> bool:
+        """Whether traffic currently reaches the tenant."""
+
+
+class LocalEdgeRoutes(TrafficBoundary):
+    """Routes in `<data_dir>/edge/routes.db`, read by the local edge gateway."""
+
+    data_dir: str
+    domain: str
+
+    @property
+    def _path(self) -> Path:
+        return routes_db_path(self.data_dir)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with _connect(self._path, create=True) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _add_closed(self, conn: sqlite3.Connection, tenant: TenantSpec) -> Route:
+        """Insert the route closed unless it exists; an existing route keeps its state."""
+        host = tenant.host(self.domain)
+        conn.execute(
+            f"INSERT INTO routes ({_COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (host, tenant.key, CLOSED, utc_now()),
+        )
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM routes WHERE tenant_key = ?", (tenant.key,)
+        ).fetchone()
+        if row is None:
+            raise PermanentError(f"host {host!r} is already routed to another tenant")
+        return Route(*row)
+
+    def _handle(self, route: Route) -> Handle:
+        return Handle(
+            kind=self.kind,
+            tenant_key=route.tenant_key,
+            name=route.host,
+            details={"state": route.state},
+        )
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        with self._write() as conn:
+            route = self._add_closed(conn, tenant)
+        return self._handle(route)
+
+    def open(self, tenant: TenantSpec) -> Handle:
+        with self._write() as conn:
+            route = self._add_closed(conn, tenant)
+            if not route.is_open:
+                now = utc_now()
+                conn.execute(
+                    "UPDATE routes SET state = ?, updated_at = ? WHERE tenant_key = ?",
+                    (OPEN, now, tenant.key),
+                )
+                route = Route(route.host, route.tenant_key, OPEN, now)
+        return self._handle(route)
+
+    def is_open(self, tenant_key: str) -> bool:
+        route = self._route_of(tenant_key)
+        return route is not None and route.is_open
+
+    def _route_of(self, tenant_key: str) -> Route | None:
+        if not self._path.exists():
+            return None
+        with _connect(self._path, create=False) as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM routes WHERE tenant_key = ?", (tenant_key,)
+            ).fetchone()
+        return Route(*row) if row else None
+
+    def release(self, tenant_key: str) -> bool:
+        if not self._path.exists():
+            return False
+        with self._write() as conn:
+            deleted = conn.execute("DELETE FROM routes WHERE tenant_key = ?", (tenant_key,))
+            return deleted.rowcount > 0
+
+    def list_existing(self) -> set[str]:
+        if not self._path.exists():
+            return set()
+        with _connect(self._path, create=False) as conn:
+            return {key for (key,) in conn.execute("SELECT tenant_key FROM routes")}

@@ -1,0 +1,194 @@
+"""A tenant's workload: the authentication service of one tenant, as a local process.
+
+Standard library only (no Dagster import), so each tenant costs a few megabytes. It opens the
+tenant's identity store before it binds, so a workload that cannot reach its users never reports
+itself healthy; then it writes its state file (pid and port) atomically for the deployer and the
+edge. Started by `resources.deployer`; run as
+`python -m resources.workload_server --tenant-key K --domain D --identity-db P --state-file S`.
+"""
+
+import argparse
+import html
+import json
+import os
+import signal
+import socketserver
+import sqlite3
+import sys
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REQUEST_TIMEOUT_S = 30.0
+QUIET_PATHS = frozenset({"/healthz"})
+
+
+def count_users(identity_db: str) -> int:
+    """Read the identity store; raises sqlite3.Error if it is missing or unreadable."""
+    uri = f"{Path(identity_db).absolute().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM users").fetchone()
+    finally:
+        conn.close()
+    return int(count)
+
+
+def discovery_document(issuer: str) -> dict[str, object]:
+    """The OpenID Provider metadata clients use to find this tenant's endpoints."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/oauth/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "end_session_endpoint": f"{issuer}/logout",
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "profile", "email"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    }
+
+
+class WorkloadHandler(BaseHTTPRequestHandler):
+    """Routes by path; the tenant's settings live on the server object."""
+
+    server: "WorkloadServer"
+    timeout = REQUEST_TIMEOUT_S
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            self._healthz()
+        elif path == "/.well-known/openid-configuration":
+            self._send_json(200, discovery_document(self.server.issuer))
+        elif path == "/admin":
+            self._admin()
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._not_found()
+
+    do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def _healthz(self) -> None:
+        try:
+            count_users(self.server.identity_db)
+        except sqlite3.Error as error:
+            self._send_json(
+                503,
+                {"status": "unavailable", "tenant": self.server.tenant_key, "error": str(error)},
+            )
+            return
+        self._send_json(200, {"status": "ok", "tenant": self.server.tenant_key})
+
+    def _admin(self) -> None:
+        key = html.escape(self.server.tenant_key)
+        try:
+            users = f"{count_users(self.server.identity_db)} user(s)"
+        except sqlite3.Error:
+            users = "identity store unavailable"
+        page = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{key} admin console"
+            f"</title></head><body><h1>Admin console: {key}</h1>"
+            f"<p>Issuer: {html.escape(self.server.issuer)}</p><p>{users}</p></body></html>"
+        )
+        self._send(200, "text/html; charset=utf-8", page.encode())
+
+    def _not_found(self) -> None:
+        self._send_json(404, {"error": "not found", "method": self.command, "path": self.path})
+
+    def _send_json(self, status: int, body: dict[str, object]) -> None:
+        self._send(status, "application/json", json.dumps(body).encode())
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        if self.path.split("?", 1)[0] not in QUIET_PATHS:
+            super().log_message(format, *args)
+
+
+class WorkloadServer(ThreadingHTTPServer):
+    """The HTTP server plus what the handler needs to know about its tenant."""
+
+    daemon_threads = True
+
+    def __init__(self, tenant_key: str, domain: str, identity_db: str) -> None:
+        super().__init__(("127.0.0.1", 0), WorkloadHandler)
+        self.tenant_key = tenant_key
+        self.issuer = f"https://{tenant_key}.{domain}"
+        self.identity_db = identity_db
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup the loopback never needs.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def write_state(state_file: Path, port: int) -> None:
+    """Write pid and port atomically: readers see the old file or the new one, never half."""
+    state = {"pid": os.getpid(), "port": port, "started_at": datetime.now(UTC).isoformat()}
+    tmp = state_file.with_name(f".{state_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_file)
+
+
+def remove_own_state(state_file: Path) -> None:
+    """Remove the state file only if it still names this process (a successor may own it)."""
+    try:
+        if json.loads(state_file.read_text()).get("pid") == os.getpid():
+            state_file.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="workload_server", description=__doc__)
+    parser.add_argument("--tenant-key", required=True)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--identity-db", required=True)
+    parser.add_argument("--state-file", required=True, type=Path)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        count_users(args.identity_db)
+    except sqlite3.Error as error:
+        print(
+            f"workload {args.tenant_key}: cannot open identity store {args.identity_db}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    server = WorkloadServer(args.tenant_key, args.domain, args.identity_db)
+
+    def stop(signum: int, frame: object) -> None:
+        # shutdown() waits for serve_forever, which runs in this thread: ask from another one.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        write_state(args.state_file, server.server_address[1])
+        print(f"workload {args.tenant_key}: serving on port {server.server_address[1]}", flush=True)
+        server.serve_forever()
+    finally:
+        server.server_close()
+        remove_own_state(args.state_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

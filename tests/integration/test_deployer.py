@@ -1,0 +1,287 @@
+"""Local workloads as real processes: readiness, reuse, safe stopping, and nothing left behind."""
+
+import dataclasses
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resources.deployer import LocalProcessDeployer, read_endpoint
+from resources.identity import LocalSQLiteIdentityStore
+from tenant_pipelines.errors import PermanentError, ReadinessTimeout
+from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.plans import PLANS
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "localhost"
+
+
+def tenant(slug: str = "acme", org: str = "corp", plan: str = "free") -> TenantSpec:
+    return TenantSpec(
+        tenant_id=f"t-{slug}",
+        request_id=f"r-{slug}",
+        slug=slug,
+        org=org,
+        plan=plan,
+        admin_email=f"admin@{org}.example",
+    )
+
+
+def workload_pids(data_dir: Path) -> set[int]:
+    """Live workload processes of this data directory, found without the code under test."""
+    pids = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resources.workload_server" in cmdline and str(data_dir).encode() in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
+def wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (
+            not Path(f"/proc/{pid}/cmdline").exists()
+            or not Path(f"/proc/{pid}/cmdline").read_bytes()
+        ):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def get(port: int, path: str) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path.resolve()
+
+
+@pytest.fixture
+def deployer(data_dir: Path) -> Iterator[LocalProcessDeployer]:
+    deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
+    yield deployer
+    deployer.stop_all()
+    leftovers = workload_pids(data_dir)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert leftovers == set(), "stop_all left workloads running"
+
+
+@pytest.fixture
+def identity(data_dir: Path) -> LocalSQLiteIdentityStore:
+    return LocalSQLiteIdentityStore(data_dir=str(data_dir))
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """A process that is not ours, whose PID ends up in a state file."""
+    process = subprocess.Popen(["sleep", "60"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def write_state(data_dir: Path, key: str, pid: int, port: int = 9) -> Path:
+    path = data_dir / "workloads" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "port": port, "started_at": "2024-01-01T00:00:00Z"}))
+    return path
+
+
+def test_ensure_starts_a_ready_workload_in_its_own_session(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    assert deployer.list_existing() == set()
+    identity.ensure(tenant())
+    handle = deployer.ensure(tenant())
+
+    pid, port = handle.details["pid"], handle.details["port"]
+    assert (handle.kind, handle.tenant_key) == ("workload", "acme-corp")
+    assert workload_pids(data_dir) == {pid}
+    assert os.getsid(pid) == pid, "it must outlive the run worker that started it"
+    status, _, body = get(port, "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok", "tenant": "acme-corp"})
+    state = json.loads((data_dir / "workloads" / "acme-corp.json").read_text())
+    assert (state["pid"], state["port"], bool(state["started_at"])) == (pid, port, True)
+    assert read_endpoint(data_dir, "acme-corp") == port
+    assert deployer.list_existing() == {"acme-corp"}
+    assert (data_dir / "workloads" / "acme-corp.log").exists()
+
+
+def test_second_ensure_reuses_the_running_workload(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    identity.ensure(tenant())
+    first = deployer.ensure(tenant())
+    assert deployer.ensure(tenant()) == first
+    assert workload_pids(data_dir) == {first.details["pid"]}
+
+
+def test_release_stops_the_workload_and_is_idempotent(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    identity.ensure(tenant())
+    pid = deployer.ensure(tenant()).details["pid"]
+
+    assert deployer.release("acme-corp") is True
+    assert wait_gone(pid, timeout_s=0.5)
+    assert not (data_dir / "workloads" / "acme-corp.json").exists()
+    assert deployer.release("acme-corp") is False
+    assert deployer.list_existing() == set()
+    assert read_endpoint(data_dir, "acme-corp") is None
+
+
+def test_the_workload_serves_discovery_admin_and_json_404(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
+) -> None:
+    identity.ensure(tenant())
+    port = deployer.ensure(tenant()).details["port"]
+
+    status, content_type, body = get(port, "/.well-known/openid-configuration")
+    document = json.loads(body)
+    assert (status, content_type) == (200, "application/json")
+    assert document["issuer"] == "https://acme-corp.localhost"
+    for field in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri"):
+        assert document[field].startswith("https://acme-corp.localhost/")
+    for field in (
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ):
+        assert document[field]
+    status, content_type, body = get(port, "/admin")
+    assert (status, content_type.split(";")[0]) == (200, "text/html")
+    assert b"acme-corp" in body
+    status, content_type, body = get(port, "/nope?x=1")
+    assert (status, content_type, json.loads(body)["path"]) == (
+        404,
+        "application/json",
+        "/nope?x=1",
+    )
+
+
+def test_a_workload_that_cannot_open_its_identity_store_fails_readiness(
+    deployer: LocalProcessDeployer, data_dir: Path
+) -> None:
+    # No identity store was allocated: the workload exits instead of becoming healthy.
+    with pytest.raises(ReadinessTimeout, match=r"acme-corp.*10 s") as raised:
+        deployer.ensure(tenant())
+    assert not isinstance(raised.value, PermanentError), "readiness failures are retried"
+    assert workload_pids(data_dir) == set()
+    assert deployer.list_existing() == set()
+    assert not (data_dir / "workloads" / "acme-corp.json").exists()
+    assert "cannot open identity store" in (data_dir / "workloads" / "acme-corp.log").read_text()
+
+
+def test_readiness_timeout_kills_the_process_it_started(
+    deployer: LocalProcessDeployer,
+    identity: LocalSQLiteIdentityStore,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A plan no process can meet: the deadline passes before the interpreter has even started.
+    instant = dataclasses.replace(PLANS["free"], name="instant", readiness_timeout_s=0.001)
+    monkeypatch.setitem(PLANS, "instant", instant)
+    identity.ensure(tenant(plan="instant"))
+
+    with pytest.raises(ReadinessTimeout, match=r"'acme-corp' was not ready within 0\.001 s"):
+        deployer.ensure(tenant(plan="instant"))
+    assert workload_pids(data_dir) == set()
+    assert not (data_dir / "workloads" / "acme-corp.json").exists()
+
+
+def test_a_pid_that_is_not_our_workload_is_never_signalled(
+    deployer: LocalProcessDeployer,
+    identity: LocalSQLiteIdentityStore,
+    stranger: subprocess.Popen[bytes],
+    data_dir: Path,
+) -> None:
+    write_state(data_dir, "acme-corp", stranger.pid)  # a recycled PID in a stale state file
+
+    assert read_endpoint(data_dir, "acme-corp") is None
+    assert deployer.list_existing() == set()
+    assert deployer.release("acme-corp") is True  # the stale state file went
+    assert deployer.stop_all() == []
+    assert stranger.poll() is None, "a foreign process was signalled"
+
+    write_state(data_dir, "acme-corp", stranger.pid)
+    identity.ensure(tenant())
+    handle = deployer.ensure(tenant())
+    assert handle.details["pid"] != stranger.pid
+    assert stranger.poll() is None
+
+
+def test_another_tenants_workload_is_never_signalled(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    identity.ensure(tenant("acme", "corp"))
+    acme = deployer.ensure(tenant("acme", "corp"))
+    write_state(data_dir, "beta-labs", acme.details["pid"], acme.details["port"])
+
+    assert read_endpoint(data_dir, "beta-labs") is None
+    deployer.release("beta-labs")
+    assert get(acme.details["port"], "/healthz")[0] == 200
+    assert deployer.list_existing() == {"acme-corp"}
+
+
+def test_ensure_replaces_a_workload_that_died(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    identity.ensure(tenant())
+    old = deployer.ensure(tenant()).details["pid"]
+    os.kill(old, signal.SIGKILL)  # a crash: no chance to remove its state file
+    assert wait_gone(old)
+    assert read_endpoint(data_dir, "acme-corp") is None
+
+    new = deployer.ensure(tenant())
+    assert new.details["pid"] != old
+    assert workload_pids(data_dir) == {new.details["pid"]}
+
+
+def test_stop_all_stops_every_workload_and_touches_nothing_else(
+    deployer: LocalProcessDeployer,
+    identity: LocalSQLiteIdentityStore,
+    stranger: subprocess.Popen[bytes],
+    data_dir: Path,
+) -> None:
+    for spec in (tenant("acme", "corp"), tenant("beta", "labs")):
+        identity.ensure(spec)
+        deployer.ensure(spec)
+
+    started = time.monotonic()
+    assert deployer.stop_all() == ["acme-corp", "beta-labs"]
+    assert time.monotonic() - started < 3, "workloads are stopped together, not one by one"
+    assert workload_pids(data_dir) == set()
+    assert deployer.stop_all() == []
+    assert identity.list_existing() == {"acme-corp", "beta-labs"}
+    assert stranger.poll() is None
+
+
+def test_a_stopping_workload_keeps_a_state_file_that_names_a_successor(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    identity.ensure(tenant())
+    pid = deployer.ensure(tenant()).details["pid"]
+    successor = write_state(data_dir, "acme-corp", pid + 1_000_000)
+
+    os.kill(pid, signal.SIGTERM)
+    assert wait_gone(pid)
+    assert json.loads(successor.read_text())["pid"] == pid + 1_000_000
