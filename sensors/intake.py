@@ -49,8 +49,7 @@ def evaluate_intake(
             still_in_flight.append(request_id)
     settled = set(confirmed)
     pending = [
-        r for r in registry.requests_to_launch(MAX_REQUESTS_PER_TICK)
-        if r.request_id not in settled
+        r for r in registry.requests_to_launch(MAX_REQUESTS_PER_TICK) if r.request_id not in settled
     ]
     run_requests = [
         RunRequest(

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tenant_pipelines import audit, status
-from tenant_pipelines.errors import NotFound, RequestConflict, TenantPipelinesError
+from tenant_pipelines.errors import RequestConflict, TenantPipelinesError
 from tenant_pipelines.models import TenantRequest, describe_validation_error
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.states import TenantState
@@ -48,8 +48,14 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
         record, created = status.registry(settings).submit_request(request)
     except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
-    data = {"request_id": record.request_id, "state": record.state, "created": created,
-            "slug": record.slug, "org": record.org, "plan": record.plan}
+    data = {
+        "request_id": record.request_id,
+        "state": record.state,
+        "created": created,
+        "slug": record.slug,
+        "org": record.org,
+        "plan": record.plan,
+    }
     _print(args, data, record.request_id)
     return 0
 
@@ -70,13 +76,19 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     instance = status.instance(settings)
     show: Callable[[audit.AuditEvent], None] = (
-        (lambda e: print(audit.dumps(e), flush=True)) if args.json
+        (lambda e: print(audit.dumps(e), flush=True))
+        if args.json
         else (lambda e: print(audit.format_event(e), flush=True))
     )
     if args.follow:
         try:
-            for event in audit.follow_events(instance, tenant=args.tenant, type_glob=args.type,
-                                             poll_s=FOLLOW_POLL_S, sleep=time.sleep):
+            for event in audit.follow_events(
+                instance,
+                tenant=args.tenant,
+                type_glob=args.type,
+                poll_s=FOLLOW_POLL_S,
+                sleep=time.sleep,
+            ):
                 show(event)
         except KeyboardInterrupt:
             return 0
@@ -93,8 +105,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     workspace = Path(args.workspace) if args.workspace else None
     if workspace is None and Path("workspace.yaml").is_file():
         workspace = Path("workspace.yaml").resolve()
-    return stack.run_stack(settings, args.dagster_port, args.edge_port, workspace,
-                           LocalWorkloads(settings), lambda line: print(line, flush=True))
+    return stack.run_stack(
+        settings,
+        args.dagster_port,
+        args.edge_port,
+        workspace,
+        LocalWorkloads(settings),
+        lambda line: print(line, flush=True),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

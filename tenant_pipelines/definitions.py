@@ -9,11 +9,15 @@ from tenant_pipelines.jobs import decommission_tenant, provision_tenant
 from tenant_pipelines.settings import Settings
 
 
-@definitions
-def defs() -> Definitions:
-    settings = Settings.from_env()
+def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
         jobs=[provision_tenant, compensate_tenant, decommission_tenant],
         sensors=[build_intake_sensor(settings.sensor_interval_s)],
         resources={"platform": build_platform(settings)},
     )
+
+
+@definitions
+def defs() -> Definitions:
+    """Loaded when the code location starts: the environment is read then, not at import."""
+    return build_definitions(Settings.from_env())

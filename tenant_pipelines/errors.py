@@ -48,3 +48,15 @@ class ReadinessTimeout(TenantPipelinesError):
         )
         self.tenant_key = tenant_key
         self.seconds = seconds
+
+
+class FaultPlanError(PermanentError):
+    """The fault plan file (TENANT_FAULT_PLAN) is malformed: fix the file, retrying cannot."""
+
+
+class InjectedFault(TenantPipelinesError):
+    """A transient failure injected by the fault plan: retried like any transient error."""
+
+
+class PermanentInjectedFault(PermanentError):
+    """A permanent failure injected by the fault plan: never retried."""

@@ -24,9 +24,30 @@ MAX_HOST_LABEL = 63
 
 RESERVED_WORDS = frozenset(
     {
-        "admin", "api", "app", "assets", "auth", "billing", "cdn", "console", "dagster",
-        "dashboard", "edge", "help", "internal", "localhost", "login", "mail", "oauth", "root",
-        "sso", "static", "status", "support", "system", "www",
+        "admin",
+        "api",
+        "app",
+        "assets",
+        "auth",
+        "billing",
+        "cdn",
+        "console",
+        "dagster",
+        "dashboard",
+        "edge",
+        "help",
+        "internal",
+        "localhost",
+        "login",
+        "mail",
+        "oauth",
+        "root",
+        "sso",
+        "static",
+        "status",
+        "support",
+        "system",
+        "www",
     }
 )
 
@@ -34,7 +55,7 @@ RESERVED_WORDS = frozenset(
 def _check_name(value: str) -> str:
     if not 3 <= len(value) <= 30:
         raise ValueError("must be 3 to 30 characters long")
-    if not DNS_LABEL_PART.match(value):
+    if not DNS_LABEL_PART.fullmatch(value):
         raise ValueError(
             "must be lowercase letters, digits and '-', start with a letter, end with a letter "
             "or digit"
@@ -47,7 +68,7 @@ def _check_name(value: str) -> str:
 
 
 def _check_token(value: str) -> str:
-    if not TOKEN.match(value):
+    if not TOKEN.fullmatch(value):
         raise ValueError("must be a lowercase word of letters, digits and '-' (at most 40)")
     return value
 

@@ -154,6 +154,9 @@ def mark_active(
 ) -> TenantSpec:
     ctx = phase_context(context, platform)
     url = run_phase(context, ctx, "mark_active", tenant, lambda: phases.mark_active(ctx, tenant))
+    ctx.event(
+        "tenant.provisioning.completed", tenant, "mark_active", url=url, message="Tenant activated"
+    )
     context.add_output_metadata({"url": MetadataValue.url(url)})
     return tenant
 

@@ -110,13 +110,17 @@ def begin_phase(ctx: PhaseContext, tenant: TenantSpec, step: str) -> None:
 def ensure_resource(ctx: PhaseContext, backend: TenantBackend, tenant: TenantSpec) -> Handle:
     """Ensure one backend's thing for the tenant, recording intent and result in the ledger."""
     entry = ctx.registry.ledger_get(tenant.tenant_id, backend.kind)
-    recorded = entry is not None and entry.state == "allocated"
-    if not recorded:
+    if entry is None or entry.state != "allocated":
         ctx.registry.ledger_set(tenant.tenant_id, backend.kind, "allocating", run_id=ctx.run_id)
-    handle = backend.ensure(tenant)
-    if not recorded or entry is None or entry.handle != handle.to_json():
+    return record_allocated(ctx, tenant, backend.ensure(tenant))
+
+
+def record_allocated(ctx: PhaseContext, tenant: TenantSpec, handle: Handle) -> Handle:
+    """Write the ledger only when something changed, so a repeated phase leaves it as it was."""
+    entry = ctx.registry.ledger_get(tenant.tenant_id, handle.kind)
+    if entry is None or entry.state != "allocated" or entry.handle != handle.to_json():
         ctx.registry.ledger_set(
-            tenant.tenant_id, backend.kind, "allocated", handle=handle.to_json(), run_id=ctx.run_id
+            tenant.tenant_id, handle.kind, "allocated", handle=handle.to_json(), run_id=ctx.run_id
         )
     return handle
 
@@ -144,16 +148,9 @@ def mark_active(ctx: PhaseContext, tenant: TenantSpec) -> str:
     begin_phase(ctx, tenant, "mark_active")
     _allocate_resources(ctx, tenant)
     ensure_resource(ctx, ctx.backends.deployer, tenant)
-    handle = ctx.backends.traffic.open(tenant)
-    ctx.registry.ledger_set(
-        tenant.tenant_id, handle.kind, "allocated", handle=handle.to_json(), run_id=ctx.run_id
-    )
+    record_allocated(ctx, tenant, ctx.backends.traffic.open(tenant))
     ctx.registry.transition(tenant.tenant_id, TenantState.ACTIVE)
-    url = tenant.url(ctx.domain)
-    ctx.event(
-        "tenant.provisioning.completed", tenant, "mark_active", url=url, message="Tenant activated"
-    )
-    return url
+    return tenant.url(ctx.domain)
 
 
 def send_welcome_emails(ctx: PhaseContext, tenant: TenantSpec) -> list[emails.EmailOutcome]:
@@ -192,7 +189,7 @@ def release_all(ctx: PhaseContext, tenant: TenantSpec, event_type: str, step: st
         ctx.registry.ledger_set(tenant.tenant_id, entry.kind, "releasing", run_id=ctx.run_id)
         try:
             removed = backends[entry.kind].release(tenant.key)
-        except Exception as exc:  # noqa: BLE001 - recorded, the other releases still run
+        except Exception as exc:
             # The entry stays `releasing`: still live, so the next release attempt retries it.
             ctx.event(event_type, tenant, step, kind=entry.kind, released=False, error=str(exc))
             first_error = first_error or exc

@@ -24,12 +24,36 @@ class Plan:
 PLANS: dict[str, Plan] = {
     plan.name: plan
     for plan in (
-        Plan("free", 100, 50, 64, readiness_timeout_s=10, retry_budget=2, retry_delay_s=0.5,
-             max_runtime_s=300),
-        Plan("team", 1_000, 1_000, 128, readiness_timeout_s=20, retry_budget=3, retry_delay_s=0.5,
-             max_runtime_s=600),
-        Plan("enterprise", 10_000, 100_000, 512, readiness_timeout_s=30, retry_budget=4,
-             retry_delay_s=1.0, max_runtime_s=900),
+        Plan(
+            "free",
+            100,
+            50,
+            64,
+            readiness_timeout_s=10,
+            retry_budget=2,
+            retry_delay_s=0.5,
+            max_runtime_s=300,
+        ),
+        Plan(
+            "team",
+            1_000,
+            1_000,
+            128,
+            readiness_timeout_s=20,
+            retry_budget=3,
+            retry_delay_s=0.5,
+            max_runtime_s=600,
+        ),
+        Plan(
+            "enterprise",
+            10_000,
+            100_000,
+            512,
+            readiness_timeout_s=30,
+            retry_budget=4,
+            retry_delay_s=1.0,
+            max_runtime_s=900,
+        ),
     )
 }
 

@@ -5,6 +5,7 @@ group; brings back the workload of every active tenant; and on Ctrl-C or SIGTERM
 them, tenant workloads included. Only processes started here are stopped, by their PIDs.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -16,8 +17,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 
 from tenant_pipelines.errors import TenantPipelinesError
 from tenant_pipelines.instance import ensure_dagster_home
@@ -68,8 +69,13 @@ def _default_signals() -> None:
 def _start(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Child:
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
-        argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, preexec_fn=_default_signals,
+        argv,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_default_signals,
     )
     log.close()
     return Child(name, process)
@@ -87,10 +93,8 @@ def _stop(children: list[Child]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
-        try:  # descendants that outlived their parent in the same group
+        with contextlib.suppress(ProcessLookupError):  # descendants left in the group
             os.killpg(child.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _wait_http(url: str, child: Child, deadline: float) -> None:
@@ -132,8 +136,9 @@ def run_stack(
 ) -> int:
     for port in (dagster_port, edge_port):
         if port_in_use(port):
-            raise StackError(f"port {port} is already in use; choose another with --dagster-port "
-                             "or --edge-port")
+            raise StackError(
+                f"port {port} is already in use; choose another with --dagster-port or --edge-port"
+            )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_dagster_home(settings.dagster_home)
     log_dir = settings.data_dir / "logs"
@@ -147,26 +152,50 @@ def run_stack(
 
     children: list[Child] = []
     try:
-        children.append(_start("edge", [sys.executable, "-m", "tenant_pipelines.edge", "--port",
-                                        str(edge_port), "--data-dir", str(settings.data_dir)],
-                               env, log_dir))
-        children.append(_start("webserver", [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p",
-                                             str(dagster_port), *target], env, log_dir))
+        children.append(
+            _start(
+                "edge",
+                [
+                    sys.executable,
+                    "-m",
+                    "tenant_pipelines.edge",
+                    "--port",
+                    str(edge_port),
+                    "--data-dir",
+                    str(settings.data_dir),
+                ],
+                env,
+                log_dir,
+            )
+        )
+        children.append(
+            _start(
+                "webserver",
+                [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port), *target],
+                env,
+                log_dir,
+            )
+        )
         children.append(_start("daemon", [_bin("dagster-daemon"), "run", *target], env, log_dir))
         deadline = time.monotonic() + READY_TIMEOUT_S
         _wait_http(f"http://127.0.0.1:{edge_port}/_edge/healthz", children[0], deadline)
         restored = workloads.restore()
         _wait_http(f"http://127.0.0.1:{dagster_port}/server_info", children[1], deadline)
-        stack_file(settings).write_text(json.dumps(
-            {"pid": os.getpid(), "dagster_port": dagster_port, "edge_port": edge_port}))
-        say(f"tenant-pipelines is up: Dagster UI http://127.0.0.1:{dagster_port}, edge "
+        stack_file(settings).write_text(
+            json.dumps({"pid": os.getpid(), "dagster_port": dagster_port, "edge_port": edge_port})
+        )
+        say(
+            f"tenant-pipelines is up: Dagster UI http://127.0.0.1:{dagster_port}, edge "
             f"http://127.0.0.1:{edge_port} ({len(restored)} active tenant(s) restored). "
-            "Ctrl-C stops it.")
+            "Ctrl-C stops it."
+        )
         while not stop.wait(POLL_S):
             for child in children:
                 if child.process.poll() is not None:
-                    raise StackError(f"{child.name} exited with status {child.process.returncode}"
-                                     f"; see {log_dir / (child.name + '.log')}")
+                    raise StackError(
+                        f"{child.name} exited with status {child.process.returncode}"
+                        f"; see {log_dir / (child.name + '.log')}"
+                    )
         return 0
     finally:
         # Daemon first, so that no new run starts while the rest goes down.

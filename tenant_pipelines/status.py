@@ -62,9 +62,9 @@ def tenant_status(settings: Settings, slug: str) -> dict[str, Any]:
         tenant = reg.get_tenant(slug)
     except NotFound:
         tenant = None
-    if request is not None and (tenant is None or request.created_at > tenant.created_at):
-        if request.tenant_id is None:
-            return request_json(request, settings.domain)
+    newer = request is not None and (tenant is None or request.created_at > tenant.created_at)
+    if newer and request is not None and request.tenant_id is None:
+        return request_json(request, settings.domain)
     if tenant is None:
         raise NotFound(f"no tenant or request with slug {slug!r}")
     return tenant_json(tenant, settings.domain)

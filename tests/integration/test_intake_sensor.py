@@ -1,0 +1,66 @@
+"""The intake sensor on a real instance: one run per request, a cursor that loses nothing."""
+
+import json
+import uuid
+
+import pytest
+from dagster import build_sensor_context
+
+from sensors.intake import build_intake_sensor, evaluate_intake
+from tenant_pipelines.jobs import provision_tenant
+from tests.platform_fixtures import LocalPlatform
+
+pytestmark = pytest.mark.integration
+
+
+def create_run_for(local: LocalPlatform, run_request) -> None:
+    """What the daemon does with a RunRequest: create the run (it need not execute here)."""
+    local.instance.create_run_for_job(
+        provision_tenant, run_config=run_request.run_config, tags=run_request.tags
+    )
+
+
+def test_each_pending_request_launches_once_and_is_marked_launched(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    request_id = str(uuid.uuid4())
+    first = local.submit(slug="acme", request_id=request_id)
+    again = local.submit(slug="acme", request_id=request_id)  # submitted twice: one request
+    other = local.submit(slug="bolt")
+    assert first.request_id == again.request_id
+
+    tick = evaluate_intake(local.registry, local.instance, None)
+    assert sorted(r.run_key for r in tick.run_requests) == sorted([request_id, other.request_id])
+    assert json.loads(tick.cursor) == sorted([request_id, other.request_id])
+    by_key = {r.run_key: r for r in tick.run_requests}
+    assert by_key[request_id].tags["request_id"] == request_id
+    assert by_key[request_id].run_config["ops"]["validate"]["config"]["slug"] == "acme"
+
+    # The daemon created only one of the two runs before the next tick (say it died midway).
+    create_run_for(local, by_key[request_id])
+    tick2 = evaluate_intake(local.registry, local.instance, tick.cursor)
+    assert tick2.confirmed == [request_id]
+    assert local.registry.get_request(request_id).state == "launched"
+    assert [r.run_key for r in tick2.run_requests] == [other.request_id]  # asked again
+    assert json.loads(tick2.cursor) == [other.request_id]
+
+    create_run_for(local, tick2.run_requests[0])
+    tick3 = evaluate_intake(local.registry, local.instance, tick2.cursor)
+    assert tick3.confirmed == [other.request_id]
+    assert tick3.run_requests == [] and json.loads(tick3.cursor) == []
+
+
+def test_sensor_definition_with_build_sensor_context(local_platform: LocalPlatform) -> None:
+    local = local_platform
+    sensor = build_intake_sensor(1)
+    resources = {"platform": local.platform}
+    with build_sensor_context(instance=local.instance, resources=resources) as context:
+        idle = sensor(context)
+    assert idle.skip_message == "no pending tenant requests"  # type: ignore[union-attr]
+
+    request = local.submit()
+    with build_sensor_context(instance=local.instance, resources=resources) as context:
+        result = sensor(context)
+    assert [r.run_key for r in result.run_requests] == [request.request_id]  # type: ignore
+    assert json.loads(result.cursor) == [request.request_id]  # type: ignore[union-attr]

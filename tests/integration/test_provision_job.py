@@ -1,0 +1,125 @@
+"""The provisioning job through Dagster on a persistent instance, with the real local backends."""
+
+import json
+import urllib.request
+
+import pytest
+from dagster import DagsterEventType, build_reconstructable_job, execute_job
+
+from tenant_pipelines.audit import read_events
+from tenant_pipelines.runs import provision_run_config, provision_tags
+from tests.platform_fixtures import LocalPlatform
+
+pytestmark = pytest.mark.integration
+
+PHASES = ["validate", "allocate", "deploy", "mark_active", "send_welcome_emails"]
+
+
+def run_provisioning(local: LocalPlatform, request_id: str):
+    record = local.registry.get_request(request_id)
+    job = build_reconstructable_job(
+        "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
+    )
+    with execute_job(
+        job,
+        instance=local.instance,
+        run_config=provision_run_config(record),
+        tags=provision_tags(record),
+        raise_on_error=False,
+    ) as result:
+        return result.run_id, result.success, [e.event_type for e in result.all_events]
+
+
+def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) -> None:
+    local = local_platform
+    request = local.submit(plan="team")
+    run_id, success, _ = run_provisioning(local, request.request_id)
+    assert success
+
+    tenant = local.registry.get_tenant("acme")
+    assert tenant.state == "active" and tenant.last_run_id == run_id
+    run = local.instance.get_run_by_id(run_id)
+    assert run is not None
+    assert {k: run.tags[k] for k in ("tenant", "org", "plan", "request_id")} == {
+        "tenant": "acme",
+        "org": "widgets",
+        "plan": "team",
+        "request_id": request.request_id,
+    }
+    assert {kind: keys for kind, keys in local.existing().items()} == {
+        "storage": {"acme-widgets"},
+        "identity": {"acme-widgets"},
+        "route": {"acme-widgets"},
+        "workload": {"acme-widgets"},
+    }
+    assert local.platform.traffic.is_open("acme-widgets")
+
+    workload = local.registry.ledger_get(tenant.tenant_id, "workload")
+    assert workload is not None
+    port = workload.handle["details"]["port"]
+    url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert json.loads(response.read())["issuer"] == "https://acme-widgets.localhost"
+
+    events, _ = read_events(local.instance, tenant="acme", type_glob="tenant.provisioning.*")
+    assert [(e.type.rsplit(".", 1)[1], e.step) for e in events] == [
+        ("started", "validate"),
+        *[("step_completed", p) for p in PHASES[:4]],
+        ("completed", "mark_active"),
+        ("step_completed", "send_welcome_emails"),
+    ]
+    completed = events[5]
+    assert completed.details["url"] == "https://acme-widgets.localhost"
+    assert completed.step_name == "Mark tenant active"
+
+
+@pytest.mark.parametrize(
+    ("plan", "role", "reason"),
+    [
+        ("free", "viewer", "role 'viewer' may not provision plan 'free'"),
+        ("enterprise", "org-admin", "role 'org-admin' may not provision plan 'enterprise'"),
+        ("gold", "platform-admin", "plan 'gold' does not exist"),
+        ("free", "intern", "role 'intern' is unknown"),
+    ],
+)
+def test_business_refusal_fails_validate_once_and_allocates_nothing(
+    local_platform: LocalPlatform, plan: str, role: str, reason: str
+) -> None:
+    local = local_platform
+    request = local.submit(plan=plan, role=role)
+    _, success, event_types = run_provisioning(local, request.request_id)
+    assert not success
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in event_types  # refusals are not retried
+    rejected = local.registry.get_request(request.request_id)
+    assert rejected.state == "rejected" and reason in (rejected.reason or "")
+    assert local.registry.list_tenants() == []
+    assert all(keys == set() for keys in local.existing().values())
+    events, _ = read_events(local.instance, tenant="acme")
+    assert [e.type for e in events] == ["tenant.request.rejected"]
+    assert reason in events[0].details["reason"]
+
+
+def test_slug_taken_is_rejected_and_leaves_the_owner_alone(local_platform: LocalPlatform) -> None:
+    local = local_platform
+    first = local.submit(org="widgets")
+    assert run_provisioning(local, first.request_id)[1]
+    second = local.submit(org="gadgets")
+    assert not run_provisioning(local, second.request_id)[1]
+    assert "already taken" in (local.registry.get_request(second.request_id).reason or "")
+    assert local.registry.get_tenant("acme").org == "widgets"
+    assert local.existing()["storage"] == {"acme-widgets"}
+
+
+def test_a_second_run_for_one_request_does_nothing(local_platform: LocalPlatform) -> None:
+    local = local_platform
+    request = local.submit()
+    first_run, success, _ = run_provisioning(local, request.request_id)
+    assert success
+    tenant = local.registry.get_tenant("acme")
+    ledger_before = local.registry.ledger(tenant.tenant_id)
+
+    _, success, _ = run_provisioning(local, request.request_id)
+    assert not success  # the request is owned by the first run
+    assert local.registry.get_request(request.request_id).run_id == first_run
+    assert local.registry.ledger(tenant.tenant_id) == ledger_before
+    assert local.registry.get_tenant("acme").state == "active"

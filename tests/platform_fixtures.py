@@ -1,0 +1,80 @@
+"""A real local platform in a temporary directory: settings, registry, instance, backends."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from resources.platform import TenantPlatform
+from tenant_pipelines import phases
+from tenant_pipelines.audit import AuditEvent
+from tenant_pipelines.backends import build_platform
+from tenant_pipelines.instance import open_instance
+from tenant_pipelines.models import TenantRequest
+from tenant_pipelines.registry import RequestRecord, TenantRegistry
+from tenant_pipelines.settings import Settings
+
+
+@dataclass
+class LocalPlatform:
+    settings: Settings
+    platform: TenantPlatform
+    registry: TenantRegistry
+    instance: DagsterInstance
+    events: list[AuditEvent]
+
+    def submit(
+        self,
+        slug: str = "acme",
+        org: str = "widgets",
+        plan: str = "team",
+        role: str = "org-admin",
+        request_id: str | None = None,
+    ) -> RequestRecord:
+        fields: dict[str, object] = {
+            "slug": slug,
+            "org": org,
+            "plan": plan,
+            "admin_email": f"admin@{slug}.example.com",
+            "requested_by": {"subject": "alice", "role": role},
+        }
+        if request_id:
+            fields["request_id"] = request_id
+        record, _ = self.registry.submit_request(TenantRequest.parse(fields))
+        return record
+
+    def phase_context(self, run_id: str, root_run_id: str | None = None) -> phases.PhaseContext:
+        p = self.platform
+        return phases.PhaseContext(
+            registry=self.registry,
+            backends=phases.Backends(p.storage, p.identity, p.traffic, p.deployer, p.mailer),
+            domain=self.settings.domain,
+            run_id=run_id,
+            emit=self.events.append,
+            root_run_id=root_run_id,
+        )
+
+    def existing(self) -> dict[str, set[str]]:
+        p = self.platform
+        return {b.kind: b.list_existing() for b in (p.storage, p.identity, p.traffic, p.deployer)}
+
+
+@pytest.fixture
+def local_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
+    for name in ("TENANT_DB_URL", "TENANT_DOMAIN", "SENDGRID_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TENANT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True)
+    platform = build_platform(settings)
+    local = LocalPlatform(
+        settings, platform, platform.registry.get(), open_instance(settings.dagster_home), []
+    )
+    try:
+        yield local
+    finally:
+        platform.deployer.stop_all()
+        local.instance.dispose()

@@ -1,0 +1,138 @@
+"""Start and stop a real `tenantctl up` for end-to-end tests, and drive the real CLI."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
+UP_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def processes_mentioning(*texts: str) -> list[int]:
+    """PIDs whose command line contains every one of `texts` (our temp dir names ours)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if all(t in cmdline for t in texts) and int(entry.name) != os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    data_dir: Path
+    dagster_port: int
+    edge_port: int
+    process: subprocess.Popen[str] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [TENANTCTL, *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"tenantctl {' '.join(args)} -> {result.returncode}: {result.stderr}"
+            )
+        return result
+
+    def cli_json(self, *args: str) -> object:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def wait_for_state(self, slug: str, states: set[str], timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        last: dict = {}
+        while time.monotonic() < deadline:
+            result = self.cli("status", slug, "--json", check=False)
+            if result.returncode == 0:
+                last = json.loads(result.stdout)
+                if last["state"] in states:
+                    return last
+            time.sleep(0.5)
+        raise AssertionError(f"{slug} never reached {states}; last status {last}")
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                TENANTCTL,
+                "up",
+                "--dagster-port",
+                str(self.dagster_port),
+                "--edge-port",
+                str(self.edge_port),
+            ],
+            env=self.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if "is up" in line:
+                return
+            if not line and self.process.poll() is not None:
+                raise AssertionError(f"tenantctl up exited {self.process.returncode}")
+        raise AssertionError("tenantctl up did not come up in time")
+
+    def stop(self) -> int:
+        """SIGTERM, as an operator would; returns the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        status = self.process.wait(timeout=60)
+        self.process = None
+        return status
+
+    def kill_leftovers(self) -> None:
+        """Only for a failed test: stop what this stack started, by PID."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for pid in processes_mentioning(str(self.data_dir)):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
+    env.update(
+        TENANT_DATA_DIR=str(data_dir),
+        DAGSTER_HOME=str(tmp_path / "dagster"),
+        TENANT_SENSOR_INTERVAL_S="1",
+        **extra_env,
+    )
+    stack = Stack(env=env, data_dir=data_dir, dagster_port=free_port(), edge_port=free_port())
+    try:
+        yield stack
+    finally:
+        stack.kill_leftovers()
