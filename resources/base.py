@@ -19,8 +19,12 @@ class Handle:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tenant_key": self.tenant_key, "name": self.name,
-                "details": dict(self.details)}
+        return {
+            "kind": self.kind,
+            "tenant_key": self.tenant_key,
+            "name": self.name,
+            "details": dict(self.details),
+        }
 
 
 class TenantBackend(ConfigurableResource, ABC):

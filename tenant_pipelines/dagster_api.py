@@ -49,7 +49,9 @@ class DagsterApi:
             )
             response.raise_for_status()
         except requests.RequestException as error:
-            raise DagsterApiError(f"Dagster webserver at {self.url} did not answer: {error}")
+            raise DagsterApiError(
+                f"Dagster webserver at {self.url} did not answer: {error}"
+            ) from None
         body = response.json()
         if body.get("errors"):
             raise DagsterApiError(f"GraphQL error: {body['errors'][0].get('message')}")
