@@ -3,6 +3,7 @@
 from dagster import EnvVar
 
 from resources.deployer import LocalProcessDeployer
+from resources.faults import with_faults
 from resources.identity import LocalSQLiteIdentityStore
 from resources.mailer import Mailer, OutboxMailer, SendGridMailer
 from resources.platform import TenantPlatform
@@ -37,4 +38,7 @@ def build_local_platform(settings: Settings) -> TenantPlatform:
 
 
 def build_platform(settings: Settings) -> TenantPlatform:
-    return build_local_platform(settings)
+    platform = build_local_platform(settings)
+    if settings.fault_plan is not None:
+        return with_faults(platform, str(settings.fault_plan))
+    return platform

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -18,6 +18,9 @@ from tenant_pipelines.errors import RequestConflict, TenantPipelinesError
 from tenant_pipelines.models import TenantRequest, describe_validation_error
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.states import TenantState
+
+if TYPE_CHECKING:
+    from tenant_pipelines.dagster_api import DagsterApi
 
 FOLLOW_POLL_S = 0.5
 
@@ -98,6 +101,96 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _api(settings: Settings) -> "DagsterApi":
+    from tenant_pipelines.dagster_api import DagsterApi
+    from tenant_pipelines.stack import read_stack
+
+    stack = read_stack(settings)
+    if stack is None:
+        raise TenantPipelinesError(
+            f"the platform is not running for {settings.data_dir}; start it with `tenantctl up`"
+        )
+    return DagsterApi(int(stack["dagster_port"]))
+
+
+def _launch_and_wait(
+    args: argparse.Namespace, settings: Settings, launch: Callable[[], str], done: set[str]
+) -> int:
+    from tenant_pipelines import lifecycle
+
+    run_id = launch()
+    data: dict[str, Any] = {"slug": args.slug, "run_id": run_id}
+    text = f"run {run_id} launched for {args.slug}"
+    if args.wait:
+        reg = status.registry(settings)
+        tenant = lifecycle.wait_for_state(lambda: reg.get_tenant(args.slug), done)
+        data["state"] = tenant.state
+        text += f"; tenant is {tenant.state}"
+        _print(args, data, text)
+        return 0 if tenant.state in done - {TenantState.FAILED} else 1
+    _print(args, data, text)
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines import lifecycle
+
+    reg, api = status.registry(settings), _api(settings)
+    return _launch_and_wait(
+        args,
+        settings,
+        lambda: lifecycle.retry(reg, status.instance(settings), api, args.slug),
+        {TenantState.ACTIVE, TenantState.FAILED},
+    )
+
+
+def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines import lifecycle
+
+    reg, api = status.registry(settings), _api(settings)
+    return _launch_and_wait(
+        args,
+        settings,
+        lambda: lifecycle.decommission(reg, api, args.slug),
+        {TenantState.DECOMMISSIONED},
+    )
+
+
+def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.diagnose import diagnose, format_diagnosis
+
+    result = diagnose(status.registry(settings), status.instance(settings), args.slug)
+    _print(args, result.to_json(), format_diagnosis(result))
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.backends import build_platform
+    from tenant_pipelines.inventory import format_inventory, take_inventory
+    from tenant_pipelines.stack import read_stack
+
+    p = build_platform(settings)
+    skip = frozenset() if read_stack(settings) else frozenset({p.deployer.kind})
+    result = take_inventory(
+        status.registry(settings), [p.storage, p.identity, p.traffic, p.deployer], skip
+    )
+    _print(args, result.to_json(), format_inventory(result))
+    return 0 if result.clean else 1
+
+
+def cmd_emails(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.emails import email_statuses
+
+    reg = status.registry(settings)
+    rows = [e.to_json() for e in email_statuses(reg, reg.get_tenant(args.slug).tenant_id)]
+    text = "\n".join(
+        f"{r['kind']:<11} {r['status']:<9} {r['at'] or '-':<33} {r['provider_id'] or ''}"
+        for r in rows
+    )
+    _print(args, rows, text)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines import stack
     from tenant_pipelines.reconcile import LocalWorkloads
@@ -140,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", help="one tenant's slug")
     p.add_argument("--type", help="event type glob, e.g. 'tenant.provisioning.*'")
     p.add_argument("--follow", action="store_true", help="keep printing new events")
+
+    for name, handler, help_text in (
+        ("retry", cmd_retry, "re-execute a failed tenant's run from where it failed"),
+        ("decommission", cmd_decommission, "release everything and free the slug"),
+    ):
+        p = command(name, handler, help_text)
+        p.add_argument("slug")
+        p.add_argument("--wait", action="store_true", help="wait for the outcome")
+
+    p = command("diagnose", cmd_diagnose, "the stuck-saga runbook for one tenant")
+    p.add_argument("slug")
+    command("inventory", cmd_inventory, "backends against the ledger: orphans and ghosts")
+    p = command("emails", cmd_emails, "the welcome emails of one tenant")
+    p.add_argument("slug")
 
     p = command("up", cmd_up, "run the local platform in the foreground")
     p.add_argument("--dagster-port", type=int, default=3000)

@@ -4,7 +4,7 @@ from dagster import OpExecutionContext, in_process_executor, job, op
 
 from resources.platform import TenantPlatform
 from tenant_pipelines import phases
-from tenant_pipelines.ops import TenantOpConfig, phase_context
+from tenant_pipelines.ops import RELEASE_RETRY_POLICY, TenantOpConfig, phase_context
 
 COMPENSATE_JOB = "compensate_tenant"
 
@@ -13,7 +13,10 @@ class CompensateConfig(TenantOpConfig):
     failed_run_id: str
 
 
-@op(description="Release, newest first, everything the ledger shows allocated.")
+@op(
+    retry_policy=RELEASE_RETRY_POLICY,
+    description="Release, newest first, everything the ledger shows allocated.",
+)
 def compensate(
     context: OpExecutionContext, config: CompensateConfig, platform: TenantPlatform
 ) -> None:

@@ -2,6 +2,7 @@
 
 from dagster import Definitions, definitions
 
+from sensors.compensation import build_backstop_sensor
 from sensors.intake import build_intake_sensor
 from tenant_pipelines.backends import build_platform
 from tenant_pipelines.compensation import compensate_tenant
@@ -12,7 +13,10 @@ from tenant_pipelines.settings import Settings
 def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
         jobs=[provision_tenant, compensate_tenant, decommission_tenant],
-        sensors=[build_intake_sensor(settings.sensor_interval_s)],
+        sensors=[
+            build_intake_sensor(settings.sensor_interval_s),
+            build_backstop_sensor(settings.sensor_interval_s),
+        ],
         resources={"platform": build_platform(settings)},
     )
 

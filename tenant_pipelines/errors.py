@@ -60,3 +60,7 @@ class InjectedFault(TenantPipelinesError):
 
 class PermanentInjectedFault(PermanentError):
     """A permanent failure injected by the fault plan: never retried."""
+
+
+class CompensationInProgress(TenantPipelinesError):
+    """A retry found the tenant still being compensated (transient: retried)."""

@@ -6,6 +6,7 @@ from resources.platform import TenantPlatform
 from tenant_pipelines import phases
 from tenant_pipelines.hooks import launch_compensation
 from tenant_pipelines.ops import (
+    RELEASE_RETRY_POLICY,
     TenantOpConfig,
     allocate,
     deploy,
@@ -32,7 +33,7 @@ def provision_tenant() -> None:
     send_welcome_emails(tenant)
 
 
-@op(description="Release whatever remains and free the slug.")
+@op(retry_policy=RELEASE_RETRY_POLICY, description="Release whatever remains and free the slug.")
 def decommission(
     context: OpExecutionContext, config: TenantOpConfig, platform: TenantPlatform
 ) -> None:

@@ -33,6 +33,11 @@ PHASE_RETRY_POLICY = RetryPolicy(
     max_retries=MAX_RETRY_BUDGET, delay=0.5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 
+# Releases are idempotent: retrying a failed one is always safe.
+RELEASE_RETRY_POLICY = RetryPolicy(
+    max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+
 
 class ProvisionConfig(Config):
     """Run config of `provision_tenant`: the tenant's identity travels with re-executions."""

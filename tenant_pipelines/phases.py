@@ -7,6 +7,7 @@ re-establishes the prerequisites of earlier phases, because re-execution from fa
 phases even when compensation has released what they made.
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +20,17 @@ from resources.storage import StorageBackend
 from resources.traffic import TrafficBoundary
 from tenant_pipelines import emails
 from tenant_pipelines.audit import AuditEvent, make_event
-from tenant_pipelines.errors import BusinessRefusal, PermanentError
+from tenant_pipelines.deadline import call_with_timeout
+from tenant_pipelines.errors import BusinessRefusal, CompensationInProgress, PermanentError
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.plans import check_role_admits, get_plan
 from tenant_pipelines.registry import TenantRegistry
 from tenant_pipelines.states import TenantState
 
 LIVE_LEDGER_STATES = frozenset({"allocating", "allocated", "releasing"})
+READINESS_MARGIN_S = 5.0
+COMPENSATION_WAIT_S = 60.0
+COMPENSATION_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,16 @@ def validate(ctx: PhaseContext, request_id: str) -> TenantSpec:
 
 
 def begin_phase(ctx: PhaseContext, tenant: TenantSpec, step: str) -> None:
-    """Enter a phase: a failed tenant is being retried, a decommissioned one is refused."""
+    """Enter a phase: a failed tenant is being retried, a decommissioned one is refused.
+
+    A retry waits for a compensation still releasing this tenant, or the two would undo each
+    other; once the retry has recorded itself as the tenant's run, a late compensation skips.
+    """
+    wait_for_compensations(ctx, tenant)
     record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
+    if record.state in (TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):
+        raise PermanentError(f"tenant {tenant.slug} is {record.state}; provisioning stopped")
+    ctx.registry.record_run(tenant.tenant_id, ctx.run_id)
     if record.state == TenantState.FAILED:
         ctx.registry.transition(tenant.tenant_id, TenantState.PROVISIONING)
         ctx.event(
@@ -102,9 +115,15 @@ def begin_phase(ctx: PhaseContext, tenant: TenantSpec, step: str) -> None:
             retry=True,
             previous_failed_step=record.failed_step,
         )
-    elif record.state in (TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):
-        raise PermanentError(f"tenant {tenant.slug} is {record.state}; provisioning stopped")
-    ctx.registry.record_run(tenant.tenant_id, ctx.run_id)
+
+
+def wait_for_compensations(ctx: PhaseContext, tenant: TenantSpec) -> None:
+    deadline = time.monotonic() + COMPENSATION_WAIT_S
+    while pending := ctx.registry.unfinished_compensations(tenant.tenant_id):
+        if time.monotonic() > deadline:
+            runs = ", ".join(c.failed_run_id for c in pending)
+            raise CompensationInProgress(f"compensation of run(s) {runs} has not finished")
+        time.sleep(COMPENSATION_POLL_S)
 
 
 def ensure_resource(ctx: PhaseContext, backend: TenantBackend, tenant: TenantSpec) -> Handle:
@@ -112,7 +131,17 @@ def ensure_resource(ctx: PhaseContext, backend: TenantBackend, tenant: TenantSpe
     entry = ctx.registry.ledger_get(tenant.tenant_id, backend.kind)
     if entry is None or entry.state != "allocated":
         ctx.registry.ledger_set(tenant.tenant_id, backend.kind, "allocating", run_id=ctx.run_id)
-    return record_allocated(ctx, tenant, backend.ensure(tenant))
+    handle = call_with_timeout(
+        lambda: backend.ensure(tenant), _timeout_for(backend, tenant), f"{backend.kind} ensure"
+    )
+    return record_allocated(ctx, tenant, handle)
+
+
+def _timeout_for(backend: TenantBackend, tenant: TenantSpec) -> float:
+    plan = get_plan(tenant.plan)
+    if backend.kind == "workload":  # the deployer polls readiness up to this itself
+        return plan.readiness_timeout_s + READINESS_MARGIN_S
+    return plan.backend_timeout_s
 
 
 def record_allocated(ctx: PhaseContext, tenant: TenantSpec, handle: Handle) -> Handle:
@@ -148,7 +177,11 @@ def mark_active(ctx: PhaseContext, tenant: TenantSpec) -> str:
     begin_phase(ctx, tenant, "mark_active")
     _allocate_resources(ctx, tenant)
     ensure_resource(ctx, ctx.backends.deployer, tenant)
-    record_allocated(ctx, tenant, ctx.backends.traffic.open(tenant))
+    traffic = ctx.backends.traffic
+    handle = call_with_timeout(
+        lambda: traffic.open(tenant), get_plan(tenant.plan).backend_timeout_s, "route open"
+    )
+    record_allocated(ctx, tenant, handle)
     ctx.registry.transition(tenant.tenant_id, TenantState.ACTIVE)
     return tenant.url(ctx.domain)
 
@@ -211,23 +244,34 @@ def release_all(ctx: PhaseContext, tenant: TenantSpec, event_type: str, step: st
 
 
 def compensate(ctx: PhaseContext, tenant: TenantSpec, failed_run_id: str) -> list[str]:
-    """Undo a failed provisioning run: release everything live; the tenant parks in failed."""
-    released = release_all(ctx, tenant, "tenant.provisioning.compensated", "compensate")
+    """Undo a failed provisioning run: release everything live; the tenant parks in failed.
+
+    Skipped when the failed run is no longer the tenant's latest (a retry or resume owns the
+    tenant now) or the tenant is no longer being provisioned (active, decommissioned).
+    """
     record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
-    if record.state == TenantState.PROVISIONING:
-        # The run died without its op marking the failure (killed worker, canceled run).
-        ctx.registry.transition(
-            tenant.tenant_id,
-            TenantState.FAILED,
-            failed_step=record.failed_step,
-            failure_reason=f"run {failed_run_id} ended without finishing",
-        )
+    released: list[str] = []
+    current = record.last_run_id == failed_run_id
+    if current and record.state in (TenantState.FAILED, TenantState.PROVISIONING):
+        if record.state == TenantState.PROVISIONING:  # killed worker or canceled run
+            ctx.registry.transition(
+                tenant.tenant_id,
+                TenantState.FAILED,
+                failed_step=record.failed_step,
+                failure_reason=f"run {failed_run_id} ended before finishing",
+            )
+        released = release_all(ctx, tenant, "tenant.provisioning.compensated", "compensate")
+        outcome = "released"
+    else:
+        outcome = f"skipped: tenant is {record.state}, latest run {record.last_run_id}"
+    ctx.registry.finish_compensation(failed_run_id)
     ctx.event(
         "tenant.provisioning.compensation_finished",
         tenant,
         "compensate",
         failed_run_id=failed_run_id,
         released=released,
+        outcome=outcome,
     )
     return released
 

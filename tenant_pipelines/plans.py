@@ -15,47 +15,26 @@ class Plan:
     storage_quota_mb: int
     identity_max_users: int
     workload_memory_mb: int
-    readiness_timeout_s: float
-    retry_budget: int
-    retry_delay_s: float
-    max_runtime_s: int
+    readiness_timeout_s: float  # deploy: the workload must pass its readiness check by then
+    backend_timeout_s: float  # any other backend call; a hung call fails then and is retried
+    retry_budget: int  # retries of a phase before the tenant fails and is compensated
+    max_runtime_s: int  # a whole run (dagster/max_runtime): nothing hangs forever
 
 
+# fmt: off
 PLANS: dict[str, Plan] = {
     plan.name: plan
     for plan in (
-        Plan(
-            "free",
-            100,
-            50,
-            64,
-            readiness_timeout_s=10,
-            retry_budget=2,
-            retry_delay_s=0.5,
-            max_runtime_s=300,
-        ),
-        Plan(
-            "team",
-            1_000,
-            1_000,
-            128,
-            readiness_timeout_s=20,
-            retry_budget=3,
-            retry_delay_s=0.5,
-            max_runtime_s=600,
-        ),
-        Plan(
-            "enterprise",
-            10_000,
-            100_000,
-            512,
-            readiness_timeout_s=30,
-            retry_budget=4,
-            retry_delay_s=1.0,
-            max_runtime_s=900,
-        ),
+        Plan("free", storage_quota_mb=100, identity_max_users=50, workload_memory_mb=64,
+             readiness_timeout_s=10, backend_timeout_s=10, retry_budget=2, max_runtime_s=300),
+        Plan("team", storage_quota_mb=1_000, identity_max_users=1_000, workload_memory_mb=128,
+             readiness_timeout_s=20, backend_timeout_s=15, retry_budget=3, max_runtime_s=600),
+        Plan("enterprise", storage_quota_mb=10_000, identity_max_users=100_000,
+             workload_memory_mb=512, readiness_timeout_s=30, backend_timeout_s=20,
+             retry_budget=4, max_runtime_s=900),
     )
 }
+# fmt: on
 
 # Which plans each caller role may provision.
 ROLE_PLANS: dict[str, frozenset[str]] = {

@@ -20,6 +20,7 @@ class Settings:
     sensor_interval_s: int
     sendgrid_configured: bool
     sendgrid_api_host: str
+    fault_plan: Path | None  # TENANT_FAULT_PLAN: drills and tests only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -33,6 +34,9 @@ class Settings:
             sensor_interval_s=int(env.get("TENANT_SENSOR_INTERVAL_S") or DEFAULT_SENSOR_INTERVAL_S),
             sendgrid_configured=bool(env.get("SENDGRID_API_KEY")),
             sendgrid_api_host=env.get("SENDGRID_API_HOST") or DEFAULT_SENDGRID_API_HOST,
+            fault_plan=Path(env["TENANT_FAULT_PLAN"]).resolve()
+            if env.get("TENANT_FAULT_PLAN")
+            else None,
         )
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

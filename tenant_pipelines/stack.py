@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from tenant_pipelines.errors import TenantPipelinesError
-from tenant_pipelines.instance import ensure_dagster_home
+from tenant_pipelines.instance import open_instance
+from tenant_pipelines.recovery import settle_interrupted_runs
 from tenant_pipelines.settings import Settings
 
 READY_TIMEOUT_S = 120
@@ -110,6 +111,16 @@ def _wait_http(url: str, child: Child, deadline: float) -> None:
     raise StackError(f"{child.name} was not ready at {url} within {READY_TIMEOUT_S} s")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -140,7 +151,16 @@ def run_stack(
                 f"port {port} is already in use; choose another with --dagster-port or --edge-port"
             )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_dagster_home(settings.dagster_home)
+    other = read_stack(settings)
+    if other and _alive(int(other["pid"])):
+        raise StackError(
+            f"tenantctl up is already running for {settings.data_dir} (pid {other['pid']})"
+        )
+    instance = open_instance(settings.dagster_home)
+    interrupted = settle_interrupted_runs(instance)
+    instance.dispose()
+    if interrupted:
+        say(f"{len(interrupted)} run(s) interrupted by the last stop will be resumed")
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     env = settings.child_env()

@@ -1,0 +1,26 @@
+"""Runs interrupted by a stop of the whole platform, settled before the daemon starts again.
+
+When `tenantctl up` stops, run workers die with their code server and their runs stay STARTED:
+nothing would ever finish them. Before the next start nothing of ours can be running, so each such
+run is reported failed (or canceled, if it was being canceled); Dagster's run retries
+(`run_retries` in dagster.yaml) then re-execute it from the failed op, which resumes the saga
+without compensation. Canceled runs are compensated by the backstop sensor.
+"""
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+INTERRUPTED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+MESSAGE = "interrupted: the platform stopped while this run was in progress"
+
+
+def settle_interrupted_runs(instance: DagsterInstance) -> list[str]:
+    """Mark every run left in flight by a previous stack as ended; their ids."""
+    settled = []
+    for record in instance.get_run_records(filters=RunsFilter(statuses=INTERRUPTED)):
+        run = record.dagster_run
+        if run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, message=MESSAGE)
+        else:
+            instance.report_run_failed(run, message=MESSAGE)
+        settled.append(run.run_id)
+    return settled
