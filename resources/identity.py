@@ -2,7 +2,8 @@
 
 The first admin is seeded with a one-time invitation token when the store is created. The token
 is made once, inside the atomically created database, so retries and re-executions never mint a
-second one (the welcome email must keep working).
+second one (the welcome email must keep working). The PostgreSQL store keeps the same tables in a
+per-tenant schema (see `resources.pg_tenant`) and seeds the admin only where none exists yet.
 """
 
 import secrets
@@ -10,9 +11,15 @@ import sqlite3
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from sqlalchemy.engine import Connection
 
 from resources.base import Handle, TenantBackend
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
 from resources.storage import (
+    META_TABLE,
     create_db_atomically,
     keys_in,
     open_db,
@@ -27,6 +34,8 @@ from tenant_pipelines.plans import get_plan
 ADMIN_ROLE = "admin"
 PENDING_INVITATION = "pending_invitation"
 INVITATION_TOKEN_BYTES = 32
+PG_IDENTITY_SUFFIX = "identity"
+USERS_TABLE = "users"
 
 
 @dataclass(frozen=True)
@@ -133,3 +142,102 @@ class LocalSQLiteIdentityStore(IdentityStore):
 
     def list_existing(self) -> set[str]:
         return keys_in(Path(self.data_dir) / "identity")
+
+
+class PostgresIdentityStore(IdentityStore):
+    """A schema `t_<slug>_<org>_identity` and a role of the same name per tenant, on `admin_url`."""
+
+    admin_url: str
+
+    @property
+    def _schemas(self) -> PgTenantSchemas:
+        return PgTenantSchemas(self.admin_url, kind=self.kind, suffix=PG_IDENTITY_SUFFIX)
+
+    def schema_name(self, tenant_key: str) -> str:
+        return self._schemas.target(tenant_key).name
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        max_users = get_plan(tenant.plan).identity_max_users
+
+        def build(conn: Connection, target: TenantSchema) -> dict[str, Any]:
+            _create_tables(conn, target)
+            run(
+                conn,
+                sql.SQL(
+                    "INSERT INTO {} (tenant_key, plan, max_users) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (tenant_key) DO NOTHING"
+                ).format(target.table(META_TABLE)),
+                [tenant.key, tenant.plan, max_users],
+            )
+            _seed_admin(conn, target, tenant.admin_email)
+            [(stored,)] = run(
+                conn, sql.SQL("SELECT max_users FROM {}").format(target.table(META_TABLE))
+            )
+            admin = _first_admin(conn, target)
+            return {"admin_email": admin.email, "max_users": stored}
+
+        return self._schemas.ensure(tenant.key, build, read_only=(META_TABLE,))
+
+    def invitation(self, tenant_key: str) -> Invitation:
+        schemas = self._schemas
+        target = schemas.target(tenant_key)
+        with schemas.connect() as conn:
+            if not schemas.exists(conn, target):
+                raise NotFound(f"tenant {tenant_key!r} has no identity store")
+            return _first_admin(conn, target)
+
+    def release(self, tenant_key: str) -> bool:
+        return self._schemas.release(tenant_key)
+
+    def list_existing(self) -> set[str]:
+        return self._schemas.list_existing()
+
+
+def _create_tables(conn: Connection, target: TenantSchema) -> None:
+    run(
+        conn,
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (tenant_key text PRIMARY KEY, plan text NOT NULL,"
+            " max_users integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        ).format(target.table(META_TABLE)),
+    )
+    run(
+        conn,
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " email text NOT NULL UNIQUE, role text NOT NULL, status text NOT NULL,"
+            " invitation_token text, created_at timestamptz NOT NULL DEFAULT now())"
+        ).format(target.table(USERS_TABLE)),
+    )
+
+
+def _seed_admin(conn: Connection, target: TenantSchema, email: str) -> None:
+    """Insert the first admin only if there is none: the token is made once, never replaced."""
+    run(
+        conn,
+        sql.SQL(
+            "INSERT INTO {users} (email, role, status, invitation_token) SELECT %s, %s, %s, %s"
+            " WHERE NOT EXISTS (SELECT 1 FROM {users} WHERE role = %s)"
+        ).format(users=target.table(USERS_TABLE)),
+        [
+            email,
+            ADMIN_ROLE,
+            PENDING_INVITATION,
+            secrets.token_urlsafe(INVITATION_TOKEN_BYTES),
+            ADMIN_ROLE,
+        ],
+    )
+
+
+def _first_admin(conn: Connection, target: TenantSchema) -> Invitation:
+    rows = run(
+        conn,
+        sql.SQL(
+            "SELECT email, invitation_token, status FROM {} WHERE role = %s ORDER BY id LIMIT 1"
+        ).format(target.table(USERS_TABLE)),
+        [ADMIN_ROLE],
+    )
+    if not rows:
+        raise NotFound(f"identity schema {target.name!r} has no admin")
+    email, token, status = rows[0]
+    return Invitation(email=email, token=token, status=status)

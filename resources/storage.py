@@ -4,6 +4,8 @@ The local backend gives each tenant a real SQLite file. The file is built under 
 and linked into place, so a crash never leaves a half-built database under the tenant's name, and
 two racing ensures end with exactly one database (the loser adopts the winner's). The helpers for
 that are shared with the identity store, which keeps per-tenant files the same way.
+
+The PostgreSQL backend gives each tenant a schema and a role instead (see `resources.pg_tenant`).
 """
 
 import contextlib
@@ -14,8 +16,13 @@ from abc import ABC
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from sqlalchemy.engine import Connection
 
 from resources.base import Handle, TenantBackend
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.plans import get_plan
 
@@ -24,6 +31,8 @@ SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DB_SUFFIX = ".db"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 SQLITE_TIMEOUT_S = 10.0
+PG_DATA_SUFFIX = "data"
+META_TABLE = "tenant_meta"
 
 
 def utc_now() -> str:
@@ -169,3 +178,52 @@ class LocalSQLiteStorage(StorageBackend):
 
     def list_existing(self) -> set[str]:
         return keys_in(self._dir)
+
+
+class PostgresSchemaStorage(StorageBackend):
+    """A schema `t_<slug>_<org>_data` and a role of the same name per tenant, on `admin_url`.
+
+    `tenant_meta` (plan, quota) is the control plane's record: the tenant role may read it only.
+    """
+
+    admin_url: str
+
+    @property
+    def _schemas(self) -> PgTenantSchemas:
+        return PgTenantSchemas(self.admin_url, kind=self.kind, suffix=PG_DATA_SUFFIX)
+
+    def schema_name(self, tenant_key: str) -> str:
+        return self._schemas.target(tenant_key).name
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        quota_mb = get_plan(tenant.plan).storage_quota_mb
+
+        def build(conn: Connection, target: TenantSchema) -> dict[str, Any]:
+            meta = target.table(META_TABLE)
+            run(
+                conn,
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (tenant_key text PRIMARY KEY,"
+                    " plan text NOT NULL, quota_mb integer NOT NULL,"
+                    " created_at timestamptz NOT NULL DEFAULT now())"
+                ).format(meta),
+            )
+            run(
+                conn,
+                sql.SQL(
+                    "INSERT INTO {} (tenant_key, plan, quota_mb) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (tenant_key) DO NOTHING"
+                ).format(meta),
+                [tenant.key, tenant.plan, quota_mb],
+            )
+            # Report what is stored, so a second ensure describes the same thing as the first.
+            [(stored,)] = run(conn, sql.SQL("SELECT quota_mb FROM {}").format(meta))
+            return {"quota_mb": stored}
+
+        return self._schemas.ensure(tenant.key, build, read_only=(META_TABLE,))
+
+    def release(self, tenant_key: str) -> bool:
+        return self._schemas.release(tenant_key)
+
+    def list_existing(self) -> set[str]:
+        return self._schemas.list_existing()

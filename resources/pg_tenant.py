@@ -1,0 +1,355 @@
+"""PostgreSQL per-tenant schemas and roles, shared by the storage and identity backends.
+
+Each backend gives a tenant one schema and one role of the same name, `t_<slug>_<org>_<suffix>`
+(schemas and roles live in separate catalogs, so one name finds both). One role per backend, not
+per tenant, because the saga allocates and compensates storage and identity independently: each
+backend owns its pair outright, so releasing one never has to ask whether the other still needs a
+shared role, and a workload that holds the identity role cannot read the tenant's data.
+
+The schema belongs to the admin (control plane); the role is NOLOGIN, a member of nothing, and holds
+USAGE on its own schema plus row privileges on its tables (now and, via default privileges, later).
+Control-plane metadata tables stay read-only to it. Nothing is secret, so handles carry no
+password: whoever runs the workload grants it login separately.
+
+Every name is a function of the tenant key alone (release and listing receive only the key) and
+always goes through `psycopg2.sql.Identifier`. Ownership is recorded in a JSON comment on the
+schema and the role, so listing maps back to tenant keys without parsing names, and a same-named
+object that is not ours is never adopted or dropped.
+"""
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from psycopg2 import errors as pg_errors
+from psycopg2 import sql
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from resources.base import Handle
+from tenant_pipelines.engine import normalize_url
+from tenant_pipelines.errors import PermanentError
+
+APP = "tenant-pipelines"
+NAME_PREFIX = "t_"
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+MAX_SLUG_CHARS = 30
+HASH_CHARS = 8
+# Marks a shortened name. A full name never contains it: tenant keys have no "--".
+SHORTENED_MARK = "__"
+TENANT_KEY = re.compile(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")
+CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT = "30s"  # how long an ensure waits behind a concurrent one for the same tenant
+TABLE_PRIVILEGES = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
+SEQUENCE_PRIVILEGES = sql.SQL("USAGE, SELECT, UPDATE")
+WRITE_PRIVILEGES = sql.SQL("INSERT, UPDATE, DELETE")
+PUBLIC_SCHEMA = "public"
+
+
+class ForeignObject(PermanentError):
+    """A schema or role with our name exists but was not made by this control plane."""
+
+
+def check_tenant_key(tenant_key: str) -> str:
+    """Refuse anything that is not a `<slug>-<org>` DNS label, before it gets near SQL."""
+    if not TENANT_KEY.match(tenant_key) or "--" in tenant_key:
+        raise ValueError(f"tenant key {tenant_key!r} is not a DNS label")
+    return tenant_key
+
+
+def object_name(tenant_key: str, suffix: str) -> str:
+    """`t_<key with '_' for '-'>_<suffix>`, shortened deterministically to fit 63 bytes.
+
+    The shortened form keeps the key's first characters (always the whole slug: the slug comes
+    first and is at most 30), then `__` and a hash of the whole key, so distinct keys stay distinct.
+    """
+    check_tenant_key(tenant_key)
+    tail = f"_{suffix}"
+    full = f"{NAME_PREFIX}{tenant_key.replace('-', '_')}{tail}"
+    if len(full.encode()) <= MAX_IDENTIFIER_BYTES:
+        return full
+    room = MAX_IDENTIFIER_BYTES - len(NAME_PREFIX) - len(SHORTENED_MARK) - HASH_CHARS - len(tail)
+    if room <= MAX_SLUG_CHARS:
+        raise ValueError(f"suffix {suffix!r} leaves no room for the slug")
+    digest = hashlib.sha256(tenant_key.encode()).hexdigest()[:HASH_CHARS]
+    head = tenant_key[:room].replace("-", "_")
+    return f"{NAME_PREFIX}{head}{SHORTENED_MARK}{digest}{tail}"
+
+
+@dataclass(frozen=True)
+class TenantSchema:
+    """One tenant's schema and role in one backend (both named `name`)."""
+
+    kind: str
+    tenant_key: str
+    name: str
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.name)
+
+    def table(self, table: str) -> sql.Identifier:
+        return sql.Identifier(self.name, table)
+
+    def marker(self, database: str) -> dict[str, str]:
+        return {"app": APP, "kind": self.kind, "tenant_key": self.tenant_key, "database": database}
+
+    def details(self) -> dict[str, Any]:
+        return {"schema": self.name, "role": self.name}
+
+
+# Creates the backend's tables (idempotently) and returns what the handle should report.
+Build = Callable[[Connection, TenantSchema], dict[str, Any]]
+
+
+def run(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ()) -> list[Any]:
+    """Execute a composed statement on the connection's transaction; rows if it returns any."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement, tuple(params) or None)
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        cursor.close()
+
+
+@cache
+def admin_engine(admin_url: str) -> Engine:
+    # NullPool: control-plane calls are rare, and no connection outlives a call (or a fork).
+    return create_engine(
+        normalize_url(admin_url),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
+
+
+class PgTenantSchemas:
+    """Ensure, release and list one backend's per-tenant schema and role on one database."""
+
+    def __init__(self, admin_url: str, kind: str, suffix: str) -> None:
+        self._engine = admin_engine(admin_url)
+        self.kind = kind
+        self.suffix = suffix
+
+    def target(self, tenant_key: str) -> TenantSchema:
+        return TenantSchema(self.kind, tenant_key, object_name(tenant_key, self.suffix))
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def locked(self, target: TenantSchema) -> Iterator[Connection]:
+        """A transaction holding the tenant's advisory lock: concurrent calls queue, not race."""
+        with self.connect() as conn:
+            run(conn, sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+            lock_key = f"{APP}:{target.name}"
+            run(conn, sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [lock_key])
+            yield conn
+
+    def ensure(self, tenant_key: str, build: Build, read_only: Sequence[str] = ()) -> Handle:
+        """Create what is missing (role, schema, grants, tables via `build`); describe it all."""
+        target = self.target(tenant_key)
+        with self.locked(target) as conn:
+            database = current_database(conn)
+            ensure_role(conn, target, database)
+            ensure_schema(conn, target, database)
+            grant_schema(conn, target)
+            keep_out_of_public(conn, target)
+            extra = build(conn, target)
+            for table in read_only:
+                run(
+                    conn,
+                    sql.SQL("REVOKE {} ON {} FROM {}").format(
+                        WRITE_PRIVILEGES, target.table(table), target.ident
+                    ),
+                )
+        details = {**target.details(), **extra}
+        return Handle(kind=self.kind, tenant_key=tenant_key, name=target.name, details=details)
+
+    def release(self, tenant_key: str) -> bool:
+        """Drop the schema (CASCADE), the role's remaining grants, then the role."""
+        target = self.target(tenant_key)
+        with self.locked(target) as conn:
+            ours = target.marker(current_database(conn))
+            # Only what we made: a same-named object of someone else's is left alone.
+            schema = schema_marker(conn, target.name) == ours
+            role = role_marker(conn, target.name) == ours
+            if schema:
+                run(conn, sql.SQL("DROP SCHEMA {} CASCADE").format(target.ident))
+            if role:
+                run(conn, sql.SQL("DROP OWNED BY {}").format(target.ident))
+                run(conn, sql.SQL("DROP ROLE {}").format(target.ident))
+        return schema or role
+
+    def exists(self, conn: Connection, target: TenantSchema) -> bool:
+        return schema_marker(conn, target.name) is not None
+
+    def list_existing(self) -> set[str]:
+        """Tenant keys with a schema here, or a role made for this database (a leak either way)."""
+        with self.connect() as conn:
+            database = current_database(conn)
+            rows = run(
+                conn,
+                sql.SQL(
+                    "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace"
+                    " WHERE starts_with(nspname, %s)"
+                    " UNION ALL SELECT shobj_description(oid, 'pg_authid') FROM pg_roles"
+                    " WHERE starts_with(rolname, %s)"
+                ),
+                [NAME_PREFIX, NAME_PREFIX],
+            )
+        markers = (parse_marker(comment) for (comment,) in rows)
+        return {
+            m["tenant_key"]
+            for m in markers
+            if m
+            and m.get("app") == APP
+            and m.get("kind") == self.kind
+            and m.get("database") == database
+        }
+
+
+def current_database(conn: Connection) -> str:
+    [(name,)] = run(conn, sql.SQL("SELECT current_database()"))
+    return str(name)
+
+
+def parse_marker(comment: str | None) -> dict[str, Any] | None:
+    try:
+        marker = json.loads(comment or "")
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def schema_marker(conn: Connection, name: str) -> dict[str, Any] | None:
+    """None if no such schema; otherwise its comment as a marker ({} if not ours)."""
+    rows = run(
+        conn,
+        sql.SQL("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"),
+        [name],
+    )
+    return (parse_marker(rows[0][0]) or {}) if rows else None
+
+
+def role_marker(conn: Connection, name: str) -> dict[str, Any] | None:
+    rows = run(
+        conn,
+        sql.SQL("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s"),
+        [name],
+    )
+    return (parse_marker(rows[0][0]) or {}) if rows else None
+
+
+def check_ours(marker: dict[str, Any], target: TenantSchema, database: str) -> None:
+    if marker != target.marker(database):
+        raise ForeignObject(
+            f"{target.name!r} exists but was not created for tenant {target.tenant_key!r}"
+            f" ({target.kind}) in database {database!r}: refusing to adopt or drop it"
+        )
+
+
+def comment_on(conn: Connection, what: str, target: TenantSchema, database: str) -> None:
+    comment = json.dumps(target.marker(database), sort_keys=True)
+    run(
+        conn,
+        sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(what), target.ident, sql.Literal(comment)),
+    )
+
+
+def ensure_role(conn: Connection, target: TenantSchema, database: str) -> None:
+    """Create the role if missing. Roles are cluster-wide, so another database's control plane
+    may race us: a duplicate there is caught inside a savepoint and then checked for ownership."""
+    marker = role_marker(conn, target.name)
+    if marker is None:
+        try:
+            with conn.begin_nested():
+                run(
+                    conn,
+                    sql.SQL(
+                        "CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
+                        " NOREPLICATION NOBYPASSRLS"
+                    ).format(target.ident),
+                )
+                comment_on(conn, "ROLE", target, database)
+                return
+        except (pg_errors.DuplicateObject, pg_errors.UniqueViolation):
+            marker = role_marker(conn, target.name) or {}
+    check_ours(marker, target, database)
+
+
+def ensure_schema(conn: Connection, target: TenantSchema, database: str) -> None:
+    marker = schema_marker(conn, target.name)
+    if marker is not None:
+        check_ours(marker, target, database)
+        return
+    # Owned by the admin running this: the tenant role can use the schema, never alter or drop it.
+    run(conn, sql.SQL("CREATE SCHEMA {}").format(target.ident))
+    comment_on(conn, "SCHEMA", target, database)
+
+
+def grant_schema(conn: Connection, target: TenantSchema) -> None:
+    """USAGE on its own schema and row privileges on its tables, including future ones."""
+    schema, role = target.ident, target.ident
+    statements = (
+        "GRANT USAGE ON SCHEMA {schema} TO {role}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {tables} ON TABLES TO {role}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {sequences} ON SEQUENCES TO {role}",
+        # Tables made by another admin role are not covered by our default privileges.
+        "GRANT {tables} ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        "GRANT {sequences} ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    )
+    for statement in statements:
+        run(
+            conn,
+            sql.SQL(statement).format(
+                schema=schema, role=role, tables=TABLE_PRIVILEGES, sequences=SEQUENCE_PRIVILEGES
+            ),
+        )
+
+
+def keep_out_of_public(conn: Connection, target: TenantSchema) -> None:
+    """Make sure the tenant role cannot create objects in `public`.
+
+    Revoke only what is actually granted: an unconditional REVOKE rewrites `public`'s ACL row,
+    and concurrent ensures for different tenants would then fail with "tuple concurrently
+    updated". PostgreSQL 15+ grants CREATE on `public` to no one but its owner; older servers grant
+    it to PUBLIC, which no per-role revoke can override, so there (and only there) CREATE is revoked
+    from PUBLIC, which is the PostgreSQL 15 default; USAGE stays, so nobody loses read access.
+    """
+    for grantee, ident in ((target.name, target.ident), ("", sql.SQL("PUBLIC"))):
+        if public_create_granted(conn, grantee):
+            run(
+                conn,
+                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
+                [f"{APP}:{PUBLIC_SCHEMA}"],
+            )
+            if public_create_granted(conn, grantee):
+                run(
+                    conn,
+                    sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(
+                        sql.Identifier(PUBLIC_SCHEMA), ident
+                    ),
+                )
+
+
+def public_create_granted(conn: Connection, grantee: str) -> bool:
+    """Whether `public` grants CREATE directly to `grantee` ("" = PUBLIC, grantee oid 0)."""
+    rows = run(
+        conn,
+        sql.SQL(
+            "SELECT 1 FROM pg_namespace n,"
+            " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+            " WHERE n.nspname = %s AND a.privilege_type = 'CREATE'"
+            " AND a.grantee = coalesce((SELECT oid FROM pg_roles WHERE rolname = %s), 0)"
+        ),
+        [PUBLIC_SCHEMA, grantee],
+    )
+    return bool(rows)
