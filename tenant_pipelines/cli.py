@@ -114,22 +114,25 @@ def _api(settings: Settings) -> "DagsterApi":
 
 
 def _launch_and_wait(
-    args: argparse.Namespace, settings: Settings, launch: Callable[[], str], done: set[str]
+    args: argparse.Namespace, settings: Settings, launch: Callable[[], str], wanted: str
 ) -> int:
+    """Launch a run; with --wait, block until it ends and exit 0 only if the tenant is `wanted`."""
     from tenant_pipelines import lifecycle
 
     run_id = launch()
     data: dict[str, Any] = {"slug": args.slug, "run_id": run_id}
     text = f"run {run_id} launched for {args.slug}"
-    if args.wait:
-        reg = status.registry(settings)
-        tenant = lifecycle.wait_for_state(lambda: reg.get_tenant(args.slug), done)
-        data["state"] = tenant.state
-        text += f"; tenant is {tenant.state}"
+    if not args.wait:
         _print(args, data, text)
-        return 0 if tenant.state in done - {TenantState.FAILED} else 1
+        return 0
+    lifecycle.wait_for_run(status.instance(settings), run_id)
+    tenant = status.registry(settings).get_tenant(args.slug)
+    data.update(state=tenant.state, failed_step=tenant.failed_step)
+    text += f"; tenant is {tenant.state}"
+    if tenant.failed_step:
+        text += f" (failed at {tenant.failed_step}: {tenant.failure_reason})"
     _print(args, data, text)
-    return 0
+    return 0 if tenant.state == wanted else 1
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,7 +143,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         args,
         settings,
         lambda: lifecycle.retry(reg, status.instance(settings), api, args.slug),
-        {TenantState.ACTIVE, TenantState.FAILED},
+        TenantState.ACTIVE,
     )
 
 
@@ -152,7 +155,7 @@ def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
         args,
         settings,
         lambda: lifecycle.decommission(reg, api, args.slug),
-        {TenantState.DECOMMISSIONED},
+        TenantState.DECOMMISSIONED,
     )
 
 

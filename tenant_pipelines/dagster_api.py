@@ -71,7 +71,11 @@ class DagsterApi:
 
     def reexecute_from_failure(self, parent_run_id: str) -> str:
         """Exactly the UI's "Re-execute from failure"."""
-        params = {"parentRunId": parent_run_id, "strategy": "FROM_FAILURE"}
+        return self.reexecute(parent_run_id, "FROM_FAILURE")
+
+    def reexecute(self, parent_run_id: str, strategy: str) -> str:
+        """The UI's re-execution: strategy FROM_FAILURE or ALL_STEPS."""
+        params = {"parentRunId": parent_run_id, "strategy": strategy}
         return self._call(REEXECUTE, {"reexecutionParams": params}, "launchRunReexecution")
 
     def reexecute_steps(

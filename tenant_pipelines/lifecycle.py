@@ -10,7 +10,7 @@ from tenant_pipelines.audit import STEP_NAMES
 from tenant_pipelines.dagster_api import DagsterApi
 from tenant_pipelines.errors import PermanentError, TenantPipelinesError
 from tenant_pipelines.jobs import DECOMMISSION_JOB, PROVISION_JOB
-from tenant_pipelines.registry import TenantRecord, TenantRegistry
+from tenant_pipelines.registry import TenantRegistry
 from tenant_pipelines.runs import tenant_op_config, tenant_tags
 from tenant_pipelines.states import TenantState
 
@@ -64,19 +64,18 @@ def decommission(registry: TenantRegistry, api: DagsterApi, slug: str) -> str:
     )
 
 
-def wait_for_state(
-    read: Callable[[], TenantRecord],
-    done: set[str],
+def wait_for_run(
+    instance: DagsterInstance,
+    run_id: str,
     sleep: Callable[[float], None] = time.sleep,
     timeout_s: float = WAIT_TIMEOUT_S,
-) -> TenantRecord:
+) -> DagsterRunStatus:
+    """Block until the run has ended; its final status."""
     deadline = time.monotonic() + timeout_s
     while True:
-        tenant = read()
-        if tenant.state in done:
-            return tenant
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run.status
         if time.monotonic() > deadline:
-            raise TenantPipelinesError(
-                f"tenant {tenant.slug} still {tenant.state} after {timeout_s:g} s"
-            )
+            raise TenantPipelinesError(f"run {run_id} has not ended after {timeout_s:g} s")
         sleep(WAIT_POLL_S)

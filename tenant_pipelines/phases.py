@@ -105,7 +105,9 @@ def begin_phase(ctx: PhaseContext, tenant: TenantSpec, step: str) -> None:
     record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
     if record.state in (TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):
         raise PermanentError(f"tenant {tenant.slug} is {record.state}; provisioning stopped")
-    ctx.registry.record_run(tenant.tenant_id, ctx.run_id)
+    first_phase_of_run = record.last_run_id != ctx.run_id
+    if first_phase_of_run:
+        ctx.registry.record_run(tenant.tenant_id, ctx.run_id)
     if record.state == TenantState.FAILED:
         ctx.registry.transition(tenant.tenant_id, TenantState.PROVISIONING)
         ctx.event(
@@ -113,8 +115,12 @@ def begin_phase(ctx: PhaseContext, tenant: TenantSpec, step: str) -> None:
             tenant,
             step,
             retry=True,
+            previous_run_id=record.last_run_id,
             previous_failed_step=record.failed_step,
         )
+    elif first_phase_of_run and record.state == TenantState.PROVISIONING:
+        # A run that died mid-saga is being re-executed: it picks up where it stopped.
+        ctx.event("tenant.provisioning.resumed", tenant, step, previous_run_id=record.last_run_id)
 
 
 def wait_for_compensations(ctx: PhaseContext, tenant: TenantSpec) -> None:

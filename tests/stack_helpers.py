@@ -12,6 +12,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster import DagsterInstance
+
 REPO = Path(__file__).resolve().parents[1]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
 UP_TIMEOUT_S = 180
@@ -45,6 +47,7 @@ class Stack:
     dagster_port: int
     edge_port: int
     process: subprocess.Popen[str] | None = None
+    fault_plan: Path | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -63,6 +66,12 @@ class Stack:
 
     def cli_json(self, *args: str) -> object:
         return json.loads(self.cli(*args, "--json").stdout)
+
+    def cli_json_lines(self, *args: str) -> list[dict]:
+        return [json.loads(line) for line in self.cli(*args, "--json").stdout.splitlines()]
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(self.env["DAGSTER_HOME"])
 
     def wait_for_state(self, slug: str, states: set[str], timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -136,3 +145,10 @@ def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
         yield stack
     finally:
         stack.kill_leftovers()
+
+
+def write_fault_plan(path: Path, rules: list[dict[str, object]]) -> None:
+    """Replace the fault plan in one step: the platform re-reads it at every call."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rules))
+    tmp.replace(path)
