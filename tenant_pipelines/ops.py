@@ -10,6 +10,7 @@ from typing import TypeVar
 from dagster import (
     Backoff,
     Config,
+    DagsterExecutionInterruptedError,
     Failure,
     Jitter,
     MetadataValue,
@@ -91,24 +92,37 @@ def run_phase(
     """Run a phase; on its last failure mark the tenant failed and say so in the feed."""
     try:
         result = action()
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
+        # Dagster would retry an interrupted step under its RetryPolicy, so a run terminated
+        # from the UI would carry on: stop here instead, and let compensation follow.
+        fail_tenant(context, ctx, step, tenant, "the run was terminated")
+        raise Failure(
+            f"{STEP_NAMES[step]} interrupted: the run was terminated", allow_retries=False
+        ) from interrupt
     except Exception as error:
         if not _is_final_attempt(context, tenant.plan, error):
             context.log.warning(f"{STEP_NAMES[step]} attempt {context.retry_number + 1}: {error}")
             raise
         reason = f"{type(error).__name__}: {error}"
-        ctx.registry.transition(
-            tenant.tenant_id, TenantState.FAILED, failed_step=step, failure_reason=reason
-        )
-        ctx.event(
-            "tenant.provisioning.failed",
-            tenant,
-            step,
-            error=reason,
-            attempts=context.retry_number + 1,
-        )
+        fail_tenant(context, ctx, step, tenant, reason)
         raise Failure(f"{STEP_NAMES[step]} failed: {reason}", allow_retries=False) from error
     ctx.event("tenant.provisioning.step_completed", tenant, step)
     return result
+
+
+def fail_tenant(
+    context: OpExecutionContext,
+    ctx: phases.PhaseContext,
+    step: str,
+    tenant: TenantSpec,
+    reason: str,
+) -> None:
+    ctx.registry.transition(
+        tenant.tenant_id, TenantState.FAILED, failed_step=step, failure_reason=reason
+    )
+    ctx.event(
+        "tenant.provisioning.failed", tenant, step, error=reason, attempts=context.retry_number + 1
+    )
 
 
 @op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES["validate"])

@@ -29,6 +29,7 @@ READY_TIMEOUT_S = 120
 STOP_GRACE_S = 15
 POLL_S = 0.2
 STACK_FILE = "stack.json"
+RUN_WORKER_MARK = "multiprocessing.spawn"
 
 
 class StackError(TenantPipelinesError):
@@ -82,8 +83,48 @@ def _start(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Ch
     return Child(name, process)
 
 
+def _descendants(roots: list[int]) -> dict[int, str]:
+    """PID -> command line of every process below `roots` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+    found: dict[int, str] = {}
+    frontier = list(roots)
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                with contextlib.suppress(OSError):
+                    found[pid] = (
+                        (Path("/proc") / str(pid) / "cmdline")
+                        .read_bytes()
+                        .decode(errors="replace")
+                        .replace("\0", " ")
+                    )
+                    frontier.append(pid)
+    return found
+
+
+def _kill_run_workers(children: list[Child]) -> None:
+    """A stop of the platform is a crash for the runs in flight, not a cancellation.
+
+    Run workers (multiprocessing children of the code servers) are killed outright, so that
+    no interrupt handler turns their runs into failures to compensate; the next `up` resumes
+    them from the last finished phase.
+    """
+    for pid, cmdline in _descendants([c.process.pid for c in children]).items():
+        if RUN_WORKER_MARK in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _stop(children: list[Child]) -> None:
     """SIGTERM each child's process group, then SIGKILL what is left after the grace period."""
+    _kill_run_workers(children)
     for child in children:
         if child.process.poll() is None:
             os.killpg(child.process.pid, signal.SIGTERM)
