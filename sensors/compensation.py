@@ -37,9 +37,10 @@ def compensation_request(registry: TenantRegistry, run: DagsterRun) -> RunReques
     """The compensation this ended run still needs, if any."""
     if run.tags.get(WILL_RETRY_TAG) == "true" or REQUEST_TAG not in run.tags:
         return None
-    tenant = registry.find_tenant_for_request(run.tags[REQUEST_TAG])
-    if tenant is None:
-        return None  # refused in Validate: nothing was allocated
+    request = registry.get_request(run.tags[REQUEST_TAG])
+    if request.tenant_id is None or request.run_id not in (run.run_id, run.root_run_id):
+        return None  # refused in Validate, or a duplicate run that never owned the request
+    tenant = registry.get_tenant_by_id(request.tenant_id)
     if not registry.claim_compensation(run.run_id, tenant.tenant_id):
         claim = registry.get_compensation(run.run_id)
         if claim is None or claim.compensation_run_id or claim.finished_at:

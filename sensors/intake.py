@@ -1,13 +1,15 @@
 """Intake: every pending tenant request becomes exactly one provisioning run.
 
-The cursor holds the requests launched by earlier ticks whose run is not yet confirmed. A request
-is marked `launched` only once a run carrying its id exists, so a tick that dies between asking
-for the run and Dagster creating it loses nothing: the next tick asks again with the same
-`run_key`, which Dagster deduplicates. Validate's claim on the request is the last guard.
+Whoever wins the registry's compare-and-set `pending -> launched` launches the run: this sensor,
+or `tenantctl request` submitting directly to a running webserver. The sensor also catches up on
+launches that never produced a run: its own from the previous tick (the cursor lists them) and
+anyone's that stayed unclaimed too long. Asking again is safe: the `run_key` is the request id,
+and Validate's claim on the request lets only one run ever work on it.
 """
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     DagsterInstance,
@@ -22,45 +24,51 @@ from dagster import (
 
 from resources.platform import TenantPlatform
 from tenant_pipelines.jobs import provision_tenant
-from tenant_pipelines.registry import TenantRegistry
+from tenant_pipelines.registry import RequestRecord, TenantRegistry
 from tenant_pipelines.runs import provision_run_config, provision_tags, runs_for_request
 
 INTAKE_SENSOR = "tenant_request_intake"
 MAX_REQUESTS_PER_TICK = 50
+UNCLAIMED_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
 class IntakeTick:
     run_requests: list[RunRequest]
-    confirmed: list[str]  # request ids marked launched in this tick
-    cursor: str
+    cursor: str  # JSON list of the request ids this tick asked runs for
+
+
+def run_request(request: RequestRecord) -> RunRequest:
+    return RunRequest(
+        run_key=request.request_id,
+        run_config=provision_run_config(request),
+        tags=provision_tags(request),
+    )
+
+
+def _lost_launches(
+    registry: TenantRegistry, instance: DagsterInstance, cursor: str | None
+) -> list[RequestRecord]:
+    """Launched requests with no run: ours from the last tick, anyone's after a while."""
+    candidates = [registry.get_request(rid) for rid in (json.loads(cursor) if cursor else [])]
+    stale_before = datetime.now(UTC) - UNCLAIMED_AFTER
+    candidates += registry.unclaimed_launches(stale_before, MAX_REQUESTS_PER_TICK)
+    lost: dict[str, RequestRecord] = {}
+    for request in candidates:
+        if request.state == "launched" and not runs_for_request(instance, request.request_id):
+            lost[request.request_id] = request
+    return list(lost.values())
 
 
 def evaluate_intake(
     registry: TenantRegistry, instance: DagsterInstance, cursor: str | None
 ) -> IntakeTick:
-    in_flight: list[str] = json.loads(cursor) if cursor else []
-    confirmed, still_in_flight = [], []
-    for request_id in in_flight:
-        if runs_for_request(instance, request_id):
-            registry.mark_launched(request_id)  # False if Validate already rejected it
-            confirmed.append(request_id)
-        else:
-            still_in_flight.append(request_id)
-    settled = set(confirmed)
-    pending = [
-        r for r in registry.requests_to_launch(MAX_REQUESTS_PER_TICK) if r.request_id not in settled
-    ]
-    run_requests = [
-        RunRequest(
-            run_key=r.request_id,
-            run_config=provision_run_config(r),
-            tags=provision_tags(r),
-        )
-        for r in pending
-    ]
-    next_in_flight = sorted({*still_in_flight, *(r.request_id for r in pending)})
-    return IntakeTick(run_requests, confirmed, json.dumps(next_in_flight))
+    launches = _lost_launches(registry, instance, cursor)
+    for request in registry.requests_to_launch(MAX_REQUESTS_PER_TICK):
+        if registry.mark_launched(request.request_id):  # lost: someone else launches it
+            launches.append(request)
+    ids = sorted(r.request_id for r in launches)
+    return IntakeTick([run_request(r) for r in launches], json.dumps(ids))
 
 
 def build_intake_sensor(interval_s: int) -> SensorDefinition:
@@ -75,8 +83,8 @@ def build_intake_sensor(interval_s: int) -> SensorDefinition:
         context: SensorEvaluationContext, platform: TenantPlatform
     ) -> SensorResult | SkipReason:
         tick = evaluate_intake(platform.registry.get(), context.instance, context.cursor)
-        if not tick.run_requests and tick.cursor == (context.cursor or "[]"):
-            return SkipReason("no pending tenant requests")
+        if not tick.run_requests:
+            return SensorResult(skip_reason="no pending tenant requests", cursor=tick.cursor)
         return SensorResult(run_requests=tick.run_requests, cursor=tick.cursor)
 
     return tenant_request_intake

@@ -51,16 +51,44 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
         record, created = status.registry(settings).submit_request(request)
     except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
+    run_id = _launch_directly(settings, record.request_id)
     data = {
         "request_id": record.request_id,
-        "state": record.state,
+        "state": "launched" if run_id else record.state,
         "created": created,
+        "run_id": run_id,
         "slug": record.slug,
         "org": record.org,
         "plan": record.plan,
     }
     _print(args, data, record.request_id)
     return 0
+
+
+def _launch_directly(settings: Settings, request_id: str) -> str | None:
+    """Launch the run now if the platform is up and nobody launched it yet; the sensor is the
+    fallback (it loops every 5 s at best, which dominates a tenant's time to active)."""
+    from tenant_pipelines.dagster_api import DagsterApiError
+    from tenant_pipelines.jobs import PROVISION_JOB
+    from tenant_pipelines.runs import provision_run_config, provision_tags
+    from tenant_pipelines.stack import read_stack
+
+    if read_stack(settings) is None:
+        return None
+    reg = status.registry(settings)
+    if not reg.mark_launched(request_id):
+        return None  # already launched by the sensor, or by an earlier submission
+    request = reg.get_request(request_id)
+    try:
+        return _api(settings).launch(
+            PROVISION_JOB, provision_run_config(request), provision_tags(request)
+        )
+    except DagsterApiError as error:
+        print(
+            f"tenantctl: direct launch failed, the intake sensor will launch it: {error}",
+            file=sys.stderr,
+        )
+        return None
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,6 +8,7 @@ Every state change is a compare-and-set in SQL; every uniqueness rule is a datab
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select
@@ -112,6 +113,22 @@ class TenantRegistry:
         """Pending requests, oldest first."""
         with self._read() as conn:
             return q.pending_requests(conn, limit)
+
+    def unclaimed_launches(self, older_than: datetime, limit: int) -> list[RequestRecord]:
+        """Launched requests no run has claimed since `older_than`: a launcher may have died
+        between winning the launch and creating the run."""
+        query = (
+            select(R)
+            .where(
+                R.c.state == RequestState.LAUNCHED.value,
+                R.c.run_id.is_(None),
+                R.c.updated_at < older_than,
+            )
+            .order_by(R.c.updated_at)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [q.request_record(row) for row in conn.execute(query)]
 
     def mark_launched(self, request_id: str) -> bool:
         """Compare-and-set pending -> launched; False if it was not pending."""

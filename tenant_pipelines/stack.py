@@ -173,9 +173,10 @@ def stack_file(settings: Settings) -> Path:
 def read_stack(settings: Settings) -> dict[str, int | str] | None:
     """Where the running stack listens, if one runs for this data directory."""
     try:
-        return json.loads(stack_file(settings).read_text())
+        stack = json.loads(stack_file(settings).read_text())
     except (OSError, ValueError):
         return None
+    return stack if _alive(int(stack["pid"])) else None
 
 
 def run_stack(
@@ -193,7 +194,7 @@ def run_stack(
             )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     other = read_stack(settings)
-    if other and _alive(int(other["pid"])):
+    if other:
         raise StackError(
             f"tenantctl up is already running for {settings.data_dir} (pid {other['pid']})"
         )

@@ -1,13 +1,16 @@
-"""The intake sensor on a real instance: one run per request, a cursor that loses nothing."""
+"""The intake sensor on a real instance: one run per request, whoever launches it."""
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import build_sensor_context
+from sqlalchemy import update
 
-from sensors.intake import build_intake_sensor, evaluate_intake
+from sensors.intake import UNCLAIMED_AFTER, build_intake_sensor, evaluate_intake
 from tenant_pipelines.jobs import provision_tenant
+from tenant_pipelines.schema import requests as requests_table
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration
@@ -20,9 +23,7 @@ def create_run_for(local: LocalPlatform, run_request) -> None:
     )
 
 
-def test_each_pending_request_launches_once_and_is_marked_launched(
-    local_platform: LocalPlatform,
-) -> None:
+def test_each_pending_request_is_launched_once(local_platform: LocalPlatform) -> None:
     local = local_platform
     request_id = str(uuid.uuid4())
     first = local.submit(slug="acme", request_id=request_id)
@@ -33,22 +34,40 @@ def test_each_pending_request_launches_once_and_is_marked_launched(
     tick = evaluate_intake(local.registry, local.instance, None)
     assert sorted(r.run_key for r in tick.run_requests) == sorted([request_id, other.request_id])
     assert json.loads(tick.cursor) == sorted([request_id, other.request_id])
+    assert local.registry.get_request(request_id).state == "launched"
     by_key = {r.run_key: r for r in tick.run_requests}
     assert by_key[request_id].tags["request_id"] == request_id
     assert by_key[request_id].run_config["ops"]["validate"]["config"]["slug"] == "acme"
 
-    # The daemon created only one of the two runs before the next tick (say it died midway).
+    # The daemon created only one of the two runs (say it died midway): the next tick asks
+    # again for the other one, under the same run key, and for nothing else.
     create_run_for(local, by_key[request_id])
     tick2 = evaluate_intake(local.registry, local.instance, tick.cursor)
-    assert tick2.confirmed == [request_id]
-    assert local.registry.get_request(request_id).state == "launched"
-    assert [r.run_key for r in tick2.run_requests] == [other.request_id]  # asked again
-    assert json.loads(tick2.cursor) == [other.request_id]
+    assert [r.run_key for r in tick2.run_requests] == [other.request_id]
 
     create_run_for(local, tick2.run_requests[0])
     tick3 = evaluate_intake(local.registry, local.instance, tick2.cursor)
-    assert tick3.confirmed == [other.request_id]
     assert tick3.run_requests == [] and json.loads(tick3.cursor) == []
+
+
+def test_a_request_launched_elsewhere_is_left_alone_until_it_looks_lost(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    request = local.submit()
+    assert local.registry.mark_launched(request.request_id)  # `tenantctl request` won the CAS
+
+    assert evaluate_intake(local.registry, local.instance, None).run_requests == []
+
+    # The launcher died before creating the run; once the launch is old enough, catch up.
+    long_ago = datetime.now(UTC) - UNCLAIMED_AFTER - timedelta(seconds=1)
+    with local.registry._engine.begin() as conn:
+        conn.execute(update(requests_table).values(updated_at=long_ago))
+    tick = evaluate_intake(local.registry, local.instance, None)
+    assert [r.run_key for r in tick.run_requests] == [request.request_id]
+
+    create_run_for(local, tick.run_requests[0])  # and once a run exists, never again
+    assert evaluate_intake(local.registry, local.instance, None).run_requests == []
 
 
 def test_sensor_definition_with_build_sensor_context(local_platform: LocalPlatform) -> None:
@@ -57,7 +76,8 @@ def test_sensor_definition_with_build_sensor_context(local_platform: LocalPlatfo
     resources = {"platform": local.platform}
     with build_sensor_context(instance=local.instance, resources=resources) as context:
         idle = sensor(context)
-    assert idle.skip_message == "no pending tenant requests"  # type: ignore[union-attr]
+    assert idle.run_requests == []  # type: ignore[union-attr]
+    assert idle.skip_reason.skip_message == "no pending tenant requests"  # type: ignore
 
     request = local.submit()
     with build_sensor_context(instance=local.instance, resources=resources) as context:
