@@ -43,6 +43,13 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
     }
     if args.request_id:
         fields["request_id"] = args.request_id
+    data = submit(settings, fields)
+    _print(args, data, str(data["request_id"]))
+    return 0
+
+
+def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
+    """Validate and record a request, then launch its run if the platform is up."""
     try:
         request = TenantRequest.parse(fields)
     except ValidationError as error:
@@ -52,7 +59,7 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
     except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
     run_id = _launch_directly(settings, record.request_id)
-    data = {
+    return {
         "request_id": record.request_id,
         "state": "launched" if run_id else record.state,
         "created": created,
@@ -61,8 +68,6 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
         "org": record.org,
         "plan": record.plan,
     }
-    _print(args, data, record.request_id)
-    return 0
 
 
 def _launch_directly(settings: Settings, request_id: str) -> str | None:

@@ -1,0 +1,76 @@
+"""Resident memory of the local platform's processes, sampled from /proc."""
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAGE_KB = 4
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * PAGE_KB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def processes_of(data_dir: str, root_pid: int) -> tuple[list[int], list[int]]:
+    """(platform PIDs below `root_pid`, tenant workload PIDs of `data_dir`)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    workloads = [p for p in parents if "workload_server" in _cmdline(p) and data_dir in _cmdline(p)]
+    return sorted(tree - set(workloads)), workloads
+
+
+@dataclass
+class MemorySampler:
+    """Samples the platform's total RSS in a thread until stopped; keeps the peaks."""
+
+    data_dir: str
+    root_pid: int
+    interval_s: float = 0.5
+    peak_total_mb: float = 0.0
+    peak_platform_mb: float = 0.0
+    workload_mb: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self) -> None:
+        platform, workloads = processes_of(self.data_dir, self.root_pid)
+        platform_mb = sum(_rss_kb(p) for p in platform) / 1024
+        per_workload = [_rss_kb(p) / 1024 for p in workloads]
+        self.peak_platform_mb = max(self.peak_platform_mb, platform_mb)
+        self.peak_total_mb = max(self.peak_total_mb, platform_mb + sum(per_workload))
+        if per_workload:
+            self.workload_mb = per_workload
+
+    def __enter__(self) -> "MemorySampler":
+        def loop() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.sample()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
