@@ -137,6 +137,14 @@ def test_permanent_fault_compensates_then_retry_ends_active(stack: Stack, phase:
     ]
     assert released == RELEASE_ORDER[phase]
     assert stack.cli("inventory", check=False).returncode == 0
+    diagnosis = stack.cli_json("diagnose", cell.slug)
+    assert diagnosis["next_action"] == "retry"  # type: ignore[index]
+    assert diagnosis["compensations"][0]["finished"]  # type: ignore[index]
+    failed_run = diagnosis["runs"][-1]  # type: ignore[index]
+    assert failed_run["failed_step"] == phase and "injected" in failed_run["error"]
+    assert {e["kind"]: e["state"] for e in diagnosis["ledger"]} == dict.fromkeys(  # type: ignore
+        RELEASE_ORDER[phase], "released"
+    )
 
     faults(stack)
     if phase == "deploy":  # exactly what the UI's "Re-execute from failure" sends
@@ -227,6 +235,9 @@ def test_canceled_run_is_compensated_and_retried(stack: Stack) -> None:
     submit(stack, slug)
     instance = stack.instance()
     run = wait_for_step_start(instance, slug, "deploy")
+    refused = stack.cli("decommission", slug, check=False)
+    assert refused.returncode == 1 and "is provisioning" in refused.stderr
+    assert stack.cli_json("diagnose", slug)["next_action"] == "wait"  # type: ignore[index]
     DagsterGraphQLClient("127.0.0.1", port_number=stack.dagster_port).terminate_run(run.run_id)
     assert stack.wait_for_state(slug, {"failed"})["state"] == "failed"
     wait_for_compensation(stack, slug)

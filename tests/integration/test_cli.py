@@ -1,0 +1,192 @@
+"""`tenantctl` as a user runs it: a real process, real registry and instance, no stack."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+from dagster import build_reconstructable_job, execute_job
+
+from tenant_pipelines.runs import provision_run_config, provision_tags
+from tests.platform_fixtures import LocalPlatform
+from tests.stack_helpers import REPO, TENANTCTL
+
+pytestmark = pytest.mark.integration
+
+VALID = [
+    "--slug",
+    "acme",
+    "--org",
+    "widgets",
+    "--plan",
+    "team",
+    "--admin-email",
+    "admin@acme.example.com",
+    "--caller",
+    "alice",
+    "--role",
+    "org-admin",
+]
+
+
+def tenantctl(local: LocalPlatform, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "TENANT_DATA_DIR": str(local.settings.data_dir),
+        "DAGSTER_HOME": str(local.settings.dagster_home),
+    }
+    return subprocess.run(
+        [TENANTCTL, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--slug", "Acme", "slug: must be lowercase letters"),
+        ("--slug", "admin", "slug: 'admin' is a reserved word"),
+        ("--org", "a--b", "org: must not contain '--'"),
+        ("--admin-email", "not-an-email", "admin_email: value is not a valid email address"),
+        ("--plan", "Gold!", "plan: must be a lowercase word"),
+    ],
+)
+def test_malformed_input_exits_2_naming_the_field_and_records_nothing(
+    local_platform: LocalPlatform, flag: str, value: str, message: str
+) -> None:
+    args = list(VALID)
+    args[args.index(flag) + 1] = value
+    result = tenantctl(local_platform, "request", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("tenantctl: invalid request: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert local_platform.registry.requests_to_launch(10) == []
+
+
+def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
+    local_platform: LocalPlatform,
+) -> None:
+    request_id = str(uuid.uuid4())
+    first = json.loads(
+        tenantctl(local_platform, "request", *VALID, "--request-id", request_id, "--json").stdout
+    )
+    again = json.loads(
+        tenantctl(local_platform, "request", *VALID, "--request-id", request_id, "--json").stdout
+    )
+    assert first["request_id"] == again["request_id"] == request_id
+    assert (first["created"], again["created"]) == (True, False)
+    assert first["state"] == "pending" and first["run_id"] is None  # no platform running
+    other = list(VALID)
+    other[other.index("--plan") + 1] = "free"
+    conflict = tenantctl(local_platform, "request", *other, "--request-id", request_id)
+    assert conflict.returncode == 2 and "already submitted with another plan" in conflict.stderr
+    status = json.loads(tenantctl(local_platform, "status", "acme", "--json").stdout)
+    assert status["state"] == "request-pending" and status["request_id"] == request_id
+
+
+def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlatform) -> None:
+    local = local_platform
+    request = local.submit()
+    job = build_reconstructable_job(
+        "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
+    )
+    with execute_job(
+        job,
+        instance=local.instance,
+        run_config=provision_run_config(request),
+        tags=provision_tags(request),
+    ) as result:
+        assert result.success
+        run_id = result.run_id
+
+    status = json.loads(tenantctl(local, "status", "acme", "--json").stdout)
+    assert {k: status[k] for k in ("slug", "org", "plan", "state", "url", "last_run_id")} == {
+        "slug": "acme",
+        "org": "widgets",
+        "plan": "team",
+        "state": "active",
+        "url": "https://acme-widgets.localhost",
+        "last_run_id": run_id,
+    }
+    listed = json.loads(tenantctl(local, "list", "--state", "active", "--json").stdout)
+    assert [row["slug"] for row in listed] == ["acme"]
+    assert json.loads(tenantctl(local, "list", "--state", "failed", "--json").stdout) == []
+
+    lines = tenantctl(
+        local, "audit", "--tenant", "acme", "--type", "*.step_completed", "--json"
+    ).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["step"] for e in events] == [
+        "validate",
+        "allocate",
+        "deploy",
+        "mark_active",
+        "send_welcome_emails",
+    ]
+    assert set(events[0]) == {
+        "type",
+        "tenant",
+        "org",
+        "run_id",
+        "step",
+        "step_name",
+        "at",
+        "details",
+    }
+    emails = json.loads(tenantctl(local, "emails", "acme", "--json").stdout)
+    assert [(e["kind"], e["status"]) for e in emails] == [
+        ("welcome", "sent"),
+        ("console", "sent"),
+        ("onboarding", "sent"),
+    ]
+
+    missing = tenantctl(local, "status", "nobody")
+    assert missing.returncode == 1 and "nobody" in missing.stderr
+
+
+def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform) -> None:
+    local = local_platform
+    env = {
+        **os.environ,
+        "TENANT_DATA_DIR": str(local.settings.data_dir),
+        "DAGSTER_HOME": str(local.settings.dagster_home),
+    }
+    follower = subprocess.Popen(
+        [TENANTCTL, "audit", "--follow", "--json"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # following an empty feed
+        request = local.submit()
+        job = build_reconstructable_job(
+            "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
+        )
+        with execute_job(
+            job,
+            instance=local.instance,
+            run_config=provision_run_config(request),
+            tags=provision_tags(request),
+        ) as result:
+            assert result.success
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert (first["type"], first["tenant"]) == ("tenant.provisioning.started", "acme")
+    finally:
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=10) == 0
+
+
+def test_up_refuses_a_taken_port(local_platform: LocalPlatform) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tenantctl(local_platform, "up", "--dagster-port", str(port), "--edge-port", "0")
+    assert result.returncode == 1
+    assert f"port {port} is already in use" in result.stderr
