@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint
+.PHONY: setup up test lint bench bench-smoke
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,17 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest -q
+
+# Full-size benchmarks (figures in README "Performance"); results in bench/results/*.json.
+bench: setup
+	$(BIN)/python -m bench.latency --requests 10
+	$(BIN)/python -m bench.throughput --requests 50
+	$(BIN)/python -m bench.compensation --samples 5
+	$(BIN)/python -m bench.feed --tenants 10000
+
+# Tiny sizes, run by CI to keep the scripts working.
+bench-smoke: setup
+	$(BIN)/python -m bench.latency --requests 2 --json bench/results/smoke-latency.json
+	$(BIN)/python -m bench.throughput --requests 4 --json bench/results/smoke-throughput.json
+	$(BIN)/python -m bench.compensation --samples 1 --json bench/results/smoke-compensation.json
+	$(BIN)/python -m bench.feed --tenants 50 --queries 20 --json bench/results/smoke-feed.json

@@ -44,6 +44,22 @@ def tenantctl(local: LocalPlatform, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def provision(local: LocalPlatform) -> str:
+    """Provision `acme` through Dagster on the persistent instance; the run id."""
+    request = local.submit()
+    job = build_reconstructable_job(
+        "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
+    )
+    with execute_job(
+        job,
+        instance=local.instance,
+        run_config=provision_run_config(request),
+        tags=provision_tags(request),
+    ) as result:
+        assert result.success
+        return result.run_id
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
@@ -89,18 +105,7 @@ def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
 
 def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlatform) -> None:
     local = local_platform
-    request = local.submit()
-    job = build_reconstructable_job(
-        "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
-    )
-    with execute_job(
-        job,
-        instance=local.instance,
-        run_config=provision_run_config(request),
-        tags=provision_tags(request),
-    ) as result:
-        assert result.success
-        run_id = result.run_id
+    run_id = provision(local)
 
     status = json.loads(tenantctl(local, "status", "acme", "--json").stdout)
     assert {k: status[k] for k in ("slug", "org", "plan", "state", "url", "last_run_id")} == {
@@ -163,17 +168,7 @@ def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform
     )
     try:
         time.sleep(2)  # following an empty feed
-        request = local.submit()
-        job = build_reconstructable_job(
-            "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
-        )
-        with execute_job(
-            job,
-            instance=local.instance,
-            run_config=provision_run_config(request),
-            tags=provision_tags(request),
-        ) as result:
-            assert result.success
+        provision(local)
         assert follower.stdout is not None
         first = json.loads(follower.stdout.readline())
         assert (first["type"], first["tenant"]) == ("tenant.provisioning.started", "acme")
