@@ -4,9 +4,25 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
+from tenant_pipelines.errors import ConfigError
 from tenant_pipelines.models import TenantSpec
+
+
+def resolved(value: str) -> str:
+    """A field's value as a run sees it.
+
+    Secrets are `EnvVar` fields, which Dagster resolves when it initialises a resource for a run.
+    Code that calls a backend directly (`tenantctl inventory`, the workload restore at `up`)
+    gets the `EnvVar` itself: read the variable then, from the caller's environment.
+    """
+    if not isinstance(value, EnvVar):
+        return value
+    found = value.get_value()
+    if not found:
+        raise ConfigError(f"{value.env_var_name} is not set")
+    return found
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from resources.base import Handle, TenantBackend
-from resources.identity import identity_db_path
+from resources.base import Handle, TenantBackend, resolved
+from resources.identity import identity_db_path, pg_identity_schema
 from resources.storage import SAFE_KEY
+from tenant_pipelines.engine import libpq_url
 from tenant_pipelines.errors import ReadinessTimeout
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.plans import get_plan
@@ -31,6 +32,9 @@ HEALTH_TIMEOUT_S = 1.0
 STOP_GRACE_S = 5.0
 KILL_WAIT_S = 2.0
 SERVER_MODULE = "resources.workload_server"
+IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"  # as resources.workload_server reads it
+# All a workload inherits from the control plane's environment: not its database URLs or keys.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH")
 # The directory holding the `resources` package, for children of a non-installed checkout.
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -160,10 +164,16 @@ class WorkloadDeployer(TenantBackend, ABC):
 
 
 class LocalProcessDeployer(WorkloadDeployer):
-    """One `workload_server` process per tenant; state in `<data_dir>/workloads/<key>.json`."""
+    """One `workload_server` process per tenant; state in `<data_dir>/workloads/<key>.json`.
+
+    Before it reports ready, a workload checks the tenant's identity store: the SQLite database
+    under `data_dir`, or, with `identity_pg_url` (the PostgreSQL identity store's server; an
+    `EnvVar`), the tenant's identity schema there, the DSN passed in the child's environment.
+    """
 
     data_dir: str
     domain: str
+    identity_pg_url: str | None = None
 
     def ensure(self, tenant: TenantSpec) -> Handle:
         state = _read_state(_state_file(self.data_dir, tenant.key))
@@ -189,15 +199,19 @@ class LocalProcessDeployer(WorkloadDeployer):
     def _start(self, tenant: TenantSpec) -> subprocess.Popen[bytes]:
         state_file = _state_file(self.data_dir, tenant.key)
         state_file.parent.mkdir(parents=True, exist_ok=True)
-        options = {
-            "--tenant-key": tenant.key,
-            "--domain": self.domain,
-            "--identity-db": str(identity_db_path(Path(self.data_dir).resolve(), tenant.key)),
-            "--state-file": str(state_file),
-        }
-        command = [sys.executable, "-m", SERVER_MODULE, *itertools.chain(*options.items())]
-        env = dict(os.environ)
+        options = {"--tenant-key": tenant.key, "--domain": self.domain}
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        if self.identity_pg_url:
+            options["--identity-schema"] = pg_identity_schema(tenant.key)
+            env[IDENTITY_DSN_ENV] = libpq_url(resolved(self.identity_pg_url))
+            # libpq settings the DSN may rely on (PGPASSWORD, PGSSLMODE, ...), as the admin's.
+            env.update({k: v for k, v in os.environ.items() if k.startswith("PG")})
+        else:
+            db = identity_db_path(Path(self.data_dir).resolve(), tenant.key)
+            options["--identity-db"] = str(db)
+        options["--state-file"] = str(state_file)
+        command = [sys.executable, "-m", SERVER_MODULE, *itertools.chain(*options.items())]
         with open(state_file.with_suffix(".log"), "ab") as log:
             return subprocess.Popen(
                 command,

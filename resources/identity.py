@@ -16,8 +16,8 @@ from typing import Any
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
-from resources.base import Handle, TenantBackend
-from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
+from resources.base import Handle, TenantBackend, resolved
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
 from resources.storage import (
     META_TABLE,
     create_db_atomically,
@@ -50,6 +50,11 @@ class Invitation:
 def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
     """The local identity database of a tenant; the workload opens it too."""
     return tenant_db_path(Path(data_dir) / "identity", tenant_key)
+
+
+def pg_identity_schema(tenant_key: str) -> str:
+    """The schema (and role) of a tenant's PostgreSQL identity store; the workload checks it."""
+    return object_name(tenant_key, PG_IDENTITY_SUFFIX)
 
 
 class IdentityStore(TenantBackend, ABC):
@@ -145,13 +150,14 @@ class LocalSQLiteIdentityStore(IdentityStore):
 
 
 class PostgresIdentityStore(IdentityStore):
-    """A schema `t_<slug>_<org>_identity` and a role of the same name per tenant, on `admin_url`."""
+    """A schema `t_<slug>_<org>_identity` and a role of the same name per tenant, on `admin_url`
+    (an `EnvVar` when assembled by `tenant_pipelines.backends`: it holds credentials)."""
 
     admin_url: str
 
     @property
     def _schemas(self) -> PgTenantSchemas:
-        return PgTenantSchemas(self.admin_url, kind=self.kind, suffix=PG_IDENTITY_SUFFIX)
+        return PgTenantSchemas(resolved(self.admin_url), kind=self.kind, suffix=PG_IDENTITY_SUFFIX)
 
     def schema_name(self, tenant_key: str) -> str:
         return self._schemas.target(tenant_key).name

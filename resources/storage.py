@@ -21,7 +21,7 @@ from typing import Any
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
-from resources.base import Handle, TenantBackend
+from resources.base import Handle, TenantBackend, resolved
 from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.plans import get_plan
@@ -184,13 +184,14 @@ class PostgresSchemaStorage(StorageBackend):
     """A schema `t_<slug>_<org>_data` and a role of the same name per tenant, on `admin_url`.
 
     `tenant_meta` (plan, quota) is the control plane's record: the tenant role may read it only.
+    `admin_url` is an `EnvVar` when assembled by `tenant_pipelines.backends` (credentials).
     """
 
     admin_url: str
 
     @property
     def _schemas(self) -> PgTenantSchemas:
-        return PgTenantSchemas(self.admin_url, kind=self.kind, suffix=PG_DATA_SUFFIX)
+        return PgTenantSchemas(resolved(self.admin_url), kind=self.kind, suffix=PG_DATA_SUFFIX)
 
     def schema_name(self, tenant_key: str) -> str:
         return self._schemas.target(tenant_key).name

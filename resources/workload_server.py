@@ -1,10 +1,14 @@
 """A tenant's workload: the authentication service of one tenant, as a local process.
 
-Standard library only (no Dagster import), so each tenant costs a few megabytes. It opens the
-tenant's identity store before it binds, so a workload that cannot reach its users never reports
-itself healthy; then it writes its state file (pid and port) atomically for the deployer and the
-edge. Started by `resources.deployer`; run as
-`python -m resources.workload_server --tenant-key K --domain D --identity-db P --state-file S`.
+Standard library only (no Dagster import; psycopg2 only for a PostgreSQL identity store), so each
+tenant costs a few megabytes. It checks the tenant's identity store (reachable, first admin
+present) before it binds, so a workload that cannot reach its users never reports itself healthy;
+then it writes its state file (pid and port) atomically for the deployer and the edge. Started by
+`resources.deployer`; run as
+`python -m resources.workload_server --tenant-key K --domain D --identity-db P --state-file S`
+(SQLite store), or with `--identity-schema NAME` instead of `--identity-db` (PostgreSQL store) and
+the server's DSN in the environment variable TENANT_WORKLOAD_IDENTITY_DSN: never in argv, which
+every local user can read in /proc.
 """
 
 import argparse
@@ -22,17 +26,78 @@ from pathlib import Path
 
 REQUEST_TIMEOUT_S = 30.0
 QUIET_PATHS = frozenset({"/healthz"})
+IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"
+ADMIN_ROLE = "admin"  # as resources.identity seeds it (not imported: this module stays light)
+SQLITE_TIMEOUT_S = 5.0
+PG_CONNECT_TIMEOUT_S = 5
 
 
-def count_users(identity_db: str) -> int:
-    """Read the identity store; raises sqlite3.Error if it is missing or unreadable."""
-    uri = f"{Path(identity_db).absolute().as_uri()}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-    try:
-        (count,) = conn.execute("SELECT count(*) FROM users").fetchone()
-    finally:
-        conn.close()
-    return int(count)
+class IdentityUnavailable(Exception):
+    """The identity store is missing, unreadable, or has no admin."""
+
+
+class SQLiteIdentity:
+    """The tenant's users in its SQLite identity database, opened read-only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def count_users(self) -> int:
+        uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT_S)
+            try:
+                total, admins = conn.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE role = ?) FROM users", (ADMIN_ROLE,)
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as error:
+            raise IdentityUnavailable(str(error)) from None
+        return _checked(int(total), int(admins))
+
+
+class PostgresIdentity:
+    """The tenant's users in its identity schema, read as the schema's own role.
+
+    Locally there is no per-tenant login: the workload borrows the backends' admin DSN and drops
+    to the tenant's identity role (`SET ROLE`), so the check has exactly that role's privileges.
+    """
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+
+    def count_users(self) -> int:
+        import psycopg2
+        from psycopg2 import sql
+
+        try:
+            conn = psycopg2.connect(self.dsn, connect_timeout=PG_CONNECT_TIMEOUT_S)
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.schema)))
+                    cursor.execute(
+                        sql.SQL(
+                            "SELECT count(*), count(*) FILTER (WHERE role = %s) FROM {}"
+                        ).format(sql.Identifier(self.schema, "users")),
+                        [ADMIN_ROLE],
+                    )
+                    total, admins = cursor.fetchone()
+            finally:
+                conn.close()
+        except psycopg2.Error as error:
+            raise IdentityUnavailable(str(error).strip()) from None
+        return _checked(int(total), int(admins))
+
+
+def _checked(total: int, admins: int) -> int:
+    if not admins:
+        raise IdentityUnavailable("the identity store has no admin")
+    return total
+
+
+IdentityReader = SQLiteIdentity | PostgresIdentity
 
 
 def discovery_document(issuer: str) -> dict[str, object]:
@@ -78,8 +143,8 @@ class WorkloadHandler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         try:
-            count_users(self.server.identity_db)
-        except sqlite3.Error as error:
+            self.server.identity.count_users()
+        except IdentityUnavailable as error:
             self._send_json(
                 503,
                 {"status": "unavailable", "tenant": self.server.tenant_key, "error": str(error)},
@@ -90,8 +155,8 @@ class WorkloadHandler(BaseHTTPRequestHandler):
     def _admin(self) -> None:
         key = html.escape(self.server.tenant_key)
         try:
-            users = f"{count_users(self.server.identity_db)} user(s)"
-        except sqlite3.Error:
+            users = f"{self.server.identity.count_users()} user(s)"
+        except IdentityUnavailable:
             users = "identity store unavailable"
         page = (
             f"<!doctype html><html><head><meta charset='utf-8'><title>{key} admin console"
@@ -123,11 +188,11 @@ class WorkloadServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, tenant_key: str, domain: str, identity_db: str) -> None:
+    def __init__(self, tenant_key: str, domain: str, identity: IdentityReader) -> None:
         super().__init__(("127.0.0.1", 0), WorkloadHandler)
         self.tenant_key = tenant_key
         self.issuer = f"https://{tenant_key}.{domain}"
-        self.identity_db = identity_db
+        self.identity = identity
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup the loopback never needs.
@@ -156,23 +221,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="workload_server", description=__doc__)
     parser.add_argument("--tenant-key", required=True)
     parser.add_argument("--domain", required=True)
-    parser.add_argument("--identity-db", required=True)
+    store = parser.add_mutually_exclusive_group(required=True)
+    store.add_argument("--identity-db", help="the tenant's SQLite identity database")
+    store.add_argument(
+        "--identity-schema",
+        help=f"the tenant's PostgreSQL identity schema (DSN: ${IDENTITY_DSN_ENV})",
+    )
     parser.add_argument("--state-file", required=True, type=Path)
     return parser.parse_args(argv)
+
+
+def identity_store(args: argparse.Namespace, environ: dict[str, str]) -> IdentityReader:
+    if args.identity_db:
+        return SQLiteIdentity(args.identity_db)
+    dsn = environ.get(IDENTITY_DSN_ENV)
+    if not dsn:
+        raise IdentityUnavailable(f"--identity-schema needs the DSN in ${IDENTITY_DSN_ENV}")
+    return PostgresIdentity(dsn, args.identity_schema)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        count_users(args.identity_db)
-    except sqlite3.Error as error:
+        identity = identity_store(args, dict(os.environ))
+        identity.count_users()
+    except IdentityUnavailable as error:
+        where = args.identity_db or f"schema {args.identity_schema}"  # never the DSN
         print(
-            f"workload {args.tenant_key}: cannot open identity store {args.identity_db}: {error}",
+            f"workload {args.tenant_key}: cannot open identity store {where}: {error}",
             file=sys.stderr,
             flush=True,
         )
         return 1
-    server = WorkloadServer(args.tenant_key, args.domain, args.identity_db)
+    server = WorkloadServer(args.tenant_key, args.domain, identity)
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever, which runs in this thread: ask from another one.

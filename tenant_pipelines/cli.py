@@ -293,9 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
     try:
-        return int(args.handler(args, settings))
+        return int(args.handler(args, Settings.from_env()))
     except UsageError as error:
         print(f"tenantctl: {error}", file=sys.stderr)
         return 2

@@ -43,6 +43,14 @@ def normalize_url(url: str) -> URL:
     return parsed.set(drivername=driver) if driver else parsed
 
 
+def libpq_url(url: str) -> str:
+    """The same server as a libpq URI (`postgresql://...`), for psycopg2 or psql directly."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.drivername}://")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
     """An engine for `url`; SQLite files get their directory, WAL and up-front write locks."""
     parsed = normalize_url(url)

@@ -64,3 +64,7 @@ class PermanentInjectedFault(PermanentError):
 
 class CompensationInProgress(TenantPipelinesError):
     """A retry found the tenant still being compensated (transient: retried)."""
+
+
+class ConfigError(PermanentError):
+    """The environment asks for something impossible or contradictory: fix it, retrying cannot."""

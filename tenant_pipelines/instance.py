@@ -1,27 +1,138 @@
 """The Dagster instance the local stack runs on: `$DAGSTER_HOME/dagster.yaml`.
 
-Written from the template beside this module when absent, so a newcomer's first `tenantctl up`
-gets the settings this project is tuned for (fast dequeue, run monitoring, crash retries).
-An existing dagster.yaml is the operator's and is left alone.
+Rendered from a template beside this module when absent, so a newcomer's first `tenantctl up`
+gets the settings this project is tuned for (fast dequeue, run monitoring, crash retries, run
+limits per plan): `dagster.yaml` stores on SQLite in DAGSTER_HOME, `dagster.postgres.yaml` on
+the PostgreSQL database at DAGSTER_PG_URL. The run limits are rendered in from the settings
+because Dagster's schema takes no `{env: ...}` for tag limits; the URL is not, since it is a
+secret: every Dagster process reads it from its environment.
+
+An existing dagster.yaml is never rewritten. It is checked instead, so that the environment and
+the file cannot silently disagree: its storage must be the one DAGSTER_PG_URL selects, and a
+file we generated must still carry the run limits the environment asks for. A file without our
+first line is the operator's, and only its storage is checked.
 """
 
+import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from string import Template
+from typing import Any
 
+import yaml
 from dagster import DagsterInstance
 
-TEMPLATE = "dagster.yaml"
+from tenant_pipelines.errors import ConfigError
+from tenant_pipelines.settings import Settings
+
+CONFIG_FILE = "dagster.yaml"
+TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
+GENERATED_MARK = "# tenant-pipelines: generated from the environment"
+PLAN_TAG = "plan"  # the run tag the limits apply to (tenant_pipelines.runs)
+LEGACY_STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
 
 
-def ensure_dagster_home(dagster_home: Path) -> Path:
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        text = resources.files("tenant_pipelines").joinpath("templates", TEMPLATE).read_text()
-        config.write_text(text)
+def storage_for(settings: Settings) -> str:
+    return "postgres" if settings.dagster_pg_url else "sqlite"
+
+
+def tag_limits(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {"key": PLAN_TAG, "value": plan, "limit": limit}
+        for plan, limit in settings.plan_concurrency.items()
+    ]
+
+
+def render_instance_config(settings: Settings) -> str:
+    template = resources.files("tenant_pipelines").joinpath(
+        "templates", TEMPLATES[storage_for(settings)]
+    )
+    limits = tag_limits(settings)
+    block = "".join(
+        f"\n    - key: {item['key']}\n      value: {item['value']}\n      limit: {item['limit']}"
+        for item in limits
+    )
+    return Template(template.read_text()).substitute(
+        max_concurrent_runs=settings.max_concurrent_runs,
+        tag_concurrency_limits=block if limits else " []",
+    )
+
+
+def configured_storage(config: Mapping[str, Any]) -> str:
+    """ "postgres" or "sqlite": what a dagster.yaml stores on (Dagster's default is SQLite)."""
+    storage = config.get("storage") or {}
+    if "postgres" in storage:
+        return "postgres"
+    legacy = [config.get(key) or {} for key in LEGACY_STORAGE_KEYS]
+    if any(str(item.get("module", "")).startswith("dagster_postgres") for item in legacy):
+        return "postgres"
+    return "sqlite"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} must be a YAML mapping")
     return config
 
 
-def open_instance(dagster_home: Path) -> DagsterInstance:
-    ensure_dagster_home(dagster_home)
-    return DagsterInstance.from_config(str(dagster_home))
+def check_instance_config(path: Path, settings: Settings) -> None:
+    """Refuse a dagster.yaml that contradicts the environment (see the module's docstring)."""
+    config = _load(path)
+    found, wanted = configured_storage(config), storage_for(settings)
+    if found != wanted:
+        why = "DAGSTER_PG_URL is set" if wanted == "postgres" else "DAGSTER_PG_URL is not set"
+        raise ConfigError(
+            f"{path} stores the Dagster instance on {found}, but {why}: use the environment that"
+            f" instance was made with, or another DAGSTER_HOME (or TENANT_DATA_DIR) for {wanted}"
+        )
+    if not path.read_text().startswith(GENERATED_MARK):
+        return
+    queue = config.get("run_queue") or {}
+    have = (queue.get("max_concurrent_runs"), queue.get("tag_concurrency_limits") or [])
+    want = (settings.max_concurrent_runs, tag_limits(settings))
+    if have != want:
+        raise ConfigError(
+            f"{path} was generated with run limits {_limits(*have)}, but the environment asks"
+            f" for {_limits(*want)} (TENANT_MAX_CONCURRENT_RUNS, TENANT_<PLAN>_CONCURRENCY):"
+            " delete the file and restart `tenantctl up` to apply them, or run with the same"
+            " environment"
+        )
+
+
+def _limits(total: Any, per_tag: list[dict[str, Any]]) -> str:
+    plans = ", ".join(f"{item.get('value')}={item.get('limit')}" for item in per_tag)
+    return f"{total} in all" + (f" ({plans})" if plans else "")
+
+
+def ensure_dagster_home(dagster_home: Path, settings: Settings | None = None) -> Path:
+    """Write dagster.yaml if absent (atomically: several processes may start at once), else check
+    it. `settings` defaults to the environment's."""
+    settings = Settings.from_env() if settings is None else settings
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / CONFIG_FILE
+    if not config.exists():
+        tmp = config.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(render_instance_config(settings))
+        os.replace(tmp, config)
+    check_instance_config(config, settings)
+    return config
+
+
+def open_instance(dagster_home: Path, settings: Settings | None = None) -> DagsterInstance:
+    settings = Settings.from_env() if settings is None else settings
+    ensure_dagster_home(dagster_home, settings)
+    if storage_for(settings) == "sqlite":
+        return DagsterInstance.from_config(str(dagster_home))
+    from dagster_postgres.utils import DagsterPostgresException
+
+    try:
+        return DagsterInstance.from_config(str(dagster_home))
+    except DagsterPostgresException as error:
+        # The driver's message names host, port and database, never the password.
+        reason = str(error.__cause__ or error).strip().splitlines()[0]
+        raise ConfigError(f"the Dagster instance's database (DAGSTER_PG_URL): {reason}") from None

@@ -19,6 +19,9 @@ class Plan:
     backend_timeout_s: float  # any other backend call; a hung call fails then and is retried
     retry_budget: int  # retries of a phase before the tenant fails and is compensated
     max_runtime_s: int  # a whole run (dagster/max_runtime): nothing hangs forever
+    # Runs tagged with this plan in progress at once (the run queue's tag limit); None = only the
+    # global limit. Override with TENANT_<PLAN>_CONCURRENCY (see tenant_pipelines.settings).
+    run_concurrency: int | None = None
 
 
 # fmt: off
@@ -26,9 +29,11 @@ PLANS: dict[str, Plan] = {
     plan.name: plan
     for plan in (
         Plan("free", storage_quota_mb=100, identity_max_users=50, workload_memory_mb=64,
-             readiness_timeout_s=10, backend_timeout_s=10, retry_budget=2, max_runtime_s=300),
+             readiness_timeout_s=10, backend_timeout_s=10, retry_budget=2, max_runtime_s=300,
+             run_concurrency=3),
         Plan("team", storage_quota_mb=1_000, identity_max_users=1_000, workload_memory_mb=128,
-             readiness_timeout_s=20, backend_timeout_s=15, retry_budget=3, max_runtime_s=600),
+             readiness_timeout_s=20, backend_timeout_s=15, retry_budget=3, max_runtime_s=600,
+             run_concurrency=4),
         Plan("enterprise", storage_quota_mb=10_000, identity_max_users=100_000,
              workload_memory_mb=512, readiness_timeout_s=30, backend_timeout_s=20,
              retry_budget=4, max_runtime_s=900),

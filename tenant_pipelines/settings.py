@@ -2,13 +2,69 @@
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from tenant_pipelines.errors import ConfigError
+from tenant_pipelines.plans import PLANS
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"
 DEFAULT_SENSOR_INTERVAL_S = 1
 DEFAULT_SENDGRID_API_HOST = "https://api.sendgrid.com"
+DEFAULT_MAX_CONCURRENT_RUNS = 8
+DEFAULT_BACKENDS = "local"
+# dagster-postgres hands DAGSTER_PG_URL to SQLAlchemy 2.0 as it is (the instance reads it through
+# `{env: DAGSTER_PG_URL}`, so we cannot rewrite it): only these schemes reach psycopg2.
+DAGSTER_PG_SCHEMES = ("postgresql://", "postgresql+psycopg2://")
+
+
+def plan_concurrency_var(plan: str) -> str:
+    return f"TENANT_{plan.upper()}_CONCURRENCY"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _dagster_pg_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("DAGSTER_PG_URL") or None
+    if url and not url.startswith(DAGSTER_PG_SCHEMES):
+        raise ConfigError(
+            "DAGSTER_PG_URL must start with postgresql:// (dagster-postgres passes it to"
+            f" SQLAlchemy unchanged), not {url.split(':', 1)[0]}://"
+        )
+    return url
+
+
+def _plan_concurrency(env: Mapping[str, str], max_runs: int) -> dict[str, int]:
+    """Per-plan run limits: the catalog's, overridden by TENANT_<PLAN>_CONCURRENCY.
+
+    A plan without a limit is never starved by the others only if their limits together leave
+    it a slot under the global limit; a configuration that breaks that promise is refused.
+    """
+    limits: dict[str, int] = {}
+    for name, plan in PLANS.items():
+        limit = _int(env, plan_concurrency_var(name), plan.run_concurrency or 0, minimum=1)
+        if limit:
+            limits[name] = limit
+    unlimited = [name for name in PLANS if name not in limits]
+    if unlimited and sum(limits.values()) >= max_runs:
+        spelled = " + ".join(f"{plan_concurrency_var(p)}={n}" for p, n in limits.items())
+        raise ConfigError(
+            f"{spelled} leave no run slot for {', '.join(unlimited)} under"
+            f" TENANT_MAX_CONCURRENT_RUNS={max_runs}: lower them or raise the global limit"
+        )
+    return limits
 
 
 @dataclass(frozen=True)
@@ -21,26 +77,43 @@ class Settings:
     sendgrid_configured: bool
     sendgrid_api_host: str
     fault_plan: Path | None  # TENANT_FAULT_PLAN: drills and tests only
+    dagster_pg_url: str | None = None  # None: the instance stores on SQLite in DAGSTER_HOME
+    backends: str = DEFAULT_BACKENDS  # tenant storage and identity: "local" or "postgres"
+    backends_pg_url: str | None = None  # the PostgreSQL server of TENANT_BACKENDS=postgres
+    max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
+    plan_concurrency: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         data_dir = Path(env.get("TENANT_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
+        max_runs = _int(env, "TENANT_MAX_CONCURRENT_RUNS", DEFAULT_MAX_CONCURRENT_RUNS, minimum=1)
         return cls(
             data_dir=data_dir,
             db_url=env.get("TENANT_DB_URL") or f"sqlite:///{data_dir / 'registry.db'}",
             domain=env.get("TENANT_DOMAIN") or DEFAULT_DOMAIN,
             dagster_home=Path(env.get("DAGSTER_HOME") or data_dir / "dagster").resolve(),
-            sensor_interval_s=int(env.get("TENANT_SENSOR_INTERVAL_S") or DEFAULT_SENSOR_INTERVAL_S),
+            sensor_interval_s=_int(
+                env, "TENANT_SENSOR_INTERVAL_S", DEFAULT_SENSOR_INTERVAL_S, minimum=1
+            ),
             sendgrid_configured=bool(env.get("SENDGRID_API_KEY")),
             sendgrid_api_host=env.get("SENDGRID_API_HOST") or DEFAULT_SENDGRID_API_HOST,
             fault_plan=Path(env["TENANT_FAULT_PLAN"]).resolve()
             if env.get("TENANT_FAULT_PLAN")
             else None,
+            dagster_pg_url=_dagster_pg_url(env),
+            backends=env.get("TENANT_BACKENDS") or DEFAULT_BACKENDS,
+            backends_pg_url=env.get("TENANT_BACKENDS_PG_URL") or None,
+            max_concurrent_runs=max_runs,
+            plan_concurrency=_plan_concurrency(env, max_runs),
         )
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment for processes we start: every setting spelled out."""
+        """The environment for processes we start: every setting spelled out.
+
+        URLs (secrets) are passed on as they came, never written anywhere: the children's
+        dagster.yaml and resources read them back through `{env: ...}` and `EnvVar`.
+        """
         env = dict(os.environ if base is None else base)
         env.update(
             TENANT_DATA_DIR=str(self.data_dir),
@@ -48,5 +121,15 @@ class Settings:
             TENANT_DOMAIN=self.domain,
             DAGSTER_HOME=str(self.dagster_home),
             TENANT_SENSOR_INTERVAL_S=str(self.sensor_interval_s),
+            TENANT_BACKENDS=self.backends,
+            TENANT_MAX_CONCURRENT_RUNS=str(self.max_concurrent_runs),
         )
+        for plan in PLANS:
+            env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))
+        for name, value in (
+            ("DAGSTER_PG_URL", self.dagster_pg_url),
+            ("TENANT_BACKENDS_PG_URL", self.backends_pg_url),
+        ):
+            if value:
+                env[name] = value
         return env

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tenant_pipelines.dagster_api import LOCATION
 from tenant_pipelines.errors import TenantPipelinesError
 from tenant_pipelines.instance import open_instance
 from tenant_pipelines.recovery import settle_interrupted_runs
@@ -152,6 +153,17 @@ def _wait_http(url: str, child: Child, deadline: float) -> None:
     raise StackError(f"{child.name} was not ready at {url} within {READY_TIMEOUT_S} s")
 
 
+def write_workspace(directory: Path) -> Path:
+    """The repo's workspace.yaml, for a platform started outside the repo: same location name,
+    so runs launched by name (the CLI, the hook) find their job."""
+    path = directory / "workspace.yaml"
+    path.write_text(
+        "load_from:\n  - python_module:\n      module_name: tenant_pipelines.definitions\n"
+        f"      attribute: defs\n      location_name: {LOCATION}\n"
+    )
+    return path
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -198,7 +210,7 @@ def run_stack(
         raise StackError(
             f"tenantctl up is already running for {settings.data_dir} (pid {other['pid']})"
         )
-    instance = open_instance(settings.dagster_home)
+    instance = open_instance(settings.dagster_home, settings)
     interrupted = settle_interrupted_runs(instance)
     instance.dispose()
     if interrupted:
@@ -206,7 +218,7 @@ def run_stack(
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     env = settings.child_env()
-    target = ["-w", str(workspace)] if workspace else ["-m", "tenant_pipelines.definitions"]
+    target = ["-w", str(workspace or write_workspace(settings.data_dir))]
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

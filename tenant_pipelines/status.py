@@ -17,7 +17,7 @@ def registry(settings: Settings) -> TenantRegistry:
 
 
 def instance(settings: Settings) -> DagsterInstance:
-    return open_instance(settings.dagster_home)
+    return open_instance(settings.dagster_home, settings)
 
 
 def tenant_json(tenant: TenantRecord, domain: str) -> dict[str, Any]:

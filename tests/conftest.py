@@ -6,6 +6,7 @@ that quietly skips its PostgreSQL half would pass on a machine that never ran it
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,27 +30,36 @@ def _pg_admin(admin_url: str) -> Engine:
     return create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def pg_database(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, uniquely named database (URL as users write it), dropped afterwards."""
-    name = f"tp_test_{uuid.uuid4().hex[:16]}"
-    admin = _pg_admin(pg_admin_url)
+@contextmanager
+def fresh_pg_database(admin_url: str, label: str = "test") -> Iterator[str]:
+    """A new, uniquely named database (URL as users write it), dropped afterwards."""
+    name = f"tp_{label}_{uuid.uuid4().hex[:16]}"
+    admin = _pg_admin(admin_url)
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
-        with admin.connect() as conn:
-            # Connections a test left open (a crashed thread, a lost process) would block DROP.
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as conn:
+                # Connections a test left open (a crashed thread, a lost process) would block DROP.
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def pg_database(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database for one test."""
+    with fresh_pg_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

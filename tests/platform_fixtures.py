@@ -1,5 +1,6 @@
 """A real local platform in a temporary directory: settings, registry, instance, backends."""
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,16 +64,17 @@ class LocalPlatform:
 
 @pytest.fixture
 def local_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
-    for name in ("TENANT_DB_URL", "TENANT_DOMAIN", "SENDGRID_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
+    # The embedded default, whatever the developer's shell selects (deploy/postgres.env, ...).
+    for name in [n for n in os.environ if n.startswith(("TENANT_", "DAGSTER_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
     monkeypatch.setenv("TENANT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True)
     platform = build_platform(settings)
-    local = LocalPlatform(
-        settings, platform, platform.registry.get(), open_instance(settings.dagster_home), []
-    )
+    instance = open_instance(settings.dagster_home, settings)
+    local = LocalPlatform(settings, platform, platform.registry.get(), instance, [])
     try:
         yield local
     finally:

@@ -25,7 +25,7 @@ from resources.faults import (
 from resources.mailer import OutboxMailer, OutgoingEmail
 from resources.platform import TenantPlatform
 from resources.traffic import LocalEdgeRoutes
-from tenant_pipelines.backends import build_local_platform
+from tenant_pipelines.backends import build_real_platform
 from tenant_pipelines.errors import FaultPlanError, InjectedFault, PermanentInjectedFault
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.settings import Settings
@@ -75,7 +75,7 @@ def platform(data_dir: Path, plan_path: Path, tmp_path: Path) -> Iterator[Tenant
     settings = Settings.from_env(
         {"TENANT_DATA_DIR": str(data_dir), "TENANT_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}"}
     )
-    real = build_local_platform(settings)
+    real = build_real_platform(settings)
     try:
         yield with_faults(real, str(plan_path))
     finally:

@@ -24,19 +24,9 @@ from resources.pg_tenant import ForeignObject, object_name
 from resources.storage import PostgresSchemaStorage
 from tenant_pipelines.errors import NotFound
 from tenant_pipelines.models import TenantRequest, TenantSpec
+from tests.pg_helpers import admin_sql, drop_our_roles, role_exists, schema_exists
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-def admin_sql(url: str, statement: sql.Composable | str, params: Any = ()) -> list[Any]:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params or None)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 @contextmanager
@@ -50,24 +40,6 @@ def as_role(url: str, role: str) -> Iterator[Cursor]:
             yield cur
     finally:
         conn.close()
-
-
-def drop_our_roles(url: str) -> None:
-    """Roles outlive the test database: drop any this database's backends left behind."""
-    [(database,)] = admin_sql(url, "SELECT current_database()")
-    rows = admin_sql(
-        url,
-        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles"
-        " WHERE starts_with(rolname, 't_')",
-    )
-    for name, comment in rows:
-        try:
-            marker = json.loads(comment or "")
-        except ValueError:
-            continue
-        if isinstance(marker, dict) and marker.get("database") == database:
-            admin_sql(url, sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-            admin_sql(url, sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -110,14 +82,6 @@ def tenant(slug: str, org: str, plan: str = "team") -> TenantSpec:
         plan=request.plan,
         admin_email=request.admin_email,
     )
-
-
-def role_exists(url: str, name: str) -> bool:
-    return bool(admin_sql(url, "SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)))
-
-
-def schema_exists(url: str, name: str) -> bool:
-    return bool(admin_sql(url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)))
 
 
 def admin_rows(url: str, schema: str) -> list[tuple[str, str, str]]:

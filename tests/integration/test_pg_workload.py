@@ -1,0 +1,161 @@
+"""TENANT_BACKENDS=postgres: how the backends are chosen, and a local workload whose identity store
+is a PostgreSQL schema (it checks it as the tenant's role, the DSN passed outside argv)."""
+
+import http.client
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import EnvVar
+from sqlalchemy.engine import make_url
+
+from resources.deployer import LocalProcessDeployer
+from resources.faults import FaultyIdentityStore
+from resources.identity import LocalSQLiteIdentityStore, PostgresIdentityStore, pg_identity_schema
+from resources.storage import LocalSQLiteStorage, PostgresSchemaStorage
+from tenant_pipelines.backends import build_platform
+from tenant_pipelines.errors import ConfigError, ReadinessTimeout
+from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.settings import Settings
+from tests.pg_helpers import admin_sql, drop_our_roles
+
+pytestmark = pytest.mark.integration
+
+SECRET = "s3cret-not-checked-by-trust-auth"
+
+
+def settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env({"TENANT_DATA_DIR": str(tmp_path / "data"), **env})
+
+
+def test_local_backends_are_the_default(tmp_path: Path) -> None:
+    platform = build_platform(settings(tmp_path))
+    assert isinstance(platform.storage, LocalSQLiteStorage)
+    assert isinstance(platform.identity, LocalSQLiteIdentityStore)
+    assert platform.deployer.identity_pg_url is None  # type: ignore[attr-defined]
+
+
+def test_postgres_backends_take_their_url_only_as_an_env_var(tmp_path: Path) -> None:
+    chosen = settings(
+        tmp_path, TENANT_BACKENDS="postgres", TENANT_BACKENDS_PG_URL="postgresql://u@h/t"
+    )
+    platform = build_platform(chosen)
+    assert isinstance(platform.storage, PostgresSchemaStorage)
+    assert isinstance(platform.identity, PostgresIdentityStore)
+    for url in (
+        platform.storage.admin_url,
+        platform.identity.admin_url,
+        platform.deployer.identity_pg_url,  # type: ignore[attr-defined]
+    ):
+        assert url == EnvVar("TENANT_BACKENDS_PG_URL")
+    # Fault injection wraps them like any other backend.
+    wrapped = build_platform(Settings.from_env({**chosen.child_env({}), "TENANT_FAULT_PLAN": "x"}))
+    assert isinstance(wrapped.identity, FaultyIdentityStore)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TENANT_BACKENDS": "mongo"},
+            r"TENANT_BACKENDS='mongo' is unknown \(known: local, postgres\)",
+        ),
+        ({"TENANT_BACKENDS": "postgres"}, "TENANT_BACKENDS=postgres needs TENANT_BACKENDS_PG_URL"),
+    ],
+)
+def test_a_selection_that_cannot_work_is_refused(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_platform(settings(tmp_path, **env))
+
+
+@pytest.fixture
+def backends_url(pg_database: str) -> Iterator[str]:
+    """The test database, with a password in its URL that must never show up anywhere."""
+    yield make_url(pg_database).set(password=SECRET).render_as_string(hide_password=False)
+    drop_our_roles(pg_database)
+
+
+@pytest.fixture
+def deployer(
+    tmp_path: Path, backends_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalProcessDeployer]:
+    monkeypatch.setenv("TENANT_BACKENDS_PG_URL", backends_url)
+    monkeypatch.setenv("TENANT_DB_URL", "postgresql://control-plane-only@127.0.0.1/registry")
+    deployer = LocalProcessDeployer(
+        data_dir=str(tmp_path / "data"),
+        domain="localhost",
+        identity_pg_url=EnvVar("TENANT_BACKENDS_PG_URL"),  # resolved from the env, as in `up`
+    )
+    yield deployer
+    deployer.stop_all()
+
+
+def tenant(slug: str) -> TenantSpec:
+    org = f"wl{uuid.uuid4().hex[:6]}"
+    return TenantSpec(
+        tenant_id=f"t-{slug}",
+        request_id=str(uuid.uuid4()),
+        slug=slug,
+        org=org,
+        plan="free",
+        admin_email=f"admin@{slug}.example.com",
+    )
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+@pytest.mark.postgres
+def test_workload_checks_its_identity_schema_with_the_dsn_outside_argv(
+    deployer: LocalProcessDeployer, backends_url: str
+) -> None:
+    spec = tenant("acme")
+    PostgresIdentityStore(admin_url=backends_url).ensure(spec)
+    handle = deployer.ensure(spec)
+    pid = handle.details["pid"]
+
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert argv[argv.index("--identity-schema") + 1] == pg_identity_schema(spec.key)
+    assert "--identity-db" not in argv
+    assert not any(SECRET in arg for arg in argv), "argv is world-readable"
+    environ = environ_of(pid)
+    assert SECRET in environ["TENANT_WORKLOAD_IDENTITY_DSN"]
+    for control_plane_only in ("TENANT_BACKENDS_PG_URL", "TENANT_DB_URL"):
+        assert control_plane_only not in environ
+    assert deployer.list_existing() == {spec.key}
+
+
+@pytest.mark.postgres
+def test_a_workload_without_its_identity_schema_never_becomes_ready(
+    deployer: LocalProcessDeployer, tmp_path: Path
+) -> None:
+    spec = tenant("nostore")
+    with pytest.raises(ReadinessTimeout, match=r"exited with status 1"):
+        deployer.ensure(spec)
+    log = (tmp_path / "data" / "workloads" / f"{spec.key}.log").read_text()
+    assert f"cannot open identity store schema {pg_identity_schema(spec.key)}" in log
+    assert SECRET not in log
+    assert deployer.list_existing() == set()
+
+
+@pytest.mark.postgres
+def test_a_workload_whose_store_lost_its_admin_turns_unhealthy(
+    deployer: LocalProcessDeployer, backends_url: str
+) -> None:
+    spec = tenant("noadmin")
+    PostgresIdentityStore(admin_url=backends_url).ensure(spec)
+    port = deployer.ensure(spec).details["port"]
+    admin_sql(backends_url, f'DELETE FROM "{pg_identity_schema(spec.key)}".users')
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert response.status == 503
+        assert b"no admin" in response.read()
+    finally:
+        conn.close()

@@ -1,0 +1,61 @@
+"""Reading and cleaning a PostgreSQL server as its admin, independently of the code under test."""
+
+import json
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from tenant_pipelines.engine import libpq_url
+
+
+def admin_sql(url: str, statement: sql.Composable | str, params: Any = ()) -> list[Any]:
+    conn = psycopg2.connect(libpq_url(url))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params or None)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def drop_our_roles(url: str) -> None:
+    """Roles outlive the test database: drop any this database's backends left behind."""
+    [(database,)] = admin_sql(url, "SELECT current_database()")
+    rows = admin_sql(
+        url,
+        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles"
+        " WHERE starts_with(rolname, 't_')",
+    )
+    for name, comment in rows:
+        try:
+            marker = json.loads(comment or "")
+        except ValueError:
+            continue
+        if isinstance(marker, dict) and marker.get("database") == database:
+            admin_sql(url, sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            admin_sql(url, sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def role_exists(url: str, name: str) -> bool:
+    return bool(admin_sql(url, "SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)))
+
+
+def schema_exists(url: str, name: str) -> bool:
+    return bool(admin_sql(url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)))
+
+
+def grants_mentioning(url: str, name: str) -> list[str]:
+    """Every ACL in the database that still names `name`: schemas, relations, default
+    privileges, the database itself (a dropped role leaves none; a leaked grant would show)."""
+    rows = admin_sql(
+        url,
+        "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspacl::text LIKE %(p)s"
+        " UNION ALL SELECT 'relation ' || relname FROM pg_class WHERE relacl::text LIKE %(p)s"
+        " UNION ALL SELECT 'default privileges' FROM pg_default_acl"
+        " WHERE defaclacl::text LIKE %(p)s"
+        " UNION ALL SELECT 'database ' || datname FROM pg_database WHERE datacl::text LIKE %(p)s",
+        {"p": f"%{name}%"},
+    )
+    return [what for (what,) in rows]

@@ -1,0 +1,72 @@
+"""Settings from the environment: run limits per plan, storage selection, clear refusals."""
+
+import pytest
+
+from tenant_pipelines.errors import ConfigError
+from tenant_pipelines.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_the_embedded_platform_with_the_catalogs_run_limits() -> None:
+    settings = Settings.from_env({})
+    assert settings.dagster_pg_url is None
+    assert settings.backends == "local" and settings.backends_pg_url is None
+    assert settings.max_concurrent_runs == 8
+    assert dict(settings.plan_concurrency) == {"free": 3, "team": 4}  # enterprise: global only
+
+
+def test_plan_limits_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "TENANT_MAX_CONCURRENT_RUNS": "20",
+            "TENANT_FREE_CONCURRENCY": "1",
+            "TENANT_ENTERPRISE_CONCURRENCY": "6",
+        }
+    )
+    assert settings.max_concurrent_runs == 20
+    assert dict(settings.plan_concurrency) == {"free": 1, "team": 4, "enterprise": 6}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TENANT_FREE_CONCURRENCY": "two"}, "TENANT_FREE_CONCURRENCY must be a whole number"),
+        ({"TENANT_TEAM_CONCURRENCY": "0"}, "TENANT_TEAM_CONCURRENCY must be at least 1"),
+        ({"TENANT_MAX_CONCURRENT_RUNS": "-1"}, "TENANT_MAX_CONCURRENT_RUNS must be at least 1"),
+        # free 3 + team 4 would fill all 7 slots: an enterprise run could wait behind them forever.
+        ({"TENANT_MAX_CONCURRENT_RUNS": "7"}, "leave no run slot for enterprise"),
+        ({"DAGSTER_PG_URL": "postgres://u@h/db"}, "DAGSTER_PG_URL must start with postgresql://"),
+    ],
+)
+def test_impossible_settings_are_refused_with_the_variable_named(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_every_plan_limited_needs_no_free_slot() -> None:
+    env = {
+        "TENANT_MAX_CONCURRENT_RUNS": "4",
+        "TENANT_FREE_CONCURRENCY": "2",
+        "TENANT_TEAM_CONCURRENCY": "2",
+        "TENANT_ENTERPRISE_CONCURRENCY": "2",
+    }
+    assert dict(Settings.from_env(env).plan_concurrency) == {"free": 2, "team": 2, "enterprise": 2}
+
+
+def test_child_env_spells_out_every_setting_and_passes_urls_on() -> None:
+    env = {
+        "DAGSTER_PG_URL": "postgresql://u@h/dagster",
+        "TENANT_BACKENDS": "postgres",
+        "TENANT_BACKENDS_PG_URL": "postgresql://u@h/tenants",
+        "TENANT_FREE_CONCURRENCY": "1",
+    }
+    child = Settings.from_env(env).child_env(base={})
+    assert child["DAGSTER_PG_URL"] == "postgresql://u@h/dagster"
+    assert child["TENANT_BACKENDS_PG_URL"] == "postgresql://u@h/tenants"
+    assert child["TENANT_BACKENDS"] == "postgres"
+    assert child["TENANT_FREE_CONCURRENCY"] == "1"
+    assert child["TENANT_ENTERPRISE_CONCURRENCY"] == ""  # no plan limit, as in the parent
+    assert Settings.from_env(child) == Settings.from_env(env)
