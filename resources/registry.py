@@ -1,22 +1,12 @@
 """The tenant registry as a Dagster resource."""
 
-import threading
-
 from dagster import ConfigurableResource
 
 from tenant_pipelines.registry import TenantRegistry
 
-_OPEN: dict[str, TenantRegistry] = {}
-_LOCK = threading.Lock()
-
 
 def open_registry(db_url: str) -> TenantRegistry:
-    """One migrated registry (and engine pool) per database URL per process."""
-    with _LOCK:
-        registry = _OPEN.get(db_url)
-        if registry is None:
-            registry = _OPEN[db_url] = TenantRegistry.open(db_url)
-        return registry
+    return TenantRegistry.shared(db_url)
 
 
 class RegistryResource(ConfigurableResource):
@@ -25,4 +15,4 @@ class RegistryResource(ConfigurableResource):
     db_url: str
 
     def get(self) -> TenantRegistry:
-        return open_registry(self.db_url)
+        return TenantRegistry.shared(self.db_url)

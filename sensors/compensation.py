@@ -23,9 +23,14 @@ from dagster import (
 
 from resources.platform import TenantPlatform
 from tenant_pipelines.compensation import compensate_tenant
-from tenant_pipelines.jobs import PROVISION_JOB
 from tenant_pipelines.registry import TenantRegistry
-from tenant_pipelines.runs import FAILED_RUN_TAG, REQUEST_TAG, tenant_op_config, tenant_tags
+from tenant_pipelines.runs import (
+    FAILED_RUN_TAG,
+    PROVISION_JOB,
+    REQUEST_TAG,
+    tenant_op_config,
+    tenant_tags,
+)
 
 BACKSTOP_SENSOR = "compensation_backstop"
 WILL_RETRY_TAG = "dagster/will_retry"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from tenant_pipelines import audit, status
+from tenant_pipelines import status
 from tenant_pipelines.errors import RequestConflict, TenantPipelinesError
 from tenant_pipelines.models import TenantRequest, describe_validation_error
 from tenant_pipelines.settings import Settings
@@ -74,8 +74,7 @@ def _launch_directly(settings: Settings, request_id: str) -> str | None:
     """Launch the run now if the platform is up and nobody launched it yet; the sensor is the
     fallback (it loops every 5 s at best, which dominates a tenant's time to active)."""
     from tenant_pipelines.dagster_api import DagsterApiError
-    from tenant_pipelines.jobs import PROVISION_JOB
-    from tenant_pipelines.runs import provision_run_config, provision_tags
+    from tenant_pipelines.runs import PROVISION_JOB, provision_run_config, provision_tags
     from tenant_pipelines.stack import read_stack
 
     if read_stack(settings) is None:
@@ -110,8 +109,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines import audit
+
     instance = status.instance(settings)
-    show: Callable[[audit.AuditEvent], None] = (
+    show: Callable[[Any], None] = (
         (lambda e: print(audit.dumps(e), flush=True))
         if args.json
         else (lambda e: print(audit.format_event(e), flush=True))

@@ -5,8 +5,7 @@ from dagster import OpExecutionContext, in_process_executor, job, op
 from resources.platform import TenantPlatform
 from tenant_pipelines import phases
 from tenant_pipelines.ops import RELEASE_RETRY_POLICY, TenantOpConfig, phase_context
-
-COMPENSATE_JOB = "compensate_tenant"
+from tenant_pipelines.runs import COMPENSATE_JOB
 
 
 class CompensateConfig(TenantOpConfig):

@@ -15,9 +15,7 @@ from tenant_pipelines.ops import (
     send_welcome_emails,
     validate,
 )
-
-PROVISION_JOB = "provision_tenant"
-DECOMMISSION_JOB = "decommission_tenant"
+from tenant_pipelines.runs import DECOMMISSION_JOB, PROVISION_JOB
 
 
 @job(

@@ -9,9 +9,8 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from tenant_pipelines.audit import STEP_NAMES
 from tenant_pipelines.dagster_api import DagsterApi
 from tenant_pipelines.errors import PermanentError, TenantPipelinesError
-from tenant_pipelines.jobs import DECOMMISSION_JOB, PROVISION_JOB
 from tenant_pipelines.registry import TenantRegistry
-from tenant_pipelines.runs import tenant_op_config, tenant_tags
+from tenant_pipelines.runs import DECOMMISSION_JOB, PROVISION_JOB, tenant_op_config, tenant_tags
 from tenant_pipelines.states import TenantState
 
 WAIT_POLL_S = 0.5

@@ -6,6 +6,7 @@ Every state change is a compare-and-set in SQL; every uniqueness rule is a datab
 """
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,11 +62,23 @@ def _required(entry: LedgerEntry | None) -> LedgerEntry:
     return entry
 
 
+_SHARED: dict[str, "TenantRegistry"] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class TenantRegistry:
     """All reads and writes of the control-plane database. Thread- and process-safe."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    @classmethod
+    def shared(cls, url: str) -> "TenantRegistry":
+        """One migrated registry (and connection pool) per database URL per process."""
+        with _SHARED_LOCK:
+            if url not in _SHARED:
+                _SHARED[url] = cls.open(url)
+            return _SHARED[url]
 
     @classmethod
     def open(cls, url: str) -> "TenantRegistry":

@@ -1,13 +1,17 @@
 """How runs of our jobs are described: run config and tags, shared by every launch path."""
 
 from collections.abc import Mapping
-from typing import Any
-
-from dagster import DagsterInstance, DagsterRun, RunsFilter
+from typing import TYPE_CHECKING, Any
 
 from tenant_pipelines.plans import PLANS
 from tenant_pipelines.registry import RequestRecord, TenantRecord
 
+if TYPE_CHECKING:  # Dagster is slow to import; `tenantctl request` needs none of it
+    from dagster import DagsterInstance, DagsterRun
+
+PROVISION_JOB = "provision_tenant"
+COMPENSATE_JOB = "compensate_tenant"
+DECOMMISSION_JOB = "decommission_tenant"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 REQUEST_TAG = "request_id"
 FAILED_RUN_TAG = "failed_run_id"
@@ -45,13 +49,17 @@ def tenant_tags(tenant: TenantRecord, **extra: str) -> dict[str, str]:
     return {"tenant": tenant.slug, "org": tenant.org, "plan": tenant.plan, **extra}
 
 
-def runs_for_request(instance: DagsterInstance, request_id: str) -> list[DagsterRun]:
+def runs_for_request(instance: "DagsterInstance", request_id: str) -> list["DagsterRun"]:
+    from dagster import RunsFilter
+
     return list(instance.get_runs(filters=RunsFilter(tags={REQUEST_TAG: request_id})))
 
 
 def runs_for_tenant(
-    instance: DagsterInstance, slug: str, limit: int = 20, tags: Mapping[str, str] | None = None
-) -> list[DagsterRun]:
+    instance: "DagsterInstance", slug: str, limit: int = 20, tags: Mapping[str, str] | None = None
+) -> list["DagsterRun"]:
     """The tenant's runs, newest first."""
+    from dagster import RunsFilter
+
     filters = RunsFilter(tags={"tenant": slug, **(tags or {})})
     return list(instance.get_runs(filters=filters, limit=limit))

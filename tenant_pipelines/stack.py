@@ -22,8 +22,6 @@ from typing import Protocol
 
 from tenant_pipelines.dagster_api import LOCATION
 from tenant_pipelines.errors import TenantPipelinesError
-from tenant_pipelines.instance import open_instance
-from tenant_pipelines.recovery import settle_interrupted_runs
 from tenant_pipelines.settings import Settings
 
 READY_TIMEOUT_S = 120
@@ -210,6 +208,9 @@ def run_stack(
         raise StackError(
             f"tenantctl up is already running for {settings.data_dir} (pid {other['pid']})"
         )
+    from tenant_pipelines.instance import open_instance
+    from tenant_pipelines.recovery import settle_interrupted_runs
+
     instance = open_instance(settings.dagster_home, settings)
     interrupted = settle_interrupted_runs(instance)
     instance.dispose()

@@ -1,22 +1,23 @@
 """What `tenantctl status` and `list` report: the registry's view of each tenant."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster import DagsterInstance
-
-from resources.registry import open_registry
 from tenant_pipelines.errors import NotFound
-from tenant_pipelines.instance import open_instance
 from tenant_pipelines.registry import RequestRecord, TenantRecord, TenantRegistry
 from tenant_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 
 def registry(settings: Settings) -> TenantRegistry:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return open_registry(settings.db_url)
+    return TenantRegistry.shared(settings.db_url)
 
 
-def instance(settings: Settings) -> DagsterInstance:
+def instance(settings: Settings) -> "DagsterInstance":
+    from tenant_pipelines.instance import open_instance  # Dagster is slow to import
+
     return open_instance(settings.dagster_home, settings)
 
 

@@ -144,3 +144,7 @@ def test_plain_postgres_urls_are_mapped_to_psycopg2() -> None:
     for plain in ("postgres://u@h:5432/db", "postgresql://u@h:5432/db"):
         assert normalize_url(plain).drivername == "postgresql+psycopg2"
     assert normalize_url("sqlite:///x.db").drivername == "sqlite"
+
+
+def test_the_head_constant_is_the_newest_migration() -> None:
+    assert migrate.HEAD_REVISION == migrate.head_revision() == HEAD
