@@ -71,6 +71,10 @@ def compensation_sample(stack: Stack, instance: DagsterInstance, slug: str) -> d
     failed_at = event_time(instance, slug, "tenant.provisioning.failed")
     event_time(instance, slug, "tenant.provisioning.compensation_finished")
     (run,) = runs_of(instance, slug, "compensate_tenant")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not instance.get_run_by_id(run.run_id).is_finished:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"compensation run {run.run_id} never ended"
+        time.sleep(0.1)
     start, end = run_marks(instance, run.run_id)
     first_release = event_time(instance, slug, "tenant.provisioning.compensated")
     return {
@@ -111,7 +115,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--json", default="bench/results/compensation.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         plan = Path(tmp) / "faults.json"
         write_fault_plan(plan, [])
         with local_stack(Path(tmp), TENANT_FAULT_PLAN=str(plan)) as stack:

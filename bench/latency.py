@@ -61,7 +61,10 @@ def wait_active(settings: Settings, slug: str) -> None:
 
 def orchestrated(requests: int, plan: str) -> tuple[list[Timeline], list[float]]:
     """Sequential requests through the real CLI and stack; timelines and CLI wall times."""
-    with tempfile.TemporaryDirectory() as tmp, local_stack(Path(tmp)) as stack:
+    with (
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+        local_stack(Path(tmp)) as stack,
+    ):
         settings = Settings.from_env(stack.env)
         stack.start()
         cli_s = []
@@ -80,7 +83,7 @@ def orchestrated(requests: int, plan: str) -> tuple[list[Timeline], list[float]]
 
 def floor(requests: int, plan: str) -> list[dict[str, float]]:
     """The same phases, no orchestration: plain calls in this process."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         settings = Settings.from_env({"TENANT_DATA_DIR": tmp})
         platform = build_platform(settings)
         registry = platform.registry.get()

@@ -58,7 +58,10 @@ def run(requests: int, max_concurrent: int, free_limit: int | None, plans: list[
     extra = {"TENANT_MAX_CONCURRENT_RUNS": str(max_concurrent)}
     if free_limit:
         extra["TENANT_FREE_CONCURRENCY"] = str(free_limit)
-    with tempfile.TemporaryDirectory() as tmp, local_stack(Path(tmp), **extra) as stack:
+    with (
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+        local_stack(Path(tmp), **extra) as stack,
+    ):
         stack.start()
         settings = Settings.from_env(stack.env)
         slugs = [f"tp{i:03d}" for i in range(requests)]
