@@ -82,7 +82,7 @@ def _start(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Ch
     return Child(name, process)
 
 
-def _descendants(roots: list[int]) -> dict[int, str]:
+def descendants(roots: list[int]) -> dict[int, str]:
     """PID -> command line of every process below `roots` (read from /proc)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -115,7 +115,7 @@ def _kill_run_workers(children: list[Child]) -> None:
     no interrupt handler turns their runs into failures to compensate; the next `up` resumes
     them from the last finished phase.
     """
-    for pid, cmdline in _descendants([c.process.pid for c in children]).items():
+    for pid, cmdline in descendants([c.process.pid for c in children]).items():
         if RUN_WORKER_MARK in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

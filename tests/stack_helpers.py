@@ -1,5 +1,6 @@
 """Start and stop a real `tenantctl up` for end-to-end tests, and drive the real CLI."""
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import DagsterInstance
+
+from tenant_pipelines.stack import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -123,8 +126,14 @@ class Stack:
     def kill_leftovers(self) -> None:
         """Only for a failed test: stop what this stack started, by PID."""
         if self.process is not None and self.process.poll() is None:
+            # Its children run in sessions of their own: find them while they still have it
+            # as their parent, then stop them all.
+            children = descendants([self.process.pid])
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for pid in processes_mentioning(str(self.data_dir)):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
