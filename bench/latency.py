@@ -13,11 +13,11 @@ from pathlib import Path
 
 from bench.common import machine_info, percentile, print_table, write_json
 from bench.stack_timeline import PHASES, Timeline, timeline
-from resources.registry import open_registry
 from tenant_pipelines import phases
 from tenant_pipelines.backends import build_platform
 from tenant_pipelines.instance import open_instance
 from tenant_pipelines.models import TenantRequest
+from tenant_pipelines.registry import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tests.stack_helpers import local_stack
 
@@ -44,7 +44,7 @@ def request_args(slug: str, plan: str) -> list[str]:
 
 
 def wait_active(settings: Settings, slug: str) -> None:
-    registry = open_registry(settings.db_url)
+    registry = TenantRegistry.shared(settings.db_url)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         try:
@@ -75,7 +75,7 @@ def orchestrated(requests: int, plan: str) -> tuple[list[Timeline], list[float]]
             cli_s.append(time.perf_counter() - started)
             wait_active(settings, slug)
         instance = open_instance(settings.dagster_home)
-        registry = open_registry(settings.db_url)
+        registry = TenantRegistry.shared(settings.db_url)
         timelines = [timeline(registry, instance, f"lat{i:03d}") for i in range(requests)]
         stack.stop()
         return timelines, cli_s

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bench.common import machine_info, print_table, write_json
 from bench.memory import MemorySampler
-from resources.registry import open_registry
 from tenant_pipelines import cli
+from tenant_pipelines.registry import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tests.stack_helpers import local_stack
 
@@ -43,7 +43,7 @@ def submit_all(settings: Settings, slugs: list[str], plans: list[str]) -> None:
 
 
 def wait_all(settings: Settings, count: int) -> tuple[int, int]:
-    registry = open_registry(settings.db_url)
+    registry = TenantRegistry.shared(settings.db_url)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         states = [t.state for t in registry.list_tenants()]

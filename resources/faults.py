@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -269,11 +268,3 @@ def with_faults(platform: TenantPlatform, plan_path: str) -> TenantPlatform:
             inner=platform.mailer, plan_path=path, from_email=platform.mailer.from_email
         ),
     )
-
-
-def with_faults_from_env(
-    platform: TenantPlatform, env: Mapping[str, str] | None = None
-) -> TenantPlatform:
-    """Off by default: wrapped only when TENANT_FAULT_PLAN names a plan file."""
-    path = (os.environ if env is None else env).get(FAULT_PLAN_ENV)
-    return with_faults(platform, path) if path else platform

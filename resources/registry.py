@@ -5,10 +5,6 @@ from dagster import ConfigurableResource
 from tenant_pipelines.registry import TenantRegistry
 
 
-def open_registry(db_url: str) -> TenantRegistry:
-    return TenantRegistry.shared(db_url)
-
-
 class RegistryResource(ConfigurableResource):
     """The control-plane database: SQLite file by default, PostgreSQL by URL."""
 

@@ -24,10 +24,9 @@ from tenant_pipelines.deadline import call_with_timeout
 from tenant_pipelines.errors import BusinessRefusal, CompensationInProgress, PermanentError
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.plans import check_role_admits, get_plan
-from tenant_pipelines.registry import TenantRegistry
+from tenant_pipelines.registry import LIVE_LEDGER_STATES, TenantRegistry
 from tenant_pipelines.states import TenantState
 
-LIVE_LEDGER_STATES = frozenset({"allocating", "allocated", "releasing"})
 READINESS_MARGIN_S = 5.0
 COMPENSATION_WAIT_S = 60.0
 COMPENSATION_POLL_S = 0.5

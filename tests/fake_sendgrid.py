@@ -13,7 +13,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from resources.mailer import SendGridMailer
 
 MAIL_SEND_PATH = "/v3/mail/send"
 HANDLER_TIMEOUT_S = 5.0
@@ -241,3 +244,19 @@ class FakeSendGrid:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def fast_mailer(fake: FakeSendGrid, **fields: object) -> "SendGridMailer":
+    """The real SendGrid mailer pointed at `fake`, with timeouts and backoff sized for tests;
+    `fields` (api_key and from_email at least) override the defaults."""
+    from resources.mailer import SendGridMailer
+
+    settings: dict[str, object] = {
+        "api_host": fake.url,
+        "timeout_s": 2.0,
+        "max_total_s": 5.0,
+        "backoff_base_s": 0.02,
+        "backoff_max_s": 0.1,
+        **fields,
+    }
+    return SendGridMailer(**settings)  # type: ignore[arg-type]

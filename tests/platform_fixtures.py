@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    build_reconstructable_job,
+    execute_job,
+)
 
 from resources.platform import TenantPlatform
 from tenant_pipelines import phases
@@ -15,6 +20,7 @@ from tenant_pipelines.backends import build_platform
 from tenant_pipelines.instance import open_instance
 from tenant_pipelines.models import TenantRequest
 from tenant_pipelines.registry import RequestRecord, TenantRegistry
+from tenant_pipelines.runs import provision_run_config, provision_tags
 from tenant_pipelines.settings import Settings
 
 
@@ -45,6 +51,22 @@ class LocalPlatform:
             fields["request_id"] = request_id
         record, _ = self.registry.submit_request(TenantRequest.parse(fields))
         return record
+
+    def provision(self, request_id: str) -> tuple[str, bool, list[DagsterEventType]]:
+        """Run `provision_tenant` through Dagster on the persistent instance:
+        (run id, success, event types)."""
+        record = self.registry.get_request(request_id)
+        job = build_reconstructable_job(
+            "tests.job_target", "job_named", ("provision_tenant", str(self.settings.data_dir))
+        )
+        with execute_job(
+            job,
+            instance=self.instance,
+            run_config=provision_run_config(record),
+            tags=provision_tags(record),
+            raise_on_error=False,
+        ) as result:
+            return result.run_id, result.success, [e.event_type for e in result.all_events]
 
     def phase_context(self, run_id: str, root_run_id: str | None = None) -> phases.PhaseContext:
         p = self.platform

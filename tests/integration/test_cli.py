@@ -9,9 +9,7 @@ import time
 import uuid
 
 import pytest
-from dagster import build_reconstructable_job, execute_job
 
-from tenant_pipelines.runs import provision_run_config, provision_tags
 from tests.platform_fixtures import LocalPlatform
 from tests.stack_helpers import REPO, TENANTCTL
 
@@ -46,18 +44,9 @@ def tenantctl(local: LocalPlatform, *args: str) -> subprocess.CompletedProcess[s
 
 def provision(local: LocalPlatform) -> str:
     """Provision `acme` through Dagster on the persistent instance; the run id."""
-    request = local.submit()
-    job = build_reconstructable_job(
-        "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
-    )
-    with execute_job(
-        job,
-        instance=local.instance,
-        run_config=provision_run_config(request),
-        tags=provision_tags(request),
-    ) as result:
-        assert result.success
-        return result.run_id
+    run_id, success, _ = local.provision(local.submit().request_id)
+    assert success
+    return run_id
 
 
 @pytest.mark.parametrize(

@@ -20,12 +20,11 @@ from resources.faults import (
     FaultyMailer,
     FaultyTrafficBoundary,
     with_faults,
-    with_faults_from_env,
 )
 from resources.mailer import OutboxMailer, OutgoingEmail
 from resources.platform import TenantPlatform
 from resources.traffic import LocalEdgeRoutes
-from tenant_pipelines.backends import build_real_platform
+from tenant_pipelines.backends import build_platform, build_real_platform
 from tenant_pipelines.errors import FaultPlanError, InjectedFault, PermanentInjectedFault
 from tenant_pipelines.models import TenantSpec
 from tenant_pipelines.settings import Settings
@@ -266,12 +265,13 @@ def test_the_mailer_returns_faults_as_failed_results(
     assert "not valid JSON" in (broken.reason or "")
 
 
-def test_the_environment_switches_faults_on(platform: TenantPlatform, tmp_path: Path) -> None:
-    real = platform.storage.inner  # type: ignore[attr-defined]
-    assert with_faults_from_env(platform, {}) is platform
-    wrapped = with_faults_from_env(platform, {FAULT_PLAN_ENV: "drill.json"})
-    assert wrapped.traffic.plan_path == os.path.abspath("drill.json")  # type: ignore[attr-defined]
-    assert wrapped.storage.inner.inner is real  # type: ignore[attr-defined]
+def test_the_environment_switches_faults_on(tmp_path: Path) -> None:
+    plain = build_platform(Settings.from_env({"TENANT_DATA_DIR": str(tmp_path)}))
+    assert not isinstance(plain.traffic, FaultyTrafficBoundary)
+    drill = Settings.from_env({"TENANT_DATA_DIR": str(tmp_path), FAULT_PLAN_ENV: "drill.json"})
+    wrapped = build_platform(drill)
+    assert isinstance(wrapped.traffic, FaultyTrafficBoundary)
+    assert wrapped.traffic.plan_path == os.path.abspath("drill.json")
 
 
 SPEC = tenant("jobby")

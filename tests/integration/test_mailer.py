@@ -24,6 +24,7 @@ from tests.fake_sendgrid import (
     FakeSendGrid,
     accept,
     bad_request,
+    fast_mailer,
     hang,
     rate_limited,
     server_error,
@@ -59,17 +60,7 @@ def fake() -> Iterator[FakeSendGrid]:
 
 
 def sendgrid(fake: FakeSendGrid, **changes: object) -> SendGridMailer:
-    settings: dict[str, object] = {
-        "api_key": API_KEY,
-        "from_email": SENDER,
-        "api_host": fake.url,
-        "timeout_s": 2.0,
-        "max_total_s": 5.0,
-        "backoff_base_s": 0.02,
-        "backoff_max_s": 0.1,
-    }
-    settings.update(changes)
-    return SendGridMailer(**settings)
+    return fast_mailer(fake, **{"api_key": API_KEY, "from_email": SENDER, **changes})
 
 
 def test_a_202_is_sent_with_the_v3_shape_and_the_message_id(fake: FakeSendGrid) -> None:

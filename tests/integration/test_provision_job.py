@@ -4,10 +4,9 @@ import json
 import urllib.request
 
 import pytest
-from dagster import DagsterEventType, build_reconstructable_job, execute_job
+from dagster import DagsterEventType
 
 from tenant_pipelines.audit import read_events
-from tenant_pipelines.runs import provision_run_config, provision_tags
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration
@@ -15,25 +14,10 @@ pytestmark = pytest.mark.integration
 PHASES = ["validate", "allocate", "deploy", "mark_active", "send_welcome_emails"]
 
 
-def run_provisioning(local: LocalPlatform, request_id: str):
-    record = local.registry.get_request(request_id)
-    job = build_reconstructable_job(
-        "tests.job_target", "job_named", ("provision_tenant", str(local.settings.data_dir))
-    )
-    with execute_job(
-        job,
-        instance=local.instance,
-        run_config=provision_run_config(record),
-        tags=provision_tags(record),
-        raise_on_error=False,
-    ) as result:
-        return result.run_id, result.success, [e.event_type for e in result.all_events]
-
-
 def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) -> None:
     local = local_platform
     request = local.submit(plan="team")
-    run_id, success, _ = run_provisioning(local, request.request_id)
+    run_id, success, _ = local.provision(request.request_id)
     assert success
 
     tenant = local.registry.get_tenant("acme")
@@ -87,7 +71,7 @@ def test_business_refusal_fails_validate_once_and_allocates_nothing(
 ) -> None:
     local = local_platform
     request = local.submit(plan=plan, role=role)
-    _, success, event_types = run_provisioning(local, request.request_id)
+    _, success, event_types = local.provision(request.request_id)
     assert not success
     assert DagsterEventType.STEP_UP_FOR_RETRY not in event_types  # refusals are not retried
     rejected = local.registry.get_request(request.request_id)
@@ -102,9 +86,9 @@ def test_business_refusal_fails_validate_once_and_allocates_nothing(
 def test_slug_taken_is_rejected_and_leaves_the_owner_alone(local_platform: LocalPlatform) -> None:
     local = local_platform
     first = local.submit(org="widgets")
-    assert run_provisioning(local, first.request_id)[1]
+    assert local.provision(first.request_id)[1]
     second = local.submit(org="gadgets")
-    assert not run_provisioning(local, second.request_id)[1]
+    assert not local.provision(second.request_id)[1]
     assert "already taken" in (local.registry.get_request(second.request_id).reason or "")
     assert local.registry.get_tenant("acme").org == "widgets"
     assert local.existing()["storage"] == {"acme-widgets"}
@@ -113,12 +97,12 @@ def test_slug_taken_is_rejected_and_leaves_the_owner_alone(local_platform: Local
 def test_a_second_run_for_one_request_does_nothing(local_platform: LocalPlatform) -> None:
     local = local_platform
     request = local.submit()
-    first_run, success, _ = run_provisioning(local, request.request_id)
+    first_run, success, _ = local.provision(request.request_id)
     assert success
     tenant = local.registry.get_tenant("acme")
     ledger_before = local.registry.ledger(tenant.tenant_id)
 
-    _, success, _ = run_provisioning(local, request.request_id)
+    _, success, _ = local.provision(request.request_id)
     assert not success  # the request is owned by the first run
     assert local.registry.get_request(request.request_id).run_id == first_run
     assert local.registry.ledger(tenant.tenant_id) == ledger_before

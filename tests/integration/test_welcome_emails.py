@@ -22,7 +22,14 @@ from tenant_pipelines.emails import (
 )
 from tenant_pipelines.models import TenantRequest, TenantSpec
 from tenant_pipelines.registry import TenantRegistry
-from tests.fake_sendgrid import FakeSendGrid, bad_request, hang, rate_limited, server_error
+from tests.fake_sendgrid import (
+    FakeSendGrid,
+    bad_request,
+    fast_mailer,
+    hang,
+    rate_limited,
+    server_error,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,17 +79,7 @@ def fake() -> Iterator[FakeSendGrid]:
 
 
 def sendgrid(fake: FakeSendGrid, **changes: object) -> SendGridMailer:
-    settings: dict[str, object] = {
-        "api_key": API_KEY,
-        "from_email": SENDER,
-        "api_host": fake.url,
-        "timeout_s": 2.0,
-        "max_total_s": 5.0,
-        "backoff_base_s": 0.02,
-        "backoff_max_s": 0.1,
-    }
-    settings.update(changes)
-    return SendGridMailer(**settings)
+    return fast_mailer(fake, **{"api_key": API_KEY, "from_email": SENDER, **changes})
 
 
 def run_phase(
