@@ -28,7 +28,9 @@ READY_TIMEOUT_S = 120
 STOP_GRACE_S = 15
 POLL_S = 0.2
 STACK_FILE = "stack.json"
-RUN_WORKER_MARK = "multiprocessing.spawn"
+# Run workers: forked by PreforkRunLauncher's fork server, or spawned by a code server (Dagster's
+# default launcher, if an operator's dagster.yaml chooses it).
+RUN_WORKER_MARKS = ("multiprocessing.forkserver", "multiprocessing.spawn")
 
 
 class StackError(TenantPipelinesError):
@@ -111,12 +113,12 @@ def descendants(roots: list[int]) -> dict[int, str]:
 def _kill_run_workers(children: list[Child]) -> None:
     """A stop of the platform is a crash for the runs in flight, not a cancellation.
 
-    Run workers (multiprocessing children of the code servers) are killed outright, so that
+    Run workers (and the fork server that makes them) are killed outright, so that
     no interrupt handler turns their runs into failures to compensate; the next `up` resumes
     them from the last finished phase.
     """
     for pid, cmdline in descendants([c.process.pid for c in children]).items():
-        if RUN_WORKER_MARK in cmdline:
+        if any(mark in cmdline for mark in RUN_WORKER_MARKS):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -1,0 +1,208 @@
+"""PreforkRunLauncher on a real SQLite instance: runs execute in forked workers, and a worker
+that dies, is terminated or is gone is seen from any process."""
+
+import multiprocessing.forkserver
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import (
+    Config,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    OpExecutionContext,
+    in_process_executor,
+    job,
+    op,
+    reconstructable,
+)
+from dagster._core.launcher import WorkerStatus
+
+from tenant_pipelines.run_launcher import WORKER_TAG, live_pid, process_identity
+
+pytestmark = pytest.mark.integration
+
+INSTANCE_YAML = """\
+run_launcher:
+  module: tenant_pipelines.run_launcher
+  class: PreforkRunLauncher
+telemetry:
+  enabled: false
+"""
+WAIT_S = 60
+
+
+class HoldConfig(Config):
+    directory: str
+    hold: bool = False
+
+
+@op
+def report_and_hold(context: OpExecutionContext, config: HoldConfig) -> None:
+    """Writes its PID and its parent's command line, then waits for a release file if asked."""
+    directory = Path(config.directory)
+    parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    (directory / "parent").write_text(parent)
+    (directory / "pid").write_text(str(os.getpid()))
+    while config.hold and not (directory / "release").exists():
+        time.sleep(0.05)
+    context.log.info("released")
+
+
+@job(executor_def=in_process_executor)
+def hold_job() -> None:
+    report_and_hold()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_fork_server() -> Iterator[None]:
+    """The launcher's fork server is a child of this test process: stop it after these tests."""
+    yield
+    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    return home
+
+
+@pytest.fixture
+def instance(dagster_home: Path) -> Iterator[DagsterInstance]:
+    with DagsterInstance.from_config(str(dagster_home)) as value:
+        yield value
+
+
+def launch(instance: DagsterInstance, directory: Path, hold: bool) -> DagsterRun:
+    recon = reconstructable(hold_job)
+    run = instance.create_run_for_job(
+        hold_job,
+        run_config={
+            "ops": {"report_and_hold": {"config": {"directory": str(directory), "hold": hold}}}
+        },
+        job_code_origin=recon.get_python_origin(),
+    )
+    instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+    return run
+
+
+def wait_until(predicate: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_status(instance: DagsterInstance, run_id: str) -> DagsterRun:
+    def finished() -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    wait_until(finished, f"run {run_id} to finish")
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return run
+
+
+def worker_pid_of(instance: DagsterInstance, run_id: str) -> int:
+    def tagged() -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and WORKER_TAG in run.tags
+
+    wait_until(tagged, "the worker's identity on the run")
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return int(run.tags[WORKER_TAG].split(":")[0])
+
+
+def run_messages(instance: DagsterInstance, run_id: str) -> list[str]:
+    return [entry.message for entry in instance.all_logs(run_id)]
+
+
+def test_a_run_executes_in_a_worker_forked_from_the_fork_server(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    run = launch(instance, tmp_path, hold=False)
+
+    finished = wait_for_status(instance, run.run_id)
+
+    assert finished.status == DagsterRunStatus.SUCCESS
+    worker_pid = int((tmp_path / "pid").read_text())
+    assert worker_pid != os.getpid()
+    assert "multiprocessing.forkserver" in (tmp_path / "parent").read_text()
+    assert finished.tags[WORKER_TAG].startswith(f"{worker_pid}:")
+    assert f"Started process for run (pid: {worker_pid})." in run_messages(instance, run.run_id)
+    wait_until(lambda: live_pid(finished.tags[WORKER_TAG]) is None, "the worker to exit")
+
+
+def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance, tmp_path: Path) -> None:
+    run = launch(instance, tmp_path, hold=True)
+    wait_until((tmp_path / "pid").exists, "the op to start")
+    pid = worker_pid_of(instance, run.run_id)
+
+    os.kill(pid, signal.SIGKILL)
+    finished = wait_for_status(instance, run.run_id)
+
+    assert finished.status == DagsterRunStatus.FAILURE
+    assert any(
+        f"Run worker (pid: {pid}) exited before the run ended." in (message or "")
+        for message in run_messages(instance, run.run_id)
+    )
+
+
+def test_terminate_from_another_process_cancels_the_run(
+    instance: DagsterInstance, dagster_home: Path, tmp_path: Path
+) -> None:
+    run = launch(instance, tmp_path, hold=True)
+    wait_until((tmp_path / "pid").exists, "the op to start")
+    worker_pid_of(instance, run.run_id)
+
+    # Another instance object: a launcher that did not start the worker (the webserver's case).
+    with DagsterInstance.from_config(str(dagster_home)) as other:
+        assert other.run_launcher.terminate(run.run_id) is True
+        finished = wait_for_status(other, run.run_id)
+        assert finished.status == DagsterRunStatus.CANCELED
+        assert other.run_launcher.terminate(run.run_id) is False  # already ended
+    assert not (tmp_path / "release").exists()
+
+
+def test_worker_health_is_read_from_the_run_from_any_process(
+    instance: DagsterInstance, dagster_home: Path, tmp_path: Path
+) -> None:
+    run = launch(instance, tmp_path, hold=True)
+    wait_until((tmp_path / "pid").exists, "the op to start")
+    pid = worker_pid_of(instance, run.run_id)
+
+    with DagsterInstance.from_config(str(dagster_home)) as other:
+        tagged = other.get_run_by_id(run.run_id)
+        assert tagged is not None
+        launcher = other.run_launcher
+        assert launcher.supports_check_run_worker_health
+        assert launcher.check_run_worker_health(tagged).status == WorkerStatus.RUNNING
+
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: live_pid(tagged.tags[WORKER_TAG]) is None, "the worker to die")
+        assert launcher.check_run_worker_health(tagged).status == WorkerStatus.FAILED
+
+        untagged = tagged.with_tags({})
+        assert launcher.check_run_worker_health(untagged).status == WorkerStatus.UNKNOWN
+    wait_for_status(instance, run.run_id)
+
+
+def test_a_process_identity_names_only_that_very_process() -> None:
+    mine = process_identity(os.getpid())
+    pid, ticks = mine.split(":")
+
+    assert live_pid(mine) == os.getpid()
+    assert live_pid(f"{pid}:{int(ticks) + 1}") is None  # same PID, another process (reused)
+    assert live_pid("not-a-pid:1") is None
+    with open("/proc/sys/kernel/pid_max") as pid_max:
+        assert live_pid(f"{int(pid_max.read())}:1") is None  # no such process
