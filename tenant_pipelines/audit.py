@@ -12,9 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance, MetadataValue
+from sqlalchemy.exc import DBAPIError
 
 AUDIT_ASSET = AssetKey(["tenant_audit"])
 PAGE_SIZE = 1_000
+# dagster-webserver's defaults for `optimize_for_webserver` (ms, s, connections).
+WEBSERVER_POOL = {"statement_timeout": 15_000, "pool_recycle": 3_600, "max_overflow": 20}
 
 STEP_NAMES = {
     "validate": "Validate request",
@@ -124,6 +127,18 @@ def read_events(
             return events, cursor
 
 
+def feed_instance(instance: DagsterInstance) -> DagsterInstance:
+    """`instance`, set up as dagster-webserver sets up its own for a long-lived reader.
+
+    dagster-postgres otherwise opens a new connection for every statement, which alone made the
+    feed miss its 20 ms p95 among 10,000 tenants (bench/feed.py). On SQLite no storage overrides
+    Dagster's no-op, so nothing changes there. Call it once per instance: each call replaces the
+    PostgreSQL engines.
+    """
+    instance.optimize_for_webserver(**WEBSERVER_POOL)
+    return instance
+
+
 def follow_events(
     instance: DagsterInstance,
     *,
@@ -135,7 +150,16 @@ def follow_events(
     """Every event so far, then new ones as they arrive (until the caller stops iterating)."""
     cursor: str | None = None
     while True:
-        events, cursor = read_events(instance, tenant=tenant, type_glob=type_glob, cursor=cursor)
+        try:
+            events, cursor = read_events(
+                instance, tenant=tenant, type_glob=type_glob, cursor=cursor
+            )
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            # The server dropped the held connection (restart, idle timeout): the pool has
+            # discarded it and the next poll reconnects, from the same cursor.
+            events = []
         yield from events
         sleep(poll_s)
 

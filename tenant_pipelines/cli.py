@@ -111,7 +111,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines import audit
 
-    instance = status.instance(settings)
+    # Held connections for the one-shot read too: it takes two statements per page.
+    instance = audit.feed_instance(status.instance(settings))
     show: Callable[[Any], None] = (
         (lambda e: print(audit.dumps(e), flush=True))
         if args.json

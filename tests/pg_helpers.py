@@ -59,3 +59,22 @@ def grants_mentioning(url: str, name: str) -> list[str]:
         {"p": f"%{name}%"},
     )
     return [what for (what,) in rows]
+
+
+def backend_pids(url: str) -> set[int]:
+    """The server processes of the connections to this database, this query's own left out."""
+    rows = admin_sql(
+        url,
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return {pid for (pid,) in rows}
+
+
+def terminate_backends(url: str) -> None:
+    """Drop every other connection to this database, as a server restart would, and wait for it."""
+    admin_sql(
+        url,
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )

@@ -7,9 +7,16 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
+from tenant_pipelines.audit import make_event, to_observation
+from tenant_pipelines.cli import FOLLOW_POLL_S
+from tenant_pipelines.instance import open_instance
+from tenant_pipelines.settings import Settings
+from tests.pg_helpers import backend_pids
 from tests.platform_fixtures import LocalPlatform
 from tests.stack_helpers import REPO, TENANTCTL
 
@@ -164,6 +171,52 @@ def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform
     finally:
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=10) == 0
+
+
+@pytest.mark.postgres
+def test_audit_follow_on_postgresql_holds_one_connection(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        **os.environ,
+        "TENANT_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "data" / "dagster"),
+        "DAGSTER_PG_URL": pg_database,
+    }
+    monkeypatch.setenv("DAGSTER_PG_URL", pg_database)  # dagster.yaml reads it from there
+    settings = Settings.from_env(env)
+    instance = open_instance(settings.dagster_home, settings)
+
+    def emit(writer: DagsterInstance, step: str) -> None:
+        done = make_event(
+            "tenant.provisioning.step_completed", tenant="acme", org="o", run_id="r", step=step
+        )
+        writer.report_runless_asset_event(to_observation(done))
+
+    try:
+        emit(instance, "validate")
+        follower = subprocess.Popen(
+            [TENANTCTL, "audit", "--follow", "--json", "--tenant", "acme"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert follower.stdout is not None
+            assert json.loads(follower.stdout.readline())["step"] == "validate"
+            held = []
+            for _ in range(3):  # between polls, where a connection per statement would be gone
+                held.append(backend_pids(pg_database))
+                time.sleep(2 * FOLLOW_POLL_S)
+            emit(instance, "allocate")
+            assert json.loads(follower.stdout.readline())["step"] == "allocate"
+        finally:
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(timeout=10) == 0
+        assert len(held[0]) == 1 and held == [held[0]] * 3, f"follower's connections: {held}"
+    finally:
+        instance.dispose()
 
 
 def test_up_refuses_a_taken_port(local_platform: LocalPlatform) -> None:
