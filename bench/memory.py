@@ -1,17 +1,21 @@
-"""Resident memory of the local platform's processes, sampled from /proc."""
+"""Memory of the local platform's processes (PSS), sampled from /proc."""
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PAGE_KB = 4
 
-
-def _rss_kb(pid: int) -> int:
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages split between their sharers. Run workers are forked
+    from one fork server and share most of their memory, so summing their RSS would count it
+    once per worker."""
     try:
-        return int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * PAGE_KB
+        for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
     except (OSError, IndexError, ValueError):
-        return 0
+        pass
+    return 0
 
 
 def _cmdline(pid: int) -> str:
@@ -43,7 +47,7 @@ def processes_of(data_dir: str, root_pid: int) -> tuple[list[int], list[int]]:
 
 @dataclass
 class MemorySampler:
-    """Samples the platform's total RSS in a thread until stopped; keeps the peaks."""
+    """Samples the platform's total memory (PSS) in a thread until stopped; keeps the peaks."""
 
     data_dir: str
     root_pid: int
@@ -55,8 +59,8 @@ class MemorySampler:
 
     def sample(self) -> None:
         platform, workloads = processes_of(self.data_dir, self.root_pid)
-        platform_mb = sum(_rss_kb(p) for p in platform) / 1024
-        per_workload = [_rss_kb(p) / 1024 for p in workloads]
+        platform_mb = sum(_pss_kb(p) for p in platform) / 1024
+        per_workload = [_pss_kb(p) / 1024 for p in workloads]
         self.peak_platform_mb = max(self.peak_platform_mb, platform_mb)
         self.peak_total_mb = max(self.peak_total_mb, platform_mb + sum(per_workload))
         if per_workload:
