@@ -1,7 +1,10 @@
 """Many requests at once under `tenantctl up`: time until all are active, failures, memory.
 
-python -m bench.throughput [--requests 50] [--max-concurrent 8] [--free-limit N]
+python -m bench.throughput [--requests 50] [--max-concurrent 8] [--free-limit N] [--team-limit N]
                            [--plans free,team] [--json bench/results/throughput.json]
+
+The per-plan limits must leave the global limit a slot for every other plan (`tenantctl up`
+refuses a configuration that would starve one).
 """
 
 import argparse
@@ -54,10 +57,18 @@ def wait_all(settings: Settings, count: int) -> tuple[int, int]:
     raise RuntimeError(f"not all {count} tenants settled after {TIMEOUT_S} s")
 
 
-def run(requests: int, max_concurrent: int, free_limit: int | None, plans: list[str]) -> dict:
+def run(
+    requests: int,
+    max_concurrent: int,
+    free_limit: int | None,
+    team_limit: int | None,
+    plans: list[str],
+) -> dict:
     extra = {"TENANT_MAX_CONCURRENT_RUNS": str(max_concurrent)}
     if free_limit:
         extra["TENANT_FREE_CONCURRENCY"] = str(free_limit)
+    if team_limit:
+        extra["TENANT_TEAM_CONCURRENCY"] = str(team_limit)
     with (
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
         local_stack(Path(tmp), **extra) as stack,
@@ -79,6 +90,7 @@ def run(requests: int, max_concurrent: int, free_limit: int | None, plans: list[
         "requests": requests,
         "max_concurrent": max_concurrent,
         "free_limit": free_limit,
+        "team_limit": team_limit,
         "plans": ",".join(plans),
         "submit_s": submitted,
         "all_settled_s": elapsed,
@@ -96,10 +108,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-concurrent", type=int, default=8)
     parser.add_argument("--free-limit", type=int, default=None)
+    parser.add_argument("--team-limit", type=int, default=None)
     parser.add_argument("--plans", default="free,team")
     parser.add_argument("--json", default="bench/results/throughput.json")
     args = parser.parse_args()
-    result = run(args.requests, args.max_concurrent, args.free_limit, args.plans.split(","))
+    result = run(
+        args.requests, args.max_concurrent, args.free_limit, args.team_limit, args.plans.split(",")
+    )
     print_table([result], list(result))
     target = result["failed"] == 0 and result["all_settled_s"] <= 60
     print(

@@ -107,12 +107,16 @@ class Stack:
         )
         deadline = time.monotonic() + UP_TIMEOUT_S
         assert self.process.stdout is not None
+        said: list[str] = []
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if "is up" in line:
                 return
+            said.append(line)
             if not line and self.process.poll() is not None:
-                raise AssertionError(f"tenantctl up exited {self.process.returncode}")
+                raise AssertionError(
+                    f"tenantctl up exited {self.process.returncode}: {''.join(said).strip()}"
+                )
         raise AssertionError("tenantctl up did not come up in time")
 
     def stop(self) -> int:
