@@ -233,7 +233,10 @@ class LocalProcessDeployer(WorkloadDeployer):
                 reason = f"exited with status {process.returncode}; see {log}"
                 raise ReadinessTimeout(key, timeout_s, reason)
             state = _read_state(state_file)
-            if state and state["pid"] == process.pid and _healthy(state["port"], key):
+            ready = bool(state and state["pid"] == process.pid and _healthy(state["port"], key))
+            # Ready counts only if seen before the deadline: a check that ends after it cannot
+            # tell when the workload became ready.
+            if ready and time.monotonic() < deadline:
                 # Reap it when it exits, should this process outlive it.
                 threading.Thread(target=process.wait, daemon=True).start()
                 return self._handle(key, state)
