@@ -13,7 +13,7 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance
 
 from bench.common import machine_info, percentile, print_table, write_json
-from tenant_pipelines.audit import read_events
+from tenant_pipelines.orchestration.feed import read_events
 from tests.e2e.matrix_helpers import kill_run_worker, runs_of, wait_for_step_start
 from tests.stack_helpers import Stack, local_stack, write_fault_plan
 

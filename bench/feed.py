@@ -56,12 +56,11 @@ from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.common import machine_info, percentile, print_table, write_json
-from tenant_pipelines.audit import (
+from tenant_pipelines.domain.events import AuditEvent, make_event
+from tenant_pipelines.orchestration.feed import (
     AUDIT_ASSET,
     WEBSERVER_POOL,
-    AuditEvent,
     feed_instance,
-    make_event,
     read_events,
     to_observation,
 )

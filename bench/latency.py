@@ -13,11 +13,12 @@ from pathlib import Path
 
 from bench.common import machine_info, percentile, print_table, write_json
 from bench.stack_timeline import PHASES, Timeline, timeline
-from tenant_pipelines import phases
-from tenant_pipelines.backends import build_platform
-from tenant_pipelines.instance import open_instance
-from tenant_pipelines.models import TenantRequest
-from tenant_pipelines.registry import TenantRegistry
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.orchestration.instance import open_instance
+from tenant_pipelines.orchestration.platform import build_platform
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.saga import emails, phases
+from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.settings import Settings
 from tests.stack_helpers import local_stack
 
@@ -87,13 +88,7 @@ def floor(requests: int, plan: str) -> list[dict[str, float]]:
         settings = Settings.from_env({"TENANT_DATA_DIR": tmp})
         platform = build_platform(settings)
         registry = platform.registry.get()
-        backends = phases.Backends(
-            platform.storage,
-            platform.identity,
-            platform.traffic,
-            platform.deployer,
-            platform.mailer,
-        )
+        backends = platform.backends()
         samples = []
         try:
             for i in range(requests):
@@ -114,7 +109,7 @@ def _floor_once(registry, backends, settings, slug: str, plan: str) -> dict[str,
         }
     )
     registry.submit_request(request)
-    ctx = phases.PhaseContext(
+    ctx = SagaContext(
         registry, backends, settings.domain, str(uuid.uuid4()), emit=lambda event: None
     )
     timings: dict[str, float] = {}
@@ -125,7 +120,7 @@ def _floor_once(registry, backends, settings, slug: str, plan: str) -> dict[str,
         ("allocate", phases.allocate),
         ("deploy", phases.deploy),
         ("mark_active", phases.mark_active),
-        ("send_welcome_emails", phases.send_welcome_emails),
+        ("send_welcome_emails", emails.send_welcome_emails),
     ):
         started = time.perf_counter()
         call(ctx, tenant)

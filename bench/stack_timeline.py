@@ -5,8 +5,8 @@ from datetime import datetime
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, RunsFilter
 
-from tenant_pipelines.audit import read_events
-from tenant_pipelines.registry import TenantRegistry
+from tenant_pipelines.orchestration.feed import read_events
+from tenant_pipelines.registry.store import TenantRegistry
 
 PHASES = ["validate", "allocate", "deploy", "mark_active", "send_welcome_emails"]
 RUN_MARKS = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bench.common import machine_info, print_table, write_json
 from bench.memory import MemorySampler
-from tenant_pipelines import cli
-from tenant_pipelines.registry import TenantRegistry
+from tenant_pipelines.cli import commands as cli
+from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tests.stack_helpers import local_stack
 

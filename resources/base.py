@@ -1,21 +1,21 @@
 """What every tenant backend promises: idempotent ensure and release, and a listing."""
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 
-from tenant_pipelines.errors import ConfigError
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.errors import ConfigError
+from tenant_pipelines.domain.handles import Handle
+from tenant_pipelines.domain.tenant import TenantSpec
 
 
 def resolved(value: str) -> str:
     """A field's value as a run sees it.
 
     Secrets are `EnvVar` fields, which Dagster resolves when it initialises a resource for a run.
-    Code that calls a backend directly (`tenantctl inventory`, the workload restore at `up`)
-    gets the `EnvVar` itself: read the variable then, from the caller's environment.
+    Code that calls a backend or the registry resource directly (`tenantctl inventory`, the
+    workload restore at `up`) gets the `EnvVar` itself: read the variable then, from the
+    caller's environment.
     """
     if not isinstance(value, EnvVar):
         return value
@@ -25,31 +25,13 @@ def resolved(value: str) -> str:
     return found
 
 
-@dataclass(frozen=True)
-class Handle:
-    """What a backend created for one tenant, as recorded in the ledger."""
-
-    kind: str
-    tenant_key: str
-    name: str  # the backend's own name for it: a path, a host, a schema
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "tenant_key": self.tenant_key,
-            "name": self.name,
-            "details": dict(self.details),
-        }
-
-
 class TenantBackend(ConfigurableResource, ABC):
     """A backend that holds one thing per tenant, named by the tenant key `<slug>-<org>`."""
 
     @property
     @abstractmethod
     def kind(self) -> str:
-        """The ledger kind: storage, identity, route, workload."""
+        """The ledger kind (a ResourceKind)."""
 
     @abstractmethod
     def ensure(self, tenant: TenantSpec) -> Handle:

@@ -3,7 +3,8 @@
 Locally a workload is a `resources.workload_server` process in its own session, so it outlives the
 short-lived run worker that starts it. Processes are found by their command line in /proc, which
 names the tenant and this deployer's state file: PIDs get recycled, so nothing is signalled
-without that check (Linux only; elsewhere nothing is ever signalled).
+without that check (Linux only; elsewhere nothing is ever signalled). A workload's address space
+is capped at its plan's `workload_memory_mb`.
 """
 
 import contextlib
@@ -19,13 +20,14 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from resources.base import Handle, TenantBackend, resolved
+from resources.base import TenantBackend, resolved
 from resources.identity import identity_db_path, pg_identity_schema
-from resources.storage import SAFE_KEY
-from tenant_pipelines.engine import libpq_url
-from tenant_pipelines.errors import ReadinessTimeout
-from tenant_pipelines.models import TenantSpec
-from tenant_pipelines.plans import get_plan
+from tenant_pipelines.domain.errors import ReadinessTimeout
+from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.plans import get_plan
+from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
+from tenant_pipelines.support import procs
+from tenant_pipelines.support.db_url import libpq_url
 
 POLL_INTERVAL_S = 0.05
 HEALTH_TIMEOUT_S = 1.0
@@ -44,9 +46,7 @@ def workloads_dir(data_dir: str | Path) -> Path:
 
 
 def _state_file(data_dir: str | Path, tenant_key: str) -> Path:
-    if not SAFE_KEY.match(tenant_key):
-        raise ValueError(f"tenant key {tenant_key!r} is not a DNS label")
-    return workloads_dir(data_dir) / f"{tenant_key}.json"
+    return workloads_dir(data_dir) / f"{check_tenant_key(tenant_key)}.json"
 
 
 def _read_state(path: Path) -> dict[str, int] | None:
@@ -59,11 +59,8 @@ def _read_state(path: Path) -> dict[str, int] | None:
 
 def _workload_args(pid: int) -> dict[str, str] | None:
     """The options of a live workload_server process, or None for anything else (or a zombie)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    if SERVER_MODULE not in argv:
+    argv = procs.argv(pid)
+    if argv is None or SERVER_MODULE not in argv:
         return None
     return {a.removeprefix("--"): b for a, b in itertools.pairwise(argv) if a.startswith("--")}
 
@@ -72,7 +69,7 @@ def _owner(pid: int, data_dir: str | Path) -> str | None:
     """The tenant key if pid is a workload of this data directory, else None."""
     args = _workload_args(pid)
     key = args.get("tenant-key", "") if args else ""
-    if not args or not SAFE_KEY.match(key):
+    if not args or not is_tenant_key(key):
         return None
     return key if args.get("state-file") == str(_state_file(data_dir, key)) else None
 
@@ -83,9 +80,7 @@ def _is_workload_of(pid: int, data_dir: str | Path, tenant_key: str) -> bool:
 
 def _running(data_dir: str | Path) -> dict[int, str]:
     """PID -> tenant key of every workload process that belongs to this data directory."""
-    proc = Path("/proc")
-    pids = [int(e.name) for e in proc.iterdir() if e.name.isdigit()] if proc.is_dir() else []
-    owners = {pid: _owner(pid, data_dir) for pid in pids}
+    owners = {pid: _owner(pid, data_dir) for pid in procs.pids()}
     return {pid: key for pid, key in owners.items() if key}
 
 
@@ -156,7 +151,7 @@ class WorkloadDeployer(TenantBackend, ABC):
 
     @property
     def kind(self) -> str:
-        return "workload"
+        return ResourceKind.WORKLOAD.value
 
     @abstractmethod
     def stop_all(self) -> list[str]:
@@ -174,6 +169,8 @@ class LocalProcessDeployer(WorkloadDeployer):
     data_dir: str
     domain: str
     identity_pg_url: str | None = None
+    # None: each tenant's plan says how long its workload may take to pass readiness.
+    readiness_timeout_s: float | None = None
 
     def ensure(self, tenant: TenantSpec) -> Handle:
         state = _read_state(_state_file(self.data_dir, tenant.key))
@@ -184,7 +181,7 @@ class LocalProcessDeployer(WorkloadDeployer):
         ):
             return self._handle(tenant.key, state)
         self.release(tenant.key)  # a stale state file, or a workload that stopped answering
-        timeout_s = get_plan(tenant.plan).readiness_timeout_s
+        timeout_s = self.readiness_timeout_s or get_plan(tenant.plan).readiness_timeout_s
         process = self._start(tenant)
         return self._await_ready(process, tenant.key, timeout_s)
 
@@ -199,8 +196,13 @@ class LocalProcessDeployer(WorkloadDeployer):
     def _start(self, tenant: TenantSpec) -> subprocess.Popen[bytes]:
         state_file = _state_file(self.data_dir, tenant.key)
         state_file.parent.mkdir(parents=True, exist_ok=True)
-        options = {"--tenant-key": tenant.key, "--domain": self.domain}
+        options = {
+            "--tenant-key": tenant.key,
+            "--domain": self.domain,
+            "--memory-mb": str(get_plan(tenant.plan).workload_memory_mb),
+        }
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env["MALLOC_ARENA_MAX"] = "2"  # per-thread arenas would reserve memory the cap counts
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
         if self.identity_pg_url:
             options["--identity-schema"] = pg_identity_schema(tenant.key)
@@ -236,7 +238,7 @@ class LocalProcessDeployer(WorkloadDeployer):
             ready = bool(state and state["pid"] == process.pid and _healthy(state["port"], key))
             # Ready counts only if seen before the deadline: a check that ends after it cannot
             # tell when the workload became ready.
-            if ready and time.monotonic() < deadline:
+            if state is not None and ready and time.monotonic() < deadline:
                 # Reap it when it exits, should this process outlive it.
                 threading.Thread(target=process.wait, daemon=True).start()
                 return self._handle(key, state)

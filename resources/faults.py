@@ -1,176 +1,22 @@
 """Fault injection for tests and drills: wrappers around the real backends, never inside them.
 
-`with_faults` wraps every backend of a platform. Each wrapped call whose phase has a rule reads the
-plan file again (a drill edits or deletes it while the platform runs; a missing file means no
-faults), so nothing is cached. Rules with a count (transient, hang) share their counts between
-processes, since Dagster runs each run in its own process, through `<plan>.counts.json`, updated
-under an exclusive `flock`. Edit the plan atomically (write a temporary file, then rename it): a
-half-written plan is refused as malformed. Delete the counts file to reset the counts.
+Each wrapper obeys the fault plan (`resources.fault_plan`) for the phase its calls belong to and
+otherwise hands the call to the real backend; `orchestration.platform.with_faults` wraps them all.
 """
 
-import contextlib
-import fcntl
-import fnmatch
-import json
-import os
-import tempfile
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
-
-from resources.base import Handle, TenantBackend
+from resources.base import TenantBackend
 from resources.deployer import WorkloadDeployer
-from resources.identity import IdentityStore, Invitation
-from resources.mailer import Mailer, OutgoingEmail, SendResult
-from resources.platform import TenantPlatform
+from resources.fault_plan import INJECTED_REASON, injected_fault, raise_injected
+from resources.identity import IdentityStore
+from resources.mailer import Mailer
 from resources.storage import StorageBackend
 from resources.traffic import TrafficBoundary
-from tenant_pipelines.errors import (
-    FaultPlanError,
-    InjectedFault,
-    PermanentInjectedFault,
-    TenantPipelinesError,
-)
-from tenant_pipelines.models import TenantSpec
-
-FAULT_PLAN_ENV = "TENANT_FAULT_PLAN"
-HANG_S = 3600.0  # a hang ends by itself after this long, unless the plan drops its rule first
-HANG_POLL_S = 0.1  # how often a hanging call rereads the plan
-INJECTED_REASON = "injected fault"
-
-Phase = Literal["allocate", "deploy", "mark_active", "send_welcome_emails"]
-Mode = Literal["transient", "permanent", "hang"]
-
-
-class FaultRule(BaseModel):
-    """Fail or block the calls of one phase for the tenants whose slug matches a glob."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-
-    phase: Phase
-    tenant: str = Field(default="*", min_length=1)
-    mode: Mode
-    times: int | None = Field(default=None, ge=1)  # transient and hang only; default 1
-
-    @property
-    def limit(self) -> int:
-        return self.times or 1
-
-    def matches(self, phase: str, slug: str) -> bool:
-        return self.phase == phase and fnmatch.fnmatchcase(slug, self.tenant)
-
-
-class FaultPlan(RootModel[list[FaultRule]]):
-    """The plan file: a JSON list of rules, applied in order."""
-
-    def matching(self, phase: str, slug: str) -> list[tuple[int, FaultRule]]:
-        return [(i, rule) for i, rule in enumerate(self.root) if rule.matches(phase, slug)]
-
-
-def _describe(error: ValidationError) -> str:
-    """Each problem as `rule <index>, field '<name>': <message>`."""
-    parts = []
-    for item in error.errors():
-        index, *field = item["loc"]
-        where = f"rule {index}" + (f", field '{'.'.join(map(str, field))}'" if field else "")
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
-def parse_fault_plan(text: str, source: str = "fault plan") -> FaultPlan:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FaultPlanError(f"{source}: not valid JSON ({error})") from None
-    if not isinstance(data, list):
-        raise FaultPlanError(f"{source}: must be a JSON list of rules, not {type(data).__name__}")
-    try:
-        return FaultPlan.model_validate(data)
-    except ValidationError as error:
-        raise FaultPlanError(f"{source}: {_describe(error)}") from None
-
-
-def load_fault_plan(path: str | Path) -> FaultPlan:
-    """The plan as the file says now; a missing file is an empty plan."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return FaultPlan([])
-    except OSError as error:
-        raise FaultPlanError(f"fault plan {path}: cannot read it ({error.strerror})") from None
-    return parse_fault_plan(text, f"fault plan {path}")
-
-
-class FaultCounters:
-    """How often each counted rule has fired, per tenant and phase, shared by all processes."""
-
-    def __init__(self, plan_path: str | Path) -> None:
-        self.path = Path(f"{plan_path}.counts.json")
-        self.lock_path = Path(f"{plan_path}.counts.lock")
-
-    @staticmethod
-    def key(index: int, phase: str, slug: str) -> str:
-        return f"{index}:{phase}:{slug}"
-
-    def read(self) -> dict[str, int]:
-        try:
-            return {str(k): int(v) for k, v in json.loads(self.path.read_text()).items()}
-        except FileNotFoundError:
-            return {}
-        except (ValueError, AttributeError) as error:
-            raise FaultPlanError(f"fault counts {self.path} are unreadable: {error}") from None
-
-    def take(self, key: str, limit: int) -> bool:
-        """Count one more firing unless `limit` are counted already; True if this one fires."""
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-            counts = self.read()
-            if counts.get(key, 0) >= limit:
-                return False
-            counts[key] = counts.get(key, 0) + 1
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(counts, handle, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-            return True
-
-
-def _hang(plan_path: str, rule: FaultRule) -> None:
-    """Block until HANG_S passes or the plan no longer holds the rule (a drill released it)."""
-    deadline = time.monotonic() + HANG_S
-    while (remaining := deadline - time.monotonic()) > 0:
-        time.sleep(min(HANG_POLL_S, remaining))
-        with contextlib.suppress(FaultPlanError):  # a half-written edit releases nothing
-            if rule not in load_fault_plan(plan_path).root:
-                return
-
-
-def injected_fault(plan_path: str, phase: Phase, slug: str) -> TenantPipelinesError | None:
-    """Apply the plan to one call: block through a hang, or return the error a rule calls for.
-
-    The first matching rule that fires decides; a counted rule that has used up its count lets
-    the next matching rule decide.
-    """
-    counters = FaultCounters(plan_path)
-    for index, rule in load_fault_plan(plan_path).matching(phase, slug):
-        what = f"{INJECTED_REASON}: {rule.mode} {phase} for {slug!r} (rule {index})"
-        if rule.mode == "permanent":
-            return PermanentInjectedFault(what)
-        if not counters.take(counters.key(index, phase, slug), rule.limit):
-            continue
-        if rule.mode == "transient":
-            return InjectedFault(what)
-        _hang(plan_path, rule)
-        return None
-    return None
-
-
-def _raise_injected(plan_path: str, phase: Phase, slug: str) -> None:
-    fault = injected_fault(plan_path, phase, slug)
-    if fault is not None:
-        raise fault
+from tenant_pipelines.domain.errors import FaultPlanError
+from tenant_pipelines.domain.handles import Handle
+from tenant_pipelines.domain.mail import Invitation, OutgoingEmail, SendResult
+from tenant_pipelines.domain.tenant import TenantSpec
 
 
 class _PassThrough:
@@ -215,11 +61,11 @@ class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
     plan_path: str
 
     def ensure(self, tenant: TenantSpec) -> Handle:
-        _raise_injected(self.plan_path, "allocate", tenant.slug)
+        raise_injected(self.plan_path, "allocate", tenant.slug)
         return self.inner.ensure(tenant)
 
     def open(self, tenant: TenantSpec) -> Handle:
-        _raise_injected(self.plan_path, "mark_active", tenant.slug)
+        raise_injected(self.plan_path, "mark_active", tenant.slug)
         return self.inner.open(tenant)
 
     def is_open(self, tenant_key: str) -> bool:
@@ -231,7 +77,7 @@ class FaultyDeployer(_PassThrough, WorkloadDeployer):
     plan_path: str
 
     def ensure(self, tenant: TenantSpec) -> Handle:
-        _raise_injected(self.plan_path, "deploy", tenant.slug)
+        raise_injected(self.plan_path, "deploy", tenant.slug)
         return self.inner.ensure(tenant)
 
     def stop_all(self) -> list[str]:
@@ -252,19 +98,3 @@ class FaultyMailer(Mailer):
         if fault is not None:
             return SendResult(False, None, None, INJECTED_REASON, 0)
         return self.inner.send(message)
-
-
-def with_faults(platform: TenantPlatform, plan_path: str) -> TenantPlatform:
-    """A copy of the platform whose backends obey the plan at `plan_path` (made absolute)."""
-    path = os.path.abspath(plan_path)
-    return TenantPlatform(
-        domain=platform.domain,
-        registry=platform.registry,
-        storage=FaultyStorage(inner=platform.storage, plan_path=path),
-        identity=FaultyIdentityStore(inner=platform.identity, plan_path=path),
-        traffic=FaultyTrafficBoundary(inner=platform.traffic, plan_path=path),
-        deployer=FaultyDeployer(inner=platform.deployer, plan_path=path),
-        mailer=FaultyMailer(
-            inner=platform.mailer, plan_path=path, from_email=platform.mailer.from_email
-        ),
-    )

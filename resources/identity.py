@@ -9,14 +9,13 @@ per-tenant schema (see `resources.pg_tenant`) and seeds the admin only where non
 import secrets
 import sqlite3
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
-from resources.base import Handle, TenantBackend, resolved
+from resources.base import TenantBackend, resolved
 from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
 from resources.storage import (
     META_TABLE,
@@ -27,24 +26,17 @@ from resources.storage import (
     tenant_db_path,
     utc_now,
 )
-from tenant_pipelines.errors import NotFound
-from tenant_pipelines.models import TenantSpec
-from tenant_pipelines.plans import get_plan
+from tenant_pipelines.domain.errors import NotFound
+from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.mail import Invitation
+from tenant_pipelines.domain.plans import get_plan
+from tenant_pipelines.domain.tenant import TenantSpec
 
 ADMIN_ROLE = "admin"
 PENDING_INVITATION = "pending_invitation"
 INVITATION_TOKEN_BYTES = 32
 PG_IDENTITY_SUFFIX = "identity"
 USERS_TABLE = "users"
-
-
-@dataclass(frozen=True)
-class Invitation:
-    """The first admin's invitation, as the welcome email needs it."""
-
-    email: str
-    token: str
-    status: str
 
 
 def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
@@ -62,7 +54,7 @@ class IdentityStore(TenantBackend, ABC):
 
     @property
     def kind(self) -> str:
-        return "identity"
+        return ResourceKind.IDENTITY.value
 
     @abstractmethod
     def invitation(self, tenant_key: str) -> Invitation:

@@ -3,19 +3,17 @@
 `OutboxMailer` (the embedded default) writes each email as a standard RFC 5322 `.eml` file that a
 person can open in any mail client; `SendGridMailer` sends through SendGrid's v3 Mail Send with the
 official client. A backend only delivers: whether an email may go out at all (at most once per
-tenant) is decided from the ledger by `tenant_pipelines.emails`.
+tenant) is decided from the ledger by `tenant_pipelines.saga.emails`.
 
-Configuration (wired in definitions): `SENDGRID_API_KEY` selects SendGrid and reaches
-`SendGridMailer.api_key` only through `EnvVar`; `SENDGRID_FROM` is the sender; `SENDGRID_API_HOST`
-the API host (`EU_SENDGRID_HOST` for EU data residency). The outbox lives under `TENANT_DATA_DIR`.
+Configuration (chosen in `tenant_pipelines.orchestration.platform`): `SENDGRID_API_KEY` selects
+SendGrid and reaches `SendGridMailer.api_key` only through `EnvVar`; `SENDGRID_FROM` is the
+sender; `SENDGRID_API_HOST` the API host (`EU_SENDGRID_HOST` for EU data residency). The outbox
+lives under `TENANT_DATA_DIR`.
 """
 
 import http.client
 import json
 import logging
-import os
-import re
-import tempfile
 import time
 import urllib.error
 from abc import ABC, abstractmethod
@@ -33,6 +31,10 @@ from python_http_client.exceptions import HTTPError as SendGridHTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Category, CustomArg, From, Mail, To
 
+from tenant_pipelines.domain.mail import EmailKind, OutgoingEmail, SendResult
+from tenant_pipelines.domain.tenant import is_tenant_key
+from tenant_pipelines.support.files import write_atomically
+
 DEFAULT_FROM = "Tenant Platform <no-reply@localhost>"
 DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
 EU_SENDGRID_HOST = "https://api.eu.sendgrid.com"
@@ -44,36 +46,7 @@ BACKOFF_MAX_S = 16.0
 MAX_REASON_CHARS = 300
 OUTBOX_DIR = "outbox"
 MAIL_CATEGORY = "tenant-onboarding"
-SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 CLIENT_LOGGER = "python_http_client.client"
-
-
-@dataclass(frozen=True)
-class OutgoingEmail:
-    """One rendered email for one tenant; `kind` is welcome, console or onboarding."""
-
-    kind: str
-    tenant_key: str
-    tenant_slug: str
-    to: str
-    from_email: str
-    subject: str
-    text: str
-    html: str
-    idempotency_key: str  # f"{request_id}:email:{kind}", carried to the provider for tracing
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What a backend did with one email. `maybe_delivered`: failed, yet the provider may have
-    accepted it (the response was lost), so sending it again could duplicate it."""
-
-    ok: bool
-    status: int | None  # the provider's HTTP status; None for the outbox and for network errors
-    provider_id: str | None  # SendGrid's X-Message-Id, or the outbox file's path
-    reason: str | None
-    attempts: int
-    maybe_delivered: bool = False
 
 
 class Mailer(ConfigurableResource, ABC):
@@ -95,11 +68,11 @@ class OutboxMailer(Mailer):
         return Path(self.data_dir) / OUTBOX_DIR / tenant_key / f"{kind}.eml"
 
     def send(self, message: OutgoingEmail) -> SendResult:
-        if not (SAFE_NAME.match(message.tenant_key) and SAFE_NAME.match(message.kind)):
+        if not (is_tenant_key(message.tenant_key) and message.kind in set(EmailKind)):
             return SendResult(False, None, None, "tenant key or kind is not a safe file name", 0)
         path = self.outbox_path(message.tenant_key, message.kind)
         try:
-            _write_atomically(path, to_eml(message).as_bytes(policy=SMTP))
+            write_atomically(path, to_eml(message).as_bytes(policy=SMTP), durable=True)
         except OSError as error:
             return SendResult(False, None, None, f"cannot write {path}: {error.strerror}", 1)
         return SendResult(True, None, str(path), None, 1)
@@ -119,20 +92,6 @@ def to_eml(message: OutgoingEmail) -> EmailMessage:
     eml.set_content(message.text)
     eml.add_alternative(message.html, subtype="html")
     return eml
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -198,7 +157,7 @@ class SendGridMailer(Mailer):
     def _wait_s(self, attempts: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
             return retry_after_s
-        return min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1))
+        return float(min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)))
 
     def _result(self, attempt: _Attempt, attempts: int, note: str | None = None) -> SendResult:
         reason = attempt.reason

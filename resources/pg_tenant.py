@@ -19,7 +19,6 @@ object that is not ours is never adopted or dropped.
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from resources.base import Handle
-from tenant_pipelines.engine import normalize_url
-from tenant_pipelines.errors import PermanentError
+from tenant_pipelines.domain.errors import PermanentError
+from tenant_pipelines.domain.handles import Handle
+from tenant_pipelines.domain.tenant import check_tenant_key
+from tenant_pipelines.support.db_url import normalize_url
 
 APP = "tenant-pipelines"
 NAME_PREFIX = "t_"
@@ -43,7 +43,6 @@ MAX_SLUG_CHARS = 30
 HASH_CHARS = 8
 # Marks a shortened name. A full name never contains it: tenant keys have no "--".
 SHORTENED_MARK = "__"
-TENANT_KEY = re.compile(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT = "30s"  # how long an ensure waits behind a concurrent one for the same tenant
 TABLE_PRIVILEGES = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
@@ -54,13 +53,6 @@ PUBLIC_SCHEMA = "public"
 
 class ForeignObject(PermanentError):
     """A schema or role with our name exists but was not made by this control plane."""
-
-
-def check_tenant_key(tenant_key: str) -> str:
-    """Refuse anything that is not a `<slug>-<org>` DNS label, before it gets near SQL."""
-    if not TENANT_KEY.match(tenant_key) or "--" in tenant_key:
-        raise ValueError(f"tenant key {tenant_key!r} is not a DNS label")
-    return tenant_key
 
 
 def object_name(tenant_key: str, suffix: str) -> str:
@@ -113,7 +105,7 @@ def run(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ())
     cursor = conn.connection.cursor()
     try:
         cursor.execute(statement, tuple(params) or None)
-        return cursor.fetchall() if cursor.description else []
+        return list(cursor.fetchall()) if cursor.description else []
     finally:
         cursor.close()
 

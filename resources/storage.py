@@ -10,7 +10,6 @@ The PostgreSQL backend gives each tenant a schema and a role instead (see `resou
 
 import contextlib
 import os
-import re
 import sqlite3
 from abc import ABC
 from collections.abc import Callable, Iterator
@@ -21,16 +20,15 @@ from typing import Any
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
-from resources.base import Handle, TenantBackend, resolved
+from resources.base import TenantBackend, resolved
 from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
-from tenant_pipelines.models import TenantSpec
-from tenant_pipelines.plans import get_plan
+from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.plans import get_plan
+from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
+from tenant_pipelines.support import sqlite as sqlite_files
 
-# Keys become file names: refuse anything that could leave the backend's directory.
-SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DB_SUFFIX = ".db"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
-SQLITE_TIMEOUT_S = 10.0
 PG_DATA_SUFFIX = "data"
 META_TABLE = "tenant_meta"
 
@@ -40,26 +38,15 @@ def utc_now() -> str:
 
 
 def tenant_db_path(directory: Path, tenant_key: str) -> Path:
-    """Where a tenant's database lives; refuses keys that are not plain DNS labels."""
-    if not SAFE_KEY.match(tenant_key):
-        raise ValueError(f"tenant key {tenant_key!r} is not a DNS label")
-    return directory / f"{tenant_key}{DB_SUFFIX}"
+    """Where a tenant's database lives; keys become file names, so only tenant keys pass."""
+    return directory / f"{check_tenant_key(tenant_key)}{DB_SUFFIX}"
 
 
 @contextlib.contextmanager
 def open_db(path: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
-    """A connection that commits on success and is always closed (sqlite3's own `with` is not).
-
-    Without `create`, a missing file is an error rather than a new empty database.
-    """
-    mode = "rwc" if create else "rw"
-    uri = f"{path.absolute().as_uri()}?mode={mode}"
-    conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT_S)
-    try:
-        with conn:
-            yield conn
-    finally:
-        conn.close()
+    """One transaction on a tenant's database; without `create` a missing file is an error."""
+    with sqlite_files.transaction(path, "rwc" if create else "rw") as conn:
+        yield conn
 
 
 def create_db_atomically(path: Path, build: Callable[[sqlite3.Connection], None]) -> bool:
@@ -106,7 +93,7 @@ def keys_in(directory: Path) -> set[str]:
     return {
         p.name.removesuffix(DB_SUFFIX)
         for p in directory.glob(f"*{DB_SUFFIX}")
-        if SAFE_KEY.match(p.name.removesuffix(DB_SUFFIX))
+        if is_tenant_key(p.name.removesuffix(DB_SUFFIX))
     }
 
 
@@ -132,7 +119,7 @@ class StorageBackend(TenantBackend, ABC):
 
     @property
     def kind(self) -> str:
-        return "storage"
+        return ResourceKind.STORAGE.value
 
 
 class LocalSQLiteStorage(StorageBackend):

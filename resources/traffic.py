@@ -4,7 +4,7 @@ Locally it is a route in the edge gateway's table, keyed by host. Allocate adds 
 so nothing is served before the workload passes readiness; Mark active opens it. The table is
 shared by many processes (run workers write, the edge reads on every request), hence WAL mode
 (readers never wait for the writer), a busy timeout, and writers that take the write lock up front
-(`BEGIN IMMEDIATE`) so two writers never deadlock upgrading a read lock.
+(`BEGIN IMMEDIATE`): `support.sqlite`.
 """
 
 import contextlib
@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.base import Handle, TenantBackend
+from resources.base import TenantBackend
 from resources.storage import utc_now
-from tenant_pipelines.errors import PermanentError
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.errors import PermanentError
+from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.support import sqlite as sqlite_files
 
-BUSY_TIMEOUT_S = 10.0
 CLOSED = "closed"
 OPEN = "open"
 _SCHEMA = (
@@ -51,19 +52,9 @@ def routes_db_path(data_dir: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def _connect(path: Path, create: bool) -> Iterator[sqlite3.Connection]:
-    """An autocommit connection; transactions are explicit so their lock mode is ours to pick."""
-    mode = "rwc" if create else "rw"
-    conn = sqlite3.connect(
-        f"{path.absolute().as_uri()}?mode={mode}",
-        uri=True,
-        timeout=BUSY_TIMEOUT_S,
-        isolation_level=None,
-    )
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite_files.connect(path, "rw")
     try:
-        if create:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
         yield conn
     finally:
         conn.close()
@@ -74,7 +65,7 @@ def lookup_route(data_dir: str | Path, host: str) -> Route | None:
     path = routes_db_path(data_dir)
     if not path.exists():
         return None
-    with _connect(path, create=False) as conn:
+    with _reading(path) as conn:
         row = conn.execute(
             f"SELECT {_COLUMNS} FROM routes WHERE host = ?", (host.lower(),)
         ).fetchone()
@@ -86,7 +77,7 @@ class TrafficBoundary(TenantBackend, ABC):
 
     @property
     def kind(self) -> str:
-        return "route"
+        return ResourceKind.ROUTE.value
 
     @abstractmethod
     def open(self, tenant: TenantSpec) -> Handle:
@@ -110,14 +101,9 @@ class LocalEdgeRoutes(TrafficBoundary):
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        with _connect(self._path, create=True) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with sqlite_files.transaction(self._path, "rwc", wal=True) as conn:
+            conn.execute(_SCHEMA)
+            yield conn
 
     def _add_closed(self, conn: sqlite3.Connection, tenant: TenantSpec) -> Route:
         """Insert the route closed unless it exists; an existing route keeps its state."""
@@ -165,7 +151,7 @@ class LocalEdgeRoutes(TrafficBoundary):
     def _route_of(self, tenant_key: str) -> Route | None:
         if not self._path.exists():
             return None
-        with _connect(self._path, create=False) as conn:
+        with _reading(self._path) as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM routes WHERE tenant_key = ?", (tenant_key,)
             ).fetchone()
@@ -181,5 +167,5 @@ class LocalEdgeRoutes(TrafficBoundary):
     def list_existing(self) -> set[str]:
         if not self._path.exists():
             return set()
-        with _connect(self._path, create=False) as conn:
+        with _reading(self._path) as conn:
             return {key for (key,) in conn.execute("SELECT tenant_key FROM routes")}

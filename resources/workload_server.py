@@ -1,9 +1,10 @@
 """A tenant's workload: the authentication service of one tenant, as a local process.
 
-Standard library only (no Dagster import; psycopg2 only for a PostgreSQL identity store), so each
-tenant costs a few megabytes. It checks the tenant's identity store (reachable, first admin
-present) before it binds, so a workload that cannot reach its users never reports itself healthy;
-then it writes its state file (pid and port) atomically for the deployer and the edge. Started by
+Standard library only (no Dagster import; psycopg2 only for a PostgreSQL identity store; the
+project's stdlib-only helpers in `tenant_pipelines.support`), so each tenant costs a few
+megabytes. It checks the tenant's identity store (reachable, first admin present) before it
+binds, so a workload that cannot reach its users never reports itself healthy; then it writes its
+state file (pid and port) atomically for the deployer and the edge. Started by
 `resources.deployer`; run as
 `python -m resources.workload_server --tenant-key K --domain D --identity-db P --state-file S`
 (SQLite store), or with `--identity-schema NAME` instead of `--identity-db` (PostgreSQL store) and
@@ -15,21 +16,25 @@ import argparse
 import html
 import json
 import os
+import resource
 import signal
-import socketserver
 import sqlite3
 import sys
 import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tenant_pipelines.support import sqlite
+from tenant_pipelines.support.files import write_atomically
+from tenant_pipelines.support.loopback import LoopbackServer
 
 REQUEST_TIMEOUT_S = 30.0
 QUIET_PATHS = frozenset({"/healthz"})
 IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"
 ADMIN_ROLE = "admin"  # as resources.identity seeds it (not imported: this module stays light)
-SQLITE_TIMEOUT_S = 5.0
 PG_CONNECT_TIMEOUT_S = 5
+THREAD_STACK_BYTES = 512 * 1024
 
 
 class IdentityUnavailable(Exception):
@@ -43,9 +48,8 @@ class SQLiteIdentity:
         self.path = path
 
     def count_users(self) -> int:
-        uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT_S)
+            conn = sqlite.connect(Path(self.path), "ro")
             try:
                 total, admins = conn.execute(
                     "SELECT count(*), count(*) FILTER (WHERE role = ?) FROM users", (ADMIN_ROLE,)
@@ -183,29 +187,20 @@ class WorkloadHandler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-class WorkloadServer(ThreadingHTTPServer):
+class WorkloadServer(LoopbackServer):
     """The HTTP server plus what the handler needs to know about its tenant."""
 
-    daemon_threads = True
-
     def __init__(self, tenant_key: str, domain: str, identity: IdentityReader) -> None:
-        super().__init__(("127.0.0.1", 0), WorkloadHandler)
+        super().__init__(0, WorkloadHandler)
         self.tenant_key = tenant_key
         self.issuer = f"https://{tenant_key}.{domain}"
         self.identity = identity
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup the loopback never needs.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
 
 def write_state(state_file: Path, port: int) -> None:
     """Write pid and port atomically: readers see the old file or the new one, never half."""
     state = {"pid": os.getpid(), "port": port, "started_at": datetime.now(UTC).isoformat()}
-    tmp = state_file.with_name(f".{state_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_file)
+    write_atomically(state_file, json.dumps(state))
 
 
 def remove_own_state(state_file: Path) -> None:
@@ -228,6 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"the tenant's PostgreSQL identity schema (DSN: ${IDENTITY_DSN_ENV})",
     )
     parser.add_argument("--state-file", required=True, type=Path)
+    parser.add_argument("--memory-mb", type=int, help="cap on the data segment (RLIMIT_DATA)")
     return parser.parse_args(argv)
 
 
@@ -240,8 +236,18 @@ def identity_store(args: argparse.Namespace, environ: dict[str, str]) -> Identit
     return PostgresIdentity(dsn, args.identity_schema)
 
 
+def limit_memory(megabytes: int) -> None:
+    """Hold the process to its plan's memory: heap and thread stacks (RLIMIT_DATA), each request
+    thread with a small stack, and few malloc arenas so the cap counts real use."""
+    limit = megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    threading.stack_size(THREAD_STACK_BYTES)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.memory_mb:
+        limit_memory(args.memory_mb)
     try:
         identity = identity_store(args, dict(os.environ))
         identity.count_users()

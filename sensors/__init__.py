@@ -1,1 +1,1 @@
-"""Sensors: tenant request intake, compensation backstop, resume of interrupted runs."""
+"""Sensors: tenant request intake, and the compensation backstop."""

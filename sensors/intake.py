@@ -22,10 +22,16 @@ from dagster import (
     sensor,
 )
 
-from resources.platform import TenantPlatform
-from tenant_pipelines.jobs import provision_tenant
-from tenant_pipelines.registry import RequestRecord, TenantRegistry
-from tenant_pipelines.runs import provision_run_config, provision_tags, runs_for_request
+from tenant_pipelines.domain.records import RequestRecord
+from tenant_pipelines.domain.states import RequestState
+from tenant_pipelines.orchestration.jobs import provision_tenant
+from tenant_pipelines.orchestration.resources import TenantPlatform
+from tenant_pipelines.orchestration.runs import (
+    provision_run_config,
+    provision_tags,
+    runs_for_request,
+)
+from tenant_pipelines.registry.store import TenantRegistry
 
 INTAKE_SENSOR = "tenant_request_intake"
 MAX_REQUESTS_PER_TICK = 50
@@ -55,7 +61,8 @@ def _lost_launches(
     candidates += registry.unclaimed_launches(stale_before, MAX_REQUESTS_PER_TICK)
     lost: dict[str, RequestRecord] = {}
     for request in candidates:
-        if request.state == "launched" and not runs_for_request(instance, request.request_id):
+        launched = request.state == RequestState.LAUNCHED
+        if launched and not runs_for_request(instance, request.request_id):
             lost[request.request_id] = request
     return list(lost.values())
 

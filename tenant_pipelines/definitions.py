@@ -2,11 +2,14 @@
 
 from dagster import Definitions, definitions
 
-from sensors.compensation import build_backstop_sensor
+from sensors.backstop import build_backstop_sensor
 from sensors.intake import build_intake_sensor
-from tenant_pipelines.backends import build_platform
-from tenant_pipelines.compensation import compensate_tenant
-from tenant_pipelines.jobs import decommission_tenant, provision_tenant
+from tenant_pipelines.orchestration.jobs import (
+    compensate_tenant,
+    decommission_tenant,
+    provision_tenant,
+)
+from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.settings import Settings
 
 

@@ -5,8 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tenant_pipelines.errors import ConfigError
-from tenant_pipelines.plans import PLANS
+from tenant_pipelines.domain.errors import ConfigError
+from tenant_pipelines.domain.plans import PLANS
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"

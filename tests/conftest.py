@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from tenant_pipelines.engine import normalize_url
-from tenant_pipelines.registry import TenantRegistry
-
-pytest_plugins = ["tests.platform_fixtures"]
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.support.db_url import normalize_url
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -6,7 +6,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from tenant_pipelines.engine import libpq_url
+from tenant_pipelines.support.db_url import libpq_url
 
 
 def admin_sql(url: str, statement: sql.Composable | str, params: Any = ()) -> list[Any]:

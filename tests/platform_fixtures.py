@@ -13,14 +13,15 @@ from dagster import (
     execute_job,
 )
 
-from resources.platform import TenantPlatform
-from tenant_pipelines import phases
-from tenant_pipelines.audit import AuditEvent
-from tenant_pipelines.backends import build_platform
-from tenant_pipelines.instance import open_instance
-from tenant_pipelines.models import TenantRequest
-from tenant_pipelines.registry import RequestRecord, TenantRegistry
-from tenant_pipelines.runs import provision_run_config, provision_tags
+from tenant_pipelines.domain.events import AuditEvent
+from tenant_pipelines.domain.records import RequestRecord
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.orchestration.instance import open_instance
+from tenant_pipelines.orchestration.platform import build_platform
+from tenant_pipelines.orchestration.resources import TenantPlatform
+from tenant_pipelines.orchestration.runs import provision_run_config, provision_tags
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.settings import Settings
 
 
@@ -68,11 +69,10 @@ class LocalPlatform:
         ) as result:
             return result.run_id, result.success, [e.event_type for e in result.all_events]
 
-    def phase_context(self, run_id: str, root_run_id: str | None = None) -> phases.PhaseContext:
-        p = self.platform
-        return phases.PhaseContext(
+    def phase_context(self, run_id: str, root_run_id: str | None = None) -> SagaContext:
+        return SagaContext(
             registry=self.registry,
-            backends=phases.Backends(p.storage, p.identity, p.traffic, p.deployer, p.mailer),
+            backends=self.platform.backends(),
             domain=self.settings.domain,
             run_id=run_id,
             emit=self.events.append,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from tenant_pipelines.stack import descendants
+from tenant_pipelines.support.procs import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")

@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from tenant_pipelines.dagster_api import DagsterApi
+from tenant_pipelines.orchestration.graphql import DagsterApi
 from tests.e2e.matrix_helpers import (
     Cell,
     kill_run_worker,

@@ -20,7 +20,7 @@ from dagster_postgres import PostgresRunStorage
 from resources.identity import pg_identity_schema
 from resources.pg_tenant import object_name
 from resources.storage import PG_DATA_SUFFIX, PostgresSchemaStorage
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.tenant import TenantSpec
 from tests.conftest import fresh_pg_database
 from tests.e2e.matrix_helpers import runs_of, story
 from tests.pg_helpers import (

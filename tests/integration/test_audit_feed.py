@@ -13,14 +13,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import Pool
 
-from tenant_pipelines.audit import (
+from tenant_pipelines.domain.events import make_event
+from tenant_pipelines.orchestration.feed import (
     feed_instance,
     follow_events,
-    make_event,
     read_events,
     to_observation,
 )
-from tenant_pipelines.instance import open_instance
+from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.settings import Settings
 from tests.pg_helpers import backend_pids, terminate_backends
 

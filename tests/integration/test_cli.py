@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from tenant_pipelines.audit import make_event, to_observation
-from tenant_pipelines.cli import FOLLOW_POLL_S
-from tenant_pipelines.instance import open_instance
+from tenant_pipelines.cli.commands import FOLLOW_POLL_S
+from tenant_pipelines.domain.events import make_event
+from tenant_pipelines.orchestration.feed import to_observation
+from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.settings import Settings
 from tests.pg_helpers import backend_pids
 from tests.platform_fixtures import LocalPlatform

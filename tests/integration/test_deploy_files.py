@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tenant_pipelines.instance import tag_limits
+from tenant_pipelines.orchestration.instance import tag_limits
 from tenant_pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration

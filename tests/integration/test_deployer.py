@@ -1,6 +1,5 @@
 """Local workloads as real processes: readiness, reuse, safe stopping, and nothing left behind."""
 
-import dataclasses
 import http.client
 import json
 import os
@@ -14,9 +13,9 @@ import pytest
 
 from resources.deployer import LocalProcessDeployer, read_endpoint
 from resources.identity import LocalSQLiteIdentityStore
-from tenant_pipelines.errors import PermanentError, ReadinessTimeout
-from tenant_pipelines.models import TenantSpec
-from tenant_pipelines.plans import PLANS
+from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
+from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +125,20 @@ def test_ensure_starts_a_ready_workload_in_its_own_session(
     assert (data_dir / "workloads" / "acme-corp.log").exists()
 
 
+@pytest.mark.parametrize("plan", ["free", "enterprise"])
+def test_a_workload_is_held_to_its_plans_memory(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, plan: str
+) -> None:
+    identity.ensure(tenant(plan=plan))
+    handle = deployer.ensure(tenant(plan=plan))
+
+    limits = Path(f"/proc/{handle.details['pid']}/limits").read_text().splitlines()
+    [data] = [line.split() for line in limits if line.startswith("Max data size")]
+    cap = PLANS[plan].workload_memory_mb * 1024 * 1024
+    assert (int(data[3]), int(data[4])) == (cap, cap)  # soft and hard limit
+    assert get(handle.details["port"], "/healthz")[0] == 200  # and it serves within it
+
+
 def test_second_ensure_reuses_the_running_workload(
     deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
 ) -> None:
@@ -192,18 +205,14 @@ def test_a_workload_that_cannot_open_its_identity_store_fails_readiness(
 
 
 def test_readiness_timeout_kills_the_process_it_started(
-    deployer: LocalProcessDeployer,
-    identity: LocalSQLiteIdentityStore,
-    data_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
 ) -> None:
-    # A plan no process can meet: the deadline passes before the interpreter has even started.
-    instant = dataclasses.replace(PLANS["free"], name="instant", readiness_timeout_s=0.001)
-    monkeypatch.setitem(PLANS, "instant", instant)
-    identity.ensure(tenant(plan="instant"))
+    # A deadline no process can meet: it passes before the interpreter has even started.
+    impatient = deployer.model_copy(update={"readiness_timeout_s": 0.001})
+    identity.ensure(tenant())
 
     with pytest.raises(ReadinessTimeout, match=r"'acme-corp' was not ready within 0\.001 s"):
-        deployer.ensure(tenant(plan="instant"))
+        impatient.ensure(tenant())
     assert workload_pids(data_dir) == set()
     assert not (data_dir / "workloads" / "acme-corp.json").exists()
 

@@ -16,7 +16,7 @@ import pytest
 from resources.deployer import LocalProcessDeployer
 from resources.identity import LocalSQLiteIdentityStore
 from resources.traffic import LocalEdgeRoutes
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def free_port() -> int:
 
 
 def start_edge(port: int, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "tenant_pipelines.edge", "--port", str(port)]
+    command = [sys.executable, "-m", "tenant_pipelines.localstack.edge", "--port", str(port)]
     with open(log, "wb") as out:
         return subprocess.Popen([*command, "--data-dir", str(data_dir)], stdout=out, stderr=out)
 

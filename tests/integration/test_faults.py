@@ -12,21 +12,17 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType, RetryPolicy, job, op
 
-from resources import faults
-from resources.base import Handle
-from resources.faults import (
-    FAULT_PLAN_ENV,
-    INJECTED_REASON,
-    FaultyMailer,
-    FaultyTrafficBoundary,
-    with_faults,
-)
-from resources.mailer import OutboxMailer, OutgoingEmail
-from resources.platform import TenantPlatform
+from resources import fault_plan
+from resources.fault_plan import FAULT_PLAN_ENV, INJECTED_REASON
+from resources.faults import FaultyMailer, FaultyTrafficBoundary
+from resources.mailer import OutboxMailer
 from resources.traffic import LocalEdgeRoutes
-from tenant_pipelines.backends import build_platform, build_real_platform
-from tenant_pipelines.errors import FaultPlanError, InjectedFault, PermanentInjectedFault
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.errors import FaultPlanError, InjectedFault, PermanentInjectedFault
+from tenant_pipelines.domain.handles import Handle
+from tenant_pipelines.domain.mail import OutgoingEmail
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.orchestration.platform import build_platform, build_real_platform, with_faults
+from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -153,7 +149,7 @@ def test_permanent_always_fails_and_deploys_nothing(
 def test_a_hang_blocks_until_the_drill_removes_its_rule(
     platform: TenantPlatform, plan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(faults, "HANG_POLL_S", 0.02)
+    monkeypatch.setattr(fault_plan, "HANG_POLL_S", 0.02)
     hang = {"phase": "mark_active", "mode": "hang"}
     other = {"phase": "deploy", "tenant": "zeta", "mode": "permanent"}
     write_plan(plan_path, [hang, other])
@@ -177,8 +173,8 @@ def test_a_hang_blocks_until_the_drill_removes_its_rule(
 def test_a_hang_ends_by_itself_after_hang_s(
     platform: TenantPlatform, plan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(faults, "HANG_S", 0.3)
-    monkeypatch.setattr(faults, "HANG_POLL_S", 0.05)
+    monkeypatch.setattr(fault_plan, "HANG_S", 0.3)
+    monkeypatch.setattr(fault_plan, "HANG_POLL_S", 0.05)
     write_plan(plan_path, [{"phase": "allocate", "mode": "hang", "times": 2}])
     started = time.monotonic()
     assert allocate(platform, tenant()).details == {"state": "closed"}

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from resources.identity import Invitation, LocalSQLiteIdentityStore
-from tenant_pipelines.errors import NotFound
-from tenant_pipelines.models import TenantSpec
+from resources.identity import LocalSQLiteIdentityStore
+from tenant_pipelines.domain.errors import NotFound
+from tenant_pipelines.domain.mail import Invitation
+from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,14 @@ from dagster import DagsterInstance
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster_postgres import PostgresRunStorage
 
-from tenant_pipelines.errors import ConfigError
-from tenant_pipelines.instance import (
+from tenant_pipelines.domain.errors import ConfigError
+from tenant_pipelines.orchestration.instance import (
     GENERATED_MARK,
     TEMPLATES,
     ensure_dagster_home,
     open_instance,
 )
-from tenant_pipelines.run_launcher import PreforkRunLauncher
+from tenant_pipelines.runtime.run_launcher import PreforkRunLauncher
 from tenant_pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def settings(tmp_path: Path, **env: str) -> Settings:
 
 
 def template(name: str) -> dict:
-    text = resources.files("tenant_pipelines").joinpath("templates", name).read_text()
+    text = resources.files("tenant_pipelines.orchestration").joinpath("templates", name).read_text()
     return yaml.safe_load(text.replace("${tag_concurrency_limits}", " []"))
 
 
@@ -110,7 +110,8 @@ def test_a_file_generated_by_an_older_version_is_refused(tmp_path: Path) -> None
     config = ensure_dagster_home(chosen.dagster_home, chosen)
     text = config.read_text()
     launcher = (
-        "run_launcher:\n  module: tenant_pipelines.run_launcher\n  class: PreforkRunLauncher\n"
+        "run_launcher:\n  module: tenant_pipelines.runtime.run_launcher\n"
+        "  class: PreforkRunLauncher\n"
     )
     assert launcher in text
     config.write_text(text.replace(launcher, ""))  # as written before the launcher existed

@@ -9,8 +9,8 @@ from dagster import build_sensor_context
 from sqlalchemy import update
 
 from sensors.intake import UNCLAIMED_AFTER, build_intake_sensor, evaluate_intake
-from tenant_pipelines.jobs import provision_tenant
-from tenant_pipelines.schema import requests as requests_table
+from tenant_pipelines.orchestration.jobs import provision_tenant
+from tenant_pipelines.registry.schema import requests as requests_table
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,9 @@ import uuid
 
 import pytest
 
-from tenant_pipelines import phases
-from tenant_pipelines.inventory import take_inventory
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.saga import phases
+from tenant_pipelines.saga.inventory import take_inventory
 from tests.integration.test_cli import tenantctl
 from tests.platform_fixtures import LocalPlatform
 

@@ -9,8 +9,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from tenant_pipelines import migrate, schema
-from tenant_pipelines.engine import make_engine, normalize_url
+from tenant_pipelines.registry import migrate, schema
+from tenant_pipelines.registry.engine import make_engine
+from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,13 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from resources.base import Handle
 from resources.identity import PostgresIdentityStore
 from resources.pg_tenant import ForeignObject, object_name
 from resources.storage import PostgresSchemaStorage
-from tenant_pipelines.errors import NotFound
-from tenant_pipelines.models import TenantRequest, TenantSpec
+from tenant_pipelines.domain.errors import NotFound
+from tenant_pipelines.domain.handles import Handle
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.tenant import TenantSpec
 from tests.pg_helpers import admin_sql, drop_our_roles, role_exists, schema_exists
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]

@@ -14,9 +14,9 @@ from resources.deployer import LocalProcessDeployer
 from resources.faults import FaultyIdentityStore
 from resources.identity import LocalSQLiteIdentityStore, PostgresIdentityStore, pg_identity_schema
 from resources.storage import LocalSQLiteStorage, PostgresSchemaStorage
-from tenant_pipelines.backends import build_platform
-from tenant_pipelines.errors import ConfigError, ReadinessTimeout
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.settings import Settings
 from tests.pg_helpers import admin_sql, drop_our_roles
 

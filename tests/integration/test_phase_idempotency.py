@@ -5,8 +5,9 @@ import uuid
 
 import pytest
 
-from tenant_pipelines import phases
-from tenant_pipelines.errors import SlugTaken
+from tenant_pipelines.domain.errors import SlugTaken
+from tenant_pipelines.domain.events import EventType, Step
+from tenant_pipelines.saga import compensation, emails, phases
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ def test_every_phase_twice_changes_nothing_the_second_time(
         lambda: phases.allocate(ctx, tenant),
         lambda: phases.deploy(ctx, tenant),
         lambda: phases.mark_active(ctx, tenant),
-        lambda: phases.send_welcome_emails(ctx, tenant),
+        lambda: emails.send_welcome_emails(ctx, tenant),
     ]
     for step in steps:
         step()
@@ -54,7 +55,7 @@ def test_deploy_reestablishes_what_was_released(local_platform: LocalPlatform) -
     ctx = local.phase_context(str(uuid.uuid4()))
     tenant = phases.validate(ctx, request.request_id)
     phases.allocate(ctx, tenant)
-    phases.release_all(ctx, tenant, "tenant.provisioning.compensated", "compensate")
+    compensation.release_all(ctx, tenant, EventType.COMPENSATED, Step.COMPENSATE)
     assert all(keys == set() for keys in local.existing().values())
 
     phases.deploy(ctx, tenant)

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from dagster import DagsterEventType
 
-from tenant_pipelines.audit import read_events
+from tenant_pipelines.orchestration.feed import read_events
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration

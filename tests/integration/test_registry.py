@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from tenant_pipelines.engine import make_engine
-from tenant_pipelines.errors import InvalidTransition, NotFound, RequestConflict, SlugTaken
-from tenant_pipelines.models import TenantRequest
-from tenant_pipelines.registry import RequestRecord, TenantRecord, TenantRegistry
-from tenant_pipelines.states import TenantState
+from tenant_pipelines.domain.errors import InvalidTransition, NotFound, RequestConflict, SlugTaken
+from tenant_pipelines.domain.records import RequestRecord, TenantRecord
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.registry.engine import make_engine
+from tenant_pipelines.registry.store import TenantRegistry
 
 pytestmark = pytest.mark.integration
 

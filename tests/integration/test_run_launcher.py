@@ -22,13 +22,15 @@ from dagster import (
 )
 from dagster._core.launcher import WorkerStatus
 
-from tenant_pipelines.run_launcher import WORKER_TAG, live_pid, process_identity
+from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.support.procs import identity as process_identity
+from tenant_pipelines.support.procs import live_pid
 
 pytestmark = pytest.mark.integration
 
 INSTANCE_YAML = """\
 run_launcher:
-  module: tenant_pipelines.run_launcher
+  module: tenant_pipelines.runtime.run_launcher
   class: PreforkRunLauncher
 telemetry:
   enabled: false

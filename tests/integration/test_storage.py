@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from resources.storage import LocalSQLiteStorage, create_db_atomically
-from tenant_pipelines.errors import BusinessRefusal, PermanentError
-from tenant_pipelines.models import TenantSpec
-from tenant_pipelines.plans import get_plan
+from tenant_pipelines.domain.errors import BusinessRefusal, PermanentError
+from tenant_pipelines.domain.plans import get_plan
+from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from resources.traffic import LocalEdgeRoutes, Route, lookup_route, routes_db_path
-from tenant_pipelines.models import TenantSpec
+from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
 

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from resources.mailer import Mailer, OutboxMailer, OutgoingEmail, SendGridMailer, SendResult
-from tenant_pipelines.emails import (
-    EMAIL_KINDS,
-    email_statuses,
-    ledger_kind,
-    render_email,
-    send_welcome_emails,
-)
-from tenant_pipelines.models import TenantRequest, TenantSpec
-from tenant_pipelines.registry import TenantRegistry
+from resources.mailer import Mailer, OutboxMailer, SendGridMailer
+from tenant_pipelines.domain.events import AuditEvent
+from tenant_pipelines.domain.mail import EmailKind, OutgoingEmail, SendResult
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.saga.context import Backends, SagaContext
+from tenant_pipelines.saga.email_content import ledger_kind, render_email
+from tenant_pipelines.saga.emails import email_rows as email_statuses
+from tenant_pipelines.saga.emails import send_welcome_emails
 from tests.fake_sendgrid import (
     FakeSendGrid,
     bad_request,
@@ -30,6 +30,7 @@ from tests.fake_sendgrid import (
     rate_limited,
     server_error,
 )
+from tests.saga_fakes import InMemoryBackend, InMemoryIdentity, InMemoryTraffic, Journal
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +42,20 @@ HOSTILE = '<script>alert("pwned")</script>'
 ADMIN = "o'neil&co@globex.example.com"  # valid, and full of characters HTML must escape
 
 
+EMAIL_KINDS = [str(kind) for kind in EmailKind]
+
+
 class Events:
-    """The `emit` callback, keeping what it was given."""
+    """The saga's event sink, keeping what it was given."""
 
     def __init__(self) -> None:
-        self.emitted: list[tuple[str, dict[str, Any]]] = []
+        self.emitted: list[AuditEvent] = []
 
-    def __call__(self, event_type: str, details: dict[str, Any]) -> None:
-        self.emitted.append((event_type, details))
+    def __call__(self, event: AuditEvent) -> None:
+        self.emitted.append(event)
 
     def of(self, event_type: str) -> list[dict[str, Any]]:
-        return [details for kind, details in self.emitted if kind == event_type]
+        return [event.details for event in self.emitted if event.type == event_type]
 
 
 @pytest.fixture
@@ -85,9 +89,20 @@ def sendgrid(fake: FakeSendGrid, **changes: object) -> SendGridMailer:
 def run_phase(
     registry: TenantRegistry, mailer: Mailer, tenant: TenantSpec, events: Events, token: str = TOKEN
 ) -> dict[str, Any]:
-    outcomes = send_welcome_emails(
-        registry, mailer, tenant, domain=DOMAIN, invitation_token=token, run_id="run-1", emit=events
+    """The phase on the real registry and mailer; the tenant's identity store (an in-memory one)
+    holds the invitation `token`."""
+    journal = Journal()
+    identity = InMemoryIdentity(journal, token=token)
+    identity.ensure(tenant)
+    backends = Backends(
+        InMemoryBackend("storage", journal),
+        identity,
+        InMemoryTraffic(journal),
+        InMemoryBackend("workload", journal),
+        mailer,
     )
+    saga = SagaContext(registry, backends, DOMAIN, run_id="run-1", emit=events)
+    outcomes = send_welcome_emails(saga, tenant)
     assert [o.kind for o in outcomes] == list(EMAIL_KINDS)
     return {o.kind: o for o in outcomes}
 
@@ -235,7 +250,7 @@ def test_the_api_key_never_reaches_events_ledger_or_logs(
     handles = [e.handle for e in registry.ledger(tenant.tenant_id)]
     statuses = [s.to_json() for s in email_statuses(registry, tenant.tenant_id)]
     for text in (
-        json.dumps(events.emitted),
+        json.dumps([event.to_json() for event in events.emitted]),
         json.dumps(handles),
         json.dumps(statuses),
         repr(outcomes),

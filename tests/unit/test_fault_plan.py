@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from resources.faults import FaultPlan, FaultRule, parse_fault_plan
-from tenant_pipelines.errors import (
+from resources.fault_plan import FaultPlan, FaultRule, parse_fault_plan
+from tenant_pipelines.domain.errors import (
     FaultPlanError,
     InjectedFault,
     PermanentError,

@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tenant_pipelines.models import (
+from tenant_pipelines.domain.request import (
     MAX_HOST_LABEL,
     RESERVED_WORDS,
     TenantRequest,
-    TenantSpec,
     describe_validation_error,
 )
+from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.unit
 

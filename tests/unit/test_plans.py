@@ -2,8 +2,8 @@
 
 import pytest
 
-from tenant_pipelines.errors import BusinessRefusal, PermanentError
-from tenant_pipelines.plans import PLANS, ROLE_PLANS, check_role_admits, get_plan
+from tenant_pipelines.domain.errors import BusinessRefusal, PermanentError
+from tenant_pipelines.domain.plans import PLANS, ROLE_PLANS, check_role_admits, get_plan
 
 pytestmark = pytest.mark.unit
 

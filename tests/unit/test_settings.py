@@ -2,7 +2,7 @@
 
 import pytest
 
-from tenant_pipelines.errors import ConfigError
+from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.settings import Settings
 
 pytestmark = pytest.mark.unit

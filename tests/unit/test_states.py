@@ -5,8 +5,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tenant_pipelines.errors import InvalidTransition, PermanentError
-from tenant_pipelines.states import (
+from tenant_pipelines.domain.errors import InvalidTransition, PermanentError
+from tenant_pipelines.domain.states import (
     RequestState,
     TenantState,
     check_request_transition,

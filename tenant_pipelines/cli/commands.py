@@ -1,0 +1,328 @@
+"""`tenantctl`: the command line of the control plane.
+
+Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from tenant_pipelines.domain.errors import RequestConflict, TenantPipelinesError
+from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
+from tenant_pipelines.domain.states import RequestState, TenantState
+from tenant_pipelines.registry import status
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from tenant_pipelines.orchestration.graphql import DagsterApi
+
+FOLLOW_POLL_S = 0.5
+
+
+class UsageError(Exception):
+    """Invalid input: exit status 2."""
+
+
+def _registry(settings: Settings) -> TenantRegistry:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return TenantRegistry.shared(settings.db_url)
+
+
+def _instance(settings: Settings) -> "DagsterInstance":
+    from tenant_pipelines.orchestration.instance import open_instance  # Dagster is slow to import
+
+    return open_instance(settings.dagster_home, settings)
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, sort_keys=True) if args.json else text)
+
+
+def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
+    fields: dict[str, object] = {
+        "slug": args.slug,
+        "org": args.org,
+        "plan": args.plan,
+        "admin_email": args.admin_email,
+        "requested_by": {"subject": args.caller, "role": args.role},
+    }
+    if args.request_id:
+        fields["request_id"] = args.request_id
+    data = submit(settings, fields)
+    _print(args, data, str(data["request_id"]))
+    return 0
+
+
+def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
+    """Validate and record a request, then launch its run if the platform is up."""
+    try:
+        request = TenantRequest.parse(fields)
+    except ValidationError as error:
+        raise UsageError(describe_validation_error(error)) from None
+    try:
+        record, created = _registry(settings).submit_request(request)
+    except RequestConflict as conflict:
+        raise UsageError(str(conflict)) from None
+    run_id = _launch_directly(settings, record.request_id)
+    return {
+        "request_id": record.request_id,
+        "state": RequestState.LAUNCHED.value if run_id else record.state,
+        "created": created,
+        "run_id": run_id,
+        "slug": record.slug,
+        "org": record.org,
+        "plan": record.plan,
+    }
+
+
+def _launch_directly(settings: Settings, request_id: str) -> str | None:
+    """Launch the run now if the platform is up and nobody launched it yet; the sensor is the
+    fallback (it loops every 5 s at best, which dominates a tenant's time to active)."""
+    from tenant_pipelines.localstack.stack_file import read_stack
+    from tenant_pipelines.orchestration.graphql import DagsterApiError
+    from tenant_pipelines.orchestration.runs import (
+        PROVISION_JOB,
+        provision_run_config,
+        provision_tags,
+    )
+
+    if read_stack(settings) is None:
+        return None
+    reg = _registry(settings)
+    if not reg.mark_launched(request_id):
+        return None  # already launched by the sensor, or by an earlier submission
+    request = reg.get_request(request_id)
+    try:
+        return _api(settings).launch(
+            PROVISION_JOB, provision_run_config(request), provision_tags(request)
+        )
+    except DagsterApiError as error:
+        print(
+            f"tenantctl: direct launch failed, the intake sensor will launch it: {error}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    data = status.tenant_status(_registry(settings), settings.domain, args.slug)
+    _print(args, data, status.format_status(data))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = status.list_statuses(_registry(settings), settings.domain, args.state)
+    text = "\n".join(status.format_status(row) for row in rows) or "no tenants"
+    _print(args, rows, text)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.domain.events import dumps, format_event
+    from tenant_pipelines.orchestration import feed
+
+    # Held connections for the one-shot read too: it takes two statements per page.
+    instance = feed.feed_instance(_instance(settings))
+    show: Callable[[Any], None] = (
+        (lambda e: print(dumps(e), flush=True))
+        if args.json
+        else (lambda e: print(format_event(e), flush=True))
+    )
+    if args.follow:
+        try:
+            for event in feed.follow_events(
+                instance,
+                tenant=args.tenant,
+                type_glob=args.type,
+                poll_s=FOLLOW_POLL_S,
+                sleep=time.sleep,
+            ):
+                show(event)
+        except KeyboardInterrupt:
+            return 0
+    events, _ = feed.read_events(instance, tenant=args.tenant, type_glob=args.type)
+    for event in events:
+        show(event)
+    return 0
+
+
+def _api(settings: Settings) -> "DagsterApi":
+    from tenant_pipelines.localstack.stack_file import read_stack
+    from tenant_pipelines.orchestration.graphql import DagsterApi
+
+    stack = read_stack(settings)
+    if stack is None:
+        raise TenantPipelinesError(
+            f"the platform is not running for {settings.data_dir}; start it with `tenantctl up`"
+        )
+    return DagsterApi(int(stack["dagster_port"]))
+
+
+def _launch_and_wait(
+    args: argparse.Namespace, settings: Settings, launch: Callable[[], str], wanted: str
+) -> int:
+    """Launch a run; with --wait, block until it ends and exit 0 only if the tenant is `wanted`."""
+    from tenant_pipelines.orchestration import lifecycle
+
+    run_id = launch()
+    data: dict[str, Any] = {"slug": args.slug, "run_id": run_id}
+    text = f"run {run_id} launched for {args.slug}"
+    if not args.wait:
+        _print(args, data, text)
+        return 0
+    lifecycle.wait_for_run(_instance(settings), run_id)
+    tenant = _registry(settings).get_tenant(args.slug)
+    data.update(state=tenant.state, failed_step=tenant.failed_step)
+    text += f"; tenant is {tenant.state}"
+    if tenant.failed_step:
+        text += f" (failed at {tenant.failed_step}: {tenant.failure_reason})"
+    _print(args, data, text)
+    return 0 if tenant.state == wanted else 1
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration import lifecycle
+
+    reg, api = _registry(settings), _api(settings)
+    return _launch_and_wait(
+        args,
+        settings,
+        lambda: lifecycle.retry(reg, _instance(settings), api, args.slug),
+        TenantState.ACTIVE,
+    )
+
+
+def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration import lifecycle
+
+    reg, api = _registry(settings), _api(settings)
+    return _launch_and_wait(
+        args,
+        settings,
+        lambda: lifecycle.decommission(reg, api, args.slug),
+        TenantState.DECOMMISSIONED,
+    )
+
+
+def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration.diagnose import diagnose, format_diagnosis
+
+    result = diagnose(_registry(settings), _instance(settings), args.slug)
+    _print(args, result.to_json(), format_diagnosis(result))
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.localstack.stack_file import read_stack
+    from tenant_pipelines.orchestration.platform import build_platform
+    from tenant_pipelines.saga.inventory import format_inventory, take_inventory
+
+    p = build_platform(settings)
+    skip = frozenset() if read_stack(settings) else frozenset({p.deployer.kind})
+    result = take_inventory(
+        _registry(settings), [p.storage, p.identity, p.traffic, p.deployer], skip
+    )
+    _print(args, result.to_json(), format_inventory(result))
+    return 0 if result.clean else 1
+
+
+def cmd_emails(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.saga.emails import email_rows
+
+    reg = _registry(settings)
+    rows = [e.to_json() for e in email_rows(reg, reg.get_tenant(args.slug).tenant_id)]
+    text = "\n".join(
+        f"{r['kind']:<11} {r['status']:<9} {r['at'] or '-':<33} {r['provider_id'] or ''}"
+        for r in rows
+    )
+    _print(args, rows, text)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.localstack import up
+    from tenant_pipelines.localstack.reconcile import LocalWorkloads
+
+    workspace = Path(args.workspace) if args.workspace else None
+    if workspace is None and Path("workspace.yaml").is_file():
+        workspace = Path("workspace.yaml").resolve()
+    return up.run_stack(
+        settings,
+        args.dagster_port,
+        args.edge_port,
+        workspace,
+        LocalWorkloads(settings),
+        lambda line: print(line, flush=True),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenantctl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("request", cmd_request, "submit a new-tenant request; prints its id")
+    for flag in ("--slug", "--org", "--plan", "--admin-email", "--caller", "--role"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--request-id", help="idempotency key (UUID); generated if absent")
+
+    p = command("status", cmd_status, "one tenant's state")
+    p.add_argument("slug")
+
+    p = command("list", cmd_list, "all tenants")
+    p.add_argument("--state", choices=[s.value for s in TenantState])
+
+    p = command("audit", cmd_audit, "the audit feed")
+    p.add_argument("--tenant", help="one tenant's slug")
+    p.add_argument("--type", help="event type glob, e.g. 'tenant.provisioning.*'")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+
+    for name, handler, help_text in (
+        ("retry", cmd_retry, "re-execute a failed tenant's run from where it failed"),
+        ("decommission", cmd_decommission, "release everything and free the slug"),
+    ):
+        p = command(name, handler, help_text)
+        p.add_argument("slug")
+        p.add_argument("--wait", action="store_true", help="wait for the outcome")
+
+    p = command("diagnose", cmd_diagnose, "the stuck-saga runbook for one tenant")
+    p.add_argument("slug")
+    command("inventory", cmd_inventory, "backends against the ledger: orphans and ghosts")
+    p = command("emails", cmd_emails, "the welcome emails of one tenant")
+    p.add_argument("slug")
+
+    p = command("up", cmd_up, "run the local platform in the foreground")
+    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--edge-port", type=int, default=8080)
+    p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args, Settings.from_env()))
+    except UsageError as error:
+        print(f"tenantctl: {error}", file=sys.stderr)
+        return 2
+    except (TenantPipelinesError, OSError) as error:
+        print(f"tenantctl: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

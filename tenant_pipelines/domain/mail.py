@@ -1,0 +1,58 @@
+"""Welcome emails as data: what the saga hands a mailer, and what the mailer answers."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EmailKind(StrEnum):
+    """The three welcome emails, in sending order."""
+
+    WELCOME = "welcome"
+    CONSOLE = "console"
+    ONBOARDING = "onboarding"
+
+
+class EmailStatus(StrEnum):
+    """What `tenantctl emails` says of one email."""
+
+    SENT = "sent"
+    FAILED = "failed"  # definitely not delivered: a later run of the phase tries again
+    UNKNOWN = "unknown"  # may have been delivered: never sent again
+    NOT_SENT = "not_sent"
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One rendered email for one tenant."""
+
+    kind: str  # an EmailKind
+    tenant_key: str
+    tenant_slug: str
+    to: str
+    from_email: str
+    subject: str
+    text: str
+    html: str
+    idempotency_key: str  # f"{request_id}:email:{kind}", carried to the provider for tracing
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a mailer did with one email. `maybe_delivered`: failed, yet the provider may have
+    accepted it (the response was lost), so sending it again could duplicate it."""
+
+    ok: bool
+    status: int | None  # the provider's HTTP status; None for the outbox and for network errors
+    provider_id: str | None  # SendGrid's X-Message-Id, or the outbox file's path
+    reason: str | None
+    attempts: int
+    maybe_delivered: bool = False
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """The first admin's invitation, as the welcome email needs it."""
+
+    email: str
+    token: str
+    status: str

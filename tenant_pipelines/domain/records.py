@@ -1,0 +1,84 @@
+"""The registry's records: what every reader of the control-plane database gets back."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.tenant import TenantSpec
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    request_id: str
+    slug: str
+    org: str
+    plan: str
+    admin_email: str
+    subject: str
+    role: str
+    state: str  # RequestState
+    reason: str | None  # why it was rejected
+    run_id: str | None  # the provisioning run that owns it (claimed in Validate)
+    tenant_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_request(self) -> TenantRequest:
+        return TenantRequest.parse(
+            {
+                "request_id": self.request_id,
+                "slug": self.slug,
+                "org": self.org,
+                "plan": self.plan,
+                "admin_email": self.admin_email,
+                "requested_by": {"subject": self.subject, "role": self.role},
+            }
+        )
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    tenant_id: str
+    request_id: str
+    slug: str
+    org: str
+    plan: str
+    admin_email: str
+    state: str  # TenantState
+    last_run_id: str | None
+    failed_step: str | None
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def spec(self) -> TenantSpec:
+        return TenantSpec(
+            tenant_id=self.tenant_id,
+            request_id=self.request_id,
+            slug=self.slug,
+            org=self.org,
+            plan=self.plan,
+            admin_email=self.admin_email,
+        )
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    tenant_id: str
+    kind: str  # a ResourceKind, or "email:<kind>" for a welcome email
+    state: str  # LedgerState
+    handle: dict[str, Any]  # what the backend returned (JSON)
+    run_id: str | None  # run that last changed it
+    seq: int  # allocation order: compensation releases by descending seq
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class CompensationRecord:
+    failed_run_id: str
+    tenant_id: str
+    compensation_run_id: str | None
+    created_at: datetime
+    finished_at: datetime | None

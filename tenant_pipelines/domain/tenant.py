@@ -1,0 +1,44 @@
+"""A tenant's identity as every phase and backend sees it, and its key `<slug>-<org>`."""
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+
+# `<slug>-<org>`: a DNS label. Backends name files, schemas, hosts and processes by it, so it is
+# checked wherever a key arrives from outside (a file name, a command line, a route).
+TENANT_KEY = re.compile(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def is_tenant_key(value: str) -> bool:
+    return bool(TENANT_KEY.fullmatch(value)) and "--" not in value
+
+
+def check_tenant_key(value: str) -> str:
+    """Refuse anything that is not a tenant key before it gets near a path, a query or argv."""
+    if not is_tenant_key(value):
+        raise ValueError(f"tenant key {value!r} is not a DNS label")
+    return value
+
+
+class TenantSpec(BaseModel):
+    """What every phase and backend needs to know about one tenant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    request_id: str
+    slug: str
+    org: str
+    plan: str
+    admin_email: str
+
+    @property
+    def key(self) -> str:
+        """The tenant's name in every backend: `<slug>-<org>`, a DNS label."""
+        return f"{self.slug}-{self.org}"
+
+    def host(self, domain: str) -> str:
+        return f"{self.key}.{domain}"
+
+    def url(self, domain: str) -> str:
+        return f"https://{self.host(domain)}"

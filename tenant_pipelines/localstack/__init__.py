@@ -1,0 +1,1 @@
+"""The local platform: `tenantctl up`, the edge gateway, and the reconcile of tenant workloads."""

@@ -1,0 +1,1 @@
+"""The control-plane database: schema, queries, migrations, and the views the CLI and API show."""

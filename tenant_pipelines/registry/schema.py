@@ -1,0 +1,135 @@
+"""Table objects of the control-plane database, as the queries see them.
+
+Alembic migrations own the schema (`migrations/versions`); these definitions must describe the
+same tables, which `tests/integration/test_migrations.py` checks by comparing the two.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+from tenant_pipelines.domain.states import RequestState, TenantState
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite stores naive UTC text, PostgreSQL timestamptz."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+def _in(column: str, values: list[str]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+metadata = MetaData()
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("slug", String(30), nullable=False),
+    Column("org", String(30), nullable=False),
+    Column("plan", String(40), nullable=False),
+    Column("admin_email", String(320), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("reason", Text),
+    Column("run_id", String(64)),
+    Column("tenant_id", String(36)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(_in("state", list(RequestState)), name="ck_requests_state"),
+    Index("ix_requests_state_created_at", "state", "created_at"),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("tenant_id", String(36), primary_key=True),
+    Column(
+        "request_id",
+        ForeignKey("requests.request_id", name="fk_tenants_request_id"),
+        nullable=False,
+    ),
+    Column("slug", String(30), nullable=False),
+    Column("org", String(30), nullable=False),
+    Column("plan", String(40), nullable=False),
+    Column("admin_email", String(320), nullable=False),
+    Column("state", String(20), nullable=False),
+    # = slug until decommissioned, then NULL: the unique constraint is the slug reservation.
+    Column("live_slug", String(30)),
+    Column("last_run_id", String(64)),
+    Column("failed_step", String(64)),
+    Column("failure_reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(_in("state", list(TenantState)), name="ck_tenants_state"),
+    UniqueConstraint("request_id", name="uq_tenants_request_id"),
+    UniqueConstraint("live_slug", name="uq_tenants_live_slug"),
+    Index("ix_tenants_slug", "slug"),
+    Index("ix_tenants_state", "state"),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column(
+        "tenant_id", ForeignKey("tenants.tenant_id", name="fk_ledger_tenant_id"), primary_key=True
+    ),
+    Column("kind", String(64), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("run_id", String(64)),
+    Column("seq", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_ledger_state", "state"),
+)
+
+compensations = Table(
+    "compensations",
+    metadata,
+    Column("failed_run_id", String(64), primary_key=True),
+    Column(
+        "tenant_id",
+        ForeignKey("tenants.tenant_id", name="fk_compensations_tenant_id"),
+        nullable=False,
+    ),
+    Column("compensation_run_id", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_compensations_tenant_id", "tenant_id"),
+)

@@ -1,0 +1,340 @@
+"""The tenant registry: the control-plane database (tenants, requests, resource ledger).
+
+SQLAlchemy Core over SQLite (default) or PostgreSQL. The schema belongs to Alembic migrations
+(`registry/migrations`); `TenantRegistry.open(url)` upgrades to head before use.
+Every state change is a compare-and-set in SQL; every uniqueness rule is a database constraint.
+"""
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select
+
+from tenant_pipelines.domain.errors import NotFound, RequestConflict, SlugTaken
+from tenant_pipelines.domain.records import (
+    CompensationRecord,
+    LedgerEntry,
+    RequestRecord,
+    TenantRecord,
+)
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.states import (
+    SETTLED_LEDGER_STATES,
+    LedgerState,
+    RequestState,
+    TenantState,
+    check_request_transition,
+    check_tenant_transition,
+)
+from tenant_pipelines.registry import queries as q
+from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine
+from tenant_pipelines.registry.migrate import ensure_upgraded
+from tenant_pipelines.registry.queries import C, L, R, T
+
+_REQUEST_CONTENT = ("slug", "org", "plan", "admin_email", "subject", "role")
+
+
+def _is_new_allocation(entry: LedgerEntry | None, state: str) -> bool:
+    """A first entry, or a settled one coming back to life, sorts after every other entry."""
+    if entry is None:
+        return True
+    return entry.state in SETTLED_LEDGER_STATES and state in (
+        LedgerState.ALLOCATING,
+        LedgerState.ALLOCATED,
+    )
+
+
+def _required(entry: LedgerEntry | None) -> LedgerEntry:
+    assert entry is not None, "the entry was written in this transaction"
+    return entry
+
+
+_SHARED: dict[str, "TenantRegistry"] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+class TenantRegistry:
+    """All reads and writes of the control-plane database. Thread- and process-safe."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def shared(cls, url: str) -> "TenantRegistry":
+        """One migrated registry (and connection pool) per database URL per process."""
+        with _SHARED_LOCK:
+            if url not in _SHARED:
+                _SHARED[url] = cls.open(url)
+            return _SHARED[url]
+
+    @classmethod
+    def open(cls, url: str) -> "TenantRegistry":
+        """Connect (postgresql:// is mapped to psycopg2) and upgrade the schema to head."""
+        ensure_upgraded(url)
+        return cls(make_engine(url))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    # requests -----------------------------------------------------------------------------
+    def submit_request(self, request: TenantRequest) -> tuple[RequestRecord, bool]:
+        """Record a pending request; (record, created). The same id again returns the existing
+        record with created=False; the same id with other content raises RequestConflict."""
+        values = q.new_request_row(request)
+        with self._write() as conn:
+            created = q.insert_if_absent(conn, R, values)
+            record = q.fetch_request(conn, values["request_id"])
+        differing = [f for f in _REQUEST_CONTENT if getattr(record, f) != values[f]]
+        if differing:
+            raise RequestConflict(
+                f"request {record.request_id} was already submitted with another "
+                f"{', '.join(differing)}"
+            )
+        return record, created
+
+    def get_request(self, request_id: str) -> RequestRecord:
+        """Raises NotFound."""
+        with self._read() as conn:
+            return q.fetch_request(conn, q.canonical_id(request_id))
+
+    def requests_to_launch(self, limit: int) -> list[RequestRecord]:
+        """Pending requests, oldest first."""
+        with self._read() as conn:
+            return q.pending_requests(conn, limit)
+
+    def unclaimed_launches(self, older_than: datetime, limit: int) -> list[RequestRecord]:
+        """Launched requests no run has claimed since `older_than`: a launcher may have died
+        between winning the launch and creating the run."""
+        query = (
+            select(R)
+            .where(
+                R.c.state == RequestState.LAUNCHED.value,
+                R.c.run_id.is_(None),
+                R.c.updated_at < older_than,
+            )
+            .order_by(R.c.updated_at)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [q.request_record(row) for row in conn.execute(query)]
+
+    def mark_launched(self, request_id: str) -> bool:
+        """Compare-and-set pending -> launched; False if it was not pending."""
+        request_id = q.canonical_id(request_id)
+        values = {"state": RequestState.LAUNCHED.value, "updated_at": q.now()}
+        with self._write() as conn:
+            key = R.c.request_id == request_id
+            changed = q.compare_and_set(conn, R, key, values, state=RequestState.PENDING.value)
+            if not changed:
+                q.fetch_request(conn, request_id)  # NotFound rather than a silent False
+        return changed
+
+    def claim_request(self, request_id: str, run_id: str, root_run_id: str | None = None) -> bool:
+        """One request owns exactly one provisioning run: set run_id if unset (CAS). True if
+        this run (or the root run of its re-execution chain) owns the request."""
+        request_id = q.canonical_id(request_id)
+        # The chain is named by its root, so every later re-execution of it still matches.
+        claimant = root_run_id or run_id
+        with self._write() as conn:
+            key = (R.c.request_id == request_id) & R.c.run_id.is_(None)
+            q.compare_and_set(conn, R, key, {"run_id": claimant, "updated_at": q.now()})
+            owner = q.fetch_request(conn, request_id).run_id
+        return owner in {run_id, root_run_id} - {None}
+
+    def reject_request(self, request_id: str, reason: str) -> RequestRecord:
+        """Idempotent: a request already rejected keeps its first reason."""
+        request_id = q.canonical_id(request_id)
+        target = RequestState.REJECTED.value
+        while True:
+            with self._write() as conn:
+                current = q.fetch_request(conn, request_id)
+                if current.state == target:
+                    return current
+                check_request_transition(current.state, target)
+                values = {"state": target, "reason": reason, "updated_at": q.now()}
+                key = R.c.request_id == request_id
+                if q.compare_and_set(conn, R, key, values, state=current.state):
+                    return q.fetch_request(conn, request_id)
+
+    # tenants ------------------------------------------------------------------------------
+    def reserve_tenant(self, request: RequestRecord) -> TenantRecord:
+        """Insert the tenant (state provisioning) for this request; the slug is reserved by a
+        unique constraint among tenants not decommissioned. Idempotent for the same request.
+        Raises SlugTaken if another live tenant holds the slug."""
+        mine = T.c.request_id == request.request_id
+        while True:
+            with self._write() as conn:
+                if existing := q.find_tenant(conn, mine):
+                    return existing
+                row = q.new_tenant_row(request)
+                if q.insert_if_absent(conn, T, row):
+                    link = {"tenant_id": row["tenant_id"], "updated_at": row["created_at"]}
+                    q.compare_and_set(conn, R, R.c.request_id == request.request_id, link)
+                    return q.fetch_tenant(conn, row["tenant_id"])
+                if existing := q.find_tenant(conn, mine):
+                    return existing  # the same request, reserved concurrently
+                if q.find_tenant(conn, T.c.live_slug == request.slug):
+                    raise SlugTaken(request.slug)
+            # The holder was decommissioned (or rolled back) in between: try again.
+
+    def get_tenant(self, slug: str) -> TenantRecord:
+        """The live tenant with this slug, else the most recent one; raises NotFound."""
+        with self._read() as conn:
+            tenant = q.tenant_by_slug(conn, slug)
+        if tenant is None:
+            raise NotFound(f"no tenant with slug {slug!r}")
+        return tenant
+
+    def find_tenant_for_request(self, request_id: str) -> TenantRecord | None:
+        """The tenant a request created, if Validate got that far."""
+        with self._read() as conn:
+            return q.find_tenant(conn, T.c.request_id == q.canonical_id(request_id))
+
+    def latest_request_for_slug(self, slug: str) -> RequestRecord | None:
+        query = select(R).where(R.c.slug == slug).order_by(R.c.created_at.desc()).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else q.request_record(row)
+
+    def get_tenant_by_id(self, tenant_id: str) -> TenantRecord:
+        with self._read() as conn:
+            return q.fetch_tenant(conn, tenant_id)
+
+    def list_tenants(self, state: str | None = None) -> list[TenantRecord]:
+        query = select(*q.TENANT_COLUMNS).order_by(T.c.created_at, T.c.tenant_id)
+        if state is not None:
+            query = query.where(T.c.state == TenantState(state).value)
+        with self._read() as conn:
+            return [q.tenant_record(row) for row in conn.execute(query)]
+
+    def transition(
+        self,
+        tenant_id: str,
+        target: str,
+        *,
+        failed_step: str | None = None,
+        failure_reason: str | None = None,
+    ) -> TenantRecord:
+        """Move the tenant to `target` atomically (CAS on the current state). Already in
+        `target`: no-op. Invalid transition: InvalidTransition. Leaving `failed` clears
+        failed_step/failure_reason; reaching decommissioned frees the slug."""
+        target = TenantState(target).value  # plain str for every driver; unknown: ValueError
+        while True:
+            with self._write() as conn:
+                current = q.fetch_tenant(conn, tenant_id)
+                if current.state == target:
+                    return current
+                check_tenant_transition(current.state, target)
+                values: dict[str, Any] = {"state": target, "updated_at": q.now()}
+                if target == TenantState.FAILED:
+                    values.update(failed_step=failed_step, failure_reason=failure_reason)
+                elif current.state == TenantState.FAILED:
+                    values.update(failed_step=None, failure_reason=None)
+                if target == TenantState.DECOMMISSIONED:
+                    values["live_slug"] = None
+                key = T.c.tenant_id == tenant_id
+                if q.compare_and_set(conn, T, key, values, state=current.state):
+                    return q.fetch_tenant(conn, tenant_id)
+
+    def record_run(self, tenant_id: str, run_id: str) -> None:
+        """Remember the tenant's latest run (last_run_id)."""
+        values = {"last_run_id": run_id, "updated_at": q.now()}
+        with self._write() as conn:
+            if not q.compare_and_set(conn, T, T.c.tenant_id == tenant_id, values):
+                raise NotFound(f"no tenant with id {tenant_id!r}")
+
+    # ledger -------------------------------------------------------------------------------
+    def ledger_set(
+        self,
+        tenant_id: str,
+        kind: str,
+        state: str,
+        *,
+        handle: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> LedgerEntry:
+        """Upsert the (tenant, kind) entry. Entering allocating from absent or released takes a
+        new, higher seq (allocation order). handle=None keeps the stored handle."""
+        if state not in set(LedgerState):
+            known = ", ".join(LedgerState)
+            raise ValueError(f"ledger state {state!r} is not one of {known}")
+        state = LedgerState(state).value  # a plain str for every driver
+        with self._write() as conn:
+            # The tenant's row lock serializes its allocations, so seqs never collide.
+            q.fetch_tenant(conn, tenant_id, for_update=True)
+            entry = q.find_ledger_entry(conn, tenant_id, kind)
+            values: dict[str, Any] = {"state": state, "updated_at": q.now()}
+            if handle is not None:
+                values["handle"] = json.dumps(handle, sort_keys=True)
+            if run_id is not None:
+                values["run_id"] = run_id
+            if _is_new_allocation(entry, state):
+                values["seq"] = q.next_seq(conn, tenant_id)
+            if entry is None:
+                values.setdefault("handle", "{}")
+                conn.execute(insert(L).values(tenant_id=tenant_id, kind=kind, **values))
+            else:
+                key = (L.c.tenant_id == tenant_id) & (L.c.kind == kind)
+                q.compare_and_set(conn, L, key, values)
+            return _required(q.find_ledger_entry(conn, tenant_id, kind))
+
+    def ledger_get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
+        with self._read() as conn:
+            return q.find_ledger_entry(conn, tenant_id, kind)
+
+    def ledger(self, tenant_id: str) -> list[LedgerEntry]:
+        """The tenant's entries in allocation order (seq ascending)."""
+        query = select(L).where(L.c.tenant_id == tenant_id).order_by(L.c.seq, L.c.kind)
+        with self._read() as conn:
+            return [q.ledger_entry(row) for row in conn.execute(query)]
+
+    def live_ledger(self) -> list[tuple[TenantRecord, LedgerEntry]]:
+        """Every entry in allocating/allocated/releasing, across tenants (leak checks)."""
+        with self._read() as conn:
+            return q.live_ledger(conn)
+
+    # compensations ------------------------------------------------------------------------
+    def claim_compensation(self, failed_run_id: str, tenant_id: str) -> bool:
+        """Exactly one compensation per failed run: True for the first caller only."""
+        values = {"failed_run_id": failed_run_id, "tenant_id": tenant_id, "created_at": q.now()}
+        with self._write() as conn:
+            return q.insert_if_absent(conn, C, values)
+
+    def set_compensation_run(self, failed_run_id: str, compensation_run_id: str) -> None:
+        values = {"compensation_run_id": compensation_run_id}
+        with self._write() as conn:
+            if not q.compare_and_set(conn, C, C.c.failed_run_id == failed_run_id, values):
+                raise NotFound(f"no compensation claimed for run {failed_run_id!r}")
+
+    def get_compensation(self, failed_run_id: str) -> CompensationRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(C).where(C.c.failed_run_id == failed_run_id)).first()
+        return None if row is None else q.compensation_record(row)
+
+    def finish_compensation(self, failed_run_id: str) -> None:
+        values = {"finished_at": q.now()}
+        with self._write() as conn:
+            if not q.compare_and_set(conn, C, C.c.failed_run_id == failed_run_id, values):
+                raise NotFound(f"no compensation claimed for run {failed_run_id!r}")
+
+    def unfinished_compensations(self, tenant_id: str) -> list[CompensationRecord]:
+        """Compensations of this tenant claimed but not finished (a retry must wait for them)."""
+        query = select(C).where(C.c.tenant_id == tenant_id, C.c.finished_at.is_(None))
+        with self._read() as conn:
+            return [q.compensation_record(row) for row in conn.execute(query)]

@@ -1,0 +1,155 @@
+"""A run launcher that forks each run's process from a warm fork server.
+
+Dagster's default launcher asks the code server to start every run in a *new* Python process,
+which spends ~1 s of CPU importing Dagster and the code location before the first op (measured:
+about half of a provisioning run's CPU). On 2 cores that import, not the ops, bounded how many
+tenants could be onboarded at once. This launcher keeps one fork server per launching process
+(the daemon, with the queued run coordinator) that has imported all of that once
+(`runtime.run_worker`); each run still gets a process of its own (isolation, and a
+crash or kill ends one run only), forked in milliseconds.
+
+It runs the workers on this host, like the default launcher. A worker records its PID and
+process start time on the run (tag `tenant-pipelines/run-worker`), which is how any process
+(the webserver's Terminate, the run monitor) finds it: a PID alone could have been reused.
+Code is loaded once per fork server: after changing the code location, restart the stack.
+"""
+
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from multiprocessing.context import ForkServerContext
+from typing import Any, Self
+
+from dagster import DagsterRun, DagsterRunStatus
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+
+from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.support.procs import live_pid
+
+WORKER_MODULE = "tenant_pipelines.runtime.run_worker"
+
+
+def _run_worker_main(run_id: str, serialized_instance_ref: str) -> None:
+    # Imported in the child, where the fork server has it already; never in the launcher.
+    from tenant_pipelines.runtime.run_worker import execute_run
+
+    execute_run(run_id, serialized_instance_ref)
+
+
+class PreforkRunLauncher(RunLauncher, ConfigurableClass):
+    """Launches each run in its own process, forked from a fork server with the code loaded."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+        self._inst_data = inst_data
+        self._context: ForkServerContext | None = None
+        self._lock = threading.Lock()
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(inst_data=inst_data)
+
+    def _fork_context(self) -> ForkServerContext:
+        """The fork server starts at the first launch, with the instance's storage classes and
+        the run worker imported."""
+        with self._lock:
+            if self._context is None:
+                context = multiprocessing.get_context("forkserver")
+                ref = self._instance.get_ref()
+                modules = {
+                    data.module_name
+                    for data in (
+                        ref.storage_data,
+                        ref.run_storage_data,
+                        ref.event_storage_data,
+                        ref.schedule_storage_data,
+                        ref.compute_logs_data,
+                        ref.local_artifact_storage_data,
+                    )
+                    if data is not None
+                }
+                context.set_forkserver_preload([*sorted(modules), WORKER_MODULE])
+                self._context = context
+            return self._context
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        worker = self._fork_context().Process(
+            target=_run_worker_main,
+            args=(run.run_id, serialize_value(self._instance.get_ref())),
+            name=f"dagster-run-{run.run_id[:8]}",
+        )
+        worker.start()
+        self._instance.report_engine_event(
+            f"Forked run worker (pid: {worker.pid}).", run, cls=self.__class__
+        )
+        threading.Thread(
+            target=self._settle_when_gone,
+            args=(run.run_id, worker),
+            name=f"watch-run-{run.run_id[:8]}",
+            daemon=True,
+        ).start()
+
+    def _settle_when_gone(self, run_id: str, worker: multiprocessing.process.BaseProcess) -> None:
+        """A worker that exits before its run ended has crashed or was killed: end the run now
+        (as the code server does for its workers), so that run retries can resume it."""
+        worker.join()
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return
+        message = f"Run worker (pid: {worker.pid}) exited before the run ended."
+        if run.status == DagsterRunStatus.CANCELING:
+            self._instance.report_run_canceled(run, message=message)
+        else:
+            self._instance.report_run_failed(run, message=message)
+
+    def _worker_pid(self, run: DagsterRun) -> int | None:
+        identity = run.tags.get(WORKER_TAG)
+        return live_pid(identity) if identity else None
+
+    def terminate(self, run_id: str) -> bool:
+        """Mark the run canceling and interrupt its worker (SIGTERM: an execution interrupt)."""
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        pid = self._worker_pid(run)
+        if pid is None:
+            self._instance.report_engine_event(
+                "No live run worker to interrupt; the run ends when its worker is found gone.",
+                run,
+                cls=self.__class__,
+            )
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        identity = run.tags.get(WORKER_TAG)
+        if identity is None:
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has no recorded worker")
+        if live_pid(identity) is None:
+            return CheckRunHealthResult(
+                WorkerStatus.FAILED, f"run worker {identity} (pid:start) is gone"
+            )
+        return CheckRunHealthResult(WorkerStatus.RUNNING)

@@ -1,0 +1,34 @@
+"""What a run worker forked by `PreforkRunLauncher` executes: `dagster api execute_run`, in-process.
+
+The launcher's fork server imports this module once, and with it Dagster and this code location;
+each run's process is forked from there, so a run starts without the ~1 s of CPU a fresh Python
+spends importing them (../shared/DAGSTER_NOTES.md).
+"""
+
+import os
+
+from dagster import DagsterInstance
+from dagster._cli.api import _execute_run_command_body
+from dagster._core.instance.ref import InstanceRef
+from dagster._serdes import deserialize_value
+from dagster._utils.interrupts import capture_interrupts
+
+import tenant_pipelines.definitions  # noqa: F401 - imported once, in the fork server
+from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.support.procs import identity
+
+
+def execute_run(run_id: str, serialized_instance_ref: str) -> None:
+    """Execute one run to its end, as `dagster api execute_run` would.
+
+    The worker records its identity on the run before the run starts, so the launcher can tell
+    a live worker from a dead one (and stop it) from any process. SIGTERM and SIGINT become
+    Dagster's execution interrupts, as in Dagster's own run workers.
+    """
+    with capture_interrupts():
+        ref = deserialize_value(serialized_instance_ref, InstanceRef)
+        with DagsterInstance.from_ref(ref) as instance:
+            instance.add_run_tags(run_id, {WORKER_TAG: identity(os.getpid())})
+            _execute_run_command_body(
+                run_id, instance, lambda _event: None, set_exit_code_on_failure=False
+            )

@@ -1,0 +1,31 @@
+"""Database URLs as users write them, mapped onto the drivers this project installs."""
+
+from sqlalchemy.engine import URL, make_url
+
+_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2"}
+
+
+def normalize_url(url: str) -> URL:
+    """Map the plain URLs users pass (`postgres://`, `postgresql://`) onto psycopg2."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def libpq_url(url: str) -> str:
+    """The same server as a libpq URI (`postgresql://...`), for psycopg2 or psql directly."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.drivername}://")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return normalize_url(url).get_backend_name() == "sqlite"
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden: what a message may show."""
+    return normalize_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,95 @@
+"""What Linux's /proc says about processes: the one place that parses it.
+
+PIDs are recycled, so code that signals a process it did not start checks the command line (or
+the start time, for an identity that survives restarts of the reader) before trusting a PID.
+Elsewhere than Linux every lookup finds nothing, and so nothing is ever signalled.
+"""
+
+import os
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def pids() -> list[int]:
+    """Every process visible now."""
+    if not PROC.is_dir():
+        return []
+    return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+
+
+def argv(pid: int) -> list[str] | None:
+    """The process's arguments, or None if it is gone (a zombie has none either)."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else None
+
+
+def command_line(pid: int) -> str | None:
+    """The arguments joined by spaces, for matching and messages."""
+    args = argv(pid)
+    return None if args is None else " ".join(args)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of stat)."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def identity(pid: int) -> str:
+    """`<pid>:<start ticks>`: names one process, never the next one to get the same PID."""
+    return f"{pid}:{start_ticks(pid)}"
+
+
+def live_pid(process: str) -> int | None:
+    """The PID an `identity` names, if that very process still runs."""
+    pid_text, _, ticks = process.partition(":")
+    if not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    return pid if start_ticks(pid) == ticks else None
+
+
+def descendants(roots: list[int]) -> dict[int, str]:
+    """PID -> command line of every process below `roots`."""
+    children: dict[int, list[int]] = {}
+    for pid in pids():
+        parent = parent_pid(pid)
+        if parent is not None:
+            children.setdefault(parent, []).append(pid)
+    found: dict[int, str] = {}
+    frontier = list(roots)
+    while frontier:
+        for pid in children.get(frontier.pop(), []):
+            line = command_line(pid)
+            if line is not None and pid not in found:
+                found[pid] = line
+                frontier.append(pid)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this PID exists (whoever it is now)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,388 @@
+"""In-memory implementations of the saga's ports, for driving the saga as plain Python.
+
+They keep the promises the real adapters keep (compare-and-set claims, ledger order, idempotent
+ensure and release) and record what was done to them, so a test can ask what happened in which
+order. No Dagster, no SQLAlchemy, no I/O.
+"""
+
+import itertools
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tenant_pipelines.domain.errors import NotFound, SlugTaken
+from tenant_pipelines.domain.events import AuditEvent
+from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.mail import Invitation, OutgoingEmail, SendResult
+from tenant_pipelines.domain.records import (
+    CompensationRecord,
+    LedgerEntry,
+    RequestRecord,
+    TenantRecord,
+)
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.states import (
+    LIVE_LEDGER_STATES,
+    SETTLED_LEDGER_STATES,
+    LedgerState,
+    RequestState,
+    TenantState,
+    check_request_transition,
+    check_tenant_transition,
+)
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.saga.context import Backends, SagaContext
+
+
+class Clock:
+    """Time that passes only when the saga sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class InMemoryRegistry:
+    """The registry's contract (see `registry/store.py`) kept in dictionaries."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, RequestRecord] = {}
+        self.tenants: dict[str, TenantRecord] = {}
+        self.live_slugs: dict[str, str] = {}  # slug -> tenant_id, until decommissioned
+        self.entries: dict[tuple[str, str], LedgerEntry] = {}
+        self.compensations: dict[str, CompensationRecord] = {}
+        self._tick = itertools.count()
+
+    def _now(self) -> datetime:
+        # Strictly increasing, so "newest" is never a tie.
+        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=next(self._tick))
+
+    # requests
+    def submit(self, request: TenantRequest) -> RequestRecord:
+        moment = self._now()
+        record = RequestRecord(
+            request_id=str(request.request_id),
+            slug=request.slug,
+            org=request.org,
+            plan=request.plan,
+            admin_email=str(request.admin_email),
+            subject=request.requested_by.subject,
+            role=request.requested_by.role,
+            state=RequestState.PENDING,
+            reason=None,
+            run_id=None,
+            tenant_id=None,
+            created_at=moment,
+            updated_at=moment,
+        )
+        self.requests.setdefault(record.request_id, record)
+        return self.requests[record.request_id]
+
+    def get_request(self, request_id: str) -> RequestRecord:
+        try:
+            return self.requests[request_id]
+        except KeyError:
+            raise NotFound(f"no request with id {request_id!r}") from None
+
+    def claim_request(self, request_id: str, run_id: str, root_run_id: str | None = None) -> bool:
+        request = self.get_request(request_id)
+        if request.run_id is None:
+            request = self._update_request(request, run_id=root_run_id or run_id)
+        return request.run_id in {run_id, root_run_id} - {None}
+
+    def reject_request(self, request_id: str, reason: str) -> RequestRecord:
+        request = self.get_request(request_id)
+        if request.state == RequestState.REJECTED:
+            return request
+        check_request_transition(request.state, RequestState.REJECTED)
+        return self._update_request(request, state=RequestState.REJECTED, reason=reason)
+
+    def _update_request(self, request: RequestRecord, **changes: Any) -> RequestRecord:
+        self.requests[request.request_id] = replace(request, updated_at=self._now(), **changes)
+        return self.requests[request.request_id]
+
+    # tenants
+    def reserve_tenant(self, request: RequestRecord) -> TenantRecord:
+        for tenant in self.tenants.values():
+            if tenant.request_id == request.request_id:
+                return tenant
+        if request.slug in self.live_slugs:
+            raise SlugTaken(request.slug)
+        moment = self._now()
+        tenant = TenantRecord(
+            tenant_id=str(uuid.uuid4()),
+            request_id=request.request_id,
+            slug=request.slug,
+            org=request.org,
+            plan=request.plan,
+            admin_email=request.admin_email,
+            state=TenantState.PROVISIONING,
+            last_run_id=None,
+            failed_step=None,
+            failure_reason=None,
+            created_at=moment,
+            updated_at=moment,
+        )
+        self.tenants[tenant.tenant_id] = tenant
+        self.live_slugs[tenant.slug] = tenant.tenant_id
+        self._update_request(self.requests[request.request_id], tenant_id=tenant.tenant_id)
+        return tenant
+
+    def get_tenant_by_id(self, tenant_id: str) -> TenantRecord:
+        try:
+            return self.tenants[tenant_id]
+        except KeyError:
+            raise NotFound(f"no tenant with id {tenant_id!r}") from None
+
+    def record_run(self, tenant_id: str, run_id: str) -> None:
+        self._update_tenant(self.get_tenant_by_id(tenant_id), last_run_id=run_id)
+
+    def transition(
+        self,
+        tenant_id: str,
+        target: str,
+        *,
+        failed_step: str | None = None,
+        failure_reason: str | None = None,
+    ) -> TenantRecord:
+        tenant = self.get_tenant_by_id(tenant_id)
+        if tenant.state == target:
+            return tenant
+        check_tenant_transition(tenant.state, target)
+        changes: dict[str, Any] = {"state": TenantState(target)}
+        if target == TenantState.FAILED:
+            changes.update(failed_step=failed_step, failure_reason=failure_reason)
+        elif tenant.state == TenantState.FAILED:
+            changes.update(failed_step=None, failure_reason=None)
+        if target == TenantState.DECOMMISSIONED:
+            self.live_slugs.pop(tenant.slug, None)
+        return self._update_tenant(tenant, **changes)
+
+    def _update_tenant(self, tenant: TenantRecord, **changes: Any) -> TenantRecord:
+        self.tenants[tenant.tenant_id] = replace(tenant, updated_at=self._now(), **changes)
+        return self.tenants[tenant.tenant_id]
+
+    # ledger
+    def ledger_set(
+        self,
+        tenant_id: str,
+        kind: str,
+        state: str,
+        *,
+        handle: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> LedgerEntry:
+        state = LedgerState(state)
+        self.get_tenant_by_id(tenant_id)
+        entry = self.entries.get((tenant_id, kind))
+        new_allocation = entry is None or (
+            entry.state in SETTLED_LEDGER_STATES
+            and state in (LedgerState.ALLOCATING, LedgerState.ALLOCATED)
+        )
+        seq = 1 + max((e.seq for (t, _), e in self.entries.items() if t == tenant_id), default=0)
+        self.entries[(tenant_id, kind)] = LedgerEntry(
+            tenant_id=tenant_id,
+            kind=kind,
+            state=state,
+            handle=handle if handle is not None else (entry.handle if entry else {}),
+            run_id=run_id if run_id is not None else (entry.run_id if entry else None),
+            seq=seq if new_allocation or entry is None else entry.seq,
+            updated_at=self._now(),
+        )
+        return self.entries[(tenant_id, kind)]
+
+    def ledger_get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
+        return self.entries.get((tenant_id, kind))
+
+    def ledger(self, tenant_id: str) -> list[LedgerEntry]:
+        mine = [e for (t, _), e in self.entries.items() if t == tenant_id]
+        return sorted(mine, key=lambda e: (e.seq, e.kind))
+
+    def live_ledger(self) -> list[tuple[TenantRecord, LedgerEntry]]:
+        return [
+            (self.tenants[e.tenant_id], e)
+            for e in self.entries.values()
+            if e.state in LIVE_LEDGER_STATES
+        ]
+
+    # compensations
+    def claim_compensation(self, failed_run_id: str, tenant_id: str) -> bool:
+        if failed_run_id in self.compensations:
+            return False
+        self.compensations[failed_run_id] = CompensationRecord(
+            failed_run_id, tenant_id, None, self._now(), None
+        )
+        return True
+
+    def set_compensation_run(self, failed_run_id: str, compensation_run_id: str) -> None:
+        claim = self.compensations[failed_run_id]
+        self.compensations[failed_run_id] = replace(claim, compensation_run_id=compensation_run_id)
+
+    def get_compensation(self, failed_run_id: str) -> CompensationRecord | None:
+        return self.compensations.get(failed_run_id)
+
+    def finish_compensation(self, failed_run_id: str) -> None:
+        claim = self.compensations[failed_run_id]
+        self.compensations[failed_run_id] = replace(claim, finished_at=self._now())
+
+    def unfinished_compensations(self, tenant_id: str) -> list[CompensationRecord]:
+        return [
+            c
+            for c in self.compensations.values()
+            if c.tenant_id == tenant_id and c.finished_at is None
+        ]
+
+
+@dataclass
+class Journal:
+    """Everything the backends were asked to do, in order: (kind, action, tenant key)."""
+
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def of(self, action: str) -> list[str]:
+        return [kind for kind, done, _ in self.calls if done == action]
+
+
+class InMemoryBackend:
+    """A backend holding one thing per tenant key; `fail` makes calls raise the given errors."""
+
+    def __init__(self, kind: str, journal: Journal) -> None:
+        self._kind = kind
+        self.journal = journal
+        self.things: dict[str, int] = {}  # key -> how many times it was created (must stay 1)
+        self.created = 0
+        self.fail_ensure: list[Exception] = []  # raised by the next ensure calls, in order
+        self.fail_release: list[Exception] = []
+        self.opened: set[str] = set()
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        self.journal.calls.append((self.kind, "ensure", tenant.key))
+        if self.fail_ensure:
+            raise self.fail_ensure.pop(0)
+        if tenant.key not in self.things:
+            self.things[tenant.key] = 1
+            self.created += 1
+        return Handle(self.kind, tenant.key, f"{self.kind}/{tenant.key}", self.details(tenant.key))
+
+    def details(self, tenant_key: str) -> dict[str, Any]:
+        """What the backend reports of the thing as it is now."""
+        return {}
+
+    def release(self, tenant_key: str) -> bool:
+        self.journal.calls.append((self.kind, "release", tenant_key))
+        if self.fail_release:
+            raise self.fail_release.pop(0)
+        self.opened.discard(tenant_key)
+        return self.things.pop(tenant_key, None) is not None
+
+    def list_existing(self) -> set[str]:
+        return set(self.things)
+
+
+class InMemoryIdentity(InMemoryBackend):
+    def __init__(self, journal: Journal, token: str = "invitation-token") -> None:
+        super().__init__(ResourceKind.IDENTITY, journal)
+        self.token = token
+
+    def invitation(self, tenant_key: str) -> Invitation:
+        if tenant_key not in self.things:
+            raise NotFound(f"tenant {tenant_key!r} has no identity store")
+        return Invitation(email="admin@example.com", token=self.token, status="pending")
+
+
+class InMemoryTraffic(InMemoryBackend):
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(ResourceKind.ROUTE, journal)
+        self.fail_open: list[Exception] = []
+
+    def details(self, tenant_key: str) -> dict[str, Any]:
+        return {"state": "open" if tenant_key in self.opened else "closed"}
+
+    def open(self, tenant: TenantSpec) -> Handle:
+        self.journal.calls.append((self.kind, "open", tenant.key))
+        if self.fail_open:
+            raise self.fail_open.pop(0)
+        self.ensure(tenant)
+        self.opened.add(tenant.key)
+        return Handle(self.kind, tenant.key, f"{self.kind}/{tenant.key}", self.details(tenant.key))
+
+
+class InMemoryMailer:
+    """Delivers into a list; `answers` scripts what the next sends report (or raise)."""
+
+    from_email = "Tenant Platform <platform@example.com>"
+
+    def __init__(self) -> None:
+        self.delivered: list[OutgoingEmail] = []
+        self.answers: list[SendResult | Exception] = []
+
+    def send(self, message: OutgoingEmail) -> SendResult:
+        answer = self.answers.pop(0) if self.answers else None
+        if isinstance(answer, Exception):
+            raise answer
+        if answer is not None:
+            if answer.ok or answer.maybe_delivered:
+                self.delivered.append(message)
+            return answer
+        self.delivered.append(message)
+        return SendResult(True, 202, f"msg-{len(self.delivered)}", None, 1)
+
+
+@dataclass
+class World:
+    """A registry, backends, a mailer, a clock and the feed, wired as one saga sees them."""
+
+    registry: InMemoryRegistry = field(default_factory=InMemoryRegistry)
+    journal: Journal = field(default_factory=Journal)
+    clock: Clock = field(default_factory=Clock)
+    events: list[AuditEvent] = field(default_factory=list)
+    mailer: InMemoryMailer = field(default_factory=InMemoryMailer)
+
+    def __post_init__(self) -> None:
+        self.storage = InMemoryBackend(ResourceKind.STORAGE, self.journal)
+        self.identity = InMemoryIdentity(self.journal)
+        self.traffic = InMemoryTraffic(self.journal)
+        self.deployer = InMemoryBackend(ResourceKind.WORKLOAD, self.journal)
+
+    @property
+    def backends(self) -> Backends:
+        return Backends(self.storage, self.identity, self.traffic, self.deployer, self.mailer)
+
+    def context(self, run_id: str, root_run_id: str | None = None) -> SagaContext:
+        return SagaContext(
+            registry=self.registry,
+            backends=self.backends,
+            domain="example.test",
+            run_id=run_id,
+            emit=self.events.append,
+            root_run_id=root_run_id,
+            clock=self.clock,
+        )
+
+    def request(self, slug: str = "acme", plan: str = "team", role: str = "org-admin") -> str:
+        request = TenantRequest.parse(
+            {
+                "slug": slug,
+                "org": "widgets",
+                "plan": plan,
+                "admin_email": f"admin@{slug}.example.com",
+                "requested_by": {"subject": "alice", "role": role},
+            }
+        )
+        return self.registry.submit(request).request_id
+
+    def types(self, prefix: str = "") -> list[tuple[str, str | None]]:
+        """The feed as (type, step) pairs."""
+        return [(e.type, e.step) for e in self.events if e.type.startswith(prefix)]
