@@ -16,12 +16,18 @@ setup: $(BIN)/tenantctl
 up: setup
 	$(BIN)/tenantctl up
 
+# Style, the layer contracts (import-linter, pyproject.toml) and types (mypy; strict for the domain
+# and the saga).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
+# The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py).
 test: setup lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q tests/integration tests/e2e
 
 # Full-size benchmarks (figures in README "Performance"); results in bench/results/*.json.
 bench: setup
