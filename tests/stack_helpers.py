@@ -49,6 +49,7 @@ class Stack:
     data_dir: Path
     dagster_port: int
     edge_port: int
+    api_port: int
     process: subprocess.Popen[str] | None = None
     fault_plan: Path | None = None
 
@@ -97,6 +98,8 @@ class Stack:
                 str(self.dagster_port),
                 "--edge-port",
                 str(self.edge_port),
+                "--api-port",
+                str(self.api_port),
             ],
             env=self.env,
             cwd=REPO,
@@ -153,7 +156,13 @@ def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
         TENANT_SENSOR_INTERVAL_S="1",
         **extra_env,
     )
-    stack = Stack(env=env, data_dir=data_dir, dagster_port=free_port(), edge_port=free_port())
+    stack = Stack(
+        env=env,
+        data_dir=data_dir,
+        dagster_port=free_port(),
+        edge_port=free_port(),
+        api_port=free_port(),
+    )
     try:
         yield stack
     finally:

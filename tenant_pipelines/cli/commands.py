@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from tenant_pipelines.cli import tokens
 from tenant_pipelines.domain.errors import RequestConflict, TenantPipelinesError
 from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
-from tenant_pipelines.domain.states import RequestState, TenantState
+from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.registry import status
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
@@ -64,63 +65,41 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
 
 def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     """Validate and record a request, then launch its run if the platform is up."""
+    from tenant_pipelines.orchestration.intake import submit as submit_request
+
     try:
         request = TenantRequest.parse(fields)
     except ValidationError as error:
         raise UsageError(describe_validation_error(error)) from None
+    dagster = _dagster_if_up(settings)
     try:
-        record, created = _registry(settings).submit_request(request)
+        submission = submit_request(_registry(settings), request, dagster, _warn)
     except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
-    run_id = _launch_directly(settings, record.request_id)
-    return {
-        "request_id": record.request_id,
-        "state": RequestState.LAUNCHED.value if run_id else record.state,
-        "created": created,
-        "run_id": run_id,
-        "slug": record.slug,
-        "org": record.org,
-        "plan": record.plan,
-    }
+    return submission.to_json()
 
 
-def _launch_directly(settings: Settings, request_id: str) -> str | None:
-    """Launch the run now if the platform is up and nobody launched it yet; the sensor is the
-    fallback (it loops every 5 s at best, which dominates a tenant's time to active)."""
+def _warn(message: str) -> None:
+    print(f"tenantctl: {message}", file=sys.stderr)
+
+
+def _dagster_if_up(settings: Settings) -> "DagsterApi | None":
     from tenant_pipelines.localstack.stack_file import read_stack
-    from tenant_pipelines.orchestration.graphql import DagsterApiError
-    from tenant_pipelines.orchestration.runs import (
-        PROVISION_JOB,
-        provision_run_config,
-        provision_tags,
-    )
+    from tenant_pipelines.orchestration.graphql import DagsterApi
 
-    if read_stack(settings) is None:
-        return None
-    reg = _registry(settings)
-    if not reg.mark_launched(request_id):
-        return None  # already launched by the sensor, or by an earlier submission
-    request = reg.get_request(request_id)
-    try:
-        return _api(settings).launch(
-            PROVISION_JOB, provision_run_config(request), provision_tags(request)
-        )
-    except DagsterApiError as error:
-        print(
-            f"tenantctl: direct launch failed, the intake sensor will launch it: {error}",
-            file=sys.stderr,
-        )
-        return None
+    stack = read_stack(settings)
+    return DagsterApi(int(stack["dagster_port"])) if stack else None
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    data = status.tenant_status(_registry(settings), settings.domain, args.slug)
+    data = status.tenant_status(_registry(settings), settings.domain, args.slug).model_dump()
     _print(args, data, status.format_status(data))
     return 0
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    rows = status.list_statuses(_registry(settings), settings.domain, args.state)
+    statuses = status.list_statuses(_registry(settings), settings.domain, args.state)
+    rows = [row.model_dump() for row in statuses]
     text = "\n".join(status.format_status(row) for row in rows) or "no tenants"
     _print(args, rows, text)
     return 0
@@ -257,12 +236,19 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         workspace = Path("workspace.yaml").resolve()
     return up.run_stack(
         settings,
-        args.dagster_port,
-        args.edge_port,
+        up.Ports(dagster=args.dagster_port, edge=args.edge_port, api=args.api_port),
         workspace,
         LocalWorkloads(settings),
         lambda line: print(line, flush=True),
     )
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        print(args.token_handler(args, _registry(settings)))
+    except tokens.InvalidGrant as error:
+        raise UsageError(str(error)) from None
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,9 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("emails", cmd_emails, "the welcome emails of one tenant")
     p.add_argument("slug")
 
+    tokens.add_commands(sub)
+    sub.choices["token"].set_defaults(handler=cmd_token)
+
     p = command("up", cmd_up, "run the local platform in the foreground")
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--edge-port", type=int, default=8080)
+    p.add_argument("--api-port", type=int, default=8000, help="the HTTP API and the console")
     p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")
     return parser
 

@@ -15,11 +15,14 @@ from pydantic import (
     EmailStr,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
+from tenant_pipelines.domain.plans import PLANS
+
 DNS_LABEL_PART = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
-TOKEN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+WORD = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 MAX_HOST_LABEL = 63
 
 RESERVED_WORDS = frozenset(
@@ -67,34 +70,40 @@ def _check_name(value: str) -> str:
     return value
 
 
-def _check_token(value: str) -> str:
-    if not TOKEN.fullmatch(value):
+def _check_word(value: str) -> str:
+    if not WORD.fullmatch(value):
         raise ValueError("must be a lowercase word of letters, digits and '-' (at most 40)")
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
-Token = Annotated[str, AfterValidator(_check_token)]
+# The JSON schema documents the rules for clients (and fuzzers); the validators enforce them with
+# messages a person can act on.
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema(
+        {"type": "string", "minLength": 3, "maxLength": 30, "pattern": DNS_LABEL_PART.pattern}
+    ),
+]
+Word = Annotated[str, AfterValidator(_check_word)]
 
 
 class RequestedBy(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     subject: str = Field(min_length=1, max_length=200)
-    role: Token
+    role: Word
 
 
-class TenantRequest(BaseModel):
-    """A new-tenant request; `request_id` is the idempotency key."""
+class TenantFields(BaseModel):
+    """What a person asks for: the body of `POST /v1/tenants` and the console's form."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
-    request_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     slug: Name
     org: Name
-    plan: Token
+    plan: Annotated[Word, WithJsonSchema({"type": "string", "enum": list(PLANS)})]
     admin_email: EmailStr
-    requested_by: RequestedBy
 
     @model_validator(mode="after")
     def _host_label_fits(self) -> Self:
@@ -102,17 +111,32 @@ class TenantRequest(BaseModel):
             raise ValueError(f"'<slug>-<org>' must be at most {MAX_HOST_LABEL} characters")
         return self
 
+
+class TenantRequest(TenantFields):
+    """A new-tenant request; `request_id` is the idempotency key, `requested_by` the caller as
+    the server knows it (a token's subject and role, or the operator on the control-plane host).
+    """
+
+    request_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    requested_by: RequestedBy
+
     @classmethod
     def parse(cls, data: dict[str, object]) -> "TenantRequest":
         """Build from loosely typed input (CLI, JSON): strings are coerced where unambiguous."""
         return cls.model_validate(data, strict=False)
 
 
+def field_errors(error: ValidationError) -> list[tuple[str, str]]:
+    """(field, the rule it broke) for each problem; "request" when no single field is at fault."""
+    return [
+        (
+            ".".join(str(p) for p in item["loc"]) or "request",
+            item["msg"].removeprefix("Value error, "),
+        )
+        for item in error.errors()
+    ]
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad field and the rule it broke."""
-    parts = []
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "request"
-        message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{field}: {message}")
-    return "invalid request: " + "; ".join(parts)
+    return "invalid request: " + "; ".join(f"{f}: {rule}" for f, rule in field_errors(error))

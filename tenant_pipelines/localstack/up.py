@@ -1,8 +1,9 @@
 """`tenantctl up`: the local platform in the foreground.
 
-Starts the edge gateway, the Dagster webserver and the Dagster daemon, each in its own process
-group; brings back the workload of every active tenant; and on Ctrl-C or SIGTERM stops all of
-them, tenant workloads included. Only processes started here are stopped, by their PIDs.
+Starts the edge gateway, the Dagster webserver, the Dagster daemon and the HTTP API (with the
+console), each in its own process group; brings back the workload of every active tenant; and on
+Ctrl-C or SIGTERM stops all of them, tenant workloads included. Only processes started here are
+stopped, by their PIDs.
 """
 
 import contextlib
@@ -128,6 +129,20 @@ def _wait_http(url: str, child: Child, deadline: float) -> None:
     raise StackError(f"{child.name} was not ready at {url} within {READY_TIMEOUT_S} s")
 
 
+def _api_argv(ports: "Ports") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tenant_pipelines.api",
+        "--port",
+        str(ports.api),
+        "--dagster-port",
+        str(ports.dagster),
+        "--edge-port",
+        str(ports.edge),
+    ]
+
+
 def write_workspace(directory: Path) -> Path:
     """The repo's workspace.yaml, for a platform started outside the repo: same location name,
     so runs launched by name (the CLI, the hook) find their job."""
@@ -143,19 +158,31 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+@dataclass(frozen=True)
+class Ports:
+    dagster: int
+    edge: int
+    api: int
+
+    def check_free(self) -> None:
+        for flag, port in (
+            ("--dagster-port", self.dagster),
+            ("--edge-port", self.edge),
+            ("--api-port", self.api),
+        ):
+            if port_in_use(port):
+                raise StackError(f"port {port} is already in use; choose another with {flag}")
+
+
 def run_stack(
     settings: Settings,
-    dagster_port: int,
-    edge_port: int,
+    ports: Ports,
     workspace: Path | None,
     workloads: WorkloadControl,
     say: Callable[[str], None],
 ) -> int:
-    for port in (dagster_port, edge_port):
-        if port_in_use(port):
-            raise StackError(
-                f"port {port} is already in use; choose another with --dagster-port or --edge-port"
-            )
+    ports.check_free()
+    dagster_port, edge_port = ports.dagster, ports.edge
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     other = read_stack(settings)
     if other:
@@ -206,15 +233,25 @@ def run_stack(
             )
         )
         children.append(_start("daemon", [_bin("dagster-daemon"), "run", *target], env, log_dir))
+        children.append(_start("api", _api_argv(ports), env, log_dir))
         deadline = time.monotonic() + READY_TIMEOUT_S
         _wait_http(f"http://127.0.0.1:{edge_port}/_edge/healthz", children[0], deadline)
         restored = workloads.restore()
         _wait_http(f"http://127.0.0.1:{dagster_port}/server_info", children[1], deadline)
+        _wait_http(f"http://127.0.0.1:{ports.api}/healthz", children[3], deadline)
         stack_file(settings).write_text(
-            json.dumps({"pid": os.getpid(), "dagster_port": dagster_port, "edge_port": edge_port})
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "dagster_port": dagster_port,
+                    "edge_port": edge_port,
+                    "api_port": ports.api,
+                }
+            )
         )
         say(
-            f"tenant-pipelines is up: Dagster UI http://127.0.0.1:{dagster_port}, edge "
+            f"tenant-pipelines is up: console http://127.0.0.1:{ports.api}/console, API "
+            f"http://127.0.0.1:{ports.api}/v1, Dagster UI http://127.0.0.1:{dagster_port}, edge "
             f"http://127.0.0.1:{edge_port} ({len(restored)} active tenant(s) restored). "
             "Ctrl-C stops it."
         )

@@ -12,7 +12,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 
 from tenant_pipelines.domain.records import TenantRecord
 from tenant_pipelines.domain.states import TenantState
-from tenant_pipelines.orchestration.runs import PROVISION_JOB, runs_for_tenant
+from tenant_pipelines.orchestration.runs import IN_FLIGHT_STATUSES, PROVISION_JOB, runs_for_tenant
 from tenant_pipelines.registry.store import TenantRegistry
 
 RECENT_RUNS = 10
@@ -23,15 +23,6 @@ class NextAction(StrEnum):
     NONE = "none"
     RETRY = "retry"
     DECOMMISSION = "decommission"
-
-
-IN_FLIGHT = {
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-}
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,7 @@ def _run_failure_message(instance: DagsterInstance, run: DagsterRun) -> str | No
 def next_action(
     tenant: TenantRecord, runs: list[RunSummary], unfinished: int
 ) -> tuple[NextAction, str]:
-    in_flight = [r for r in runs if DagsterRunStatus(r.status) in IN_FLIGHT]
+    in_flight = [r for r in runs if r.status in IN_FLIGHT_STATUSES]
     if in_flight:
         run = in_flight[0]
         return NextAction.WAIT, f"run {run.run_id} ({run.job}) is {run.status}"

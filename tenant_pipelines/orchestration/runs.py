@@ -17,11 +17,14 @@ DECOMMISSION_JOB = "decommission_tenant"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 WILL_RETRY_TAG = "dagster/will_retry"
 TENANT_TAG = "tenant"
+REQUESTED_BY_TAG = "requested_by"  # who asked: the token's subject, never a token
 PLAN_TAG = "plan"  # the run queue's per-plan limits apply to it
 REQUEST_TAG = "request_id"
 FAILED_RUN_TAG = "failed_run_id"
 # `<pid>:<start ticks>` of the process executing the run (runtime.run_launcher).
 WORKER_TAG = "tenant-pipelines/run-worker"
+# Dagster run statuses of a run that has not ended (names, so that importing this needs no Dagster).
+IN_FLIGHT_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 def provision_run_config(request: RequestRecord) -> dict[str, Any]:
@@ -40,6 +43,7 @@ def provision_tags(request: RequestRecord) -> dict[str, str]:
         "org": request.org,
         PLAN_TAG: request.plan,
         REQUEST_TAG: request.request_id,
+        REQUESTED_BY_TAG: request.subject,
     }
     plan = PLANS.get(request.plan)
     if plan is not None:
@@ -70,6 +74,15 @@ def runs_for_request(instance: "DagsterInstance", request_id: str) -> list["Dags
     from dagster import RunsFilter
 
     return list(instance.get_runs(filters=RunsFilter(tags={REQUEST_TAG: request_id})))
+
+
+def runs_in_flight(instance: "DagsterInstance", slug: str) -> list["DagsterRun"]:
+    """The tenant's runs that are queued or running: its state may still change."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    statuses = [DagsterRunStatus(status) for status in IN_FLIGHT_STATUSES]
+    filters = RunsFilter(tags={TENANT_TAG: slug}, statuses=statuses)
+    return list(instance.get_runs(filters=filters))
 
 
 def runs_for_tenant(

@@ -133,3 +133,17 @@ compensations = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_compensations_tenant_id", "tenant_id"),
 )
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    # sha256 of the token's secret part: the token itself is never stored.
+    Column("secret_hash", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("org", String(30)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)

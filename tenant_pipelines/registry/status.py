@@ -7,45 +7,48 @@ from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.events import Step
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
 from tenant_pipelines.domain.states import RequestState
+from tenant_pipelines.domain.status import TenantStatus
 from tenant_pipelines.registry.store import TenantRegistry
 
 
-def tenant_json(tenant: TenantRecord, domain: str) -> dict[str, Any]:
-    return {
-        "slug": tenant.slug,
-        "org": tenant.org,
-        "plan": tenant.plan,
-        "state": tenant.state,
-        "url": tenant.spec.url(domain),
-        "last_run_id": tenant.last_run_id,
-        "failed_step": tenant.failed_step,
-        "failure_reason": tenant.failure_reason,
-        "tenant_id": tenant.tenant_id,
-        "request_id": tenant.request_id,
-        "admin_email": tenant.admin_email,
-        "updated_at": tenant.updated_at.isoformat(),
-    }
+def of_tenant(tenant: TenantRecord, domain: str) -> TenantStatus:
+    return TenantStatus(
+        slug=tenant.slug,
+        org=tenant.org,
+        plan=tenant.plan,
+        state=tenant.state,
+        url=tenant.spec.url(domain),
+        last_run_id=tenant.last_run_id,
+        failed_step=tenant.failed_step,
+        failure_reason=tenant.failure_reason,
+        tenant_id=tenant.tenant_id,
+        request_id=tenant.request_id,
+        admin_email=tenant.admin_email,
+        created_at=tenant.created_at.isoformat(),
+        updated_at=tenant.updated_at.isoformat(),
+    )
 
 
-def request_json(request: RequestRecord, domain: str) -> dict[str, Any]:
+def of_request(request: RequestRecord, domain: str) -> TenantStatus:
     """A request that has no tenant yet: its state stands in for the tenant's."""
-    return {
-        "slug": request.slug,
-        "org": request.org,
-        "plan": request.plan,
-        "state": f"request-{request.state}",
-        "url": f"https://{request.slug}-{request.org}.{domain}",
-        "last_run_id": request.run_id,
-        "failed_step": Step.VALIDATE.value if request.state == RequestState.REJECTED else None,
-        "failure_reason": request.reason,
-        "tenant_id": None,
-        "request_id": request.request_id,
-        "admin_email": request.admin_email,
-        "updated_at": request.updated_at.isoformat(),
-    }
+    return TenantStatus(
+        slug=request.slug,
+        org=request.org,
+        plan=request.plan,
+        state=f"request-{request.state}",
+        url=f"https://{request.slug}-{request.org}.{domain}",
+        last_run_id=request.run_id,
+        failed_step=Step.VALIDATE.value if request.state == RequestState.REJECTED else None,
+        failure_reason=request.reason,
+        tenant_id=None,
+        request_id=request.request_id,
+        admin_email=request.admin_email,
+        created_at=request.created_at.isoformat(),
+        updated_at=request.updated_at.isoformat(),
+    )
 
 
-def tenant_status(registry: TenantRegistry, domain: str, slug: str) -> dict[str, Any]:
+def tenant_status(registry: TenantRegistry, domain: str, slug: str) -> TenantStatus:
     """The newest of the slug's tenant and its latest request; raises NotFound."""
     request = registry.latest_request_for_slug(slug)
     try:
@@ -54,14 +57,14 @@ def tenant_status(registry: TenantRegistry, domain: str, slug: str) -> dict[str,
         tenant = None
     newer = request is not None and (tenant is None or request.created_at > tenant.created_at)
     if newer and request is not None and request.tenant_id is None:
-        return request_json(request, domain)
+        return of_request(request, domain)
     if tenant is None:
         raise NotFound(f"no tenant or request with slug {slug!r}")
-    return tenant_json(tenant, domain)
+    return of_tenant(tenant, domain)
 
 
-def list_statuses(registry: TenantRegistry, domain: str, state: str | None) -> list[dict[str, Any]]:
-    return [tenant_json(t, domain) for t in registry.list_tenants(state)]
+def list_statuses(registry: TenantRegistry, domain: str, state: str | None) -> list[TenantStatus]:
+    return [of_tenant(t, domain) for t in registry.list_tenants(state)]
 
 
 def format_status(data: dict[str, Any]) -> str:

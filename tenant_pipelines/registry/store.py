@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select
 
+from tenant_pipelines.domain.access import Caller
 from tenant_pipelines.domain.errors import NotFound, RequestConflict, SlugTaken
 from tenant_pipelines.domain.records import (
     CompensationRecord,
@@ -30,7 +31,9 @@ from tenant_pipelines.domain.states import (
     check_request_transition,
     check_tenant_transition,
 )
+from tenant_pipelines.domain.tokens import TokenGrant, TokenRecord
 from tenant_pipelines.registry import queries as q
+from tenant_pipelines.registry import tokens
 from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine
 from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.queries import C, L, R, T
@@ -117,6 +120,17 @@ class TenantRegistry:
         """Pending requests, oldest first."""
         with self._read() as conn:
             return q.pending_requests(conn, limit)
+
+    def requests_in_progress(self) -> list[RequestRecord]:
+        """Pending or launched requests that have no tenant yet (Validate has not run)."""
+        waiting = [RequestState.PENDING.value, RequestState.LAUNCHED.value]
+        query = (
+            select(R)
+            .where(R.c.state.in_(waiting), R.c.tenant_id.is_(None))
+            .order_by(R.c.created_at, R.c.request_id)
+        )
+        with self._read() as conn:
+            return [q.request_record(row) for row in conn.execute(query)]
 
     def unclaimed_launches(self, older_than: datetime, limit: int) -> list[RequestRecord]:
         """Launched requests no run has claimed since `older_than`: a launcher may have died
@@ -338,3 +352,28 @@ class TenantRegistry:
         query = select(C).where(C.c.tenant_id == tenant_id, C.c.finished_at.is_(None))
         with self._read() as conn:
             return [q.compensation_record(row) for row in conn.execute(query)]
+
+    # API tokens ----------------------------------------------------------------------------
+    def create_token(self, grant: TokenGrant) -> tuple[str, TokenRecord]:
+        """A new token, to be shown once, and its record (the registry keeps only a hash)."""
+        with self._write() as conn:
+            return tokens.insert_token(conn, grant, q.now())
+
+    def list_tokens(self) -> list[TokenRecord]:
+        with self._read() as conn:
+            return tokens.all_tokens(conn)
+
+    def revoke_token(self, token_id: str) -> TokenRecord:
+        """Raises NotFound; revoking twice is harmless."""
+        with self._write() as conn:
+            return tokens.revoke_token(conn, token_id, q.now())
+
+    def authenticate(self, token: str) -> Caller:
+        """The caller a bearer token stands for; raises NotAuthenticated."""
+        with self._read() as conn:
+            return tokens.check_token(conn, token, q.now()).caller()
+
+    def caller_for_token_id(self, token_id: str) -> Caller:
+        """The caller of a console session, if its token is still usable."""
+        with self._read() as conn:
+            return tokens.usable_token(conn, token_id, q.now()).caller()

@@ -15,8 +15,8 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0002"
-TABLES = {"requests", "tenants", "ledger", "compensations", "alembic_version"}
+HEAD = "0003"
+TABLES = {"requests", "tenants", "ledger", "compensations", "api_tokens", "alembic_version"}
 
 
 @pytest.fixture

@@ -1,0 +1,27 @@
+"""`python -m tenant_pipelines.api --port N`: the API server, as `tenantctl up` starts it."""
+
+import argparse
+import sys
+
+import uvicorn
+
+from tenant_pipelines.api.app import create_app
+from tenant_pipelines.api.context import Addresses
+from tenant_pipelines.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenant_pipelines.api", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--dagster-port", type=int, help="the Dagster webserver, to launch runs")
+    parser.add_argument("--edge-port", type=int, help="the edge gateway, for admin console links")
+    args = parser.parse_args(argv)
+    app = create_app(Settings.from_env(), Addresses(args.dagster_port, args.edge_port))
+    # Access lines name method, path and status only: tokens travel in headers and bodies.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The API server's application: `/v1`, `/console`, `/healthz` and `/openapi.json`, assembled."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+from tenant_pipelines.api import console, errors, v1
+from tenant_pipelines.api.context import Addresses, ApiContext
+from tenant_pipelines.settings import Settings
+
+SESSION_COOKIE = "tp_console"
+SESSION_MAX_AGE_S = 8 * 3600
+
+
+def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = False) -> FastAPI:
+    ctx = ApiContext(settings, addresses)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="tenant-pipelines",
+        version="1",
+        description="Provision tenants, follow them, retry and decommission them.",
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=ctx.session_secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_S,
+        same_site="strict",
+        https_only=secure_cookies,
+    )
+    errors.install(app)
+    console.install_handlers(app)
+    app.include_router(v1.router)
+    app.include_router(console.router)
+    console.mount_static(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Open to all: whether the API server answers."""
+        return {"status": "ok"}
+
+    return app

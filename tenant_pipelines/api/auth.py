@@ -1,0 +1,47 @@
+"""Who is calling: a bearer token for the API, a signed session for the console.
+
+Every handler depends on one of these; the caller's subject and role come from the token as the
+registry knows it, never from the request. A console session holds only the token's id, so a
+revoked or expired token ends its sessions at their next request.
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from tenant_pipelines.api.context import ApiContext
+from tenant_pipelines.domain.access import Caller, NotAuthenticated
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `tenantctl token create`.")
+SESSION_TOKEN_ID = "token_id"
+
+
+def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.context
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(context)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def api_caller(credentials: Credentials, ctx: Ctx) -> Caller:
+    if credentials is None:
+        raise NotAuthenticated("send the API token as 'Authorization: Bearer <token>'")
+    return ctx.registry.authenticate(credentials.credentials)
+
+
+ApiCaller = Annotated[Caller, Depends(api_caller)]
+
+
+def session_caller(request: Request, ctx: ApiContext) -> Caller | None:
+    """The console's caller, or None when the session is absent or its token is no longer good."""
+    token_id = request.session.get(SESSION_TOKEN_ID)
+    if not isinstance(token_id, str):
+        return None
+    try:
+        return ctx.registry.caller_for_token_id(token_id)
+    except NotAuthenticated:
+        request.session.clear()
+        return None

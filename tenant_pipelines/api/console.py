@@ -1,0 +1,214 @@
+"""`/console`: the tenant console, server-rendered (Jinja2) with one small script for the live
+timeline. Every page asks `session_caller`; every form carries the session's CSRF token; the
+words a person sees are the contract (DESIGN.md section 10)."""
+
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from tenant_pipelines.api import tenants
+from tenant_pipelines.api.auth import SESSION_TOKEN_ID, Ctx, session_caller
+from tenant_pipelines.api.console_views import detail_view, list_view
+from tenant_pipelines.api.errors import InvalidInput
+from tenant_pipelines.domain.access import Caller, NotAuthenticated
+from tenant_pipelines.domain.errors import NotFound, TenantPipelinesError
+from tenant_pipelines.domain.plans import PLANS, ROLE_PLANS
+from tenant_pipelines.domain.request import TenantFields, field_errors
+from tenant_pipelines.domain.states import TenantState
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(prefix="/console", include_in_schema=False)
+CSRF = "csrf"
+FLASH = "flash"
+FORM_FIELDS = ("slug", "org", "plan", "admin_email")
+
+
+def mount_static(app: FastAPI) -> None:
+    app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
+
+
+class LoginRequired(Exception):
+    """No usable session: the person is sent to the login page."""
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get(CSRF)
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session[CSRF] = token
+    return token
+
+
+async def checked_form(request: Request) -> dict[str, str]:
+    """The posted form, if it carries this session's CSRF token; otherwise 403."""
+    form = {key: str(value) for key, value in (await request.form()).items()}
+    expected = request.session.get(CSRF)
+    sent = form.pop("csrf_token", "")
+    if not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+        raise CsrfFailure()
+    return form
+
+
+class CsrfFailure(Exception):
+    pass
+
+
+def caller_or_login(request: Request, ctx: Ctx) -> Caller:
+    caller = session_caller(request, ctx)
+    if caller is None:
+        raise LoginRequired()
+    return caller
+
+
+def page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    """A whole page: it shows (and so consumes) the message left by the last action."""
+    return fragment(request, name, status, flash=request.session.pop(FLASH, None), **values)
+
+
+def fragment(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    values.setdefault("caller", None)
+    context = {"csrf_token": csrf_token(request), **values}
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def go(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("", include_in_schema=False)
+def home() -> RedirectResponse:
+    return go("/console/tenants")
+
+
+@router.get("/login")
+def login_page(request: Request) -> HTMLResponse:
+    return page(request, "login.html")
+
+
+@router.post("/login")
+async def login(request: Request, ctx: Ctx) -> Response:
+    form = await checked_form(request)
+    try:
+        caller = ctx.registry.authenticate(form.get("token", "").strip())
+    except NotAuthenticated as error:
+        return page(request, "login.html", status=401, error=str(error))
+    request.session.clear()
+    request.session[SESSION_TOKEN_ID] = caller.token_id
+    return go("/console/tenants")
+
+
+@router.post("/logout")
+async def logout(request: Request) -> RedirectResponse:
+    await checked_form(request)
+    request.session.clear()
+    return go("/console/login")
+
+
+@router.get("/tenants")
+def tenant_list(request: Request, ctx: Ctx, state: str | None = None) -> HTMLResponse:
+    caller = caller_or_login(request, ctx)
+    chosen = state if state in {s.value for s in TenantState} else None
+    rows = list_view(tenants.list_visible(ctx, caller, chosen))
+    return page(request, "tenants.html", caller=caller, rows=rows, state=chosen, states=TenantState)
+
+
+@router.get("/tenants/new")
+def new_tenant_form(request: Request, ctx: Ctx) -> HTMLResponse:
+    caller = caller_or_login(request, ctx)
+    return _form(request, caller, values={"org": caller.org or ""}, errors={})
+
+
+def _form(
+    request: Request,
+    caller: Caller,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status: int = 200,
+) -> HTMLResponse:
+    plans = [plan for plan in PLANS if plan in ROLE_PLANS[caller.role]]
+    return page(
+        request, "new.html", status, caller=caller, values=values, errors=errors, plans=plans
+    )
+
+
+@router.post("/tenants/new")
+async def new_tenant(request: Request, ctx: Ctx) -> Response:
+    caller = caller_or_login(request, ctx)
+    form = await checked_form(request)
+    values = {name: form.get(name, "").strip() for name in FORM_FIELDS}
+    try:
+        fields = TenantFields.model_validate(values)
+        submission = tenants.submit(ctx, caller, fields, None)
+    except ValidationError as error:
+        errors = {field: rule for field, rule in reversed(field_errors(error))}
+        return _form(request, caller, values, errors, status=422)
+    except InvalidInput as bad:
+        return _form(request, caller, values, {bad.field or "request": str(bad)}, status=422)
+    except TenantPipelinesError as refusal:
+        return _form(request, caller, values, {"request": str(refusal)}, status=403)
+    return go(f"/console/tenants/{submission.request.slug}")
+
+
+@router.get("/tenants/{slug}")
+def tenant_page(request: Request, ctx: Ctx, slug: str) -> HTMLResponse:
+    caller = caller_or_login(request, ctx)
+    try:
+        view = detail_view(ctx, caller, slug)
+    except NotFound as missing:
+        return page(request, "missing.html", status=404, caller=caller, error=str(missing))
+    return page(request, "tenant.html", caller=caller, view=view)
+
+
+@router.get("/tenants/{slug}/live")
+def tenant_live(request: Request, ctx: Ctx, slug: str) -> HTMLResponse:
+    """The part of the detail page that changes, for the page's script to swap in."""
+    caller = caller_or_login(request, ctx)
+    view = detail_view(ctx, caller, slug)
+    return fragment(request, "tenant_live.html", caller=caller, view=view)
+
+
+@router.post("/tenants/{slug}/retry")
+async def retry(request: Request, ctx: Ctx, slug: str) -> RedirectResponse:
+    return await _act(request, ctx, slug, tenants.retry, "Retry launched")
+
+
+@router.post("/tenants/{slug}/decommission")
+async def decommission(request: Request, ctx: Ctx, slug: str) -> RedirectResponse:
+    return await _act(request, ctx, slug, tenants.decommission, "Decommission launched")
+
+
+async def _act(request: Request, ctx: Ctx, slug: str, action: Any, done: str) -> RedirectResponse:
+    caller = caller_or_login(request, ctx)
+    await checked_form(request)
+    try:
+        run_id = action(ctx, caller, slug)
+        request.session[FLASH] = f"{done} (run {run_id[:8]})"
+    except TenantPipelinesError as refusal:
+        request.session[FLASH] = str(refusal)
+    return go(f"/console/tenants/{slug}")
+
+
+@router.get("/events")
+def audit_feed(request: Request, ctx: Ctx, type: str | None = None) -> HTMLResponse:
+    caller = caller_or_login(request, ctx)
+    glob = (type or "").strip() or None
+    events = list(reversed(tenants.visible_events(ctx, caller, glob)))
+    return page(request, "events.html", caller=caller, events=events, glob=glob or "")
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def _login(_: Request, __: LoginRequired) -> RedirectResponse:
+        return go("/console/login")
+
+    @app.exception_handler(CsrfFailure)
+    async def _csrf(request: Request, __: CsrfFailure) -> HTMLResponse:
+        return page(request, "missing.html", status=403, error="The form expired: reload it.")

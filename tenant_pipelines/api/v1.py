@@ -1,0 +1,139 @@
+"""`/v1`: the HTTP API (DESIGN.md section 10). Each handler parses, asks `api.tenants` (which
+authorizes), and answers with the same objects as `tenantctl ... --json`."""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from tenant_pipelines.api import tenants
+from tenant_pipelines.api.auth import ApiCaller, Ctx
+from tenant_pipelines.api.errors import ErrorBody, InvalidInput
+from tenant_pipelines.api.streams import EVENT_STREAM, follow
+from tenant_pipelines.domain.events import AuditEvent
+from tenant_pipelines.domain.request import TenantFields
+from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.domain.status import TenantDetail, TenantStatus
+from tenant_pipelines.orchestration.diagnose import Diagnosis
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in (401, *statuses)}
+
+
+router = APIRouter(prefix="/v1", tags=["tenants"])
+
+
+class SubmissionOut(BaseModel):
+    request_id: str
+    state: str
+    created: bool
+    run_id: str | None
+    slug: str
+    org: str
+    plan: str
+
+
+class RunLaunched(BaseModel):
+    slug: str
+    run_id: str
+
+
+TypeGlob = Annotated[
+    str | None,
+    Query(alias="type", max_length=200, description="event type glob, e.g. tenant.provisioning.*"),
+]
+
+
+@router.post(
+    "/tenants", status_code=202, response_model=SubmissionOut, responses=_errors(403, 409, 422)
+)
+def submit_tenant(
+    body: TenantFields,
+    caller: ApiCaller,
+    ctx: Ctx,
+    idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_KEY)] = None,
+) -> dict[str, Any]:
+    """Submit a new tenant; the Idempotency-Key (a UUID) becomes the request id."""
+    request_id = _request_id(idempotency_key)
+    return tenants.submit(ctx, caller, body, request_id).to_json()
+
+
+def _request_id(key: str | None) -> uuid.UUID | None:
+    if key is None:
+        return None
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        raise InvalidInput(f"{IDEMPOTENCY_KEY} must be a UUID", IDEMPOTENCY_KEY) from None
+
+
+@router.get("/tenants", response_model=list[TenantStatus], responses=_errors(422))
+def list_tenants(
+    caller: ApiCaller, ctx: Ctx, state: TenantState | None = None
+) -> list[TenantStatus]:
+    """Every tenant the caller may see (its token's org, or all for platform-admin)."""
+    return tenants.list_visible(ctx, caller, state)
+
+
+@router.get("/tenants/{slug}", response_model=TenantDetail, responses=_errors(404))
+def tenant_detail(slug: str, caller: ApiCaller, ctx: Ctx) -> TenantDetail:
+    """Status (as `tenantctl status --json`) and the provisioning timeline."""
+    return tenants.detail(ctx, caller, slug)
+
+
+@router.get(
+    "/tenants/{slug}/events",
+    response_model=list[AuditEvent],
+    responses={
+        **_errors(404, 422),
+        200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}},
+    },
+)
+def tenant_events(
+    slug: str, request: Request, caller: ApiCaller, ctx: Ctx, type_glob: TypeGlob = None
+) -> Any:
+    """The tenant's audit feed; with `Accept: text/event-stream`, followed live (SSE)."""
+    tenant = tenants.visible_status(ctx, caller, slug)
+    if EVENT_STREAM in request.headers.get("accept", ""):
+        read = lambda cursor: tenants.tenant_events_after(ctx, tenant, type_glob, cursor)  # noqa: E731
+        return StreamingResponse(follow(read), media_type=EVENT_STREAM)
+    return tenants.tenant_events(ctx, tenant, type_glob)
+
+
+@router.get("/events", response_model=list[AuditEvent], responses=_errors(422))
+def events(caller: ApiCaller, ctx: Ctx, type_glob: TypeGlob = None) -> list[AuditEvent]:
+    """The audit feed of every tenant the caller may see."""
+    return tenants.visible_events(ctx, caller, type_glob)
+
+
+@router.post(
+    "/tenants/{slug}/retry",
+    status_code=202,
+    response_model=RunLaunched,
+    responses=_errors(403, 404, 409, 503),
+)
+def retry_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
+    """Re-execute a failed tenant's run from the failed step."""
+    return RunLaunched(slug=slug, run_id=tenants.retry(ctx, caller, slug))
+
+
+@router.post(
+    "/tenants/{slug}/decommission",
+    status_code=202,
+    response_model=RunLaunched,
+    responses=_errors(403, 404, 409, 503),
+)
+def decommission_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
+    """Release everything the tenant holds and free its slug."""
+    return RunLaunched(slug=slug, run_id=tenants.decommission(ctx, caller, slug))
+
+
+@router.get("/tenants/{slug}/diagnosis", response_model=Diagnosis, responses=_errors(404))
+def tenant_diagnosis(slug: str, caller: ApiCaller, ctx: Ctx) -> Diagnosis:
+    """`tenantctl diagnose --json`: state, recent runs, ledger, the next action."""
+    return tenants.diagnosis(ctx, caller, slug)

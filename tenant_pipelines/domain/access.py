@@ -1,0 +1,65 @@
+"""Who may do what (DESIGN.md section 9): callers come from API tokens, never from a request body.
+
+`platform-admin`: every org, every plan, every action. `org-admin`: its own org only; plans
+`free` and `team`; submit, retry, decommission, read. `viewer`: read its own org only. A tenant of
+another org is not found (its existence is not revealed); an action the role does not allow is
+forbidden, with the reason.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tenant_pipelines.domain.errors import NotFound, TenantPipelinesError
+from tenant_pipelines.domain.plans import ROLE_PLANS, Role
+
+
+class Action(StrEnum):
+    READ = "read"
+    SUBMIT = "submit"
+    RETRY = "retry"
+    DECOMMISSION = "decommission"
+
+
+ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
+    Role.PLATFORM_ADMIN: frozenset(Action),
+    Role.ORG_ADMIN: frozenset(Action),
+    Role.VIEWER: frozenset({Action.READ}),
+}
+ORG_SCOPED_ROLES = frozenset({Role.ORG_ADMIN, Role.VIEWER})
+
+
+class NotAuthenticated(TenantPipelinesError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+
+class Forbidden(TenantPipelinesError):
+    """The caller is who they say, but their role does not allow this."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: what its token says, nothing from the request."""
+
+    subject: str
+    role: Role
+    org: str | None  # None only for platform-admin: every org
+    token_id: str
+
+    def sees(self, org: str) -> bool:
+        return self.org is None or self.org == org
+
+
+def check_visible(caller: Caller, org: str, what: str) -> None:
+    """Another org's tenant does not exist for this caller (NotFound, not Forbidden)."""
+    if not caller.sees(org):
+        raise NotFound(f"no tenant or request with slug {what!r}")
+
+
+def authorize(caller: Caller, action: Action, org: str, plan: str | None = None) -> None:
+    """Raise unless `caller` may do `action` on `org` (and provision `plan`, for submit)."""
+    if action not in ROLE_ACTIONS[caller.role]:
+        raise Forbidden(f"role {caller.role} may not {action} tenants")
+    if not caller.sees(org):
+        raise Forbidden(f"a token for org {caller.org!r} cannot act on org {org!r}")
+    if plan is not None and plan not in ROLE_PLANS[caller.role]:
+        raise Forbidden(f"role {caller.role} may not provision plan {plan!r}")

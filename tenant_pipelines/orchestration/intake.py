@@ -1,0 +1,65 @@
+"""Submitting a tenant request: record it, then launch its run at once if the platform is up.
+
+Shared by `tenantctl request` and `POST /v1/tenants`. Whoever wins the registry's compare-and-set
+`pending -> launched` launches the run (this path or the intake sensor), so a request has one run
+however many times, and from however many processes, it is submitted. A launch that fails here
+is left to the sensor, which catches up on launched requests without a run.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tenant_pipelines.domain.records import RequestRecord
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.states import RequestState
+from tenant_pipelines.orchestration.graphql import DagsterApi, DagsterApiError
+from tenant_pipelines.orchestration.runs import PROVISION_JOB, provision_run_config, provision_tags
+from tenant_pipelines.registry.store import TenantRegistry
+
+
+@dataclass(frozen=True)
+class Submission:
+    request: RequestRecord
+    created: bool  # False: the same request was submitted before (same id, same content)
+    run_id: str | None  # the run launched by this submission, if it launched one
+
+    def to_json(self) -> dict[str, Any]:
+        """What `tenantctl request --json` prints and `POST /v1/tenants` answers."""
+        state = RequestState.LAUNCHED.value if self.run_id else self.request.state
+        return {
+            "request_id": self.request.request_id,
+            "state": state,
+            "created": self.created,
+            "run_id": self.run_id,
+            "slug": self.request.slug,
+            "org": self.request.org,
+            "plan": self.request.plan,
+        }
+
+
+def submit(
+    registry: TenantRegistry,
+    request: TenantRequest,
+    dagster: DagsterApi | None,
+    warn: Callable[[str], None],
+) -> Submission:
+    """Record the request (RequestConflict if its id came with other content) and launch it
+    through the webserver's API when one is given."""
+    record, created = registry.submit_request(request)
+    run_id = launch(registry, dagster, record.request_id, warn) if dagster else None
+    return Submission(registry.get_request(record.request_id), created, run_id)
+
+
+def launch(
+    registry: TenantRegistry, dagster: DagsterApi, request_id: str, warn: Callable[[str], None]
+) -> str | None:
+    """Launch the request's run if nobody has; its run id, or None."""
+    if not registry.mark_launched(request_id):
+        return None  # launched already, by the sensor or an earlier submission
+    request = registry.get_request(request_id)
+    try:
+        return dagster.launch(PROVISION_JOB, provision_run_config(request), provision_tags(request))
+    except DagsterApiError as error:
+        warn(f"direct launch failed, the intake sensor will launch it: {error}")
+        return None
