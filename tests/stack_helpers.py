@@ -13,6 +13,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from dagster import DagsterInstance
 
 from tenant_pipelines.support.procs import descendants
@@ -76,6 +77,28 @@ class Stack:
 
     def instance(self) -> DagsterInstance:
         return DagsterInstance.from_config(self.env["DAGSTER_HOME"])
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """One call to the stack's HTTP API, as a client would make it."""
+        sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+        return requests.request(method, self.api_base + path, json=body, headers=sent, timeout=60)
+
+    def token(self, role: str, org: str | None = None, subject: str | None = None) -> str:
+        """A new API token, issued with the real CLI."""
+        args = ["token", "create", "--subject", subject or f"{role}-{org or 'all'}", "--role", role]
+        issued = self.cli_json(*args, *(["--org", org] if org else []))
+        return str(issued["token"])  # type: ignore[index]
 
     def wait_for_state(self, slug: str, states: set[str], timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenant_pipelines.domain.access import Forbidden, NotAuthenticated
 from tenant_pipelines.domain.errors import (
@@ -80,6 +81,11 @@ def _fastapi(error: RequestValidationError) -> list[tuple[str, str]]:
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # A body that is not JSON at all (400), an unknown path (404), a wrong method (405).
+        return error_response(error.status_code, str(error.detail))
+
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         return invalid(error)

@@ -50,7 +50,10 @@ TypeGlob = Annotated[
 
 
 @router.post(
-    "/tenants", status_code=202, response_model=SubmissionOut, responses=_errors(403, 409, 422)
+    "/tenants",
+    status_code=202,
+    response_model=SubmissionOut,
+    responses=_errors(400, 403, 409, 422),
 )
 def submit_tenant(
     body: TenantFields,
