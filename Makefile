@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-smoke
+.PHONY: setup up test lint bench bench-smoke browser
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,11 @@ $(BIN)/tenantctl: pyproject.toml
 	touch $(BIN)/tenantctl
 
 setup: $(BIN)/tenantctl
+
+# The console's browser tests drive Debian's Chromium: Playwright cannot download its own here.
+browser:
+	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; }
 
 up: setup
 	$(BIN)/tenantctl up
@@ -25,7 +30,7 @@ lint: setup
 	$(BIN)/mypy
 
 # The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py).
-test: setup lint
+test: setup browser lint
 	$(BIN)/pytest -q tests/unit
 	$(BIN)/pytest -q tests/integration tests/e2e
 

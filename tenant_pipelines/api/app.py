@@ -27,6 +27,9 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
         version="1",
         description="Provision tenants, follow them, retry and decommission them.",
         lifespan=lifespan,
+        # Swagger and ReDoc pages fetch their scripts from a CDN; /openapi.json is the contract.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = ctx
     app.add_middleware(

@@ -88,13 +88,13 @@ def submit(
 def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.RETRY, tenant.org)
-    return lifecycle.retry(ctx.registry, ctx.instance(), _orchestrator(ctx), slug)
+    return lifecycle.retry(ctx.registry, ctx.instance(), _orchestrator(ctx), slug, caller.subject)
 
 
 def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.DECOMMISSION, tenant.org)
-    return lifecycle.decommission(ctx.registry, _orchestrator(ctx), slug)
+    return lifecycle.decommission(ctx.registry, _orchestrator(ctx), slug, caller.subject)
 
 
 def diagnosis(ctx: ApiContext, caller: Caller, slug: str) -> Diagnosis:

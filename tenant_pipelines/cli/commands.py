@@ -4,6 +4,7 @@ Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
 """
 
 import argparse
+import getpass
 import json
 import sys
 import time
@@ -77,6 +78,11 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
     return submission.to_json()
+
+
+def _operator() -> str:
+    """Who runs a command on the control-plane host: the platform operator, by login name."""
+    return f"operator:{getpass.getuser()}"
 
 
 def _warn(message: str) -> None:
@@ -175,7 +181,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     return _launch_and_wait(
         args,
         settings,
-        lambda: lifecycle.retry(reg, _instance(settings), api, args.slug),
+        lambda: lifecycle.retry(reg, _instance(settings), api, args.slug, _operator()),
         TenantState.ACTIVE,
     )
 
@@ -187,7 +193,7 @@ def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
     return _launch_and_wait(
         args,
         settings,
-        lambda: lifecycle.decommission(reg, api, args.slug),
+        lambda: lifecycle.decommission(reg, api, args.slug, _operator()),
         TenantState.DECOMMISSIONED,
     )
 

@@ -69,13 +69,19 @@ class DagsterApi:
         }
         return self._call(LAUNCH_RUN, {"executionParams": params}, "launchRun")
 
-    def reexecute_from_failure(self, parent_run_id: str) -> str:
-        """Exactly the UI's "Re-execute from failure"."""
-        return self.reexecute(parent_run_id, "FROM_FAILURE")
+    def reexecute_from_failure(
+        self, parent_run_id: str, extra_tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Exactly the UI's "Re-execute from failure"; `extra_tags` replace the parent's."""
+        return self.reexecute(parent_run_id, "FROM_FAILURE", extra_tags)
 
-    def reexecute(self, parent_run_id: str, strategy: str) -> str:
+    def reexecute(
+        self, parent_run_id: str, strategy: str, extra_tags: Mapping[str, str] | None = None
+    ) -> str:
         """The UI's re-execution: strategy FROM_FAILURE or ALL_STEPS."""
-        params = {"parentRunId": parent_run_id, "strategy": strategy}
+        params: dict[str, Any] = {"parentRunId": parent_run_id, "strategy": strategy}
+        if extra_tags:
+            params["extraTags"] = [{"key": k, "value": v} for k, v in extra_tags.items()]
         return self._call(REEXECUTE, {"reexecutionParams": params}, "launchRunReexecution")
 
     def reexecute_steps(

@@ -13,6 +13,7 @@ from tenant_pipelines.orchestration.graphql import DagsterApi
 from tenant_pipelines.orchestration.runs import (
     DECOMMISSION_JOB,
     PROVISION_JOB,
+    REQUESTED_BY_TAG,
     tenant_op_config,
     tenant_tags,
 )
@@ -33,16 +34,24 @@ def steps_to_rerun(instance: DagsterInstance, run: DagsterRun) -> list[str]:
     return [str(step) for step in PROVISION_STEPS if step not in succeeded]
 
 
-def retry(registry: TenantRegistry, instance: DagsterInstance, api: DagsterApi, slug: str) -> str:
-    """Re-execute the tenant's failed (or canceled) provisioning run from where it stopped."""
+def retry(
+    registry: TenantRegistry,
+    instance: DagsterInstance,
+    api: DagsterApi,
+    slug: str,
+    requested_by: str,
+) -> str:
+    """Re-execute the tenant's failed (or canceled) provisioning run from where it stopped;
+    the new run names who asked for it."""
     tenant = registry.get_tenant(slug)
     if tenant.state != TenantState.FAILED:
         raise Refused(f"tenant {slug} is {tenant.state}; only a failed tenant can be retried")
     run = instance.get_run_by_id(tenant.last_run_id or "")
     if run is None or run.job_name != PROVISION_JOB:
         raise Refused(f"tenant {slug} has no provisioning run to retry")
+    asked = {REQUESTED_BY_TAG: requested_by}
     if run.status == DagsterRunStatus.FAILURE:
-        return api.reexecute_from_failure(run.run_id)
+        return api.reexecute_from_failure(run.run_id, asked)
     if run.status == DagsterRunStatus.CANCELED:
         # Dagster refuses "from failure" for a canceled run: name the steps ourselves.
         return api.reexecute_steps(
@@ -50,21 +59,20 @@ def retry(registry: TenantRegistry, instance: DagsterInstance, api: DagsterApi, 
             run.root_run_id or run.run_id,
             PROVISION_JOB,
             run.run_config,
-            dict(run.tags),
+            {**run.tags, **asked},
             steps_to_rerun(instance, run),
         )
     raise Refused(f"run {run.run_id} of tenant {slug} is {run.status.value}; wait for it to end")
 
 
-def decommission(registry: TenantRegistry, api: DagsterApi, slug: str) -> str:
+def decommission(registry: TenantRegistry, api: DagsterApi, slug: str, requested_by: str) -> str:
     tenant = registry.get_tenant(slug)
     if tenant.state == TenantState.PROVISIONING:
         raise Refused(f"tenant {slug} is provisioning; wait until it is active or failed")
     if tenant.state == TenantState.DECOMMISSIONED:
         raise Refused(f"tenant {slug} is already decommissioned")
-    return api.launch(
-        DECOMMISSION_JOB, tenant_op_config(tenant, Step.DECOMMISSION), tenant_tags(tenant)
-    )
+    tags = tenant_tags(tenant, **{REQUESTED_BY_TAG: requested_by})
+    return api.launch(DECOMMISSION_JOB, tenant_op_config(tenant, Step.DECOMMISSION), tags)
 
 
 def wait_for_run(

@@ -24,6 +24,7 @@ from tenant_pipelines.domain.events import STEP_NAMES, Step
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.orchestration.feed import to_observation
 from tenant_pipelines.orchestration.resources import TenantPlatform
+from tenant_pipelines.orchestration.runs import REQUESTED_BY_TAG
 from tenant_pipelines.saga import steps
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.saga.failure import MAX_RETRY_BUDGET, Attempt, StepFailed
@@ -70,6 +71,7 @@ def saga_context(context: OpExecutionContext, platform: TenantPlatform) -> SagaC
         domain=platform.domain,
         run_id=context.run_id,
         root_run_id=context.run.root_run_id,
+        requested_by=context.run.tags.get(REQUESTED_BY_TAG),
         emit=lambda event: context.log_event(to_observation(event)),
     )
 

@@ -21,8 +21,9 @@ REQUESTED_BY_TAG = "requested_by"  # who asked: the token's subject, never a tok
 PLAN_TAG = "plan"  # the run queue's per-plan limits apply to it
 REQUEST_TAG = "request_id"
 FAILED_RUN_TAG = "failed_run_id"
-# `<pid>:<start ticks>` of the process executing the run (runtime.run_launcher).
-WORKER_TAG = "tenant-pipelines/run-worker"
+# `<pid>:<start ticks>` of the process executing the run (runtime.run_launcher). Dagster's UI
+# hides tags under `.dagster/`: this one means nothing to an operator.
+WORKER_TAG = ".dagster/tenant-pipelines/run-worker"
 # Dagster run statuses of a run that has not ended (names, so that importing this needs no Dagster).
 IN_FLIGHT_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 

@@ -110,7 +110,12 @@ def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
         raise PermanentError(f"tenant {tenant.slug} is provisioning; wait for it to finish")
     if record.state != TenantState.DECOMMISSIONED:
         ctx.registry.transition(tenant.tenant_id, TenantState.DECOMMISSIONING)
-        ctx.event(EventType.DECOMMISSION_STARTED, tenant, Step.DECOMMISSION)
+        ctx.event(
+            EventType.DECOMMISSION_STARTED,
+            tenant,
+            Step.DECOMMISSION,
+            requested_by=ctx.requested_by,
+        )
     released = release_all(ctx, tenant, EventType.DECOMMISSION_RELEASED, Step.DECOMMISSION)
     ctx.registry.transition(tenant.tenant_id, TenantState.DECOMMISSIONED)
     ctx.event(EventType.DECOMMISSION_COMPLETED, tenant, Step.DECOMMISSION, released=released)

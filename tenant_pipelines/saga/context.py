@@ -46,6 +46,7 @@ class SagaContext:
     run_id: str
     emit: EventSink
     root_run_id: str | None = None  # the first run of a re-execution chain
+    requested_by: str | None = None  # who asked for this run (a token's subject, an operator)
     clock: Clock = field(default_factory=SystemClock)
 
     def event(self, event_type: str, tenant: TenantSpec, step: str | None, **details: Any) -> None:

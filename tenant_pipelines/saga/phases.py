@@ -70,6 +70,7 @@ def begin_phase(ctx: SagaContext, tenant: TenantSpec, step: Step) -> None:
             tenant,
             step,
             retry=True,
+            requested_by=ctx.requested_by,
             previous_run_id=record.last_run_id,
             previous_failed_step=record.failed_step,
         )

@@ -89,6 +89,9 @@ def test_submit_to_active_with_its_timeline_its_live_feed_and_its_run_tags(
         "requested_by": "bob",
     }
     assert org_admin not in json.dumps({**run.tags, "config": run.run_config})
+    # What means nothing to an operator is under the prefix Dagster's UI hides.
+    internal = [key for key in run.tags if "run-worker" in key]
+    assert internal and all(key.startswith(".dagster/") for key in internal)
 
 
 def wait_timeline(stack: Stack, token: str, slug: str, last: str) -> dict:
@@ -157,11 +160,22 @@ def test_a_failed_tenant_is_retried_to_active_then_decommissioned(
     retried = stack.api("POST", "/v1/tenants/api-broken/retry", org_admin)
     assert retried.status_code == 202, retried.text
     assert wait_state(stack, org_admin, "api-broken", {"active"})["failed_step"] is None
+    retry_run = stack.instance().get_run_by_id(retried.json()["run_id"])
+    assert retry_run is not None and retry_run.tags["requested_by"] == "bob"
+    restarted = [
+        e
+        for e in stack.api("GET", "/v1/tenants/api-broken/events", org_admin).json()
+        if e["type"] == "tenant.provisioning.started" and e["details"].get("retry")
+    ]
+    assert [e["details"]["requested_by"] for e in restarted] == ["bob"]
     again = stack.api("POST", "/v1/tenants/api-broken/retry", org_admin)
     assert again.status_code == 409 and "only a failed tenant" in again.json()["error"]
 
-    assert stack.api("POST", "/v1/tenants/api-broken/decommission", org_admin).status_code == 202
+    decommissioned = stack.api("POST", "/v1/tenants/api-broken/decommission", org_admin)
+    assert decommissioned.status_code == 202
     wait_state(stack, org_admin, "api-broken", {"decommissioned"})
+    run = stack.instance().get_run_by_id(decommissioned.json()["run_id"])
+    assert run is not None and run.tags["requested_by"] == "bob"
     gone = stack.api("POST", "/v1/tenants/api-broken/decommission", org_admin)
     assert gone.status_code == 409
     assert stack.cli("inventory", check=False).returncode == 0

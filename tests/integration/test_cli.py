@@ -220,11 +220,13 @@ def test_audit_follow_on_postgresql_holds_one_connection(
         instance.dispose()
 
 
-def test_up_refuses_a_taken_port(local_platform: LocalPlatform) -> None:
+@pytest.mark.parametrize("flag", ["--dagster-port", "--edge-port", "--api-port"])
+def test_up_refuses_a_taken_port(local_platform: LocalPlatform, flag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = tenantctl(local_platform, "up", "--dagster-port", str(port), "--edge-port", "0")
+        ports = {"--dagster-port": "0", "--edge-port": "0", "--api-port": "0", flag: str(port)}
+        result = tenantctl(local_platform, "up", *[a for pair in ports.items() for a in pair])
     assert result.returncode == 1
-    assert f"port {port} is already in use" in result.stderr
+    assert f"port {port} is already in use; choose another with {flag}" in result.stderr
