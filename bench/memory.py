@@ -4,6 +4,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenant_pipelines.support import procs
+
 
 def _pss_kb(pid: int) -> int:
     """Proportional set size: shared pages split between their sharers. Run workers are forked
@@ -18,30 +20,14 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def processes_of(data_dir: str, root_pid: int) -> tuple[list[int], list[int]]:
     """(platform PIDs below `root_pid`, tenant workload PIDs of `data_dir`)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    workloads = [p for p in parents if "workload_server" in _cmdline(p) and data_dir in _cmdline(p)]
+    tree = set(procs.descendants([root_pid])) | {root_pid}
+    workloads = [
+        pid
+        for pid in procs.pids()
+        if "workload_server" in (line := procs.command_line(pid) or "") and data_dir in line
+    ]
     return sorted(tree - set(workloads)), workloads
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 from dagster import DagsterInstance
 
+from tenant_pipelines.support import procs
 from tenant_pipelines.support.procs import descendants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,17 +32,11 @@ def free_port() -> int:
 
 def processes_mentioning(*texts: str) -> list[int]:
     """PIDs whose command line contains every one of `texts` (our temp dir names ours)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if all(t in cmdline for t in texts) and int(entry.name) != os.getpid():
-            pids.append(int(entry.name))
-    return pids
+    return [
+        pid
+        for pid in procs.pids()
+        if pid != os.getpid() and all(t in (procs.command_line(pid) or "") for t in texts)
+    ]
 
 
 @dataclass

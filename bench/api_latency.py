@@ -1,0 +1,126 @@
+"""Submit through the HTTP API -> tenant active, measured from outside as a client meets it.
+
+    python -m bench.api_latency [--requests 20] [--rounds 3] [--plan team]
+
+Each round starts a fresh platform with `tenantctl up` (product defaults), issues a token with
+`tenantctl token create`, then submits tenants one after the other. A timing starts just before
+the client sends `POST /v1/tenants` and stops when `GET /v1/tenants/{slug}` (polled every 50 ms)
+first answers `active`. The first request after `up` is reported apart: it also pays for the
+run launcher's fork server. Server-side splits (queue, launch, each op) explain the figures.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.common import machine_info, percentile, print_table, write_json
+from bench.stack_timeline import PHASES, timeline
+from tenant_pipelines.orchestration.instance import open_instance
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.settings import Settings
+from tests.stack_helpers import Stack, local_stack
+
+POLL_S = 0.05
+TIMEOUT_S = 120
+
+
+def submit_and_wait(
+    session: requests.Session, base: str, token: str, slug: str, plan: str
+) -> float:
+    """Seconds from the client's POST to the first `active` it reads."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"slug": slug, "org": "bench", "plan": plan, "admin_email": f"admin@{slug}.example.com"}
+    started = time.perf_counter()
+    answer = session.post(f"{base}/v1/tenants", json=body, headers=headers, timeout=30)
+    answer.raise_for_status()
+    while time.perf_counter() - started < TIMEOUT_S:
+        state = session.get(f"{base}/v1/tenants/{slug}", headers=headers, timeout=30).json()[
+            "state"
+        ]
+        if state == "active":
+            return time.perf_counter() - started
+        if state == "failed":
+            raise RuntimeError(f"{slug} failed")
+        time.sleep(POLL_S)
+    raise RuntimeError(f"{slug} not active after {TIMEOUT_S} s")
+
+
+def one_round(requests_n: int, plan: str, round_no: int) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+        local_stack(Path(tmp)) as stack,
+    ):
+        stack.start()
+        token = stack.token("platform-admin", subject="bench")
+        session = requests.Session()
+        first = submit_and_wait(session, stack.api_base, token, f"r{round_no}first", plan)
+        slugs = [f"r{round_no}t{i:03d}" for i in range(requests_n)]
+        seconds = [submit_and_wait(session, stack.api_base, token, s, plan) for s in slugs]
+        splits = server_splits(stack, slugs)
+        stack.stop()
+    return {"first_s": first, "seconds": seconds, "splits": splits}
+
+
+def server_splits(stack: Stack, slugs: list[str]) -> dict[str, list[float]]:
+    settings = Settings.from_env(stack.env)
+    instance = open_instance(settings.dagster_home, settings)
+    registry = TenantRegistry.shared(settings.db_url)
+    timelines = [timeline(registry, instance, slug) for slug in slugs]
+    instance.dispose()
+    splits = {
+        "queue (run created -> dequeued)": [t.queue_s for t in timelines],
+        "launch (dequeued -> worker started)": [t.launch_s for t in timelines],
+    }
+    for phase in PHASES:
+        splits[f"op {phase}"] = [t.phases_s.get(phase, 0.0) for t in timelines]
+    return splits
+
+
+def summary(name: str, values: list[float]) -> dict[str, Any]:
+    return {
+        "measure": name,
+        "p50_s": percentile(values, 50),
+        "p95_s": percentile(values, 95),
+        "max_s": max(values),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plan", default="team")
+    parser.add_argument("--json", default="bench/results/api_latency.json")
+    args = parser.parse_args()
+
+    rounds = [one_round(args.requests, args.plan, n) for n in range(args.rounds)]
+    rows = []
+    for n, result in enumerate(rounds):
+        rows.append(summary(f"round {n + 1}: submit -> active", result["seconds"]))
+        rows.append({"measure": f"round {n + 1}: first after up", "p50_s": result["first_s"]})
+    p50s = [percentile(r["seconds"], 50) for r in rounds]
+    p95s = [percentile(r["seconds"], 95) for r in rounds]
+    firsts = [r["first_s"] for r in rounds]
+    for name in rounds[0]["splits"]:
+        rows.append(summary(f"  {name}", [v for r in rounds for v in r["splits"][name]]))
+    print_table(rows, ["measure", "p50_s", "p95_s", "max_s"])
+    print(
+        f"median over {args.rounds} rounds of {args.requests} sequential {args.plan} tenants: "
+        f"p50 {statistics.median(p50s):.2f} s ({min(p50s):.2f}-{max(p50s):.2f}), "
+        f"p95 {statistics.median(p95s):.2f} s ({min(p95s):.2f}-{max(p95s):.2f}), "
+        f"first after up {statistics.median(firsts):.2f} s ({min(firsts):.2f}-{max(firsts):.2f}); "
+        "targets p50 <= 1.0 s, p95 <= 2.0 s, first <= 2 s"
+    )
+    write_json(
+        args.json,
+        {"machine": machine_info(), "args": vars(args), "rounds": rounds, "rows": rows},
+    )
+
+
+if __name__ == "__main__":
+    main()
