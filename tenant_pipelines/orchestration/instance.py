@@ -1,7 +1,7 @@
 """The Dagster instance the local stack runs on: `$DAGSTER_HOME/dagster.yaml`.
 
 Rendered from a template beside this module when absent, so a newcomer's first `tenantctl up`
-gets the settings this project is tuned for (fast dequeue, run monitoring, crash retries, run
+gets the settings this project is tuned for (runs that start at once under their limits, run
 limits per plan): `dagster.yaml` stores on SQLite in DAGSTER_HOME, `dagster.postgres.yaml` on
 the PostgreSQL database at DAGSTER_PG_URL. The run limits are rendered in from the settings
 because Dagster's schema takes no `{env: ...}` for tag limits; the URL is not, since it is a
@@ -50,8 +50,10 @@ def render_instance_config(settings: Settings) -> str:
         "templates", TEMPLATES[storage_for(settings)]
     )
     limits = tag_limits(settings)
+    indent = " " * 6  # under run_coordinator.config.tag_concurrency_limits
     block = "".join(
-        f"\n    - key: {item['key']}\n      value: {item['value']}\n      limit: {item['limit']}"
+        f"\n{indent}- key: {item['key']}\n{indent}  value: {item['value']}"
+        f"\n{indent}  limit: {item['limit']}"
         for item in limits
     )
     return Template(template.read_text()).substitute(
@@ -93,7 +95,7 @@ def check_instance_config(path: Path, settings: Settings) -> None:
         )
     if not path.read_text().startswith(GENERATED_MARK):
         return
-    queue = config.get("run_queue") or {}
+    queue = (config.get("run_coordinator") or {}).get("config") or {}
     have = (queue.get("max_concurrent_runs"), queue.get("tag_concurrency_limits") or [])
     want = (settings.max_concurrent_runs, tag_limits(settings))
     if have != want:

@@ -15,6 +15,7 @@ from dagster._utils.interrupts import capture_interrupts
 
 import tenant_pipelines.definitions  # noqa: F401 - imported once, in the fork server
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 from tenant_pipelines.support.procs import identity
 
 
@@ -25,6 +26,8 @@ def execute_run(run_id: str, serialized_instance_ref: str) -> None:
     a live worker from a dead one (and stop it) from any process. SIGTERM and SIGINT become
     Dagster's execution interrupts, as in Dagster's own run workers.
     """
+    # A run launches no run of its own in this process (compensation is queued instead).
+    os.environ.pop(LAUNCH_NOW_ENV, None)
     with capture_interrupts():
         ref = deserialize_value(serialized_instance_ref, InstanceRef)
         with DagsterInstance.from_ref(ref) as instance:

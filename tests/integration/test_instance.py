@@ -58,7 +58,8 @@ def test_sqlite_instance_queues_runs_per_plan(tmp_path: Path) -> None:
         )
         # Everything else the project tuned is kept.
         config = yaml.safe_load((chosen.dagster_home / "dagster.yaml").read_text())
-        assert config["run_queue"]["dequeue_interval_seconds"] == 1
+        assert config["run_coordinator"]["class"] == "SlotRunCoordinator"
+        assert config["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
         assert config["run_retries"]["enabled"] is True
         assert config["run_monitoring"]["max_runtime_seconds"] == 1800
     finally:
