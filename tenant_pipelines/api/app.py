@@ -19,6 +19,9 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Open the registry and the instance (importing Dagster) before answering /healthz,
+        # which `tenantctl up` waits for: the first caller should not pay for them.
+        ctx.open()
         yield
         ctx.close()
 

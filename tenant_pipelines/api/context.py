@@ -63,6 +63,12 @@ class ApiContext:
                 self._instance = feed_instance(instance)
             return self._instance
 
+    def open(self) -> None:
+        """Open the registry and the instance (importing Dagster) now rather than at the first
+        request."""
+        _ = self.registry
+        self.instance()
+
     def close(self) -> None:
         with self._instance_lock:
             if self._instance is not None:

@@ -16,7 +16,6 @@ Code is loaded once per fork server: after changing the code location, restart t
 
 import ast
 import multiprocessing
-import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -58,6 +57,10 @@ def main_script_imports() -> set[str]:
     return names
 
 
+def _ready() -> None:
+    """A child that does nothing: its start proves the fork server ready."""
+
+
 def _run_worker_main(run_id: str, serialized_instance_ref: str) -> None:
     # Imported in the child, where the fork server has it already; never in the launcher.
     from tenant_pipelines.runtime.run_worker import execute_run
@@ -97,8 +100,11 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             self.warm()
 
     def warm(self) -> None:
-        self._fork_context()
-        multiprocessing.forkserver.ensure_running()
+        """Start the fork server and wait until it has imported everything: it forks a child
+        only then, so one empty child tells us it is ready."""
+        child = self._fork_context().Process(target=_ready, name="fork-server-ready")
+        child.start()
+        child.join()
 
     def _fork_context(self) -> ForkServerContext:
         """The fork server starts at the first launch, with the instance's storage classes and
