@@ -40,6 +40,7 @@ class MemorySampler:
     interval_s: float = 0.5
     peak_total_mb: float = 0.0
     peak_platform_mb: float = 0.0
+    last_total_mb: float = 0.0
     workload_mb: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -48,7 +49,8 @@ class MemorySampler:
         platform_mb = sum(_pss_kb(p) for p in platform) / 1024
         per_workload = [_pss_kb(p) / 1024 for p in workloads]
         self.peak_platform_mb = max(self.peak_platform_mb, platform_mb)
-        self.peak_total_mb = max(self.peak_total_mb, platform_mb + sum(per_workload))
+        self.last_total_mb = platform_mb + sum(per_workload)
+        self.peak_total_mb = max(self.peak_total_mb, self.last_total_mb)
         if per_workload:
             self.workload_mb = per_workload
 

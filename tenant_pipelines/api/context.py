@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tenant_pipelines.orchestration.graphql import DagsterApi
+from tenant_pipelines.orchestration.intake import Launcher
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.files import write_atomically
@@ -26,6 +27,7 @@ class Addresses:
 
     dagster_port: int | None = None
     edge_port: int | None = None
+    workspace: Path | None = None  # the platform's workspace.yaml: runs are launched from here
     host: str = "127.0.0.1"
 
     @property
@@ -63,11 +65,23 @@ class ApiContext:
                 self._instance = feed_instance(instance)
             return self._instance
 
+    @cached_property
+    def launcher(self) -> Launcher | None:
+        """Submissions launch their runs from this process when it knows the workspace (under
+        `tenantctl up`), else through the webserver's API, else not at all (the sensor will)."""
+        if self.addresses.workspace is not None:
+            from tenant_pipelines.runtime.direct_launch import DirectLauncher
+
+            return DirectLauncher(self.instance(), self.addresses.workspace)
+        return self.dagster
+
     def open(self) -> None:
-        """Open the registry and the instance (importing Dagster) now rather than at the first
-        request."""
+        """Open the registry and the instance (importing Dagster), and make the run launcher
+        ready, now rather than at the first request."""
         _ = self.registry
         self.instance()
+        if self.addresses.workspace is not None:
+            _ = self.instance().run_launcher  # starts its fork server under `tenantctl up`
 
     def close(self) -> None:
         with self._instance_lock:

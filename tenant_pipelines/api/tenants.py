@@ -82,7 +82,7 @@ def submit(
         request_id=request_id or uuid.uuid4(),
         requested_by=RequestedBy(subject=caller.subject, role=caller.role.value),
     )
-    return intake.submit(ctx.registry, request, ctx.dagster, log.warning)
+    return intake.submit(ctx.registry, request, ctx.launcher, log.warning)
 
 
 def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:

@@ -143,7 +143,7 @@ def _warm_run_launcher(dagster_port: int) -> None:
         pass
 
 
-def _api_argv(ports: "Ports") -> list[str]:
+def _api_argv(ports: "Ports", workspace: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -154,6 +154,8 @@ def _api_argv(ports: "Ports") -> list[str]:
         str(ports.dagster),
         "--edge-port",
         str(ports.edge),
+        "--workspace",
+        str(workspace),
     ]
 
 
@@ -214,7 +216,8 @@ def run_stack(
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     env = {**settings.child_env(), LAUNCH_NOW_ENV: "1"}
-    target = ["-w", str(workspace or write_workspace(settings.data_dir))]
+    workspace = workspace or write_workspace(settings.data_dir)
+    target = ["-w", str(workspace)]
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -247,7 +250,7 @@ def run_stack(
             )
         )
         children.append(_start("daemon", [_bin("dagster-daemon"), "run", *target], env, log_dir))
-        children.append(_start("api", _api_argv(ports), env, log_dir))
+        children.append(_start("api", _api_argv(ports, workspace), env, log_dir))
         deadline = time.monotonic() + READY_TIMEOUT_S
         _wait_http(f"http://127.0.0.1:{edge_port}/_edge/healthz", children[0], deadline)
         restored = workloads.restore()

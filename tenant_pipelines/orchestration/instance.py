@@ -57,6 +57,7 @@ def render_instance_config(settings: Settings) -> str:
         for item in limits
     )
     return Template(template.read_text()).substitute(
+        dagster_home=settings.dagster_home,
         max_concurrent_runs=settings.max_concurrent_runs,
         tag_concurrency_limits=block if limits else " []",
     )

@@ -6,16 +6,24 @@ however many times, and from however many processes, it is submitted. A launch t
 is left to the sensor, which catches up on launched requests without a run.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.states import RequestState
-from tenant_pipelines.orchestration.graphql import DagsterApi, DagsterApiError
 from tenant_pipelines.orchestration.runs import PROVISION_JOB, provision_run_config, provision_tags
 from tenant_pipelines.registry.store import TenantRegistry
+
+
+class Launcher(Protocol):
+    """Starts a run of one of this code location's jobs; its run id. The webserver's API
+    (`DagsterApi`) does, and so does the API server itself (`runtime.direct_launch`)."""
+
+    def launch(
+        self, job_name: str, run_config: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -41,25 +49,27 @@ class Submission:
 def submit(
     registry: TenantRegistry,
     request: TenantRequest,
-    dagster: DagsterApi | None,
+    launcher: Launcher | None,
     warn: Callable[[str], None],
 ) -> Submission:
     """Record the request (RequestConflict if its id came with other content) and launch it
-    through the webserver's API when one is given."""
+    when a launcher is given (the platform is up)."""
     record, created = registry.submit_request(request)
-    run_id = launch(registry, dagster, record.request_id, warn) if dagster else None
+    run_id = launch(registry, launcher, record.request_id, warn) if launcher else None
     return Submission(registry.get_request(record.request_id), created, run_id)
 
 
 def launch(
-    registry: TenantRegistry, dagster: DagsterApi, request_id: str, warn: Callable[[str], None]
+    registry: TenantRegistry, launcher: Launcher, request_id: str, warn: Callable[[str], None]
 ) -> str | None:
     """Launch the request's run if nobody has; its run id, or None."""
     if not registry.mark_launched(request_id):
         return None  # launched already, by the sensor or an earlier submission
     request = registry.get_request(request_id)
     try:
-        return dagster.launch(PROVISION_JOB, provision_run_config(request), provision_tags(request))
-    except DagsterApiError as error:
+        return launcher.launch(
+            PROVISION_JOB, provision_run_config(request), provision_tags(request)
+        )
+    except Exception as error:  # the request stays launched-without-a-run: the sensor's job
         warn(f"direct launch failed, the intake sensor will launch it: {error}")
         return None

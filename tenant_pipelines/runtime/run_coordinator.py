@@ -15,6 +15,10 @@ moment, when the daemon starts a queued run of another plan during a decision he
 counts once per loop.) Only the platform's long-lived processes (webserver,
 daemon: `LAUNCH_NOW_ENV`) launch this way; elsewhere (a run worker submitting a compensation)
 the run is enqueued, so no run's process has to outlive the one that launched it.
+
+When a run ends, the process that launched it hands its slot to the oldest queued run that fits
+(`start_queued`), rather than leaving the slot idle until the daemon's next loop: in a burst that
+wait came after every run.
 """
 
 import fcntl
@@ -37,12 +41,34 @@ class SlotRunCoordinator(QueuedRunCoordinator):
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
-        if run.status != DagsterRunStatus.NOT_STARTED or os.environ.get(LAUNCH_NOW_ENV) != "1":
+        if run.status != DagsterRunStatus.NOT_STARTED or not launches_here():
             return super().submit_run(context)
         with self._slots_locked():
-            if self._slot_free(run):
+            limits = self._limits(run)
+            if limits is not None and not self._waiting(limits) and self._fits(run, self._active()):
                 return self._instance.launch_run(run.run_id, context.workspace)
             return super().submit_run(context)
+
+    def start_queued(self) -> list[str]:
+        """Give the slots that runs have freed to queued runs, oldest first, now rather than at
+        the daemon's next loop; the run ids started. (The daemon may reach for the same run:
+        the launcher starts a run once whoever asks.)"""
+        if not launches_here():
+            return []
+        started: list[str] = []
+        with self._slots_locked():
+            active = self._active()
+            for record in self._instance.get_run_records(
+                filters=RunsFilter(statuses=[DagsterRunStatus.QUEUED]),
+                order_by="create_timestamp",
+                ascending=True,
+            ):
+                run = record.dagster_run
+                if self._limits(run) is not None and self._fits(run, active):
+                    self._instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+                    active.append(run)
+                    started.append(run.run_id)
+        return started
 
     @contextmanager
     def _slots_locked(self) -> Iterator[None]:
@@ -51,27 +77,33 @@ class SlotRunCoordinator(QueuedRunCoordinator):
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             yield
 
-    def _slot_free(self, run: DagsterRun) -> bool:
-        config = self.get_run_queue_config()
-        limits = [limit for limit in config.tag_concurrency_limits if _applies(limit, run.tags)]
-        if any(not isinstance(limit.get("value"), str) for limit in limits):
-            return False  # per-unique-value limits: leave them to the daemon's accounting
-        if self._waiting(limits):
-            return False  # runs like it are queued: they go first
-        active = [
-            record.dagster_run
-            for record in self._instance.get_run_records(
-                filters=RunsFilter(statuses=ACTIVE_RUN_STATUSES)
-            )
+    def _limits(self, run: DagsterRun) -> list[Mapping[str, Any]] | None:
+        """The tag limits `run` falls under; None for kinds this coordinator leaves to the
+        daemon's accounting (limits per unique tag value)."""
+        limits = [
+            limit
+            for limit in self.get_run_queue_config().tag_concurrency_limits
+            if _applies(limit, run.tags)
         ]
+        if any(not isinstance(limit.get("value"), str) for limit in limits):
+            return None
+        return limits
+
+    def _active(self) -> list[DagsterRun]:
+        records = self._instance.get_run_records(filters=RunsFilter(statuses=ACTIVE_RUN_STATUSES))
+        return [record.dagster_run for record in records]
+
+    def _fits(self, run: DagsterRun, active: list[DagsterRun]) -> bool:
+        config = self.get_run_queue_config()
         if 0 <= config.max_concurrent_runs <= len(active):
             return False
         return all(
             sum(_applies(limit, other.tags) for other in active) < limit["limit"]
-            for limit in limits
+            for limit in self._limits(run) or []
         )
 
     def _waiting(self, limits: list[Mapping[str, Any]]) -> bool:
+        """Whether runs under the same limits are queued: they go first."""
         return any(
             self._instance.get_runs_count(
                 filters=RunsFilter(
@@ -81,6 +113,10 @@ class SlotRunCoordinator(QueuedRunCoordinator):
             > 0
             for limit in limits
         )
+
+
+def launches_here() -> bool:
+    return os.environ.get(LAUNCH_NOW_ENV) == "1"
 
 
 def _applies(limit: Mapping[str, Any], tags: Mapping[str, str]) -> bool:

@@ -15,6 +15,7 @@ Code is loaded once per fork server: after changing the code location, restart t
 """
 
 import ast
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -30,10 +31,13 @@ from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLa
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
-from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
-from tenant_pipelines.support.procs import live_pid
+from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
+from tenant_pipelines.support.procs import identity, live_pid
 
 WORKER_MODULE = "tenant_pipelines.runtime.run_worker"
+# Which launcher process started the run; checked and set under CLAIM_LOCK_FILE.
+LAUNCHED_TAG = ".dagster/tenant-pipelines/launched-by"
+CLAIM_LOCK_FILE = ".run-launch.lock"
 
 
 def main_script_imports() -> set[str]:
@@ -132,6 +136,13 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
+        if not self._claim(run):
+            self._instance.report_engine_event(
+                "Launch skipped: another launcher on this host started this run already.",
+                run,
+                cls=self.__class__,
+            )
+            return
         worker = self._fork_context().Process(
             target=_run_worker_main,
             args=(run.run_id, serialize_value(self._instance.get_ref())),
@@ -148,22 +159,37 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             daemon=True,
         ).start()
 
+    def _claim(self, run: DagsterRun) -> bool:
+        """Mark the run as launched, unless a launcher did already: the daemon's queue loop and
+        a slot handed over at a run's end may reach for the same queued run."""
+        path = Path(self._instance.root_directory) / CLAIM_LOCK_FILE
+        with open(path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self._instance.get_run_by_id(run.run_id)
+            if current is not None and LAUNCHED_TAG in current.tags:
+                return False
+            self._instance.add_run_tags(run.run_id, {LAUNCHED_TAG: identity(os.getpid())})
+            return True
+
     def _settle_when_gone(self, run_id: str, worker: multiprocessing.process.BaseProcess) -> None:
-        """A worker that exits before its run ended has crashed or was killed: end the run now
-        (as the code server does for its workers), so that run retries can resume it."""
+        """When the worker exits: its slot goes to a queued run at once; and if its run had not
+        ended, the worker crashed or was killed, so end the run now (as the code server does for
+        its workers), so that run retries can resume it."""
         worker.join()
         run = self._instance.get_run_by_id(run_id)
-        if run is None or run.is_finished:
-            return
-        message = f"Run worker (pid: {worker.pid}) exited before the run ended."
-        if run.status == DagsterRunStatus.CANCELING:
-            self._instance.report_run_canceled(run, message=message)
-        else:
-            self._instance.report_run_failed(run, message=message)
+        if run is not None and not run.is_finished:
+            message = f"Run worker (pid: {worker.pid}) exited before the run ended."
+            if run.status == DagsterRunStatus.CANCELING:
+                self._instance.report_run_canceled(run, message=message)
+            else:
+                self._instance.report_run_failed(run, message=message)
+        coordinator = self._instance.run_coordinator
+        if isinstance(coordinator, SlotRunCoordinator):
+            coordinator.start_queued()
 
     def _worker_pid(self, run: DagsterRun) -> int | None:
-        identity = run.tags.get(WORKER_TAG)
-        return live_pid(identity) if identity else None
+        worker = run.tags.get(WORKER_TAG)
+        return live_pid(worker) if worker else None
 
     def terminate(self, run_id: str) -> bool:
         """Mark the run canceling and interrupt its worker (SIGTERM: an execution interrupt)."""
@@ -190,11 +216,11 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        identity = run.tags.get(WORKER_TAG)
-        if identity is None:
+        worker = run.tags.get(WORKER_TAG)
+        if worker is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has no recorded worker")
-        if live_pid(identity) is None:
+        if live_pid(worker) is None:
             return CheckRunHealthResult(
-                WorkerStatus.FAILED, f"run worker {identity} (pid:start) is gone"
+                WorkerStatus.FAILED, f"run worker {worker} (pid:start) is gone"
             )
         return CheckRunHealthResult(WorkerStatus.RUNNING)

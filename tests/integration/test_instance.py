@@ -35,7 +35,8 @@ def template(name: str) -> dict:
 def test_the_two_templates_differ_only_in_storage() -> None:
     sqlite, postgres = (template(TEMPLATES[kind]) for kind in ("sqlite", "postgres"))
     assert postgres.pop("storage") == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
-    assert "storage" not in sqlite  # Dagster's default: SQLite under DAGSTER_HOME
+    # Dagster's SQLite storage under DAGSTER_HOME, its event log keeping its engines.
+    assert sqlite.pop("storage")["custom"]["class"] == "PooledSqliteStorage"
     assert sqlite == postgres
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, reconstructable
+from dagster._core.launcher import LaunchRunContext
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
     RemoteJobOrigin,
@@ -18,7 +19,7 @@ from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
-from tests.integration.test_run_launcher import hold_job, wait_for_status
+from tests.integration.test_run_launcher import hold_job, run_messages, wait_for_status, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -110,12 +111,17 @@ def test_a_run_with_a_free_slot_starts_at_once_and_the_rest_queue(
     assert status(instance, other_plan) != DagsterRunStatus.QUEUED
     assert wait_for_status(instance, other_plan.run_id).status == DagsterRunStatus.SUCCESS
 
-    (tmp_path / "a" / "release").write_text("")
-    assert wait_for_status(instance, first.run_id).status == DagsterRunStatus.SUCCESS
-    # Its slot is free, but a free run is queued: a newcomer waits behind it (the daemon's turn).
+    # A newcomer queues behind the free run that waits, even once a slot frees.
     third = submit(instance, tmp_path / "d", "free", hold=False)
     assert status(instance, third) == DagsterRunStatus.QUEUED
-    assert status(instance, second) == DagsterRunStatus.QUEUED
+    (tmp_path / "a" / "release").write_text("")
+    assert wait_for_status(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+    # The slot goes to the oldest queued free run at once: no daemon runs in this test.
+    wait_until(lambda: status(instance, second) != DagsterRunStatus.QUEUED, "the hand-over")
+    assert status(instance, third) == DagsterRunStatus.QUEUED
+    (tmp_path / "b" / "release").write_text("")
+    assert wait_for_status(instance, second.run_id).status == DagsterRunStatus.SUCCESS
+    assert wait_for_status(instance, third.run_id).status == DagsterRunStatus.SUCCESS
 
 
 def test_the_global_limit_queues_runs_of_any_plan(
@@ -165,3 +171,22 @@ def test_outside_the_platforms_processes_every_run_queues(
     run = submit(instance, tmp_path / "q", "team", hold=False)
 
     assert status(instance, run) == DagsterRunStatus.QUEUED
+
+
+def test_a_run_is_launched_once_whoever_asks(instance: DagsterInstance, tmp_path: Path) -> None:
+    (tmp_path / "once").mkdir()
+    run = instance.create_run_for_job(
+        hold_job,
+        run_config={"ops": {"report_and_hold": {"config": {"directory": str(tmp_path / "once")}}}},
+        job_code_origin=reconstructable(hold_job).get_python_origin(),
+        remote_job_origin=REMOTE_ORIGIN,
+    )
+    # The daemon's queue loop and a slot handed over at a run's end both reach for it.
+    for _ in range(2):
+        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+
+    assert wait_for_status(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+    messages = run_messages(instance, run.run_id)
+    forked = [m for m in messages if "Forked run worker" in m]
+    skipped = [m for m in messages if "Launch skipped" in m]
+    assert (len(forked), len(skipped)) == (1, 1)
