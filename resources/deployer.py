@@ -9,6 +9,7 @@ is capped at its plan's `workload_memory_mb`.
 
 import contextlib
 import http.client
+import importlib.util
 import itertools
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from resources.base import TenantBackend, resolved
 from resources.identity import identity_db_path, pg_identity_schema
-from tenant_pipelines.domain.errors import ReadinessTimeout
+from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.plans import get_plan
 from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
@@ -39,6 +40,14 @@ IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"  # as resources.workload_serve
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH")
 # The directory holding the `resources` package, for children of a non-installed checkout.
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _home_of(package: str) -> str:
+    """The directory a package is imported from, for a child started without site-packages."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"{package} is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
 def workloads_dir(data_dir: str | Path) -> Path:
@@ -203,8 +212,9 @@ class LocalProcessDeployer(WorkloadDeployer):
         }
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env["MALLOC_ARENA_MAX"] = "2"  # per-thread arenas would reserve memory the cap counts
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        paths = [_SOURCE_ROOT]
         if self.identity_pg_url:
+            paths.append(_home_of("psycopg2"))
             options["--identity-schema"] = pg_identity_schema(tenant.key)
             env[IDENTITY_DSN_ENV] = libpq_url(resolved(self.identity_pg_url))
             # libpq settings the DSN may rely on (PGPASSWORD, PGSSLMODE, ...), as the admin's.
@@ -213,7 +223,9 @@ class LocalProcessDeployer(WorkloadDeployer):
             db = identity_db_path(Path(self.data_dir).resolve(), tenant.key)
             options["--identity-db"] = str(db)
         options["--state-file"] = str(state_file)
-        command = [sys.executable, "-m", SERVER_MODULE, *itertools.chain(*options.items())]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (*paths, env.get("PYTHONPATH")) if p)
+        # -S: no site-packages scan at start (the paths it needs are above); a few MB a tenant.
+        command = [sys.executable, "-S", "-m", SERVER_MODULE, *itertools.chain(*options.items())]
         with open(state_file.with_suffix(".log"), "ab") as log:
             return subprocess.Popen(
                 command,
