@@ -75,7 +75,7 @@ def orchestrated(requests: int, plan: str) -> tuple[list[Timeline], list[float]]
             stack.cli(*request_args(slug, plan))
             cli_s.append(time.perf_counter() - started)
             wait_active(settings, slug)
-        instance = open_instance(settings.dagster_home)
+        instance = open_instance(settings.dagster_home, settings)
         registry = TenantRegistry.shared(settings.db_url)
         timelines = [timeline(registry, instance, f"lat{i:03d}") for i in range(requests)]
         stack.stop()

@@ -131,8 +131,9 @@ def ensure_dagster_home(dagster_home: Path, settings: Settings | None = None) ->
     return config
 
 
-def open_instance(dagster_home: Path, settings: Settings | None = None) -> DagsterInstance:
-    settings = Settings.from_env() if settings is None else settings
+def open_instance(dagster_home: Path, settings: Settings) -> DagsterInstance:
+    """The instance at `dagster_home`, after checking its dagster.yaml against `settings`: those
+    of the stack that owns it (the process's own environment may differ, as in a benchmark)."""
     ensure_dagster_home(dagster_home, settings)
     if storage_for(settings) == "sqlite":
         return DagsterInstance.from_config(str(dagster_home))

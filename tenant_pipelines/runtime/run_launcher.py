@@ -61,6 +61,13 @@ def main_script_imports() -> set[str]:
     return names
 
 
+def launched_by(run: DagsterRun) -> str | None:
+    """The launcher process (pid:start) that claimed `run`; None if none did (a mark copied
+    from a parent run names another run)."""
+    run_id, _, launcher = run.tags.get(LAUNCHED_TAG, "").partition("@")
+    return launcher if run_id == run.run_id else None
+
+
 def _ready() -> None:
     """A child that does nothing: its start proves the fork server ready."""
 
@@ -161,14 +168,19 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
 
     def _claim(self, run: DagsterRun) -> bool:
         """Mark the run as launched, unless a launcher did already: the daemon's queue loop and
-        a slot handed over at a run's end may reach for the same queued run."""
+        a slot handed over at a run's end may reach for the same queued run.
+
+        The marks name the run they belong to: a run re-executed from failure (by the daemon's
+        run retries or the UI) starts with a copy of its parent's tags, the parent's launch mark
+        and dead worker included, and must neither count as launched nor look crashed."""
         path = Path(self._instance.root_directory) / CLAIM_LOCK_FILE
         with open(path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self._instance.get_run_by_id(run.run_id)
-            if current is not None and LAUNCHED_TAG in current.tags:
+            if current is not None and launched_by(current) is not None:
                 return False
-            self._instance.add_run_tags(run.run_id, {LAUNCHED_TAG: identity(os.getpid())})
+            mark = f"{run.run_id}@{identity(os.getpid())}"
+            self._instance.add_run_tags(run.run_id, {LAUNCHED_TAG: mark, WORKER_TAG: ""})
             return True
 
     def _settle_when_gone(self, run_id: str, worker: multiprocessing.process.BaseProcess) -> None:
@@ -188,7 +200,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             coordinator.start_queued()
 
     def _worker_pid(self, run: DagsterRun) -> int | None:
-        worker = run.tags.get(WORKER_TAG)
+        worker = run.tags.get(WORKER_TAG) if launched_by(run) is not None else None
         return live_pid(worker) if worker else None
 
     def terminate(self, run_id: str) -> bool:
@@ -216,8 +228,8 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        worker = run.tags.get(WORKER_TAG)
-        if worker is None:
+        worker = run.tags.get(WORKER_TAG) if launched_by(run) is not None else None
+        if not worker:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has no recorded worker")
         if live_pid(worker) is None:
             return CheckRunHealthResult(

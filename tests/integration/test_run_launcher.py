@@ -23,6 +23,7 @@ from dagster import (
 from dagster._core.launcher import WorkerStatus
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.runtime.run_launcher import LAUNCHED_TAG, launched_by
 from tenant_pipelines.support.procs import identity as process_identity
 from tenant_pipelines.support.procs import live_pid
 
@@ -81,7 +82,9 @@ def instance(dagster_home: Path) -> Iterator[DagsterInstance]:
         yield value
 
 
-def launch(instance: DagsterInstance, directory: Path, hold: bool) -> DagsterRun:
+def launch(
+    instance: DagsterInstance, directory: Path, hold: bool, tags: dict[str, str] | None = None
+) -> DagsterRun:
     recon = reconstructable(hold_job)
     run = instance.create_run_for_job(
         hold_job,
@@ -89,6 +92,7 @@ def launch(instance: DagsterInstance, directory: Path, hold: bool) -> DagsterRun
             "ops": {"report_and_hold": {"config": {"directory": str(directory), "hold": hold}}}
         },
         job_code_origin=recon.get_python_origin(),
+        tags=tags,
     )
     instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
     return run
@@ -117,7 +121,7 @@ def wait_for_status(instance: DagsterInstance, run_id: str) -> DagsterRun:
 def worker_pid_of(instance: DagsterInstance, run_id: str) -> int:
     def tagged() -> bool:
         run = instance.get_run_by_id(run_id)
-        return run is not None and WORKER_TAG in run.tags
+        return run is not None and bool(run.tags.get(WORKER_TAG))
 
     wait_until(tagged, "the worker's identity on the run")
     run = instance.get_run_by_id(run_id)
@@ -208,3 +212,19 @@ def test_a_process_identity_names_only_that_very_process() -> None:
     assert live_pid("not-a-pid:1") is None
     with open("/proc/sys/kernel/pid_max") as pid_max:
         assert live_pid(f"{int(pid_max.read())}:1") is None  # no such process
+
+
+def test_a_run_with_its_parents_marks_is_launched_and_not_taken_for_crashed(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """A run re-executed from failure starts with a copy of its parent's tags: the parent's
+    launch mark and the identity of the parent's (dead) worker."""
+    dead_worker = f"{2**22 + 7}:1"
+    parent_marks = {LAUNCHED_TAG: f"parent-run@{process_identity(os.getpid())}"}
+    run = launch(instance, tmp_path, hold=True, tags={**parent_marks, WORKER_TAG: dead_worker})
+    started = instance.get_run_by_id(run.run_id)
+    assert started is not None and launched_by(started) is not None
+    assert instance.run_launcher.check_run_worker_health(started).status != WorkerStatus.FAILED
+    worker_pid_of(instance, run.run_id)
+    (tmp_path / "release").write_text("")
+    assert wait_for_status(instance, run.run_id).status == DagsterRunStatus.SUCCESS
