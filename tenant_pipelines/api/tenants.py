@@ -82,7 +82,21 @@ def submit(
         request_id=request_id or uuid.uuid4(),
         requested_by=RequestedBy(subject=caller.subject, role=caller.role.value),
     )
-    return intake.submit(ctx.registry, request, ctx.launcher, log.warning)
+    launcher = ctx.launcher
+    launch = intake.launching(ctx.registry, launcher, log.warning) if launcher else None
+    return intake.submit(ctx.registry, request, launch)
+
+
+def claim_recorded(ctx: ApiContext, request_id: str) -> bool:
+    """Mark a request recorded on this host (by `tenantctl request`) launched, unless someone
+    has, when this server can launch it: then `start_claimed` must follow."""
+    record = ctx.registry.get_request(request_id)
+    return ctx.launcher is not None and ctx.registry.mark_launched(record.request_id)
+
+
+def start_claimed(ctx: ApiContext, request_id: str) -> None:
+    if ctx.launcher is not None:
+        intake.start_claimed(ctx.registry, ctx.launcher, request_id, log.warning)
 
 
 def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
     from tenant_pipelines.orchestration.graphql import DagsterApi
+    from tenant_pipelines.orchestration.intake import LaunchRecorded
 
 FOLLOW_POLL_S = 0.5
 
@@ -72,12 +73,28 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
         request = TenantRequest.parse(fields)
     except ValidationError as error:
         raise UsageError(describe_validation_error(error)) from None
-    dagster = _dagster_if_up(settings)
     try:
-        submission = submit_request(_registry(settings), request, dagster, _warn)
+        submission = submit_request(_registry(settings), request, _launch_if_up(settings))
     except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
     return submission.to_json()
+
+
+def _launch_if_up(settings: Settings) -> "LaunchRecorded | None":
+    """The running platform's API server launches what this command records."""
+    from tenant_pipelines.cli.local_api import launch_recorded
+    from tenant_pipelines.localstack.stack_file import read_stack
+
+    stack = read_stack(settings)
+    if stack is None:
+        return None
+    port = int(stack["api_port"])
+
+    def launch(request_id: str) -> None:
+        launch_recorded(port, request_id, _warn)  # the run id is not known when it answers
+        return None
+
+    return launch
 
 
 def _operator() -> str:
@@ -87,14 +104,6 @@ def _operator() -> str:
 
 def _warn(message: str) -> None:
     print(f"tenantctl: {message}", file=sys.stderr)
-
-
-def _dagster_if_up(settings: Settings) -> "DagsterApi | None":
-    from tenant_pipelines.localstack.stack_file import read_stack
-    from tenant_pipelines.orchestration.graphql import DagsterApi
-
-    stack = read_stack(settings)
-    return DagsterApi(int(stack["dagster_port"])) if stack else None
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

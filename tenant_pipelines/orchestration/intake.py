@@ -46,17 +46,25 @@ class Submission:
         }
 
 
+# Launches a recorded request's run, by request id, unless someone has; its run id, or None.
+LaunchRecorded = Callable[[str], str | None]
+
+
 def submit(
-    registry: TenantRegistry,
-    request: TenantRequest,
-    launcher: Launcher | None,
-    warn: Callable[[str], None],
+    registry: TenantRegistry, request: TenantRequest, launch_recorded: LaunchRecorded | None
 ) -> Submission:
     """Record the request (RequestConflict if its id came with other content) and launch it
-    when a launcher is given (the platform is up)."""
+    when the platform is up (`launch_recorded` given)."""
     record, created = registry.submit_request(request)
-    run_id = launch(registry, launcher, record.request_id, warn) if launcher else None
+    run_id = launch_recorded(record.request_id) if launch_recorded else None
     return Submission(registry.get_request(record.request_id), created, run_id)
+
+
+def launching(
+    registry: TenantRegistry, launcher: Launcher, warn: Callable[[str], None]
+) -> LaunchRecorded:
+    """`launch` with its registry and launcher bound: how this process launches a request."""
+    return lambda request_id: launch(registry, launcher, request_id, warn)
 
 
 def launch(
@@ -65,6 +73,13 @@ def launch(
     """Launch the request's run if nobody has; its run id, or None."""
     if not registry.mark_launched(request_id):
         return None  # launched already, by the sensor or an earlier submission
+    return start_claimed(registry, launcher, request_id, warn)
+
+
+def start_claimed(
+    registry: TenantRegistry, launcher: Launcher, request_id: str, warn: Callable[[str], None]
+) -> str | None:
+    """Start the run of a request this process has marked launched; its run id, or None."""
     request = registry.get_request(request_id)
     try:
         return launcher.launch(

@@ -2,6 +2,7 @@
 authorization matrix, idempotency, validation, the feed (JSON and Server-Sent Events), and no
 token in clear anywhere the platform writes."""
 
+import http.client
 import json
 import threading
 import uuid
@@ -371,3 +372,46 @@ def test_no_token_is_stored_or_logged_in_clear(world: World) -> None:
     for token in world.tokens.values():
         secret = token.removeprefix("tp_").split("_", 1)[1]
         assert token.encode() not in written and secret.encode() not in written
+
+
+def recorded_request(registry: TenantRegistry, slug: str) -> str:
+    request = TenantRequest.parse(
+        {**body(slug), "requested_by": {"subject": "operator:test", "role": "platform-admin"}}
+    )
+    record, _ = registry.submit_request(request)
+    return record.request_id
+
+
+def test_the_local_launch_claims_nothing_on_a_server_that_cannot_launch(world: World) -> None:
+    """This server knows no workspace and no webserver: the request stays pending for the
+    intake sensor, instead of being marked launched with no run to follow."""
+    request_id = recorded_request(world.registry, "local-pending")
+    answer = world.server.call("POST", f"/local/requests/{request_id}/launch")
+    assert answer.status_code == 202
+    assert answer.json() == {"request_id": request_id, "launching": False}
+    assert world.registry.get_request(request_id).state == "pending"
+    assert (
+        "/local/requests/{request_id}/launch"
+        not in world.server.call("GET", "/openapi.json").json()["paths"]
+    )
+
+
+def test_the_local_launch_of_an_unknown_request_is_404(world: World) -> None:
+    answer = world.server.call("POST", f"/local/requests/{uuid.uuid4()}/launch")
+    assert answer.status_code == 404
+
+
+def test_the_local_launch_answers_only_the_hosts_own_command_line(world: World) -> None:
+    """A caller from another address (here 127.0.0.2, as a proxy or a container would be) is
+    refused, and the request is left as it was."""
+    request_id = recorded_request(world.registry, "local-refused")
+    port = int(world.server.base.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0)
+    )
+    conn.request("POST", f"/local/requests/{request_id}/launch")
+    answer = conn.getresponse()
+    assert answer.status == 403
+    assert "this host" in json.loads(answer.read())["error"]
+    conn.close()
+    assert world.registry.get_request(request_id).state == "pending"
