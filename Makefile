@@ -36,6 +36,11 @@ test: setup browser lint
 
 # Full-size benchmarks (figures in README "Performance"); results in bench/results/*.json.
 bench: setup
+	$(BIN)/python -m bench.api_latency --requests 20 --rounds 3
+	$(BIN)/python -m bench.cli_latency --requests 10 --rounds 3
+	$(BIN)/python -m bench.burst --requests 50 --plans free --rounds 3
+	$(BIN)/python -m bench.burst --requests 200 --plans free,team --enterprise --rounds 3 \
+	  --json bench/results/burst-200.json
 	$(BIN)/python -m bench.latency --requests 10
 	$(BIN)/python -m bench.throughput --requests 50
 	$(BIN)/python -m bench.compensation --samples 5
@@ -43,6 +48,10 @@ bench: setup
 
 # Tiny sizes, run by CI to keep the scripts working.
 bench-smoke: setup
+	$(BIN)/python -m bench.api_latency --requests 2 --rounds 1 --json bench/results/smoke-api.json
+	$(BIN)/python -m bench.cli_latency --requests 2 --rounds 1 --json bench/results/smoke-cli.json
+	$(BIN)/python -m bench.burst --requests 6 --plans free,team --enterprise --rounds 1 \
+	  --json bench/results/smoke-burst.json
 	$(BIN)/python -m bench.latency --requests 2 --json bench/results/smoke-latency.json
 	$(BIN)/python -m bench.throughput --requests 4 --json bench/results/smoke-throughput.json
 	$(BIN)/python -m bench.compensation --samples 1 --json bench/results/smoke-compensation.json

@@ -1,8 +1,10 @@
 """The instance's SQLite storage keeps its event-log engines, and stays Dagster's own format: an
 instance without it reads what it wrote."""
 
+import sqlite3
 from pathlib import Path
 
+import dagster
 import pytest
 from dagster import DagsterInstance
 from dagster._core.test_utils import create_run_for_test
@@ -55,3 +57,40 @@ def test_only_the_most_recently_used_engines_are_kept(
             instance.report_engine_event("hello", run)
         kept = set(instance.event_log_storage._engines)  # type: ignore[attr-defined]
     assert len(kept) == 3 and runs[-1].run_id in kept and runs[0].run_id not in kept
+
+
+def tables_and_revision(database: Path) -> tuple[set[str], list[tuple[str, ...]], str]:
+    with sqlite3.connect(database) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return tables, revision, journal
+
+
+def test_a_new_runs_database_is_the_one_dagster_would_have_made(tmp_path: Path) -> None:
+    """Made from the template, a run's database has Dagster's tables, indexes, journal mode
+    and revision stamp; the template directory holds only the template."""
+    with instance_at(tmp_path / "pooled", pooled=True) as pooled:
+        ours = create_run_for_test(pooled, job_name="job")
+        pooled.report_engine_event("hello", ours)
+        storage = pooled.event_log_storage
+        ours_path = Path(storage.path_for_shard(ours.run_id))  # type: ignore[attr-defined]
+        templates = ours_path.parent / sqlite_storage.TEMPLATES_DIRECTORY
+    with instance_at(tmp_path / "plain", pooled=False) as plain:
+        theirs = create_run_for_test(plain, job_name="job")
+        plain.report_engine_event("hello", theirs)
+        theirs_path = Path(plain.event_log_storage.path_for_shard(theirs.run_id))  # type: ignore[attr-defined]
+    assert tables_and_revision(ours_path) == tables_and_revision(theirs_path)
+    assert [p.name for p in templates.iterdir()] == [f"run-{dagster.__version__}.db"]
+
+
+def test_a_database_another_process_made_is_checked_not_replaced(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with instance_at(home, pooled=True) as first, instance_at(home, pooled=True) as second:
+        run = create_run_for_test(first, job_name="job")
+        first.report_engine_event("from the first", run)
+        storage = second.event_log_storage
+        assert not storage._created_from_template(run.run_id)  # type: ignore[attr-defined]
+        second.report_engine_event("from the second", run)
+        messages = [entry.message for entry in first.all_logs(run.run_id)]
+    assert "from the first" in messages and "from the second" in messages
