@@ -15,8 +15,11 @@ from dagster._utils.interrupts import capture_interrupts
 
 import tenant_pipelines.definitions  # noqa: F401 - imported once, in the fork server
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.runtime.alembic_scripts import read_dagster_scripts_once
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 from tenant_pipelines.support.procs import identity
+
+read_dagster_scripts_once()  # in the fork server, for every worker it forks
 
 
 def execute_run(run_id: str, serialized_instance_ref: str) -> None:
