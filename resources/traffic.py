@@ -61,14 +61,22 @@ def _reading(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def lookup_route(data_dir: str | Path, host: str) -> Route | None:
-    """The route for a Host (without port), or None; never creates the table (the edge reads)."""
+    """The route for a Host (without port), or None; never creates the table (the edge reads).
+
+    A normal open of a WAL database creates its shared-memory file, which fails on a full disk:
+    then the table is read as the main file holds it, so healthy tenants are still served.
+    Raises sqlite3.Error if neither read works.
+    """
     path = routes_db_path(data_dir)
     if not path.exists():
         return None
-    with _reading(path) as conn:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM routes WHERE host = ?", (host.lower(),)
-        ).fetchone()
+    query = f"SELECT {_COLUMNS} FROM routes WHERE host = ?"
+    try:
+        with _reading(path) as conn:
+            row = conn.execute(query, (host.lower(),)).fetchone()
+    except sqlite3.OperationalError:
+        with contextlib.closing(sqlite_files.connect_snapshot(path)) as snapshot:
+            row = snapshot.execute(query, (host.lower(),)).fetchone()
     return Route(*row) if row else None
 
 

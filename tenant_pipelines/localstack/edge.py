@@ -55,17 +55,27 @@ class EdgeHandler(BaseHTTPRequestHandler):
     timeout = CLIENT_TIMEOUT_S
 
     def _dispatch(self) -> None:
+        """Every request gets an answer: whatever stops the edge from serving one (registry
+        unreadable, disk full) is a 503 with its reason, never a dropped connection."""
         if self.path.split("?", 1)[0] == HEALTH_PATH:
             self._send_json(200, {"status": "ok"})
             return
         host = host_name(self.headers.get("Host") or "")
+        try:
+            self._route(host)
+        except Exception as error:  # any cause: the client must hear why, not a reset
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self.log_error("cannot serve %r: %s", host, reason)
+            self._send_json(503, {"error": f"the edge cannot serve {host!r} now: {reason}"})
+
+    def _route(self, host: str) -> None:
         route = lookup_route(self.server.data_dir, host)
         if route is None:
             self._send_json(404, {"error": f"unknown host {host!r}"})
         elif not route.is_open:
             self._send_json(503, {"error": f"tenant {route.tenant_key!r} is not active"})
         elif (port := read_endpoint(self.server.data_dir, route.tenant_key)) is None:
-            self._send_json(502, {"error": f"tenant {route.tenant_key!r} has no live workload"})
+            self._send_json(503, {"error": f"tenant {route.tenant_key!r} has no live workload"})
         else:
             self._relay(port, host, route.tenant_key)
 
@@ -91,6 +101,9 @@ class EdgeHandler(BaseHTTPRequestHandler):
             data = response.read()
         except TimeoutError:
             self._send_json(504, {"error": f"tenant {tenant_key!r} did not answer in time"})
+            return
+        except ConnectionRefusedError:
+            self._send_json(503, {"error": f"tenant {tenant_key!r} workload is down"})
             return
         except (OSError, http.client.HTTPException) as error:
             self._send_json(502, {"error": f"tenant {tenant_key!r} workload failed: {error}"})
