@@ -1,0 +1,60 @@
+"""What `tenantctl up` refuses before it starts anything: a data directory that does not exist
+(unless --init), and a platform whose data directory or Dagster instance another `up` holds."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tenant_pipelines.localstack import platform_lock
+from tests.stack_helpers import REPO, TENANTCTL, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def up(data_dir: Path, dagster_home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
+    env.update(TENANT_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home))
+    ports = ["--dagster-port", str(free_port()), "--edge-port", str(free_port())]
+    return subprocess.run(
+        [TENANTCTL, "up", *ports, "--api-port", str(free_port()), *extra],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_missing_data_dir_is_refused_and_not_created(tmp_path: Path) -> None:
+    mistyped = tmp_path / "tenant-dta"
+    result = up(mistyped, tmp_path / "dagster")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"tenantctl: the data directory {mistyped} does not exist (TENANT_DATA_DIR); check it,"
+        " or run `tenantctl up --init` to create a new platform there\n"
+    )
+    assert not mistyped.exists() and not (tmp_path / "dagster").exists()
+
+
+@pytest.mark.parametrize("shared", ["data directory", "Dagster instance"])
+def test_a_second_up_is_refused_naming_the_running_one(tmp_path: Path, shared: str) -> None:
+    """The lock is held by this test process, as a running `up` holds it (an fcntl lock is
+    per open file, so another process sees it taken); the real thing is in the e2e matrix."""
+    data_dir, home = tmp_path / "data", tmp_path / "dagster"
+    data_dir.mkdir()
+    held = platform_lock.hold(data_dir, home, {"dagster": 3001, "edge": 8081, "api": 8001})
+    try:
+        other = data_dir if shared == "data directory" else tmp_path / "other-data"
+        other.mkdir(exist_ok=True)
+        result = up(other, home)
+    finally:
+        for fd in held:
+            os.close(fd)
+    where = data_dir if shared == "data directory" else home
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"tenantctl: tenantctl up is already running for the {shared} {where}"
+        f" (pid {os.getpid()}; ports dagster 3001, edge 8081, api 8001)\n"
+    )
