@@ -186,7 +186,9 @@ class Stack:
 
 
 @contextmanager
-def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
+def local_stack(tmp_path: Path, make_data_dir: bool = True, **extra_env: str) -> Iterator[Stack]:
+    """A stack's environment and free ports (`start` starts it); `make_data_dir=False` leaves
+    the data directory for `tenantctl up --init` to create."""
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
     env.update(
@@ -202,7 +204,8 @@ def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
         edge_port=free_port(),
         api_port=free_port(),
     )
-    data_dir.mkdir(parents=True, exist_ok=True)  # `up` creates none without --init
+    if make_data_dir:
+        data_dir.mkdir(parents=True, exist_ok=True)  # `up` creates none without --init
     try:
         yield stack
     finally:
