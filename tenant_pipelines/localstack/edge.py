@@ -1,8 +1,9 @@
 """The local edge gateway: what stands where a load balancer would, for `tenantctl up`.
 
-It answers by Host header. The route table (resources.traffic) says whether a host is a tenant and
-whether its traffic is open; the deployer's state (resources.deployer) says where its workload
-listens. Both are read on every request, so provisioning takes effect without a reload.
+It answers by Host header. The route table (resources.route_table) says whether a host is a tenant
+and whether its traffic is open; the deployer's state (resources.workload_state) says where its
+workload listens. Both are read on every request, so provisioning takes effect without a reload;
+neither imports Dagster, so a restarted edge serves again within a second.
 Run as `python -m tenant_pipelines.localstack.edge --port M --data-dir D`.
 """
 
@@ -15,8 +16,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler
 
-from resources.deployer import read_endpoint
-from resources.traffic import lookup_route
+from resources.route_table import lookup_route
+from resources.workload_state import read_endpoint
 from tenant_pipelines.support.loopback import LoopbackServer
 
 PROXY_TIMEOUT_S = 30.0
