@@ -24,8 +24,6 @@ from typing import Protocol
 from tenant_pipelines.localstack import leftovers, platform_lock
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
-from tenant_pipelines.orchestration.graphql import LOCATION
-from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.procs import descendants
 
@@ -100,6 +98,8 @@ def _api_argv(ports: "Ports", workspace: Path) -> list[str]:
 def write_workspace(directory: Path) -> Path:
     """The repo's workspace.yaml, for a platform started outside the repo: same location name,
     so runs launched by name (the CLI, the hook) find their job."""
+    from tenant_pipelines.orchestration.graphql import LOCATION
+
     path = directory / "workspace.yaml"
     path.write_text(
         "load_from:\n  - python_module:\n      module_name: tenant_pipelines.definitions\n"
@@ -163,6 +163,8 @@ def _settle_previous(settings: Settings, say: Callable[[str], None]) -> None:
 def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[ChildSpec]:
     """The platform's processes, in start order; stopped in the reverse order (daemon before
     webserver, so no new run starts while the rest goes down)."""
+    from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
+
     env = {**settings.child_env(), LAUNCH_NOW_ENV: "1"}
     target = ["-w", str(workspace)]
     local = "http://127.0.0.1"
@@ -210,6 +212,7 @@ def _bring_up(supervisor: Supervisor, workloads: WorkloadControl, ports: Ports) 
     return restored
 
 
+# Dagster is imported only once the lock is ours: a refused `up` answers in a fraction of a second.
 def run_stack(
     settings: Settings,
     ports: Ports,
