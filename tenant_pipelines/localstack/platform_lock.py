@@ -43,6 +43,21 @@ def _take(directory: Path, what: str, owner: dict[str, object]) -> int:
     return fd
 
 
+def is_held(directory: Path) -> bool:
+    """Whether a running `up` holds the lock in `directory` (whatever its stack file says)."""
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def hold(data_dir: Path, dagster_home: Path, ports: dict[str, int]) -> list[int]:
     """Take both locks or raise PlatformRunning naming the holder; the descriptors to keep open
     (closing them, or exiting, releases the locks)."""

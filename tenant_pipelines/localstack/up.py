@@ -228,6 +228,7 @@ def run_stack(
         {"dagster": ports.dagster, "edge": ports.edge, "api": ports.api},
     )
     try:
+        stack_file(settings).unlink(missing_ok=True)  # a SIGKILLed predecessor's
         _stop_leftovers(settings, say)
         ports.check_free()
         _settle_previous(settings, say)

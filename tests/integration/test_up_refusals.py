@@ -1,6 +1,8 @@
 """What `tenantctl up` refuses before it starts anything: a data directory that does not exist
-(unless --init), and a platform whose data directory or Dagster instance another `up` holds."""
+(unless --init), and a platform whose data directory or Dagster instance another `up` holds; and
+the stack file other commands trust only while the lock is held."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -8,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tenant_pipelines.localstack import platform_lock
+from tenant_pipelines.localstack.stack_file import read_stack, stack_file
+from tenant_pipelines.settings import Settings
 from tests.stack_helpers import REPO, TENANTCTL, free_port
 
 pytestmark = pytest.mark.integration
@@ -58,3 +62,20 @@ def test_a_second_up_is_refused_naming_the_running_one(tmp_path: Path, shared: s
         f"tenantctl: tenantctl up is already running for the {shared} {where}"
         f" (pid {os.getpid()}; ports dagster 3001, edge 8081, api 8001)\n"
     )
+
+
+def test_a_stack_file_counts_only_while_its_up_holds_the_lock(tmp_path: Path) -> None:
+    """A SIGKILLed `up` leaves stack.json naming a PID that may live on in another process."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings.from_env({"TENANT_DATA_DIR": str(data_dir)})
+    stack = {"pid": os.getpid(), "dagster_port": 3001, "edge_port": 8081, "api_port": 8001}
+    stack_file(settings).write_text(json.dumps(stack))
+    assert read_stack(settings) is None
+    held = platform_lock.hold(data_dir, tmp_path / "dagster", {})
+    try:
+        assert read_stack(settings) == stack
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert read_stack(settings) is None
