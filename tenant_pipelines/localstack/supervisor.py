@@ -169,16 +169,16 @@ class Supervisor:
             self.check(time.monotonic())
 
     def stop(self, before_term: Callable[[list[int]], None] = lambda pids: None) -> None:
-        """SIGTERM each child's process group (last started first), SIGKILL what is left after
-        the grace period, then every process still marked as this platform's."""
-        children = list(reversed(self.children.values()))
-        before_term([c.process.pid for c in children])
-        for child in children:
-            if child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
+        """SIGTERM each live child's process group (last started first), SIGKILL what is left
+        after the grace period, then every process still marked as this platform's (what the
+        children that died before left behind)."""
+        live = [c for c in reversed(self.children.values()) if c.process.poll() is None]
+        before_term([c.process.pid for c in live])
+        for child in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for child in children:
+        for child in live:
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
