@@ -5,14 +5,16 @@ the stack file other commands trust only while the lock is held."""
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tenant_pipelines.localstack import platform_lock
+from tenant_pipelines.localstack import leftovers, platform_lock
 from tenant_pipelines.localstack.stack_file import read_stack, stack_file
 from tenant_pipelines.settings import Settings
-from tests.stack_helpers import REPO, TENANTCTL, free_port
+from tenant_pipelines.support import procs
+from tests.stack_helpers import REPO, TENANTCTL, free_port, local_stack
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +81,41 @@ def test_a_stack_file_counts_only_while_its_up_holds_the_lock(tmp_path: Path) ->
         for fd in held:
             os.close(fd)
     assert read_stack(settings) is None
+
+
+def test_two_ups_started_a_second_apart_one_runs_one_is_refused(tmp_path: Path) -> None:
+    """The drill that found two daemons: the lock is taken before anything slow, so the second
+    `up` is refused while the first is still starting, and the first comes up alone."""
+    with local_stack(tmp_path) as first:
+        first.process = subprocess.Popen(
+            [
+                *(TENANTCTL, "up", "--dagster-port", str(first.dagster_port)),
+                *("--edge-port", str(first.edge_port), "--api-port", str(first.api_port)),
+            ],
+            env=first.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(1)
+        second = up(first.data_dir, Path(first.env["DAGSTER_HOME"]))
+        assert second.returncode == 1
+        assert f"already running for the data directory {first.data_dir.resolve()}" in (
+            second.stderr
+        )
+        assert f"(pid {first.process.pid}; ports dagster {first.dagster_port}" in second.stderr
+        assert first.process.stdout is not None
+        said = [first.process.stdout.readline()]  # up gives up after READY_TIMEOUT_S
+        while said[-1] and "is up" not in said[-1]:
+            said.append(first.process.stdout.readline())
+        assert "is up" in said[-1], "".join(said)
+        daemons = [
+            p
+            for p in leftovers.marked(str(first.data_dir.resolve()))
+            if "dagster-daemon run" in (procs.command_line(p) or "")
+        ]
+        assert len(daemons) == 1
+        assert first.stop() == 0
+        assert leftovers.marked(str(first.data_dir.resolve())) == []
