@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,7 +53,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.start("--init")
         assert running.data_dir.is_dir()
         yield running
-        assert running.stop() == 0
+        if running.process is not None:  # the crash-loop cell stopped it already
+            assert running.stop() == 0
         assert platform_pids(running) == [] and workloads(running) == {}
     report = os.environ.get("TENANT_SUPERVISION_REPORT")
     if report:
@@ -123,10 +124,10 @@ def assert_platform_whole(stack: Stack) -> None:
     assert inventory.returncode == 0, inventory.stdout
 
 
-def wait_until(condition: object, timeout_s: float, poll_s: float = 0.05) -> float:
+def wait_until(condition: Callable[[], object], timeout_s: float, poll_s: float = 0.05) -> float:
     """Seconds until `condition()` held; fails after `timeout_s`."""
     started = time.monotonic()
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() - started < timeout_s, f"not within {timeout_s} s"
         time.sleep(poll_s)
     return time.monotonic() - started
@@ -253,3 +254,26 @@ def test_up_killed_then_started_again_leaves_no_orphan_and_no_second_daemon(
     ROWS.append(
         Row("up killed (SIGKILL), up again", "active, served", seconds, "; ".join(saw) or "-")
     )
+
+
+def test_an_edge_that_keeps_dying_stops_the_platform_with_the_reason(stack: Stack) -> None:
+    """Five exits within a minute: a fault to report, not to hide behind restarts."""
+    assert stack.process is not None
+    started = time.monotonic()
+    for kill in range(5):
+        edge = the_child(stack, "edge")
+        os.kill(edge, signal.SIGKILL)
+        if kill < 4:  # restarted after its backoff (0, 0.5, 1, 2 s), and serving again
+            wait_until(lambda e=edge: child_pids(stack, "edge") not in ([], [e]), 30, poll_s=0.1)
+            wait_until(lambda: served(stack, "edge-kill"), 30)
+    assert stack.process.wait(timeout=60) == 1
+    seconds = round(time.monotonic() - started, 1)
+    said = stack.wait_said("tenantctl: edge exited 5 times")
+    assert said.strip() == (
+        "tenantctl: edge exited 5 times within 60 s (last status -9); stopping the platform;"
+        f" see {stack.data_dir.resolve() / 'logs' / 'edge.log'}"
+    )
+    assert [line for line in stack.said if "restarting it" in line][-1].endswith("(restart 4)\n")
+    stack.process = None
+    assert platform_pids(stack) == [] and workloads(stack) == {}
+    ROWS.append(Row("edge crash loop (5 kills)", "platform stopped, exit 1", seconds, said.strip()))
