@@ -5,6 +5,7 @@ each with its own tenant, and each ends with `tenantctl inventory` clean, one da
 active and served through the edge. Set TENANT_SUPERVISION_REPORT=path to get the cells as JSON.
 """
 
+import functools
 import json
 import os
 import signal
@@ -67,6 +68,11 @@ def platform_pids(stack: Stack) -> list[int]:
 
 def child_pids(stack: Stack, name: str) -> list[int]:
     return [p for p in platform_pids(stack) if CHILD_MARKS[name] in (procs.command_line(p) or "")]
+
+
+def replaced(stack: Stack, name: str, old: int) -> bool:
+    """Whether a new process runs as child `name` in place of `old`."""
+    return child_pids(stack, name) not in ([], [old])
 
 
 def the_child(stack: Stack, name: str) -> int:
@@ -264,7 +270,7 @@ def test_an_edge_that_keeps_dying_stops_the_platform_with_the_reason(stack: Stac
         edge = the_child(stack, "edge")
         os.kill(edge, signal.SIGKILL)
         if kill < 4:  # restarted after its backoff (0, 0.5, 1, 2 s), and serving again
-            wait_until(lambda e=edge: child_pids(stack, "edge") not in ([], [e]), 30, poll_s=0.1)
+            wait_until(functools.partial(replaced, stack, "edge", edge), 30, poll_s=0.1)
             wait_until(lambda: served(stack, "edge-kill"), 30)
     assert stack.process.wait(timeout=60) == 1
     seconds = round(time.monotonic() - started, 1)
