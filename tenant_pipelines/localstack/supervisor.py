@@ -66,7 +66,9 @@ class RestartPolicy:
 
 def _die_with_parent(parent: int) -> None:
     """In the child before exec: default signal dispositions (a background shell hands them
-    ignored) and SIGKILL when the process that started it dies, however it dies."""
+    ignored) and SIGKILL when the process that started it dies, however it dies. Linux sends it
+    when the *thread* that forked the child ends: children are spawned only by the thread that
+    runs the supervisor's loop (the main one), which lives as long as the process."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(AttributeError):  # not Linux: the next `up` stops leftovers
@@ -77,6 +79,8 @@ def _die_with_parent(parent: int) -> None:
 
 @dataclass
 class Running:
+    """A child as it runs now: its current process, restarts so far, a pending restart."""
+
     spec: ChildSpec
     process: subprocess.Popen[bytes]
     restarts: int = 0
