@@ -18,8 +18,9 @@ browser:
 	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; }
 
+# --init only for the default data directory: a mistyped TENANT_DATA_DIR is refused, not created.
 up: setup
-	$(BIN)/tenantctl up
+	$(BIN)/tenantctl up $(if $(TENANT_DATA_DIR),,--init)
 
 # Style, the layer contracts (import-linter, pyproject.toml) and types (mypy; strict for the domain
 # and the saga).

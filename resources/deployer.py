@@ -23,10 +23,19 @@ from pathlib import Path
 
 from resources.base import TenantBackend, resolved
 from resources.identity import identity_db_path, pg_identity_schema
+from resources.workload_state import (  # noqa: F401 - read_endpoint: where it always was
+    SERVER_MODULE,
+    is_workload_of,
+    owner,
+    read_endpoint,
+    read_state,
+    state_path,
+    workloads_dir,
+)
 from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.plans import get_plan
-from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
+from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import procs
 from tenant_pipelines.support.db_url import libpq_url
 
@@ -34,7 +43,6 @@ POLL_INTERVAL_S = 0.05
 HEALTH_TIMEOUT_S = 1.0
 STOP_GRACE_S = 5.0
 KILL_WAIT_S = 2.0
-SERVER_MODULE = "resources.workload_server"
 IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"  # as resources.workload_server reads it
 # All a workload inherits from the control plane's environment: not its database URLs or keys.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH")
@@ -50,55 +58,10 @@ def _home_of(package: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
-def workloads_dir(data_dir: str | Path) -> Path:
-    return Path(data_dir).resolve() / "workloads"
-
-
-def _state_file(data_dir: str | Path, tenant_key: str) -> Path:
-    return workloads_dir(data_dir) / f"{check_tenant_key(tenant_key)}.json"
-
-
-def _read_state(path: Path) -> dict[str, int] | None:
-    try:
-        state = json.loads(path.read_text())
-        return {"pid": int(state["pid"]), "port": int(state["port"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _workload_args(pid: int) -> dict[str, str] | None:
-    """The options of a live workload_server process, or None for anything else (or a zombie)."""
-    argv = procs.argv(pid)
-    if argv is None or SERVER_MODULE not in argv:
-        return None
-    return {a.removeprefix("--"): b for a, b in itertools.pairwise(argv) if a.startswith("--")}
-
-
-def _owner(pid: int, data_dir: str | Path) -> str | None:
-    """The tenant key if pid is a workload of this data directory, else None."""
-    args = _workload_args(pid)
-    key = args.get("tenant-key", "") if args else ""
-    if not args or not is_tenant_key(key):
-        return None
-    return key if args.get("state-file") == str(_state_file(data_dir, key)) else None
-
-
-def _is_workload_of(pid: int, data_dir: str | Path, tenant_key: str) -> bool:
-    return _owner(pid, data_dir) == tenant_key
-
-
 def _running(data_dir: str | Path) -> dict[int, str]:
     """PID -> tenant key of every workload process that belongs to this data directory."""
-    owners = {pid: _owner(pid, data_dir) for pid in procs.pids()}
+    owners = {pid: owner(pid, data_dir) for pid in procs.pids()}
     return {pid: key for pid, key in owners.items() if key}
-
-
-def read_endpoint(data_dir: str | Path, tenant_key: str) -> int | None:
-    """The port of the tenant's live workload, for the edge; None if there is none."""
-    state = _read_state(_state_file(data_dir, tenant_key))
-    if state is None or not _is_workload_of(state["pid"], data_dir, tenant_key):
-        return None
-    return state["port"]
 
 
 def _healthy(port: int, tenant_key: str) -> bool:
@@ -127,7 +90,7 @@ def _stop(targets: dict[int, str], data_dir: str | Path) -> list[str]:
             with contextlib.suppress(OSError, AttributeError):
                 pidfds[pid] = os.pidfd_open(pid)
                 stack.callback(os.close, pidfds[pid])
-        ours = {pid: key for pid, key in targets.items() if _is_workload_of(pid, data_dir, key)}
+        ours = {pid: key for pid, key in targets.items() if is_workload_of(pid, data_dir, key)}
         alive = dict(ours)
         for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, KILL_WAIT_S)):
             for pid in alive:
@@ -150,7 +113,7 @@ def _wait_gone(alive: dict[int, str], data_dir: str | Path, wait_s: float) -> di
         for pid in list(alive):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it if we are its parent
-            if not _is_workload_of(pid, data_dir, alive[pid]):
+            if not is_workload_of(pid, data_dir, alive[pid]):
                 del alive[pid]
     return alive
 
@@ -182,10 +145,10 @@ class LocalProcessDeployer(WorkloadDeployer):
     readiness_timeout_s: float | None = None
 
     def ensure(self, tenant: TenantSpec) -> Handle:
-        state = _read_state(_state_file(self.data_dir, tenant.key))
+        state = read_state(state_path(self.data_dir, tenant.key))
         if (
             state
-            and _is_workload_of(state["pid"], self.data_dir, tenant.key)
+            and is_workload_of(state["pid"], self.data_dir, tenant.key)
             and _healthy(state["port"], tenant.key)
         ):
             return self._handle(tenant.key, state)
@@ -198,12 +161,12 @@ class LocalProcessDeployer(WorkloadDeployer):
         return Handle(
             kind=self.kind,
             tenant_key=tenant_key,
-            name=str(_state_file(self.data_dir, tenant_key)),
+            name=str(state_path(self.data_dir, tenant_key)),
             details={"pid": state["pid"], "port": state["port"]},
         )
 
     def _start(self, tenant: TenantSpec) -> subprocess.Popen[bytes]:
-        state_file = _state_file(self.data_dir, tenant.key)
+        state_file = state_path(self.data_dir, tenant.key)
         state_file.parent.mkdir(parents=True, exist_ok=True)
         options = {
             "--tenant-key": tenant.key,
@@ -239,14 +202,14 @@ class LocalProcessDeployer(WorkloadDeployer):
 
     def _await_ready(self, process: subprocess.Popen[bytes], key: str, timeout_s: float) -> Handle:
         """Poll the state file and /healthz; on failure leave no process behind."""
-        state_file = _state_file(self.data_dir, key)
+        state_file = state_path(self.data_dir, key)
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
                 log = state_file.with_suffix(".log")
                 reason = f"exited with status {process.returncode}; see {log}"
                 raise ReadinessTimeout(key, timeout_s, reason)
-            state = _read_state(state_file)
+            state = read_state(state_file)
             ready = bool(state and state["pid"] == process.pid and _healthy(state["port"], key))
             # Ready counts only if seen before the deadline: a check that ends after it cannot
             # tell when the workload became ready.
@@ -257,7 +220,7 @@ class LocalProcessDeployer(WorkloadDeployer):
             if time.monotonic() >= deadline:
                 process.kill()
                 process.wait()
-                if (_read_state(state_file) or {}).get("pid") == process.pid:
+                if (read_state(state_file) or {}).get("pid") == process.pid:
                     state_file.unlink(missing_ok=True)
                 raise ReadinessTimeout(key, timeout_s)
             time.sleep(POLL_INTERVAL_S)
@@ -265,7 +228,7 @@ class LocalProcessDeployer(WorkloadDeployer):
     def release(self, tenant_key: str) -> bool:
         mine = {pid: key for pid, key in _running(self.data_dir).items() if key == tenant_key}
         stopped = _stop(mine, self.data_dir)
-        state_file = _state_file(self.data_dir, tenant_key)
+        state_file = state_path(self.data_dir, tenant_key)
         existed = state_file.exists()
         state_file.unlink(missing_ok=True)
         return bool(stopped) or existed

@@ -11,65 +11,24 @@ import contextlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from resources.base import TenantBackend
+from resources.route_table import (  # noqa: F401 - the table's names, where they always were
+    CLOSED,
+    COLUMNS,
+    OPEN,
+    SCHEMA,
+    Route,
+    lookup_route,
+    reading,
+    routes_db_path,
+)
 from resources.storage import utc_now
 from tenant_pipelines.domain.errors import PermanentError
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import sqlite as sqlite_files
-
-CLOSED = "closed"
-OPEN = "open"
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS routes ("
-    " host TEXT PRIMARY KEY,"
-    " tenant_key TEXT NOT NULL UNIQUE,"
-    f" state TEXT NOT NULL CHECK (state IN ('{CLOSED}', '{OPEN}')),"
-    " updated_at TEXT NOT NULL)"
-)
-_COLUMNS = "host, tenant_key, state, updated_at"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One row of the route table, as the edge sees it."""
-
-    host: str
-    tenant_key: str
-    state: str
-    updated_at: str
-
-    @property
-    def is_open(self) -> bool:
-        return self.state == OPEN
-
-
-def routes_db_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "edge" / "routes.db"
-
-
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite_files.connect(path, "rw")
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def lookup_route(data_dir: str | Path, host: str) -> Route | None:
-    """The route for a Host (without port), or None; never creates the table (the edge reads)."""
-    path = routes_db_path(data_dir)
-    if not path.exists():
-        return None
-    with _reading(path) as conn:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM routes WHERE host = ?", (host.lower(),)
-        ).fetchone()
-    return Route(*row) if row else None
 
 
 class TrafficBoundary(TenantBackend, ABC):
@@ -102,18 +61,18 @@ class LocalEdgeRoutes(TrafficBoundary):
     def _write(self) -> Iterator[sqlite3.Connection]:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite_files.transaction(self._path, "rwc", wal=True) as conn:
-            conn.execute(_SCHEMA)
+            conn.execute(SCHEMA)
             yield conn
 
     def _add_closed(self, conn: sqlite3.Connection, tenant: TenantSpec) -> Route:
         """Insert the route closed unless it exists; an existing route keeps its state."""
         host = tenant.host(self.domain)
         conn.execute(
-            f"INSERT INTO routes ({_COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO routes ({COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (host, tenant.key, CLOSED, utc_now()),
         )
         row = conn.execute(
-            f"SELECT {_COLUMNS} FROM routes WHERE tenant_key = ?", (tenant.key,)
+            f"SELECT {COLUMNS} FROM routes WHERE tenant_key = ?", (tenant.key,)
         ).fetchone()
         if row is None:
             raise PermanentError(f"host {host!r} is already routed to another tenant")
@@ -151,9 +110,9 @@ class LocalEdgeRoutes(TrafficBoundary):
     def _route_of(self, tenant_key: str) -> Route | None:
         if not self._path.exists():
             return None
-        with _reading(self._path) as conn:
+        with reading(self._path) as conn:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM routes WHERE tenant_key = ?", (tenant_key,)
+                f"SELECT {COLUMNS} FROM routes WHERE tenant_key = ?", (tenant_key,)
             ).fetchone()
         return Route(*row) if row else None
 
@@ -167,5 +126,5 @@ class LocalEdgeRoutes(TrafficBoundary):
     def list_existing(self) -> set[str]:
         if not self._path.exists():
             return set()
-        with _reading(self._path) as conn:
+        with reading(self._path) as conn:
             return {key for (key,) in conn.execute("SELECT tenant_key FROM routes")}

@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -48,6 +49,7 @@ class Stack:
     api_port: int
     process: subprocess.Popen[str] | None = None
     fault_plan: Path | None = None
+    said: list[str] = field(default_factory=list)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -107,11 +109,14 @@ class Stack:
             time.sleep(0.5)
         raise AssertionError(f"{slug} never reached {states}; last status {last}")
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
+        """`tenantctl up` with this stack's ports (and `extra` arguments), until it says it is up.
+        Everything it says, now and later, is collected in `said` (see `wait_said`)."""
         self.process = subprocess.Popen(
             [
                 TENANTCTL,
                 "up",
+                *extra,
                 "--dagster-port",
                 str(self.dagster_port),
                 "--edge-port",
@@ -128,17 +133,33 @@ class Stack:
         )
         deadline = time.monotonic() + UP_TIMEOUT_S
         assert self.process.stdout is not None
-        said: list[str] = []
+        said = self.said = []
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
-            if "is up" in line:
-                return
             said.append(line)
+            if "is up" in line:
+                threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
+                return
             if not line and self.process.poll() is not None:
                 raise AssertionError(
                     f"tenantctl up exited {self.process.returncode}: {''.join(said).strip()}"
                 )
         raise AssertionError("tenantctl up did not come up in time")
+
+    def _collect(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.said.append(line)
+
+    def wait_said(self, text: str, timeout_s: float = 60) -> str:
+        """The first line `up` said containing `text`, waiting for it if need be."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.said):
+                if text in line:
+                    return line
+            time.sleep(0.1)
+        raise AssertionError(f"tenantctl up never said {text!r}: {''.join(self.said)}")
 
     def stop(self) -> int:
         """SIGTERM, as an operator would; returns the exit status."""
@@ -165,7 +186,9 @@ class Stack:
 
 
 @contextmanager
-def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
+def local_stack(tmp_path: Path, make_data_dir: bool = True, **extra_env: str) -> Iterator[Stack]:
+    """A stack's environment and free ports (`start` starts it); `make_data_dir=False` leaves
+    the data directory for `tenantctl up --init` to create."""
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
     env.update(
@@ -181,6 +204,8 @@ def local_stack(tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
         edge_port=free_port(),
         api_port=free_port(),
     )
+    if make_data_dir:
+        data_dir.mkdir(parents=True, exist_ok=True)  # `up` creates none without --init
     try:
         yield stack
     finally:

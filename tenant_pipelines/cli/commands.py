@@ -255,6 +255,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         workspace,
         LocalWorkloads(settings),
         lambda line: print(line, flush=True),
+        init=args.init,
     )
 
 
@@ -314,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-port", type=int, default=8080)
     p.add_argument("--api-port", type=int, default=8000, help="the HTTP API and the console")
     p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")
+    p.add_argument(
+        "--init", action="store_true", help="create TENANT_DATA_DIR if it does not exist yet"
+    )
     return parser
 
 

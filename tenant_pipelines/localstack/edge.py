@@ -1,8 +1,9 @@
 """The local edge gateway: what stands where a load balancer would, for `tenantctl up`.
 
-It answers by Host header. The route table (resources.traffic) says whether a host is a tenant and
-whether its traffic is open; the deployer's state (resources.deployer) says where its workload
-listens. Both are read on every request, so provisioning takes effect without a reload.
+It answers by Host header. The route table (resources.route_table) says whether a host is a tenant
+and whether its traffic is open; the deployer's state (resources.workload_state) says where its
+workload listens. Both are read on every request, so provisioning takes effect without a reload;
+neither imports Dagster, so a restarted edge serves again within a second.
 Run as `python -m tenant_pipelines.localstack.edge --port M --data-dir D`.
 """
 
@@ -15,8 +16,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler
 
-from resources.deployer import read_endpoint
-from resources.traffic import lookup_route
+from resources.route_table import lookup_route
+from resources.workload_state import read_endpoint
 from tenant_pipelines.support.loopback import LoopbackServer
 
 PROXY_TIMEOUT_S = 30.0
@@ -55,17 +56,27 @@ class EdgeHandler(BaseHTTPRequestHandler):
     timeout = CLIENT_TIMEOUT_S
 
     def _dispatch(self) -> None:
+        """Every request gets an answer: whatever stops the edge from serving one (registry
+        unreadable, disk full) is a 503 with its reason, never a dropped connection."""
         if self.path.split("?", 1)[0] == HEALTH_PATH:
             self._send_json(200, {"status": "ok"})
             return
         host = host_name(self.headers.get("Host") or "")
+        try:
+            self._route(host)
+        except Exception as error:  # any cause: the client must hear why, not a reset
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self.log_error("cannot serve %r: %s", host, reason)
+            self._send_json(503, {"error": f"the edge cannot serve {host!r} now: {reason}"})
+
+    def _route(self, host: str) -> None:
         route = lookup_route(self.server.data_dir, host)
         if route is None:
             self._send_json(404, {"error": f"unknown host {host!r}"})
         elif not route.is_open:
             self._send_json(503, {"error": f"tenant {route.tenant_key!r} is not active"})
         elif (port := read_endpoint(self.server.data_dir, route.tenant_key)) is None:
-            self._send_json(502, {"error": f"tenant {route.tenant_key!r} has no live workload"})
+            self._send_json(503, {"error": f"tenant {route.tenant_key!r} has no live workload"})
         else:
             self._relay(port, host, route.tenant_key)
 
@@ -91,6 +102,9 @@ class EdgeHandler(BaseHTTPRequestHandler):
             data = response.read()
         except TimeoutError:
             self._send_json(504, {"error": f"tenant {tenant_key!r} did not answer in time"})
+            return
+        except ConnectionRefusedError:
+            self._send_json(503, {"error": f"tenant {tenant_key!r} workload is down"})
             return
         except (OSError, http.client.HTTPException) as error:
             self._send_json(502, {"error": f"tenant {tenant_key!r} workload failed: {error}"})

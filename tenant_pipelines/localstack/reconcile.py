@@ -1,15 +1,29 @@
 """The local platform's tenant workloads live and die with `tenantctl up`."""
 
+from functools import cached_property
+from typing import TYPE_CHECKING
+
 from tenant_pipelines.domain.states import LedgerState, TenantState
-from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from tenant_pipelines.orchestration.platform import TenantPlatform
 
 
 class LocalWorkloads:
-    """Restore the workload of every active tenant from the registry; stop them all."""
+    """Restore the workload of every active tenant from the registry; stop them all.
+
+    The platform (and Dagster with it) is built when first needed, not before `up` holds its
+    lock: a refused `up` answers at once."""
 
     def __init__(self, settings: Settings) -> None:
-        self._platform = build_platform(settings)
+        self._settings = settings
+
+    @cached_property
+    def _platform(self) -> "TenantPlatform":
+        from tenant_pipelines.orchestration.platform import build_platform
+
+        return build_platform(self._settings)
 
     def restore(self) -> list[str]:
         registry = self._platform.registry.get()

@@ -1,9 +1,11 @@
 """Where a running `tenantctl up` listens: `<data dir>/stack.json`, read by every command that
-talks to the running platform."""
+talks to the running platform. A SIGKILLed `up` leaves its file behind: it counts only while its
+process lives and the platform's lock is held, and the next `up` removes it once the lock is its."""
 
 import json
 from pathlib import Path
 
+from tenant_pipelines.localstack.platform_lock import is_held
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.procs import alive
 
@@ -20,4 +22,5 @@ def read_stack(settings: Settings) -> dict[str, int | str] | None:
         stack = json.loads(stack_file(settings).read_text())
     except (OSError, ValueError):
         return None
-    return stack if alive(int(stack["pid"])) else None
+    running = alive(int(stack["pid"])) and is_held(settings.data_dir)
+    return stack if running else None

@@ -27,6 +27,20 @@ def argv(pid: int) -> list[str] | None:
     return raw.decode(errors="replace").split("\0")[:-1] if raw else None
 
 
+def environ_value(pid: int, name: str) -> str | None:
+    """One variable of the environment the process started with (None: unset, gone, or not
+    ours to read). Inherited by everything it starts, unlike its parent or session."""
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{name}=".encode()
+    for entry in raw.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
 def command_line(pid: int) -> str | None:
     """The arguments joined by spaces, for matching and messages."""
     args = argv(pid)

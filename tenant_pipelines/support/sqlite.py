@@ -41,6 +41,13 @@ def connect(
     return conn
 
 
+def connect_snapshot(path: Path) -> sqlite3.Connection:
+    """The main database file as it stands, read without locks, -wal or -shm (SQLite's
+    `immutable`): for a reader that must go on when the disk is full and a normal open cannot
+    create the shared-memory file. Changes still in the write-ahead log are not seen."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+
+
 @contextmanager
 def transaction(
     path: Path, mode: Mode = "rw", *, wal: bool = False

@@ -1,7 +1,10 @@
-"""The edge gateway as a real process: routing by Host, 404/503/502, proxying, clean exits."""
+"""The edge gateway as a real process: routing by Host, 404/503/502, proxying, clean exits, and
+a 503 with its reason (never an empty reply) whenever it cannot serve, disk full included."""
 
+import contextlib
 import http.client
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +18,7 @@ import pytest
 
 from resources.deployer import LocalProcessDeployer
 from resources.identity import LocalSQLiteIdentityStore
-from resources.traffic import LocalEdgeRoutes
+from resources.traffic import LocalEdgeRoutes, routes_db_path
 from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
@@ -168,11 +171,70 @@ def test_a_closed_route_is_503(edge: Edge, routes: LocalEdgeRoutes) -> None:
     )
 
 
-def test_an_open_route_without_a_live_workload_is_502(edge: Edge, routes: LocalEdgeRoutes) -> None:
+def test_an_open_route_without_a_live_workload_is_503(edge: Edge, routes: LocalEdgeRoutes) -> None:
     routes.open(ACME)
     response = edge.get("acme-corp.localhost", "/.well-known/openid-configuration")
-    assert response.status == 502
-    assert "acme-corp" in str(response.json()["error"])
+    assert (response.status, response.json()) == (
+        503,
+        {"error": "tenant 'acme-corp' has no live workload"},
+    )
+
+
+def test_an_unreadable_route_table_is_503_with_the_reason(
+    edge: Edge, routes: LocalEdgeRoutes, data_dir: Path
+) -> None:
+    routes.open(ACME)
+    routes_db_path(data_dir).write_bytes(b"this is not a database" * 100)
+    response = edge.get("acme-corp.localhost", "/admin")
+    assert response.status == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "the edge cannot serve 'acme-corp.localhost' now: file is not a database"
+    }
+    assert edge.get("x.localhost", "/_edge/healthz").status == 200  # still up
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A data directory on a filesystem of its own, to fill: an 8 MB tmpfs (root can mount one)."""
+    mount = tmp_path / "full-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory: Path) -> None:
+    with open(directory / "filler", "wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    assert shutil.disk_usage(directory).free < 65536
+
+
+def test_a_full_disk_still_serves_healthy_tenants(full_disk: Path) -> None:
+    """SQLite cannot create the route table's shared-memory file on a full disk; the edge reads
+    the table as the main file holds it instead of dropping the connection."""
+    LocalSQLiteIdentityStore(data_dir=str(full_disk)).ensure(ACME)
+    deployer = LocalProcessDeployer(data_dir=str(full_disk), domain=DOMAIN)
+    port = free_port()
+    process = start_edge(port, full_disk, full_disk.parent / "edge.log")
+    try:
+        deployer.ensure(ACME)
+        LocalEdgeRoutes(data_dir=str(full_disk), domain=DOMAIN).open(ACME)
+        wait_until_up(port, process)
+        fill(full_disk)
+        for _ in range(3):
+            response = request(port, "acme-corp.localhost", "/admin")
+            assert response.status == 200 and b"acme-corp" in response.body
+        assert request(port, "ghost-corp.localhost", "/").status == 404
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        deployer.stop_all()
+    assert deployer.list_existing() == set()
 
 
 def test_an_open_route_is_proxied_to_the_workload(
@@ -207,7 +269,7 @@ def test_the_edge_follows_changes_without_a_restart(
 ) -> None:
     assert edge.get("acme-corp.localhost", "/admin").status == 200
     serving.release("acme-corp")
-    assert edge.get("acme-corp.localhost", "/admin").status == 502
+    assert edge.get("acme-corp.localhost", "/admin").status == 503
     LocalEdgeRoutes(data_dir=serving.data_dir, domain=DOMAIN).release("acme-corp")
     assert edge.get("acme-corp.localhost", "/admin").status == 404
 

@@ -1,0 +1,121 @@
+"""What `tenantctl up` refuses before it starts anything: a data directory that does not exist
+(unless --init), and a platform whose data directory or Dagster instance another `up` holds; and
+the stack file other commands trust only while the lock is held."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tenant_pipelines.localstack import leftovers, platform_lock
+from tenant_pipelines.localstack.stack_file import read_stack, stack_file
+from tenant_pipelines.settings import Settings
+from tenant_pipelines.support import procs
+from tests.stack_helpers import REPO, TENANTCTL, free_port, local_stack
+
+pytestmark = pytest.mark.integration
+
+
+def up(data_dir: Path, dagster_home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
+    env.update(TENANT_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home))
+    ports = ["--dagster-port", str(free_port()), "--edge-port", str(free_port())]
+    return subprocess.run(
+        [TENANTCTL, "up", *ports, "--api-port", str(free_port()), *extra],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_missing_data_dir_is_refused_and_not_created(tmp_path: Path) -> None:
+    mistyped = tmp_path / "tenant-dta"
+    result = up(mistyped, tmp_path / "dagster")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"tenantctl: the data directory {mistyped} does not exist (TENANT_DATA_DIR); check it,"
+        " or run `tenantctl up --init` to create a new platform there\n"
+    )
+    assert not mistyped.exists() and not (tmp_path / "dagster").exists()
+
+
+@pytest.mark.parametrize("shared", ["data directory", "Dagster instance"])
+def test_a_second_up_is_refused_naming_the_running_one(tmp_path: Path, shared: str) -> None:
+    """The lock is held by this test process, as a running `up` holds it (an fcntl lock is
+    per open file, so another process sees it taken); the real thing is in the e2e matrix."""
+    data_dir, home = tmp_path / "data", tmp_path / "dagster"
+    data_dir.mkdir()
+    held = platform_lock.hold(data_dir, home, {"dagster": 3001, "edge": 8081, "api": 8001})
+    try:
+        other = data_dir if shared == "data directory" else tmp_path / "other-data"
+        other.mkdir(exist_ok=True)
+        result = up(other, home)
+    finally:
+        for fd in held:
+            os.close(fd)
+    where = data_dir if shared == "data directory" else home
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"tenantctl: tenantctl up is already running for the {shared} {where}"
+        f" (pid {os.getpid()}; ports dagster 3001, edge 8081, api 8001)\n"
+    )
+
+
+def test_a_stack_file_counts_only_while_its_up_holds_the_lock(tmp_path: Path) -> None:
+    """A SIGKILLed `up` leaves stack.json naming a PID that may live on in another process."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings.from_env({"TENANT_DATA_DIR": str(data_dir)})
+    stack = {"pid": os.getpid(), "dagster_port": 3001, "edge_port": 8081, "api_port": 8001}
+    stack_file(settings).write_text(json.dumps(stack))
+    assert read_stack(settings) is None
+    held = platform_lock.hold(data_dir, tmp_path / "dagster", {})
+    try:
+        assert read_stack(settings) == stack
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert read_stack(settings) is None
+
+
+def test_two_ups_started_a_second_apart_one_runs_one_is_refused(tmp_path: Path) -> None:
+    """The drill that found two daemons: the lock is taken before anything slow, so the second
+    `up` is refused while the first is still starting, and the first comes up alone."""
+    with local_stack(tmp_path) as first:
+        first.process = subprocess.Popen(
+            [
+                *(TENANTCTL, "up", "--dagster-port", str(first.dagster_port)),
+                *("--edge-port", str(first.edge_port), "--api-port", str(first.api_port)),
+            ],
+            env=first.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(1)
+        second = up(first.data_dir, Path(first.env["DAGSTER_HOME"]))
+        assert second.returncode == 1
+        assert f"already running for the data directory {first.data_dir.resolve()}" in (
+            second.stderr
+        )
+        assert f"(pid {first.process.pid}; ports dagster {first.dagster_port}" in second.stderr
+        assert first.process.stdout is not None
+        said = [first.process.stdout.readline()]  # up gives up after READY_TIMEOUT_S
+        while said[-1] and "is up" not in said[-1]:
+            said.append(first.process.stdout.readline())
+        assert "is up" in said[-1], "".join(said)
+        daemons = [
+            p
+            for p in leftovers.marked(str(first.data_dir.resolve()))
+            if "dagster-daemon run" in (procs.command_line(p) or "")
+        ]
+        assert len(daemons) == 1
+        assert first.stop() == 0
+        assert leftovers.marked(str(first.data_dir.resolve())) == []
