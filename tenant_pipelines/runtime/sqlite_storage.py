@@ -1,4 +1,4 @@
-"""Dagster's SQLite storage, with an event log that keeps its database engines.
+"""Dagster's SQLite storage, with an event log and a run storage that keep their database engines.
 
 Dagster's SQLite event log writes each run's events to a database of its own and builds a new
 SQLAlchemy engine and connection for every event it stores, then closes them, and closing the
@@ -6,7 +6,9 @@ last connection to a WAL database checkpoints it. Profiled under a burst of prov
 that churn was over a third of every run worker's time, and run workers are what bounds how many
 tenants two cores onboard at once. This event log keeps one engine, and a connection, per
 database (the most recently used few), and commits without an fsync each (WAL with
-`synchronous = NORMAL`: a power loss may drop the last events, never corrupt the file).
+`synchronous = NORMAL`: a power loss may drop the last events, never corrupt the file). The run
+storage did the same for every query (and re-read the runs table's columns for most of them): in
+the API server during a burst that was over a third of its time; it keeps one engine too.
 A new run's database is a copy of an empty one made once per process with Dagster's own schema
 and revision stamp (about 1 ms, where creating its tables cost ~50 ms of every run's launch).
 Everything else, files and schema included, is Dagster's own: an instance can switch to or from
@@ -30,7 +32,12 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
 )
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+)
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
@@ -59,17 +66,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         with self._engines_lock:
             engine = self._engines.pop(shard, None)
             if engine is None:
-                engine = create_engine(
-                    self.conn_string_for_shard(shard),
-                    poolclass=QueuePool,
-                    pool_size=1,
-                    max_overflow=CONNECTIONS_OVERFLOW,
-                    connect_args={
-                        "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                        "check_same_thread": False,
-                    },
-                )
-                event.listen(engine, "connect", _without_fsync_per_commit)
+                engine = pooled_engine(self.conn_string_for_shard(shard))
             self._engines[shard] = engine
             while len(self._engines) > ENGINES_KEPT:
                 self._engines.popitem(last=False)[1].dispose()
@@ -127,6 +124,43 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().dispose()
 
 
+def pooled_engine(conn_string: str) -> Engine:
+    """One kept connection (and a few more for threads at once), committing without an fsync."""
+    engine = create_engine(
+        conn_string,
+        poolclass=QueuePool,
+        pool_size=1,
+        max_overflow=CONNECTIONS_OVERFLOW,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _without_fsync_per_commit)
+    return engine
+
+
+class PooledSqliteRunStorage(SqliteRunStorage):
+    """Dagster's SQLite run storage (`runs.db`), through one kept engine."""
+
+    @cached_property
+    def _engine(self) -> Engine:
+        return pooled_engine(self._conn_string)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def has_run_stats_index_cols(self) -> bool:
+        """Read once it is true: a migration adds these columns, nothing removes them."""
+        if not getattr(self, "_run_stats_cols", False):
+            self._run_stats_cols = super().has_run_stats_index_cols()
+        return self._run_stats_cols
+
+    def dispose(self) -> None:
+        if "_engine" in self.__dict__:
+            self._engine.dispose()
+        super().dispose()
+
+
 def _without_fsync_per_commit(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -142,6 +176,8 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         super().__init__(base_dir, inst_data)
         self._event_log_storage.dispose()
         self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._run_storage.dispose()
+        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
 
     @classmethod
     def from_config_value(  # type: ignore[override]

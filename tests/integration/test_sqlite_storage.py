@@ -8,9 +8,13 @@ import dagster
 import pytest
 from dagster import DagsterInstance
 from dagster._core.test_utils import create_run_for_test
+from sqlalchemy import event
 
 from tenant_pipelines.runtime import sqlite_storage
-from tenant_pipelines.runtime.sqlite_storage import PooledSqliteEventLogStorage
+from tenant_pipelines.runtime.sqlite_storage import (
+    PooledSqliteEventLogStorage,
+    PooledSqliteRunStorage,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +98,24 @@ def test_a_database_another_process_made_is_checked_not_replaced(tmp_path: Path)
         second.report_engine_event("from the second", run)
         messages = [entry.message for entry in first.all_logs(run.run_id)]
     assert "from the first" in messages and "from the second" in messages
+
+
+def test_the_run_storage_keeps_its_engine_and_reads_the_runs_columns_once(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with instance_at(home, pooled=True) as pooled:
+        storage = pooled.run_storage
+        assert isinstance(storage, PooledSqliteRunStorage)
+        statements: list[str] = []
+        event.listen(
+            storage._engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+        )
+        runs = [create_run_for_test(pooled, job_name="job") for _ in range(3)]
+        for _ in range(3):
+            pooled.get_run_records()
+        engine = storage._engine
+        pooled.get_run_by_id(runs[0].run_id)
+        assert storage._engine is engine
+    reflections = [s for s in statements if "table_info" in s.lower()]
+    assert len(reflections) <= 1, reflections
+    with instance_at(home, pooled=False) as plain:
+        assert {r.run_id for r in plain.get_runs()} == {r.run_id for r in runs}
