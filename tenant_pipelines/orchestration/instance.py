@@ -25,7 +25,9 @@ from dagster import DagsterInstance
 
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.orchestration.runs import PLAN_TAG
+from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.db_url import same_database
 from tenant_pipelines.support.files import write_atomically
 
 CONFIG_FILE = "dagster.yaml"
@@ -131,12 +133,21 @@ def ensure_dagster_home(dagster_home: Path, settings: Settings | None = None) ->
     return config
 
 
+def _adopt_shared_registry(settings: Settings) -> None:
+    """On a database it shares with the registry, Dagster stamps its revision into
+    `alembic_version`: a registry from before it had its own version table must move its revision
+    out of there first, or Dagster finds a revision it cannot locate."""
+    if settings.dagster_pg_url and same_database(settings.dagster_pg_url, settings.db_url):
+        ensure_upgraded(settings.db_url)
+
+
 def open_instance(dagster_home: Path, settings: Settings) -> DagsterInstance:
     """The instance at `dagster_home`, after checking its dagster.yaml against `settings`: those
     of the stack that owns it (the process's own environment may differ, as in a benchmark)."""
     ensure_dagster_home(dagster_home, settings)
     if storage_for(settings) == "sqlite":
         return DagsterInstance.from_config(str(dagster_home))
+    _adopt_shared_registry(settings)
     from dagster_postgres.utils import DagsterPostgresException
 
     try:
