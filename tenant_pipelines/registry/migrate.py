@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 
-from tenant_pipelines.registry.engine import make_engine
+from tenant_pipelines.registry.engine import make_engine, store_errors
 from tenant_pipelines.support.db_url import normalize_url
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def current_revision(url: str) -> str | None:
 def ensure_upgraded(url: str) -> None:
     """Upgrade once per process and URL: opening a registry is frequent, migrating is not."""
     key = normalize_url(url).render_as_string(hide_password=False)
-    with _upgraded_lock:
+    with _upgraded_lock, store_errors(url):
         if key not in _upgraded:
             if _stored_revision(url) != HEAD_REVISION:
                 upgrade(url)
