@@ -71,12 +71,20 @@ def summarize_run(instance: DagsterInstance, run: DagsterRun) -> RunSummary:
             event = failures[-1].get_dagster_event()
             failed_step = event.step_key
             data = event.step_failure_data
-            error = data.error.message.strip() if data and data.error else None
+            error = _step_error(data.error) if data and data.error else None
         else:
             error = _run_failure_message(instance, run)
     return RunSummary(
         run.run_id, run.job_name, run.status.value, failed_step, error, run.parent_run_id
     )
+
+
+def _step_error(error: Any) -> str:
+    """The step's error (Dagster's SerializableErrorInfo); under "Exceeded max_retries" the one
+    that was retried, which is what the operator must fix (a full disk, say)."""
+    while error.cls_name == "RetryRequestedFromPolicy" and error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()
 
 
 def _run_failure_message(instance: DagsterInstance, run: DagsterRun) -> str | None:

@@ -3,8 +3,10 @@ unreachable PostgreSQL. Every command says so in one line (and `{"error": ...}` 
 exits 1, never a traceback; `diagnose` and `inventory` report what they could still read."""
 
 import json
+import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,13 @@ from sqlalchemy import create_engine, text
 from tenant_pipelines.domain.errors import RegistryUnavailable
 from tenant_pipelines.domain.tokens import TokenGrant
 from tenant_pipelines.orchestration.instance import open_instance
+from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.db_url import normalize_url
 from tests.api_helpers import api_server, platform_env
+from tests.disk_helpers import fill, small_disk
+from tests.platform_fixtures import LocalPlatform
 from tests.stack_helpers import REPO, TENANTCTL, free_port
 
 pytestmark = pytest.mark.integration
@@ -210,3 +215,60 @@ def _drop_if_exists(admin_url: str, name: str) -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def platform_on_small_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalPlatform]:
+    """The embedded default with its data directory on an 8 MB tmpfs (Dagster's home elsewhere,
+    so that the runs' story is still written while the data directory is full)."""
+    for name in [n for n in os.environ if n.startswith(("TENANT_", "DAGSTER_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TENANT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    with small_disk(tmp_path / "data", 8):
+        settings = Settings.from_env()
+        platform = build_platform(settings)
+        instance = open_instance(settings.dagster_home, settings)
+        local = LocalPlatform(settings, platform, platform.registry.get(), instance, [])
+        try:
+            yield local
+        finally:
+            platform.deployer.stop_all()
+            instance.dispose()
+            local.registry.close()
+
+
+def test_a_full_disk_at_validate_is_explained_and_recovered(
+    platform_on_small_disk: LocalPlatform,
+) -> None:
+    local = platform_on_small_disk
+    env = platform_env(local.settings.data_dir, local.settings.dagster_home)
+    record = local.submit()
+    assert local.registry.mark_launched(record.request_id)
+    filler = fill(local.settings.data_dir)
+
+    _, success, _ = local.provision(record.request_id)  # Validate cannot write: retried, then fails
+    assert not success
+    status = json.loads(tenantctl(env, "status", "acme", "--json").stdout)
+    assert (status["state"], status["failed_step"]) == ("request-launched", "validate")
+    assert "database or disk is full" in status["failure_reason"]
+    diagnosis = json.loads(tenantctl(env, "diagnose", "acme", "--json").stdout)
+    assert diagnosis["next_action"] == "retry"
+    assert "before the tenant existed" in diagnosis["why"]
+    assert "database or disk is full" in diagnosis["why"]
+    for args in ([*REQUEST[:1], "--slug=beta", *REQUEST[2:]], ["inventory"], ["list"]):
+        result = tenantctl(env, *args)
+        assert "Traceback" not in result.stderr, args
+        assert len(result.stderr.splitlines()) <= 1, (args, result.stderr)
+    refused = tenantctl(env, *REQUEST[:1], "--slug=beta", *REQUEST[2:])
+    assert refused.returncode == 1
+    assert "database or disk is full" in refused.stderr or "No space left" in refused.stderr
+
+    filler.unlink()  # the operator frees space: the next request goes through
+    again = local.submit(slug="gamma")
+    assert local.registry.mark_launched(again.request_id)
+    _, success, _ = local.provision(again.request_id)
+    assert success
+    assert local.registry.get_tenant("gamma").state == "active"
