@@ -33,6 +33,7 @@ from tenant_pipelines.support.files import write_atomically
 CONFIG_FILE = "dagster.yaml"
 TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 GENERATED_MARK = "# tenant-pipelines: generated from the environment"
+PG_STORAGE_MODULE = "tenant_pipelines.runtime.pg_storage"  # Dagster's, pinging held connections
 LEGACY_STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
 
 
@@ -68,7 +69,8 @@ def render_instance_config(settings: Settings) -> str:
 def configured_storage(config: Mapping[str, Any]) -> str:
     """ "postgres" or "sqlite": what a dagster.yaml stores on (Dagster's default is SQLite)."""
     storage = config.get("storage") or {}
-    if "postgres" in storage:
+    custom = storage.get("custom") or {}
+    if "postgres" in storage or custom.get("module") == PG_STORAGE_MODULE:
         return "postgres"
     legacy = [config.get(key) or {} for key in LEGACY_STORAGE_KEYS]
     if any(str(item.get("module", "")).startswith("dagster_postgres") for item in legacy):

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from tenant_pipelines.domain.errors import RegistryUnavailable
 from tenant_pipelines.domain.tokens import TokenGrant
+from tenant_pipelines.orchestration.feed import feed_instance
 from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.registry.store import TenantRegistry
@@ -23,6 +24,7 @@ from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.db_url import normalize_url
 from tests.api_helpers import api_server, platform_env
 from tests.disk_helpers import fill, small_disk
+from tests.pg_helpers import terminate_backends
 from tests.platform_fixtures import LocalPlatform
 from tests.stack_helpers import REPO, TENANTCTL, free_port
 
@@ -272,3 +274,24 @@ def test_a_full_disk_at_validate_is_explained_and_recovered(
     _, success, _ = local.provision(again.request_id)
     assert success
     assert local.registry.get_tenant("gamma").state == "active"
+
+
+@pytest.mark.postgres
+def test_held_dagster_connections_survive_the_server_dropping_them(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a PostgreSQL restart does to the webserver's pooled connections, without restarting
+    the shared server: the backends are terminated under a webserver-style instance."""
+    monkeypatch.setenv("DAGSTER_PG_URL", pg_database)
+    settings = Settings.from_env(
+        {"TENANT_DATA_DIR": str(tmp_path / "data"), "DAGSTER_PG_URL": pg_database}
+    )
+    instance = feed_instance(open_instance(settings.dagster_home, settings))
+    try:
+        assert instance.get_runs(limit=1) == []  # a connection is now held in each pool
+        instance.get_run_records(limit=1)
+        terminate_backends(pg_database)
+        assert instance.get_runs(limit=1) == []  # pinged, replaced: no error
+        assert instance.get_run_records(limit=1) == []
+    finally:
+        instance.dispose()
