@@ -243,30 +243,24 @@ def platform_on_small_disk(
 
 
 def test_a_full_disk_at_validate_is_explained_and_recovered(
-    platform_on_small_disk: LocalPlatform,
+    platform_on_small_disk: LocalPlatform, tmp_path: Path
 ) -> None:
     local = platform_on_small_disk
     env = platform_env(local.settings.data_dir, local.settings.dagster_home)
     record = local.submit()
     assert local.registry.mark_launched(record.request_id)
-    filler = fill(local.settings.data_dir)
-
-    _, success, _ = local.provision(record.request_id)  # Validate cannot write: retried, then fails
-    assert not success
-    status = json.loads(tenantctl(env, "status", "acme", "--json").stdout)
-    assert (status["state"], status["failed_step"]) == ("request-launched", "validate")
-    assert "database or disk is full" in status["failure_reason"]
-    diagnosis = json.loads(tenantctl(env, "diagnose", "acme", "--json").stdout)
-    assert diagnosis["next_action"] == "retry"
-    assert "before the tenant existed" in diagnosis["why"]
-    assert "database or disk is full" in diagnosis["why"]
-    for args in ([*REQUEST[:1], "--slug=beta", *REQUEST[2:]], ["inventory"], ["list"]):
-        result = tenantctl(env, *args)
-        assert "Traceback" not in result.stderr, args
-        assert len(result.stderr.splitlines()) <= 1, (args, result.stderr)
-    refused = tenantctl(env, *REQUEST[:1], "--slug=beta", *REQUEST[2:])
-    assert refused.returncode == 1
-    assert "database or disk is full" in refused.stderr or "No space left" in refused.stderr
+    token, _ = local.registry.create_token(
+        TokenGrant.parse({"subject": "ops", "role": "platform-admin"})
+    )
+    # Started before the disk fills: a first start writes the console's session key there.
+    with api_server(env, tmp_path / "api.log") as server:
+        filler = fill(local.settings.data_dir)
+        _, success, _ = local.provision(record.request_id)  # Validate cannot write: fails
+        assert not success
+        answer = server.call("GET", "/v1/tenants/acme", token).json()
+        assert answer["failed_step"] == "validate", answer
+        assert "database or disk is full" in answer["failure_reason"]
+    _explained_by_the_cli(env)
 
     filler.unlink()  # the operator frees space: the next request goes through
     again = local.submit(slug="gamma")
@@ -274,6 +268,23 @@ def test_a_full_disk_at_validate_is_explained_and_recovered(
     _, success, _ = local.provision(again.request_id)
     assert success
     assert local.registry.get_tenant("gamma").state == "active"
+
+
+def _explained_by_the_cli(env: dict[str, str]) -> None:
+    status = json.loads(tenantctl(env, "status", "acme", "--json").stdout)
+    assert (status["state"], status["failed_step"]) == ("request-launched", "validate")
+    assert "database or disk is full" in status["failure_reason"]
+    diagnosis = json.loads(tenantctl(env, "diagnose", "acme", "--json").stdout)
+    assert diagnosis["next_action"] == "retry"
+    assert "before the tenant existed" in diagnosis["why"]
+    assert "database or disk is full" in diagnosis["why"]
+    for args in (["inventory"], ["list"]):
+        result = tenantctl(env, *args)
+        assert "Traceback" not in result.stderr, args
+        assert len(result.stderr.splitlines()) <= 1, (args, result.stderr)
+    refused = tenantctl(env, *REQUEST[:1], "--slug=beta", *REQUEST[2:])
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert "database or disk is full" in refused.stderr or "No space left" in refused.stderr
 
 
 @pytest.mark.postgres
