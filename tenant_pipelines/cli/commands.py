@@ -6,6 +6,7 @@ Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
 import argparse
 import getpass
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -342,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Libraries' own retry warnings (dagster-postgres logs each failed connection on the root
+    # logger) are not the user's message: the error below is, in one line.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         return int(args.handler(args, Settings.from_env()))
     except UsageError as error:

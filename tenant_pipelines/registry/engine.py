@@ -23,6 +23,7 @@ from tenant_pipelines.support.db_url import normalize_url, store_name
 # Execution option marking a connection whose transactions only read: those need no write lock.
 READ_ONLY_OPTION = "tenant_pipelines_read_only"
 
+PG_CONNECT_TIMEOUT_S = 10
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
@@ -41,6 +42,9 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if not pooled:
         kwargs["poolclass"] = NullPool
+    if parsed.get_backend_name() == "postgresql":
+        # A server that does not answer is reported (RegistryUnavailable), not waited on forever.
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(parsed.database or "")
         kwargs["creator"] = lambda: sqlite.connect(path, "rwc", wal=True, any_thread=True)

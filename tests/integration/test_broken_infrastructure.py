@@ -306,3 +306,24 @@ def test_held_dagster_connections_survive_the_server_dropping_them(
         assert instance.get_run_records(limit=1) == []
     finally:
         instance.dispose()
+
+
+def test_an_unreachable_dagster_database_leaves_the_registry_side_readable(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    url = f"postgresql://postgres:s3cret-pw@127.0.0.1:{free_port()}/tp_gone"
+    env = platform_env(data, data / "dagster")
+    assert tenantctl(env, *REQUEST).returncode == 0  # recorded; nothing launches it
+    env["DAGSTER_PG_URL"] = url
+
+    diagnosis = tenantctl(env, "diagnose", "acme", "--json")
+    assert diagnosis.returncode == 1
+    assert len(diagnosis.stderr.splitlines()) == 1 and "DAGSTER_PG_URL" in diagnosis.stderr
+    body = json.loads(diagnosis.stdout)
+    assert body["state"] == "request-pending" and "dagster" in body["unreadable"]
+    audit = tenantctl(env, "audit", "--json")
+    assert audit.returncode == 1 and len(audit.stderr.splitlines()) == 1
+    assert json.loads(audit.stdout) == {"error": audit.stderr.strip().removeprefix("tenantctl: ")}
+    for result in (diagnosis, audit):
+        assert "Traceback" not in result.stderr and "s3cret" not in result.stderr + result.stdout
