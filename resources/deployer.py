@@ -141,6 +141,7 @@ class LocalProcessDeployer(WorkloadDeployer):
     data_dir: str
     domain: str
     identity_pg_url: str | None = None
+    deployment: str = ""  # of the PostgreSQL identity schema's name (TENANT_DEPLOYMENT)
     # None: each tenant's plan says how long its workload may take to pass readiness.
     readiness_timeout_s: float | None = None
 
@@ -178,7 +179,7 @@ class LocalProcessDeployer(WorkloadDeployer):
         paths = [_SOURCE_ROOT]
         if self.identity_pg_url:
             paths.append(_home_of("psycopg2"))
-            options["--identity-schema"] = pg_identity_schema(tenant.key)
+            options["--identity-schema"] = pg_identity_schema(tenant.key, self.deployment)
             env[IDENTITY_DSN_ENV] = libpq_url(resolved(self.identity_pg_url))
             # libpq settings the DSN may rely on (PGPASSWORD, PGSSLMODE, ...), as the admin's.
             env.update({k: v for k, v in os.environ.items() if k.startswith("PG")})

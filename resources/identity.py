@@ -44,9 +44,9 @@ def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
     return tenant_db_path(Path(data_dir) / "identity", tenant_key)
 
 
-def pg_identity_schema(tenant_key: str) -> str:
+def pg_identity_schema(tenant_key: str, deployment: str = "") -> str:
     """The schema (and role) of a tenant's PostgreSQL identity store; the workload checks it."""
-    return object_name(tenant_key, PG_IDENTITY_SUFFIX)
+    return object_name(tenant_key, PG_IDENTITY_SUFFIX, deployment)
 
 
 class IdentityStore(TenantBackend, ABC):
@@ -146,10 +146,13 @@ class PostgresIdentityStore(IdentityStore):
     (an `EnvVar` when assembled by `tenant_pipelines.backends`: it holds credentials)."""
 
     admin_url: str
+    deployment: str = ""  # prefixes the names (TENANT_DEPLOYMENT): roles are cluster-wide
 
     @property
     def _schemas(self) -> PgTenantSchemas:
-        return PgTenantSchemas(resolved(self.admin_url), kind=self.kind, suffix=PG_IDENTITY_SUFFIX)
+        return PgTenantSchemas(
+            resolved(self.admin_url), self.kind, PG_IDENTITY_SUFFIX, self.deployment
+        )
 
     def schema_name(self, tenant_key: str) -> str:
         return self._schemas.target(tenant_key).name

@@ -1,20 +1,25 @@
 """PostgreSQL per-tenant schemas and roles, shared by the storage and identity backends.
 
-Each backend gives a tenant one schema and one role of the same name, `t_<slug>_<org>_<suffix>`
-(schemas and roles live in separate catalogs, so one name finds both). One role per backend, not
-per tenant, because the saga allocates and compensates storage and identity independently: each
-backend owns its pair outright, so releasing one never has to ask whether the other still needs a
-shared role, and a workload that holds the identity role cannot read the tenant's data.
+Each backend gives a tenant one schema and one role of the same name,
+`t_<deployment>_<slug>_<org>_<suffix>` (schemas and roles live in separate catalogs, so one name
+finds both). Roles are cluster-wide: the deployment (TENANT_DEPLOYMENT, by default derived from
+the registry database) keeps two control planes on one server from claiming each other's.
+One role per backend, not per tenant, because the saga allocates and compensates storage and
+identity independently: each backend owns its pair outright, so releasing one never has to ask
+whether the other still needs a shared role, and a workload that holds the identity role cannot
+read the tenant's data.
 
 The schema belongs to the admin (control plane); the role is NOLOGIN, a member of nothing, and holds
 USAGE on its own schema plus row privileges on its tables (now and, via default privileges, later).
 Control-plane metadata tables stay read-only to it. Nothing is secret, so handles carry no
 password: whoever runs the workload grants it login separately.
 
-Every name is a function of the tenant key alone (release and listing receive only the key) and
-always goes through `psycopg2.sql.Identifier`. Ownership is recorded in a JSON comment on the
-schema and the role, so listing maps back to tenant keys without parsing names, and a same-named
-object that is not ours is never adopted or dropped.
+Every name is a function of the deployment and the tenant key alone (release and listing receive
+only the key) and always goes through `psycopg2.sql.Identifier`. Ownership is recorded in a JSON
+comment on the schema and the role, so listing maps back to tenant keys without parsing names,
+and a same-named object that is not ours is never adopted or dropped. Objects made before names
+carried the deployment (`t_<slug>_<org>_<suffix>`, a marker without `deployment`) are still listed
+and released.
 """
 
 import hashlib
@@ -55,23 +60,29 @@ class ForeignObject(PermanentError):
     """A schema or role with our name exists but was not made by this control plane."""
 
 
-def object_name(tenant_key: str, suffix: str) -> str:
-    """`t_<key with '_' for '-'>_<suffix>`, shortened deterministically to fit 63 bytes.
+def object_name(tenant_key: str, suffix: str, deployment: str = "") -> str:
+    """`t_<deployment>_<key with '_' for '-'>_<suffix>`, shortened deterministically to fit 63
+    bytes (`deployment` "" gives the older `t_<key>_<suffix>`).
 
     The shortened form keeps the key's first characters (always the whole slug: the slug comes
-    first and is at most 30), then `__` and a hash of the whole key, so distinct keys stay distinct.
+    first and is at most 30), then `__` and a hash of deployment and key, so distinct stay distinct.
     """
     check_tenant_key(tenant_key)
+    prefix = f"{NAME_PREFIX}{deployment}_" if deployment else NAME_PREFIX
     tail = f"_{suffix}"
-    full = f"{NAME_PREFIX}{tenant_key.replace('-', '_')}{tail}"
+    full = f"{prefix}{tenant_key.replace('-', '_')}{tail}"
     if len(full.encode()) <= MAX_IDENTIFIER_BYTES:
         return full
-    room = MAX_IDENTIFIER_BYTES - len(NAME_PREFIX) - len(SHORTENED_MARK) - HASH_CHARS - len(tail)
+    room = MAX_IDENTIFIER_BYTES - len(prefix) - len(SHORTENED_MARK) - HASH_CHARS - len(tail)
     if room <= MAX_SLUG_CHARS:
-        raise ValueError(f"suffix {suffix!r} leaves no room for the slug")
-    digest = hashlib.sha256(tenant_key.encode()).hexdigest()[:HASH_CHARS]
+        raise ValueError(
+            f"deployment {deployment!r} and suffix {suffix!r} leave no room for the slug"
+        )
+    digest = hashlib.sha256(f"{deployment}/{tenant_key}".encode()).hexdigest()[:HASH_CHARS]
+    if not deployment:  # the older names' hash, unchanged
+        digest = hashlib.sha256(tenant_key.encode()).hexdigest()[:HASH_CHARS]
     head = tenant_key[:room].replace("-", "_")
-    return f"{NAME_PREFIX}{head}{SHORTENED_MARK}{digest}{tail}"
+    return f"{prefix}{head}{SHORTENED_MARK}{digest}{tail}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,7 @@ class TenantSchema:
     kind: str
     tenant_key: str
     name: str
+    deployment: str = ""
 
     @property
     def ident(self) -> sql.Identifier:
@@ -90,7 +102,10 @@ class TenantSchema:
         return sql.Identifier(self.name, table)
 
     def marker(self, database: str) -> dict[str, str]:
-        return {"app": APP, "kind": self.kind, "tenant_key": self.tenant_key, "database": database}
+        marker = {"app": APP, "kind": self.kind, "tenant_key": self.tenant_key}
+        if self.deployment:
+            marker["deployment"] = self.deployment
+        return {**marker, "database": database}
 
     def details(self) -> dict[str, Any]:
         return {"schema": self.name, "role": self.name}
@@ -123,12 +138,20 @@ def admin_engine(admin_url: str) -> Engine:
 class PgTenantSchemas:
     """Ensure, release and list one backend's per-tenant schema and role on one database."""
 
-    def __init__(self, admin_url: str, kind: str, suffix: str) -> None:
+    def __init__(self, admin_url: str, kind: str, suffix: str, deployment: str = "") -> None:
         self._engine = admin_engine(admin_url)
         self.kind = kind
         self.suffix = suffix
+        self.deployment = deployment
 
     def target(self, tenant_key: str) -> TenantSchema:
+        name = object_name(tenant_key, self.suffix, self.deployment)
+        return TenantSchema(self.kind, tenant_key, name, self.deployment)
+
+    def legacy_target(self, tenant_key: str) -> TenantSchema | None:
+        """The same tenant's objects as named before names carried the deployment."""
+        if not self.deployment:
+            return None
         return TenantSchema(self.kind, tenant_key, object_name(tenant_key, self.suffix))
 
     @contextmanager
@@ -166,8 +189,13 @@ class PgTenantSchemas:
         return Handle(kind=self.kind, tenant_key=tenant_key, name=target.name, details=details)
 
     def release(self, tenant_key: str) -> bool:
-        """Drop the schema (CASCADE), the role's remaining grants, then the role."""
-        target = self.target(tenant_key)
+        """Drop the schema (CASCADE), the role's remaining grants, then the role (and those of
+        the older, unprefixed name, if this tenant has them)."""
+        legacy = self.legacy_target(tenant_key)
+        released = self._release(legacy) if legacy is not None else False
+        return self._release(self.target(tenant_key)) or released
+
+    def _release(self, target: TenantSchema) -> bool:
         with self.locked(target) as conn:
             ours = target.marker(current_database(conn))
             # Only what we made: a same-named object of someone else's is left alone.
@@ -198,6 +226,8 @@ class PgTenantSchemas:
                 [NAME_PREFIX, NAME_PREFIX],
             )
         markers = (parse_marker(comment) for (comment,) in rows)
+        # A marker without a deployment is from before names carried one: this deployment's.
+        deployments = {self.deployment, None}
         return {
             m["tenant_key"]
             for m in markers
@@ -205,6 +235,7 @@ class PgTenantSchemas:
             and m.get("app") == APP
             and m.get("kind") == self.kind
             and m.get("database") == database
+            and m.get("deployment") in deployments
         }
 
 

@@ -175,10 +175,11 @@ class PostgresSchemaStorage(StorageBackend):
     """
 
     admin_url: str
+    deployment: str = ""  # prefixes the names (TENANT_DEPLOYMENT): roles are cluster-wide
 
     @property
     def _schemas(self) -> PgTenantSchemas:
-        return PgTenantSchemas(resolved(self.admin_url), kind=self.kind, suffix=PG_DATA_SUFFIX)
+        return PgTenantSchemas(resolved(self.admin_url), self.kind, PG_DATA_SUFFIX, self.deployment)
 
     def schema_name(self, tenant_key: str) -> str:
         return self._schemas.target(tenant_key).name

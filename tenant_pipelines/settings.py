@@ -1,12 +1,15 @@
 """Configuration from the environment, read when asked for, never at import time."""
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.support.db_url import normalize_url
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"
@@ -17,6 +20,13 @@ DEFAULT_BACKENDS = "local"
 # dagster-postgres hands DAGSTER_PG_URL to SQLAlchemy 2.0 as it is (the instance reads it through
 # `{env: DAGSTER_PG_URL}`, so we cannot rewrite it): only these schemes reach psycopg2.
 DAGSTER_PG_SCHEMES = ("postgresql://", "postgresql+psycopg2://")
+
+
+# TENANT_DEPLOYMENT prefixes the PostgreSQL role and schema names of tenants (roles are
+# cluster-wide): short enough that a name keeps the whole slug within PostgreSQL's 63 bytes.
+DEPLOYMENT_MAX_CHARS = 10
+_DEPLOYMENT = re.compile(rf"[a-z][a-z0-9_]{{0,{DEPLOYMENT_MAX_CHARS - 1}}}")
+_DEPLOYMENT_HASH_CHARS = 6
 
 
 def plan_concurrency_var(plan: str) -> str:
@@ -44,6 +54,39 @@ def _dagster_pg_url(env: Mapping[str, str]) -> str | None:
             f" SQLAlchemy unchanged), not {url.split(':', 1)[0]}://"
         )
     return url
+
+
+def _deployment(env: Mapping[str, str], db_url: str) -> str:
+    raw = env.get("TENANT_DEPLOYMENT")
+    if not raw:
+        return derived_deployment(db_url)
+    if not _DEPLOYMENT.fullmatch(raw):
+        raise ConfigError(
+            f"TENANT_DEPLOYMENT must be 1 to {DEPLOYMENT_MAX_CHARS} lowercase letters, digits or"
+            f" '_', starting with a letter (it prefixes PostgreSQL role names), not {raw!r}"
+        )
+    return raw
+
+
+def derived_deployment(db_url: str) -> str:
+    """The default deployment name, from the registry database's: two registries give two names.
+
+    A PostgreSQL database's name when it fits (`tenants`); otherwise, and for a SQLite file
+    (whose name, `registry.db`, every checkout shares), its first letters and a hash of where it is.
+    """
+    parsed = normalize_url(db_url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite":
+        name, where = Path(database).stem, str(Path(database).expanduser().resolve())
+    else:
+        name, where = database, f"{parsed.host}:{parsed.port or 5432}/{database}"
+    label = re.sub(r"[^a-z0-9_]", "", name.lower())
+    if not label[:1].isalpha():
+        label = "d" + label
+    if parsed.get_backend_name() == "sqlite" or len(label) > DEPLOYMENT_MAX_CHARS:
+        digest = hashlib.sha256(where.encode()).hexdigest()[:_DEPLOYMENT_HASH_CHARS]
+        label = label[: DEPLOYMENT_MAX_CHARS - _DEPLOYMENT_HASH_CHARS] + digest
+    return label
 
 
 def _plan_concurrency(env: Mapping[str, str], max_runs: int) -> dict[str, int]:
@@ -82,15 +125,17 @@ class Settings:
     backends_pg_url: str | None = None  # the PostgreSQL server of TENANT_BACKENDS=postgres
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     plan_concurrency: Mapping[str, int] = field(default_factory=dict)
+    deployment: str = ""  # TENANT_DEPLOYMENT: prefixes tenants' PostgreSQL role and schema names
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         data_dir = Path(env.get("TENANT_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
         max_runs = _int(env, "TENANT_MAX_CONCURRENT_RUNS", DEFAULT_MAX_CONCURRENT_RUNS, minimum=1)
+        db_url = env.get("TENANT_DB_URL") or f"sqlite:///{data_dir / 'registry.db'}"
         return cls(
             data_dir=data_dir,
-            db_url=env.get("TENANT_DB_URL") or f"sqlite:///{data_dir / 'registry.db'}",
+            db_url=db_url,
             domain=env.get("TENANT_DOMAIN") or DEFAULT_DOMAIN,
             dagster_home=Path(env.get("DAGSTER_HOME") or data_dir / "dagster").resolve(),
             sensor_interval_s=_int(
@@ -106,6 +151,7 @@ class Settings:
             backends_pg_url=env.get("TENANT_BACKENDS_PG_URL") or None,
             max_concurrent_runs=max_runs,
             plan_concurrency=_plan_concurrency(env, max_runs),
+            deployment=_deployment(env, db_url),
         )
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -123,6 +169,7 @@ class Settings:
             TENANT_SENSOR_INTERVAL_S=str(self.sensor_interval_s),
             TENANT_BACKENDS=self.backends,
             TENANT_MAX_CONCURRENT_RUNS=str(self.max_concurrent_runs),
+            TENANT_DEPLOYMENT=self.deployment,
         )
         for plan in PLANS:
             env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))

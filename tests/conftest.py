@@ -25,7 +25,8 @@ def pg_admin_url() -> str:
 
 def _pg_admin(admin_url: str) -> Engine:
     # CREATE/DROP DATABASE cannot run inside a transaction.
-    return create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    # Pre-ping: a test may restart the server while a database of this helper is in use.
+    return create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 The status says whose move it is: 401 authenticate, 403 not allowed for this role, 404 unknown
 or another org's, 409 the tenant's state or another operation stands in the way, 422 fix the
-input, 503 the platform behind the API is not there.
+input, 503 the platform behind the API is not there (the webserver, or the registry: the
+sentence names the store and the cause).
 """
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from tenant_pipelines.domain.errors import (
     ConfigError,
     InvalidTransition,
     NotFound,
+    RegistryUnavailable,
     RequestConflict,
     TenantPipelinesError,
 )
@@ -34,6 +36,7 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (BusinessRefusal, 409),
     (DagsterApiError, 503),
     (ConfigError, 503),
+    (RegistryUnavailable, 503),
 ]
 
 

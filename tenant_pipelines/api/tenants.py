@@ -18,7 +18,7 @@ from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.status import TenantDetail, TenantStatus
 from tenant_pipelines.domain.timeline import timeline
 from tenant_pipelines.orchestration import feed, intake, lifecycle
-from tenant_pipelines.orchestration.diagnose import Diagnosis, diagnose
+from tenant_pipelines.orchestration.diagnose import Diagnosis, diagnose, explain_request
 from tenant_pipelines.orchestration.graphql import DagsterApi, DagsterApiError
 from tenant_pipelines.registry import status as statuses
 
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def visible_status(ctx: ApiContext, caller: Caller, slug: str) -> TenantStatus:
     found = statuses.tenant_status(ctx.registry, ctx.settings.domain, slug)
     check_visible(caller, found.org, slug)
-    return found
+    # A launched request whose run ended before making its tenant shows that run's failure.
+    return explain_request(ctx.instance(), found)
 
 
 def list_visible(ctx: ApiContext, caller: Caller, state: str | None) -> list[TenantStatus]:

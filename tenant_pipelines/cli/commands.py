@@ -6,18 +6,19 @@ Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
 import argparse
 import getpass
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
 from tenant_pipelines.cli import tokens
 from tenant_pipelines.domain.errors import RequestConflict, TenantPipelinesError
 from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
-from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.domain.states import RequestState, TenantState
 from tenant_pipelines.registry import status
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from tenant_pipelines.orchestration.intake import LaunchRecorded
 
 FOLLOW_POLL_S = 0.5
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -107,7 +109,13 @@ def _warn(message: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    data = status.tenant_status(_registry(settings), settings.domain, args.slug).model_dump()
+    found = status.tenant_status(_registry(settings), settings.domain, args.slug)
+    if found.tenant_id is None and found.state == f"request-{RequestState.LAUNCHED}":
+        # Only now is Dagster worth importing: did its run end before making the tenant?
+        from tenant_pipelines.orchestration.diagnose import explain_request
+
+        found = explain_request(_instance(settings), found)
+    data = found.model_dump()
     _print(args, data, status.format_status(data))
     return 0
 
@@ -210,9 +218,32 @@ def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.orchestration.diagnose import diagnose, format_diagnosis
 
-    result = diagnose(_registry(settings), _instance(settings), args.slug)
+    unreadable: dict[str, str] = {}
+    registry = _or_reason(lambda: _registry(settings), "registry", unreadable)
+    instance = _or_reason(lambda: _instance(settings), "dagster", unreadable)
+    if registry is None and instance is None:
+        raise TenantPipelinesError("; ".join(unreadable.values()))
+    result = diagnose(registry, instance, args.slug, unreadable)
     _print(args, result.to_json(), format_diagnosis(result))
-    return 0
+    return _unreadable_said(result.unreadable)
+
+
+def _unreadable_said(unreadable: dict[str, str]) -> int:
+    """The one line on stderr (and exit 1) of a report made without some store."""
+    if not unreadable:
+        return 0
+    print(f"tenantctl: {'; '.join(unreadable.values())}", file=sys.stderr)
+    return 1
+
+
+def _or_reason(open_store: Callable[[], T], name: str, unreadable: dict[str, str]) -> T | None:
+    """The store, or None with the reason it could not be opened: commands that can say something
+    useful from one store alone (diagnose, inventory) go on without the other."""
+    try:
+        return open_store()
+    except (TenantPipelinesError, OSError) as error:
+        unreadable[name] = str(error)
+        return None
 
 
 def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
@@ -222,11 +253,12 @@ def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
 
     p = build_platform(settings)
     skip = frozenset() if read_stack(settings) else frozenset({p.deployer.kind})
-    result = take_inventory(
-        _registry(settings), [p.storage, p.identity, p.traffic, p.deployer], skip
-    )
+    unreadable: dict[str, str] = {}
+    registry = _or_reason(lambda: _registry(settings), "registry", unreadable)
+    backends = [p.storage, p.identity, p.traffic, p.deployer]
+    result = take_inventory(registry, list(backends), skip, unreadable)
     _print(args, result.to_json(), format_inventory(result))
-    return 0 if result.clean else 1
+    return _unreadable_said(result.unreadable) or (0 if result.clean else 1)
 
 
 def cmd_emails(args: argparse.Namespace, settings: Settings) -> int:
@@ -246,6 +278,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.localstack import up
     from tenant_pipelines.localstack.reconcile import LocalWorkloads
 
+    _registry(settings)  # a registry that cannot be opened is said now, not in a child's log
     workspace = Path(args.workspace) if args.workspace else None
     if workspace is None and Path("workspace.yaml").is_file():
         workspace = Path("workspace.yaml").resolve()
@@ -323,14 +356,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Libraries' own retry warnings (dagster-postgres logs each failed connection on the root
+    # logger) are not the user's message: the error below is, in one line.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         return int(args.handler(args, Settings.from_env()))
     except UsageError as error:
-        print(f"tenantctl: {error}", file=sys.stderr)
-        return 2
+        return _fail(args, error, 2)
     except (TenantPipelinesError, OSError) as error:
-        print(f"tenantctl: {error}", file=sys.stderr)
-        return 1
+        return _fail(args, error, 1)
+
+
+def _fail(args: argparse.Namespace, error: Exception, code: int) -> int:
+    """One line on stderr; with --json also `{"error": ...}` on stdout (DESIGN section 8)."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"tenantctl: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    return code
 
 
 if __name__ == "__main__":

@@ -66,5 +66,16 @@ class CompensationInProgress(TenantPipelinesError):
     """A retry found the tenant still being compensated (transient: retried)."""
 
 
+class RegistryUnavailable(TenantPipelinesError):
+    """The control-plane database cannot be read or written: a corrupt or unreadable file, a full
+    disk, a server that does not answer. Transient (an op retries it: the disk may be freed, the
+    server come back); commands and the API report it in one sentence naming the store."""
+
+    def __init__(self, store: str, cause: str) -> None:
+        super().__init__(f"the registry at {store} is unavailable: {cause}")
+        self.store = store
+        self.cause = cause
+
+
 class ConfigError(PermanentError):
     """The environment asks for something impossible or contradictory: fix it, retrying cannot."""

@@ -1,7 +1,10 @@
 """`tenantctl diagnose`: the "recover a stuck provisioning saga" runbook as a command.
 
 It gathers what an operator would look up by hand (state, recent runs, the failing step and its
-error, the ledger, whether compensation ran) and names the next action.
+error, the ledger, whether compensation ran) and names the next action. A request whose run
+failed before its tenant existed is diagnosed from the request and its runs. When the registry or
+the Dagster instance cannot be read, it reports what the other one says and names the one it
+could not read (`unreadable`), rather than failing as a whole.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -10,9 +13,16 @@ from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from tenant_pipelines.domain.records import TenantRecord
-from tenant_pipelines.domain.states import TenantState
-from tenant_pipelines.orchestration.runs import IN_FLIGHT_STATUSES, PROVISION_JOB, runs_for_tenant
+from tenant_pipelines.domain.errors import NotFound, RegistryUnavailable
+from tenant_pipelines.domain.records import RequestRecord, TenantRecord
+from tenant_pipelines.domain.states import RequestState, TenantState
+from tenant_pipelines.domain.status import TenantStatus
+from tenant_pipelines.orchestration.runs import (
+    IN_FLIGHT_STATUSES,
+    PROVISION_JOB,
+    REQUEST_TAG,
+    runs_for_tenant,
+)
 from tenant_pipelines.registry.store import TenantRegistry
 
 RECENT_RUNS = 10
@@ -47,6 +57,7 @@ class Diagnosis:
     next_action: str
     why: str
     commands: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # store -> why it could not be read
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,12 +71,20 @@ def summarize_run(instance: DagsterInstance, run: DagsterRun) -> RunSummary:
             event = failures[-1].get_dagster_event()
             failed_step = event.step_key
             data = event.step_failure_data
-            error = data.error.message.strip() if data and data.error else None
+            error = _step_error(data.error) if data and data.error else None
         else:
             error = _run_failure_message(instance, run)
     return RunSummary(
         run.run_id, run.job_name, run.status.value, failed_step, error, run.parent_run_id
     )
+
+
+def _step_error(error: Any) -> str:
+    """The step's error (Dagster's SerializableErrorInfo); under "Exceeded max_retries" the one
+    that was retried, which is what the operator must fix (a full disk, say)."""
+    while error.cls_name == "RetryRequestedFromPolicy" and error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()
 
 
 def _run_failure_message(instance: DagsterInstance, run: DagsterRun) -> str | None:
@@ -99,9 +118,150 @@ def next_action(
     return NextAction.RETRY, "no run is working on this provisioning tenant; it is stuck"
 
 
-def diagnose(registry: TenantRegistry, instance: DagsterInstance, slug: str) -> Diagnosis:
-    tenant = registry.get_tenant(slug)
-    runs = [summarize_run(instance, r) for r in runs_for_tenant(instance, slug, RECENT_RUNS)]
+def diagnose(
+    registry: TenantRegistry | None,
+    instance: DagsterInstance | None,
+    slug: str,
+    unreadable: dict[str, str] | None = None,
+) -> Diagnosis:
+    """Raises NotFound when neither a tenant nor a request has the slug. `None` for a store (with
+    its reason in `unreadable`) that could not be opened."""
+    unreadable = dict(unreadable or {})
+    runs = _runs(instance, slug, {}, unreadable)
+    tenant, request = _records(registry, slug, unreadable)
+    newer = request is not None and (tenant is None or request.created_at > tenant.created_at)
+    if newer and request is not None and request.tenant_id is None:
+        return _of_request(instance, request, unreadable)
+    if tenant is not None and registry is not None:
+        try:
+            return _of_tenant(registry, tenant, runs, unreadable)
+        except RegistryUnavailable as error:
+            unreadable["registry"] = str(error)
+    if "registry" not in unreadable:
+        raise NotFound(f"no tenant or request with slug {slug!r}")
+    why = "the registry cannot be read: the tenant's state and ledger are unknown"
+    return Diagnosis(
+        slug, "unknown", None, None, runs, [], [], NextAction.WAIT, why, [], unreadable
+    )
+
+
+def _records(
+    registry: TenantRegistry | None, slug: str, unreadable: dict[str, str]
+) -> tuple[TenantRecord | None, RequestRecord | None]:
+    if registry is None:
+        return None, None
+    try:
+        request = registry.latest_request_for_slug(slug)
+        try:
+            return registry.get_tenant(slug), request
+        except NotFound:
+            return None, request
+    except RegistryUnavailable as error:
+        unreadable["registry"] = str(error)
+        return None, None
+
+
+def _runs(
+    instance: DagsterInstance | None, slug: str, tags: dict[str, str], unreadable: dict[str, str]
+) -> list[RunSummary]:
+    if instance is None:
+        return []
+    try:
+        found = runs_for_tenant(instance, slug, RECENT_RUNS, tags)
+        return [summarize_run(instance, r) for r in found]
+    except Exception as error:  # any storage error: report the registry's side regardless
+        unreadable["dagster"] = f"the Dagster instance cannot be read: {_first_line(error)}"
+        return []
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def explain_request(instance: DagsterInstance, found: TenantStatus) -> TenantStatus:
+    """A launched request whose run ended before its tenant existed (a full disk at Validate, say)
+    shows that run's failure instead of looking as if it were still on its way."""
+    if found.tenant_id is not None or found.state != f"request-{RequestState.LAUNCHED}":
+        return found
+    runs = runs_for_tenant(instance, found.slug, 1, {REQUEST_TAG: found.request_id or ""})
+    if not runs or runs[0].status.value in IN_FLIGHT_STATUSES:
+        return found
+    summary = summarize_run(instance, runs[0])
+    reason = summary.error or f"its run ended {summary.status} before the tenant existed"
+    return found.model_copy(
+        update={
+            "last_run_id": summary.run_id,
+            "failed_step": summary.failed_step or "validate",
+            "failure_reason": reason,
+        }
+    )
+
+
+def _of_request(
+    instance: DagsterInstance | None, request: RequestRecord, unreadable: dict[str, str]
+) -> Diagnosis:
+    """A request that has no tenant (yet, or because its run failed before making one)."""
+    slug = request.slug
+    runs = _runs(instance, slug, {REQUEST_TAG: request.request_id}, unreadable)
+    state = f"request-{request.state}"
+    in_flight = [r for r in runs if r.status in IN_FLIGHT_STATUSES]
+    if request.state == RequestState.REJECTED:
+        why = f"the request was rejected: {request.reason}"
+        return Diagnosis(
+            slug,
+            state,
+            "validate",
+            request.reason,
+            runs,
+            [],
+            [],
+            NextAction.NONE,
+            why,
+            [],
+            unreadable,
+        )
+    if in_flight:
+        why = f"run {in_flight[0].run_id} ({in_flight[0].job}) is {in_flight[0].status}"
+        return Diagnosis(
+            slug, state, None, None, runs, [], [], NextAction.WAIT, why, [], unreadable
+        )
+    if not runs:
+        why = "the request waits for its run (the intake sensor launches it)"
+        if "dagster" in unreadable:
+            why = "the request has no tenant yet and its runs cannot be read"
+        return Diagnosis(
+            slug, state, None, None, runs, [], [], NextAction.WAIT, why, [], unreadable
+        )
+    last = runs[0]
+    step = last.failed_step or "validate"
+    reason = last.error or f"run {last.run_id} ended {last.status}"
+    why = (
+        f"its run {last.run_id} failed at {step} before the tenant existed ({reason});"
+        " fix the cause, then retry the request"
+    )
+    return Diagnosis(
+        slug,
+        state,
+        step,
+        reason,
+        runs,
+        [],
+        [],
+        NextAction.RETRY,
+        why,
+        [f"tenantctl retry {slug} --wait"],
+        unreadable,
+    )
+
+
+def _of_tenant(
+    registry: TenantRegistry,
+    tenant: TenantRecord,
+    runs: list[RunSummary],
+    unreadable: dict[str, str],
+) -> Diagnosis:
+    slug = tenant.slug
     compensations = [c for r in runs if (c := registry.get_compensation(r.run_id)) is not None]
     unfinished = len(registry.unfinished_compensations(tenant.tenant_id))
     action, why = next_action(tenant, runs, unfinished)
@@ -136,6 +296,7 @@ def diagnose(registry: TenantRegistry, instance: DagsterInstance, slug: str) -> 
         next_action=action,
         why=why,
         commands=commands,
+        unreadable=unreadable,
     )
 
 
@@ -158,4 +319,5 @@ def format_diagnosis(d: Diagnosis) -> str:
     ] or ["  none"]
     lines.append(f"next action: {d.next_action} ({d.why})")
     lines += [f"  $ {c}" for c in d.commands]
+    lines += [f"could not read the {store}: {why}" for store, why in d.unreadable.items()]
     return "\n".join(lines)

@@ -25,12 +25,15 @@ from dagster import DagsterInstance
 
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.orchestration.runs import PLAN_TAG
+from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.db_url import same_database
 from tenant_pipelines.support.files import write_atomically
 
 CONFIG_FILE = "dagster.yaml"
 TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 GENERATED_MARK = "# tenant-pipelines: generated from the environment"
+PG_STORAGE_MODULE = "tenant_pipelines.runtime.pg_storage"  # Dagster's, pinging held connections
 LEGACY_STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
 
 
@@ -66,7 +69,8 @@ def render_instance_config(settings: Settings) -> str:
 def configured_storage(config: Mapping[str, Any]) -> str:
     """ "postgres" or "sqlite": what a dagster.yaml stores on (Dagster's default is SQLite)."""
     storage = config.get("storage") or {}
-    if "postgres" in storage:
+    custom = storage.get("custom") or {}
+    if "postgres" in storage or custom.get("module") == PG_STORAGE_MODULE:
         return "postgres"
     legacy = [config.get(key) or {} for key in LEGACY_STORAGE_KEYS]
     if any(str(item.get("module", "")).startswith("dagster_postgres") for item in legacy):
@@ -131,12 +135,21 @@ def ensure_dagster_home(dagster_home: Path, settings: Settings | None = None) ->
     return config
 
 
+def _adopt_shared_registry(settings: Settings) -> None:
+    """On a database it shares with the registry, Dagster stamps its revision into
+    `alembic_version`: a registry from before it had its own version table must move its revision
+    out of there first, or Dagster finds a revision it cannot locate."""
+    if settings.dagster_pg_url and same_database(settings.dagster_pg_url, settings.db_url):
+        ensure_upgraded(settings.db_url)
+
+
 def open_instance(dagster_home: Path, settings: Settings) -> DagsterInstance:
     """The instance at `dagster_home`, after checking its dagster.yaml against `settings`: those
     of the stack that owns it (the process's own environment may differ, as in a benchmark)."""
     ensure_dagster_home(dagster_home, settings)
     if storage_for(settings) == "sqlite":
         return DagsterInstance.from_config(str(dagster_home))
+    _adopt_shared_registry(settings)
     from dagster_postgres.utils import DagsterPostgresException
 
     try:

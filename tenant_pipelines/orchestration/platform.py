@@ -57,8 +57,8 @@ def postgres_stores(settings: Settings) -> TenantStores:
         raise ConfigError(f"TENANT_BACKENDS=postgres needs {BACKENDS_PG_URL_VAR} (a server URL)")
     url = EnvVar(BACKENDS_PG_URL_VAR)
     return TenantStores(
-        storage=PostgresSchemaStorage(admin_url=url),
-        identity=PostgresIdentityStore(admin_url=url),
+        storage=PostgresSchemaStorage(admin_url=url, deployment=settings.deployment),
+        identity=PostgresIdentityStore(admin_url=url, deployment=settings.deployment),
         identity_pg_url=url,
     )
 
@@ -109,7 +109,10 @@ def build_real_platform(settings: Settings) -> TenantPlatform:
         identity=stores.identity,
         traffic=LocalEdgeRoutes(data_dir=data_dir, domain=settings.domain),
         deployer=LocalProcessDeployer(
-            data_dir=data_dir, domain=settings.domain, identity_pg_url=stores.identity_pg_url
+            data_dir=data_dir,
+            domain=settings.domain,
+            identity_pg_url=stores.identity_pg_url,
+            deployment=settings.deployment,
         ),
         mailer=build_mailer(settings),
     )

@@ -5,20 +5,25 @@ takes the write lock when it begins (`BEGIN IMMEDIATE`) unless the connection on
 """
 
 import os
+import sqlite3
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import NullPool
 
+from tenant_pipelines.domain.errors import RegistryUnavailable
 from tenant_pipelines.support import sqlite
-from tenant_pipelines.support.db_url import normalize_url
+from tenant_pipelines.support.db_url import normalize_url, store_name
 
 # Execution option marking a connection whose transactions only read: those need no write lock.
 READ_ONLY_OPTION = "tenant_pipelines_read_only"
 
+PG_CONNECT_TIMEOUT_S = 10
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
@@ -37,6 +42,9 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if not pooled:
         kwargs["poolclass"] = NullPool
+    if parsed.get_backend_name() == "postgresql":
+        # A server that does not answer is reported (RegistryUnavailable), not waited on forever.
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(parsed.database or "")
         kwargs["creator"] = lambda: sqlite.connect(path, "rwc", wal=True, any_thread=True)
@@ -58,3 +66,30 @@ def _sqlite_path(database: str) -> Path:
 def _begin_sqlite(connection: Connection) -> None:
     read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+# Errors that say the store itself is out of reach or broken, not that a statement was refused:
+# constraint violations (IntegrityError) and our own SQL mistakes (ProgrammingError) stay as
+# they are, since callers act on the first and the second is a bug to see in full.
+_NOT_THE_STORE = (exc.IntegrityError, exc.ProgrammingError, exc.DataError, exc.NotSupportedError)
+
+
+@contextmanager
+def store_errors(url: str | URL) -> Iterator[None]:
+    """Raise `RegistryUnavailable` (naming the store and the driver's first line) for a database
+    that cannot be reached, read or written: "file is not a database", "database or disk is
+    full", "unable to open database file", "connection refused"."""
+    try:
+        yield
+    except exc.DBAPIError as error:
+        if isinstance(error, _NOT_THE_STORE):
+            raise
+        name = store_name(url if isinstance(url, str) else url.render_as_string())
+        raise RegistryUnavailable(name, _first_line(error.orig or error)) from error
+    except sqlite3.Error as error:  # raised by the connection factory, before SQLAlchemy wraps
+        raise RegistryUnavailable(store_name(str(url)), _first_line(error)) from error
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -1,13 +1,29 @@
-"""Schema upgrades, configured in code so that no alembic.ini has to ship or be found at runtime."""
+"""Schema upgrades, configured in code so that no alembic.ini has to ship or be found at runtime.
+
+The registry keeps its revision in its own table, `tenant_registry_version`, not Alembic's default
+`alembic_version`: Dagster's PostgreSQL storage keeps its own revision there, and both on one
+database made each side find a revision it cannot locate. A registry made before that has its
+revision moved over on the next upgrade; another row in `alembic_version` (Dagster's) is left alone.
+"""
 
 import threading
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, exc, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    exc,
+    inspect,
+    text,
+)
 
-from tenant_pipelines.registry.engine import make_engine
+from tenant_pipelines.registry.engine import make_engine, store_errors
 from tenant_pipelines.support.db_url import normalize_url
 
 if TYPE_CHECKING:
@@ -16,6 +32,8 @@ if TYPE_CHECKING:
 # The newest revision under migrations/versions (a test holds it to the scripts). Knowing it lets
 # a process that finds the database already there skip loading Alembic: commands start faster.
 HEAD_REVISION = "0003"
+VERSION_TABLE = "tenant_registry_version"
+LEGACY_VERSION_TABLE = "alembic_version"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serializes concurrent upgrades of one PostgreSQL database (SQLite uses BEGIN IMMEDIATE).
@@ -54,6 +72,7 @@ def upgrade(url: str, revision: str = "head") -> None:
                 )
             from alembic import command
 
+            _adopt_legacy_revision(connection)
             command.upgrade(_config(connection), revision)
     finally:
         engine.dispose()
@@ -66,7 +85,8 @@ def current_revision(url: str) -> str | None:
         with engine.connect() as connection:
             from alembic.runtime.migration import MigrationContext
 
-            return MigrationContext.configure(connection).get_current_revision()
+            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
     finally:
         engine.dispose()
 
@@ -74,7 +94,7 @@ def current_revision(url: str) -> str | None:
 def ensure_upgraded(url: str) -> None:
     """Upgrade once per process and URL: opening a registry is frequent, migrating is not."""
     key = normalize_url(url).render_as_string(hide_password=False)
-    with _upgraded_lock:
+    with _upgraded_lock, store_errors(url):
         if key not in _upgraded:
             if _stored_revision(url) != HEAD_REVISION:
                 upgrade(url)
@@ -86,8 +106,46 @@ def _stored_revision(url: str) -> str | None:
     engine = make_engine(url, pooled=False)
     try:
         with engine.connect() as connection:
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
     except exc.DBAPIError:
-        return None  # no alembic_version table yet: a new database
+        return None  # no version table yet: a new database, or one to adopt
     finally:
         engine.dispose()
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _version_table(name: str) -> Table:
+    # The shape Alembic gives its version table, so that Alembic reads ours as its own.
+    return Table(
+        name,
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name=f"{name}_pkc"),
+    )
+
+
+def _adopt_legacy_revision(connection: Connection) -> None:
+    """Move our revision from `alembic_version` to our own table (in the caller's transaction).
+
+    Only rows naming one of our revisions move; `alembic_version` is dropped once empty, so a
+    database the registry had alone looks as if it had always used its own table.
+    """
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE in tables or LEGACY_VERSION_TABLE not in tables:
+        return
+    legacy = _version_table(LEGACY_VERSION_TABLE)
+    found = {row[0] for row in connection.execute(legacy.select())}
+    ours = found & _known_revisions()
+    if not ours:
+        return
+    table = _version_table(VERSION_TABLE)
+    table.create(connection)
+    connection.execute(table.insert(), [{"version_num": revision} for revision in sorted(ours)])
+    connection.execute(legacy.delete().where(legacy.c.version_num.in_(sorted(ours))))
+    if not found - ours:
+        legacy.drop(connection)

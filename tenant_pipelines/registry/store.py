@@ -34,7 +34,7 @@ from tenant_pipelines.domain.states import (
 from tenant_pipelines.domain.tokens import TokenGrant, TokenRecord
 from tenant_pipelines.registry import queries as q
 from tenant_pipelines.registry import tokens
-from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine
+from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine, store_errors
 from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.queries import C, L, R, T
 
@@ -85,12 +85,12 @@ class TenantRegistry:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._engine.begin() as conn:
+        with store_errors(self._engine.url), self._engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
+        with store_errors(self._engine.url), self._engine.connect() as conn:
             conn.execution_options(**{READ_ONLY_OPTION: True})
             with conn.begin():
                 yield conn

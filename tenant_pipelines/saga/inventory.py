@@ -2,12 +2,14 @@
 
 An orphan exists in a backend with no live ledger entry (leaked); a ghost is recorded as
 allocated but missing from its backend. Entries still `allocating` or `releasing` are in flight
-and count as neither.
+and count as neither. A store that cannot be read (the registry, a backend) is named in
+`unreadable`; the others are still listed, and nothing is judged against a ledger not read.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.domain.states import LedgerState
 from tenant_pipelines.saga.ports import Registry, TenantBackend
 
@@ -24,30 +26,42 @@ class Inventory:
     existing: dict[str, list[str]]
     findings: list[Finding]
     skipped: list[str]
+    unreadable: dict[str, str] = field(default_factory=dict)  # store -> why it could not be read
 
     @property
     def clean(self) -> bool:
-        return not self.findings
+        return not self.findings and not self.unreadable
 
     def to_json(self) -> dict[str, Any]:
         return {
             "existing": self.existing,
             "findings": [asdict(f) for f in self.findings],
             "skipped": self.skipped,
+            "unreadable": self.unreadable,
             "clean": self.clean,
         }
 
 
 def take_inventory(
-    registry: Registry, backends: list[TenantBackend], skip_ghosts: frozenset[str]
+    registry: Registry | None,
+    backends: list[TenantBackend],
+    skip_ghosts: frozenset[str],
+    unreadable: dict[str, str] | None = None,
 ) -> Inventory:
-    """`skip_ghosts`: kinds whose absence is expected now (workloads while the stack is down)."""
-    live: dict[str, dict[str, str]] = {}
-    for tenant, entry in registry.live_ledger():
-        live.setdefault(entry.kind, {})[tenant.spec.key] = entry.state
-    existing = {b.kind: sorted(b.list_existing()) for b in backends}
+    """`skip_ghosts`: kinds whose absence is expected now (workloads while the stack is down).
+    `registry` is None when it could not be opened (the reason in `unreadable`)."""
+    unreadable = dict(unreadable or {})
+    live = _live(registry, unreadable)
+    existing = {}
+    for backend in backends:
+        try:
+            existing[backend.kind] = sorted(backend.list_existing())
+        except Exception as error:  # a backend's own error type: name it, list the others
+            unreadable[backend.kind] = _first_line(error)
     findings = []
     for backend in backends:
+        if live is None or backend.kind not in existing:
+            continue  # nothing to hold it against
         recorded = live.get(backend.kind, {})
         present = set(existing[backend.kind])
         findings += [
@@ -59,7 +73,28 @@ def take_inventory(
                 for key, state in sorted(recorded.items())
                 if state == LedgerState.ALLOCATED and key not in present
             ]
-    return Inventory(existing, findings, sorted(skip_ghosts))
+    return Inventory(existing, findings, sorted(skip_ghosts), unreadable)
+
+
+def _live(
+    registry: Registry | None, unreadable: dict[str, str]
+) -> dict[str, dict[str, str]] | None:
+    """kind -> tenant key -> ledger state, or None if the ledger could not be read."""
+    if registry is None:
+        return None
+    live: dict[str, dict[str, str]] = {}
+    try:
+        for tenant, entry in registry.live_ledger():
+            live.setdefault(entry.kind, {})[tenant.spec.key] = entry.state
+    except TenantPipelinesError as error:  # RegistryUnavailable: the registry's store is gone
+        unreadable["registry"] = str(error)
+        return None
+    return live
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def format_inventory(inventory: Inventory) -> str:
@@ -69,5 +104,9 @@ def format_inventory(inventory: Inventory) -> str:
         f"(ghosts not checked for {kind}: the platform is not running)"
         for kind in inventory.skipped
     ]
-    lines.append("clean" if inventory.clean else f"{len(inventory.findings)} problem(s)")
+    lines += [f"UNREADABLE: {store}: {why}" for store, why in inventory.unreadable.items()]
+    if inventory.unreadable and "registry" in inventory.unreadable:
+        lines.append("(orphans and ghosts not judged: the ledger could not be read)")
+    problems = len(inventory.findings) + len(inventory.unreadable)
+    lines.append("clean" if inventory.clean else f"{problems} problem(s)")
     return "\n".join(lines)

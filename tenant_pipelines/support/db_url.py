@@ -29,3 +29,23 @@ def is_sqlite(url: str) -> bool:
 def redacted(url: str) -> str:
     """The URL with its password hidden: what a message may show."""
     return normalize_url(url).render_as_string(hide_password=True)
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two URLs name one database on one server (users and passwords aside)."""
+    a, b = normalize_url(first), normalize_url(second)
+    return (a.get_backend_name(), a.host, a.port or 5432, a.database) == (
+        b.get_backend_name(),
+        b.host,
+        b.port or 5432,
+        b.database,
+    )
+
+
+def store_name(url: str) -> str:
+    """How a message names a database: a SQLite file's path, or host:port/database (no user,
+    no password)."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or "(memory)"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"

@@ -42,6 +42,7 @@ HAPPY = [
     ("completed", "mark_active"),
     ("step_completed", "send_welcome_emails"),
 ]
+DEPLOYMENT = "pgstack"  # TENANT_DEPLOYMENT: prefixes the tenants' role and schema names
 HOLD_S = 2.0  # how long the queue is watched while a free run holds its only slot
 
 
@@ -77,6 +78,7 @@ def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "TENANT_BACKENDS_PG_URL": databases.backends,
         "TENANT_FREE_CONCURRENCY": "1",
         "TENANT_FAULT_PLAN": str(plan),
+        "TENANT_DEPLOYMENT": DEPLOYMENT,
     }
     # This process opens the instance too (Stack.instance): its dagster.yaml reads the URL here.
     with pytest.MonkeyPatch.context() as patch, local_stack(tmp, **env) as running:
@@ -118,7 +120,7 @@ def submit(stack: Stack, slug: str, plan: str = "team") -> None:
 def names(slug: str) -> list[str]:
     """The tenant's schemas (and roles of the same names): storage's, then identity's."""
     key = f"{slug}-{ORG}"
-    return [object_name(key, PG_DATA_SUFFIX), pg_identity_schema(key)]
+    return [object_name(key, PG_DATA_SUFFIX, DEPLOYMENT), pg_identity_schema(key, DEPLOYMENT)]
 
 
 def edge_get(stack: Stack, host: str, path: str) -> tuple[int, bytes]:

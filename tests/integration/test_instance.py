@@ -34,7 +34,13 @@ def template(name: str) -> dict:
 
 def test_the_two_templates_differ_only_in_storage() -> None:
     sqlite, postgres = (template(TEMPLATES[kind]) for kind in ("sqlite", "postgres"))
-    assert postgres.pop("storage") == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert postgres.pop("storage") == {
+        "custom": {
+            "module": "tenant_pipelines.runtime.pg_storage",
+            "class": "PrePingPostgresStorage",
+            "config": {"postgres_url": {"env": "DAGSTER_PG_URL"}},
+        }
+    }
     # Dagster's SQLite storage under DAGSTER_HOME, its event log keeping its engines.
     assert sqlite.pop("storage")["custom"]["class"] == "PooledSqliteStorage"
     assert sqlite == postgres

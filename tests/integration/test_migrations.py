@@ -16,7 +16,7 @@ from tenant_pipelines.support.db_url import normalize_url
 pytestmark = pytest.mark.integration
 
 HEAD = "0003"
-TABLES = {"requests", "tenants", "ledger", "compensations", "api_tokens", "alembic_version"}
+TABLES = {"requests", "tenants", "ledger", "compensations", "api_tokens", migrate.VERSION_TABLE}
 
 
 @pytest.fixture
@@ -41,7 +41,8 @@ def test_upgrade_of_an_empty_database_reaches_head_and_is_then_a_no_op(registry_
     try:
         with engine.connect() as conn:
             assert set(inspect(conn).get_table_names()) == TABLES
-            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+            query = f"SELECT version_num FROM {migrate.VERSION_TABLE}"
+            versions = conn.execute(text(query)).all()
             assert [tuple(v) for v in versions] == [(HEAD,)]
     finally:
         engine.dispose()
@@ -137,7 +138,8 @@ def test_the_constraint_refuses_a_second_live_slug_but_not_dead_ones(migrated: C
 
 
 def test_the_table_objects_match_the_migrated_schema(migrated: Connection) -> None:
-    differences = compare_metadata(MigrationContext.configure(migrated), schema.metadata)
+    context = MigrationContext.configure(migrated, opts={"version_table": migrate.VERSION_TABLE})
+    differences = compare_metadata(context, schema.metadata)
     assert differences == []
 
 
@@ -149,3 +151,55 @@ def test_plain_postgres_urls_are_mapped_to_psycopg2() -> None:
 
 def test_the_head_constant_is_the_newest_migration() -> None:
     assert migrate.HEAD_REVISION == migrate.head_revision() == HEAD
+
+
+def _move_version_to_alembic_version(url: str, extra: str | None = None) -> None:
+    """Make the database look as a registry made before it had its own version table (and, with
+    `extra`, as if Dagster had also stamped its revision there)."""
+    engine = make_engine(url, pooled=False)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+                )
+            )
+            conn.execute(
+                text(f"INSERT INTO alembic_version SELECT version_num FROM {migrate.VERSION_TABLE}")
+            )
+            conn.execute(text(f"DROP TABLE {migrate.VERSION_TABLE}"))
+            if extra:
+                conn.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": extra})
+    finally:
+        engine.dispose()
+
+
+def _alembic_version_rows(url: str) -> list[str] | None:
+    engine = make_engine(url, pooled=False)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    finally:
+        engine.dispose()
+
+
+def test_an_older_registry_has_its_revision_moved_to_its_own_table(registry_url: str) -> None:
+    migrate.upgrade(registry_url, "0002")
+    _move_version_to_alembic_version(registry_url)
+    assert migrate.current_revision(registry_url) is None  # not where it is looked for any more
+
+    migrate.ensure_upgraded(registry_url)
+    assert migrate.current_revision(registry_url) == HEAD  # moved, then upgraded 0002 -> head
+    assert _alembic_version_rows(registry_url) is None  # the registry had it alone: dropped
+
+
+def test_moving_the_revision_leaves_another_row_of_alembic_version_alone(registry_url: str) -> None:
+    migrate.upgrade(registry_url)
+    _move_version_to_alembic_version(registry_url, extra="29b539ebc72a")  # a Dagster revision
+
+    migrate.upgrade(registry_url)
+    assert migrate.current_revision(registry_url) == HEAD
+    assert _alembic_version_rows(registry_url) == ["29b539ebc72a"]

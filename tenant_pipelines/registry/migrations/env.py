@@ -6,6 +6,7 @@ upgrading the same database at once run one after the other; the last ones find 
 
 from alembic import context
 
+from tenant_pipelines.registry.migrate import VERSION_TABLE
 from tenant_pipelines.registry.schema import metadata
 
 connection = context.config.attributes.get("connection")
@@ -15,6 +16,9 @@ if connection is None or context.is_offline_mode():
 context.configure(
     connection=connection,
     target_metadata=metadata,
+    # Not Alembic's default `alembic_version`: Dagster's storage may share the database and keeps
+    # its own revision there.
+    version_table=VERSION_TABLE,
     # SQLite cannot ALTER most things; batch mode rebuilds tables in future migrations.
     render_as_batch=connection.dialect.name == "sqlite",
 )
