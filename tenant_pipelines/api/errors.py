@@ -17,12 +17,13 @@ from tenant_pipelines.domain.errors import (
     ConfigError,
     InvalidTransition,
     NotFound,
+    OperationInFlight,
+    Refused,
     RequestConflict,
     TenantPipelinesError,
 )
 from tenant_pipelines.domain.request import field_errors
 from tenant_pipelines.orchestration.graphql import DagsterApiError
-from tenant_pipelines.orchestration.lifecycle import Refused
 
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (NotAuthenticated, 401),
@@ -30,6 +31,7 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (NotFound, 404),
     (RequestConflict, 409),
     (Refused, 409),
+    (OperationInFlight, 409),
     (InvalidTransition, 409),
     (BusinessRefusal, 409),
     (DagsterApiError, 503),

@@ -1,6 +1,8 @@
 """`tenantctl`: the command line of the control plane.
 
-Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
+Errors are one line on stderr. Exit status: 2 invalid input (and a slug already taken);
+3 refused because of the tenant's state or another lifecycle operation (retry, decommission,
+compensation) already in flight on it; 1 anything else.
 """
 
 import argparse
@@ -15,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from tenant_pipelines.cli import tokens
-from tenant_pipelines.domain.errors import RequestConflict, TenantPipelinesError
+from tenant_pipelines.domain.errors import (
+    OperationInFlight,
+    Refused,
+    RequestConflict,
+    SlugInUse,
+    TenantPipelinesError,
+)
 from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.registry import status
@@ -75,7 +83,7 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     dagster = _dagster_if_up(settings)
     try:
         submission = submit_request(_registry(settings), request, dagster, _warn)
-    except RequestConflict as conflict:
+    except (RequestConflict, SlugInUse) as conflict:
         raise UsageError(str(conflict)) from None
     return submission.to_json()
 
@@ -193,8 +201,20 @@ def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
     return _launch_and_wait(
         args,
         settings,
-        lambda: lifecycle.decommission(reg, api, args.slug, _operator()),
+        lambda: lifecycle.decommission(reg, _instance(settings), api, args.slug, _operator()),
         TenantState.DECOMMISSIONED,
+    )
+
+
+def cmd_compensate(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration import lifecycle
+
+    reg, api = _registry(settings), _api(settings)
+    return _launch_and_wait(
+        args,
+        settings,
+        lambda: lifecycle.compensate(reg, _instance(settings), api, args.slug, _operator()),
+        TenantState.FAILED,
     )
 
 
@@ -286,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, help_text in (
         ("retry", cmd_retry, "re-execute a failed tenant's run from where it failed"),
         ("decommission", cmd_decommission, "release everything and free the slug"),
+        (
+            "compensate",
+            cmd_compensate,
+            "launch a failed tenant's compensation again (after it gave up)",
+        ),
     ):
         p = command(name, handler, help_text)
         p.add_argument("slug")
@@ -315,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"tenantctl: {error}", file=sys.stderr)
         return 2
+    except (OperationInFlight, Refused) as error:
+        print(f"tenantctl: {error}", file=sys.stderr)
+        return 3
     except (TenantPipelinesError, OSError) as error:
         print(f"tenantctl: {error}", file=sys.stderr)
         return 1

@@ -52,9 +52,10 @@ def submit(
     launcher: Launcher | None,
     warn: Callable[[str], None],
 ) -> Submission:
-    """Record the request (RequestConflict if its id came with other content) and launch it
-    when a launcher is given (the platform is up)."""
-    record, created = registry.submit_request(request)
+    """Record the request (RequestConflict if its id came with other content; SlugInUse if a
+    live tenant or another request in flight holds the slug) and launch it when a launcher is
+    given (the platform is up)."""
+    record, created = registry.submit_request(request, exclusive_slug=True)
     run_id = launch(registry, launcher, record.request_id, warn) if launcher else None
     return Submission(registry.get_request(record.request_id), created, run_id)
 

@@ -1,17 +1,28 @@
-"""Retry and decommission: what `tenantctl retry` and `decommission` launch, through the running
-webserver's API so the runs are the same as the UI's (queued, visible, re-executable)."""
+"""Retry, decommission and compensate: what `tenantctl retry`, `decommission` and `compensate`
+launch, through the running webserver's API so the runs are the same as the UI's (queued,
+visible, re-executable).
+
+Each holds the tenant's one lifecycle operation (`operations.run_exclusively`): a second command
+on the same tenant is refused at once (OperationInFlight) rather than racing the first.
+Decommission is the exception for a compensation in flight: it waits for it to end (bounded),
+then goes ahead, since releasing what remains is what both want.
+"""
 
 import time
 from collections.abc import Callable
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
-from tenant_pipelines.domain.errors import PermanentError, TenantPipelinesError
+from tenant_pipelines.domain.errors import OperationInFlight, Refused, TenantPipelinesError
 from tenant_pipelines.domain.events import PROVISION_STEPS, Step
+from tenant_pipelines.domain.records import OperationKind, TenantRecord
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.orchestration.graphql import DagsterApi
+from tenant_pipelines.orchestration.operations import claim_ended, run_exclusively
 from tenant_pipelines.orchestration.runs import (
+    COMPENSATE_JOB,
     DECOMMISSION_JOB,
+    FAILED_RUN_TAG,
     PROVISION_JOB,
     REQUESTED_BY_TAG,
     tenant_op_config,
@@ -19,12 +30,13 @@ from tenant_pipelines.orchestration.runs import (
 )
 from tenant_pipelines.registry.store import TenantRegistry
 
+__all__ = ["Refused", "compensate", "decommission", "retry", "wait_for_run"]
+from tenant_pipelines.saga.operations import MAX_COMPENSATION_ATTEMPTS, compensation_holder
+
 WAIT_POLL_S = 0.5
 WAIT_TIMEOUT_S = 600
-
-
-class Refused(PermanentError):
-    """The tenant is not in a state that admits the operation."""
+# Decommission waits this long for a compensation in flight (all its attempts and backoff).
+COMPENSATION_WAIT_S = 120.0
 
 
 def steps_to_rerun(instance: DagsterInstance, run: DagsterRun) -> list[str]:
@@ -43,7 +55,19 @@ def retry(
 ) -> str:
     """Re-execute the tenant's failed (or canceled) provisioning run from where it stopped;
     the new run names who asked for it."""
-    tenant = registry.get_tenant(slug)
+    return run_exclusively(
+        registry,
+        instance,
+        registry.get_tenant(slug),
+        OperationKind.RETRY,
+        lambda tenant: _launch_retry(instance, api, tenant, requested_by),
+    )
+
+
+def _launch_retry(
+    instance: DagsterInstance, api: DagsterApi, tenant: TenantRecord, requested_by: str
+) -> str:
+    slug = tenant.slug
     if tenant.state != TenantState.FAILED:
         raise Refused(f"tenant {slug} is {tenant.state}; only a failed tenant can be retried")
     run = instance.get_run_by_id(tenant.last_run_id or "")
@@ -65,8 +89,70 @@ def retry(
     raise Refused(f"run {run.run_id} of tenant {slug} is {run.status.value}; wait for it to end")
 
 
-def decommission(registry: TenantRegistry, api: DagsterApi, slug: str, requested_by: str) -> str:
+def decommission(
+    registry: TenantRegistry,
+    instance: DagsterInstance,
+    api: DagsterApi,
+    slug: str,
+    requested_by: str,
+    sleep: Callable[[float], None] = time.sleep,
+    wait_s: float = COMPENSATION_WAIT_S,
+) -> str:
+    """Decommission the tenant; a compensation in flight is waited for (up to `wait_s`), any
+    other operation refuses at once."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return run_exclusively(
+                registry,
+                instance,
+                registry.get_tenant(slug),
+                OperationKind.DECOMMISSION,
+                lambda tenant: _launch_decommission(api, tenant, requested_by),
+            )
+        except OperationInFlight as busy:
+            if busy.kind != OperationKind.COMPENSATION or time.monotonic() > deadline:
+                raise
+        sleep(WAIT_POLL_S)
+
+
+def compensate(
+    registry: TenantRegistry,
+    instance: DagsterInstance,
+    api: DagsterApi,
+    slug: str,
+    requested_by: str,
+) -> str:
+    """Launch the compensation of the failed tenant's latest run again, once the automatic
+    attempts gave up and the cause is fixed: it releases, newest first, what is still live."""
     tenant = registry.get_tenant(slug)
+    if tenant.state != TenantState.FAILED or not tenant.last_run_id:
+        raise Refused(f"tenant {slug} is {tenant.state}; only a failed tenant is compensated")
+    failed_run_id = tenant.last_run_id
+    holder = compensation_holder(failed_run_id)
+    claim = registry.get_compensation(failed_run_id)
+    if claim is not None and claim.finished_at is None and claim.gave_up_at is None:
+        raise OperationInFlight(slug, OperationKind.COMPENSATION, claim.compensation_run_id)
+    registry.claim_operation(
+        tenant.tenant_id, OperationKind.COMPENSATION, holder, ended=claim_ended(instance)
+    )
+    try:
+        registry.claim_compensation(failed_run_id, tenant.tenant_id)  # its record, if none yet
+        registry.reopen_compensation(failed_run_id, MAX_COMPENSATION_ATTEMPTS)
+        tags = tenant_tags(
+            tenant, **{REQUESTED_BY_TAG: requested_by, FAILED_RUN_TAG: failed_run_id}
+        )
+        config = tenant_op_config(tenant, Step.COMPENSATE, failed_run_id=failed_run_id)
+        run_id = api.launch(COMPENSATE_JOB, config, tags)
+    except BaseException:
+        registry.release_operation(tenant.tenant_id, holder=holder)
+        raise
+    registry.set_operation_run(tenant.tenant_id, holder, run_id)
+    return run_id
+
+
+def _launch_decommission(api: DagsterApi, tenant: TenantRecord, requested_by: str) -> str:
+    slug = tenant.slug
     if tenant.state == TenantState.PROVISIONING:
         raise Refused(f"tenant {slug} is provisioning; wait until it is active or failed")
     if tenant.state == TenantState.DECOMMISSIONED:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # The newest revision under migrations/versions (a test holds it to the scripts). Knowing it lets
 # a process that finds the database already there skip loading Alembic: commands start faster.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serializes concurrent upgrades of one PostgreSQL database (SQLite uses BEGIN IMMEDIATE).
