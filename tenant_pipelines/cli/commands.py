@@ -218,6 +218,16 @@ def cmd_compensate(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration import lifecycle
+
+    reg = _registry(settings)
+    request_id = lifecycle.discard(reg, _instance(settings), args.slug, _operator())
+    data = {"slug": args.slug, "request_id": request_id, "state": "rejected"}
+    _print(args, data, f"request {request_id} for {args.slug} discarded; the slug is free")
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.orchestration.diagnose import diagnose, format_diagnosis
 
@@ -315,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, handler, help_text)
         p.add_argument("slug")
         p.add_argument("--wait", action="store_true", help="wait for the outcome")
+
+    p = command(
+        "discard", cmd_discard, "give up a request whose run failed before a tenant existed"
+    )
+    p.add_argument("slug")
 
     p = command("diagnose", cmd_diagnose, "the stuck-saga runbook for one tenant")
     p.add_argument("slug")

@@ -10,9 +10,15 @@ from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from tenant_pipelines.domain.records import TenantRecord
+from tenant_pipelines.domain.records import RequestRecord, TenantRecord
 from tenant_pipelines.domain.states import TenantState
-from tenant_pipelines.orchestration.runs import IN_FLIGHT_STATUSES, PROVISION_JOB, runs_for_tenant
+from tenant_pipelines.orchestration.runs import (
+    IN_FLIGHT_STATUSES,
+    PROVISION_JOB,
+    runs_for_request,
+    runs_for_tenant,
+)
+from tenant_pipelines.registry.status import waiting_request
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.operations import retry_command, unreleased
 
@@ -117,7 +123,39 @@ def next_action(
     return NextAction.RETRY, "no run is working on this provisioning tenant; it is stuck"
 
 
+def diagnose_request(instance: DagsterInstance, request: RequestRecord) -> Diagnosis:
+    """A request launched but without a tenant: its runs, and retry or discard once they ended."""
+    runs = [summarize_run(instance, r) for r in runs_for_request(instance, request.request_id)]
+    in_flight = [r for r in runs if r.status in IN_FLIGHT_STATUSES]
+    failed = next((r for r in runs if r.status != DagsterRunStatus.SUCCESS.value), None)
+    slug = request.slug
+    if in_flight:
+        action, why = NextAction.WAIT, f"run {in_flight[0].run_id} is {in_flight[0].status}"
+        commands: list[str] = []
+    elif not runs:
+        action, why = NextAction.WAIT, "no run yet; the intake sensor launches it"
+        commands = []
+    else:
+        action = NextAction.RETRY
+        why = "the request's run ended before a tenant existed; nothing was allocated"
+        commands = [f"tenantctl retry {slug} --wait", f"tenantctl discard {slug}"]
+    return Diagnosis(
+        slug=slug,
+        state=f"request-{request.state}",
+        failed_step=None if failed is None else failed.failed_step,
+        failure_reason=None if failed is None else failed.error,
+        runs=runs,
+        ledger=[],
+        compensations=[],
+        next_action=action,
+        why=why,
+        commands=commands,
+    )
+
+
 def diagnose(registry: TenantRegistry, instance: DagsterInstance, slug: str) -> Diagnosis:
+    if (request := waiting_request(registry, slug)) is not None:
+        return diagnose_request(instance, request)
     tenant = registry.get_tenant(slug)
     runs = [summarize_run(instance, r) for r in runs_for_tenant(instance, slug, RECENT_RUNS)]
     compensations = [c for r in runs if (c := registry.get_compensation(r.run_id)) is not None]

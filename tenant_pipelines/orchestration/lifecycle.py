@@ -15,7 +15,7 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from tenant_pipelines.domain.errors import OperationInFlight, Refused, TenantPipelinesError
 from tenant_pipelines.domain.events import PROVISION_STEPS, Step
-from tenant_pipelines.domain.records import OperationKind, TenantRecord
+from tenant_pipelines.domain.records import OperationKind, RequestRecord, TenantRecord
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.orchestration.graphql import DagsterApi
 from tenant_pipelines.orchestration.operations import claim_ended, run_exclusively
@@ -25,12 +25,14 @@ from tenant_pipelines.orchestration.runs import (
     FAILED_RUN_TAG,
     PROVISION_JOB,
     REQUESTED_BY_TAG,
+    runs_for_request,
     tenant_op_config,
     tenant_tags,
 )
+from tenant_pipelines.registry.status import waiting_request
 from tenant_pipelines.registry.store import TenantRegistry
 
-__all__ = ["Refused", "compensate", "decommission", "retry", "wait_for_run"]
+__all__ = ["Refused", "compensate", "decommission", "discard", "retry", "wait_for_run"]
 from tenant_pipelines.saga.operations import MAX_COMPENSATION_ATTEMPTS, compensation_holder
 
 WAIT_POLL_S = 0.5
@@ -54,7 +56,10 @@ def retry(
     requested_by: str,
 ) -> str:
     """Re-execute the tenant's failed (or canceled) provisioning run from where it stopped;
-    the new run names who asked for it."""
+    the new run names who asked for it. A request whose run failed before a tenant existed
+    (in Validate, for a reason that is not a refusal) is retried the same way."""
+    if (request := waiting_request(registry, slug)) is not None:
+        return _retry_request(registry, instance, api, request, requested_by)
     return run_exclusively(
         registry,
         instance,
@@ -73,6 +78,12 @@ def _launch_retry(
     run = instance.get_run_by_id(tenant.last_run_id or "")
     if run is None or run.job_name != PROVISION_JOB:
         raise Refused(f"tenant {slug} has no provisioning run to retry")
+    return _reexecute(instance, api, run, slug, requested_by)
+
+
+def _reexecute(
+    instance: DagsterInstance, api: DagsterApi, run: DagsterRun, slug: str, requested_by: str
+) -> str:
     asked = {REQUESTED_BY_TAG: requested_by}
     if run.status == DagsterRunStatus.FAILURE:
         return api.reexecute_from_failure(run.run_id, asked)
@@ -87,6 +98,44 @@ def _launch_retry(
             steps_to_rerun(instance, run),
         )
     raise Refused(f"run {run.run_id} of tenant {slug} is {run.status.value}; wait for it to end")
+
+
+def _ended_request_run(instance: DagsterInstance, request: RequestRecord) -> DagsterRun:
+    """The request's latest run, which must have ended: OperationInFlight while one runs."""
+    runs = runs_for_request(instance, request.request_id)  # newest first
+    if running := [r for r in runs if not r.is_finished]:
+        raise OperationInFlight(request.slug, "provisioning", running[0].run_id)
+    if not runs:
+        raise Refused(f"request {request.request_id} has no run yet; the intake sensor launches it")
+    return runs[0]
+
+
+def _retry_request(
+    registry: TenantRegistry,
+    instance: DagsterInstance,
+    api: DagsterApi,
+    request: RequestRecord,
+    requested_by: str,
+) -> str:
+    """Re-execute the request's failed run (Validate included); the request is first released
+    by that run (compare-and-set), so of two retries at once one is refused."""
+    run = _ended_request_run(instance, request)
+    if not registry.reopen_request(request.request_id, request.run_id):
+        raise OperationInFlight(request.slug, OperationKind.RETRY, None)
+    return _reexecute(instance, api, run, request.slug, requested_by)
+
+
+def discard(
+    registry: TenantRegistry, instance: DagsterInstance, slug: str, requested_by: str
+) -> str:
+    """Give up a request whose run failed before a tenant existed: it ends `rejected` with who
+    discarded it, and the slug is free again; its request id."""
+    request = waiting_request(registry, slug)
+    if request is None:
+        raise Refused(f"slug {slug} has no request waiting without a tenant")
+    _ended_request_run(instance, request)
+    registry.reject_request(request.request_id, f"discarded by {requested_by}")
+    return request.request_id
 
 
 def decommission(

@@ -197,6 +197,22 @@ class TenantRegistry:
             owner = q.fetch_request(conn, request_id).run_id
         return owner in {run_id, root_run_id} - {None}
 
+    def reopen_request(self, request_id: str, run_id: str | None) -> bool:
+        """Compare-and-set: the request, still without a tenant, is no longer owned by `run_id`
+        (its failed run), so that a re-execution of that run can claim it in Validate. False
+        when another caller reopened it first or it moved on."""
+        request_id = q.canonical_id(request_id)
+        owner = R.c.run_id.is_(None) if run_id is None else R.c.run_id == run_id
+        key = (
+            (R.c.request_id == request_id)
+            & owner
+            & R.c.tenant_id.is_(None)
+            & (R.c.state == RequestState.LAUNCHED.value)
+        )
+        values = {"run_id": None, "updated_at": q.now()}
+        with self._write() as conn:
+            return q.compare_and_set(conn, R, key, values)
+
     def reject_request(self, request_id: str, reason: str) -> RequestRecord:
         """Idempotent: a request already rejected keeps its first reason."""
         request_id = q.canonical_id(request_id)
