@@ -5,6 +5,9 @@ threads on the HTTP API) and checks what a person would: one command wins, the o
 refused at once with the operation in flight (exit 3 / 409), and the tenant ends at rest with
 no duplicate run, no email twice, nothing leaked. The last cell makes compensation itself fail.
 Set TENANT_CONCURRENCY_REPORT=path to get the cells as JSON.
+
+To keep the file short, the tenants that need to fail first are submitted together at the start
+(`failing`), and the failing compensation retries in the background while the other cells run.
 """
 
 import json
@@ -27,7 +30,16 @@ from tests.stack_helpers import write_fault_plan as write_plan
 pytestmark = pytest.mark.e2e
 
 ORG = "conc"
-AT_REST = {"active", "failed", "decommissioned"}
+RETRIED = ("retry-three", "retry-decom")  # fail at deploy, then are retried
+STUCK = "comp-stuck"  # fails at deploy, then its route will not release
+# Rules that stay in the plan whatever a cell adds, until a cell lifts them.
+BACKGROUND: dict[str, list[dict[str, object]]] = {
+    **{slug: [{"phase": "deploy", "tenant": slug, "mode": "permanent"}] for slug in RETRIED},
+    STUCK: [
+        {"phase": "deploy", "tenant": STUCK, "mode": "permanent"},
+        {"phase": "release", "tenant": f"{STUCK}-*", "mode": "permanent"},
+    ],
+}
 
 
 @dataclass
@@ -62,9 +74,24 @@ def admin(stack: Stack) -> str:
     return stack.token("platform-admin")
 
 
-def faults(stack: Stack, *rules: dict[str, object]) -> None:
+def faults(stack: Stack, *rules: dict[str, object], lift: str | None = None) -> None:
+    """The plan: these rules and the background ones (less those of `lift`, for good)."""
     assert stack.fault_plan is not None
-    write_plan(stack.fault_plan, list(rules))
+    if lift is not None:
+        BACKGROUND.pop(lift, None)
+    background = [rule for kept in BACKGROUND.values() for rule in kept]
+    write_plan(stack.fault_plan, [*rules, *background])
+
+
+@pytest.fixture(scope="module")
+def failing(stack: Stack) -> dict[str, float]:
+    """Submit, at once, the tenants that must fail first; when each was submitted."""
+    faults(stack)
+    submitted = {}
+    for slug in (*RETRIED, STUCK):
+        submitted[slug] = time.monotonic()
+        stack.cli(*request_args(slug))
+    return submitted
 
 
 def request_args(slug: str, request_id: str | None = None) -> list[str]:
@@ -106,17 +133,15 @@ def one_winner(results: list[subprocess.CompletedProcess[str]]) -> list[str]:
 
 
 def failed_and_compensated(stack: Stack, slug: str) -> None:
-    """Provision `slug` into `failed` at deploy and wait until its compensation finished; then
-    deploy hangs once, so a retry's run is surely still in flight while rivals arrive (however
-    slowly their processes start on a loaded machine) until the test lifts the fault."""
-    faults(stack, {"phase": "deploy", "tenant": slug, "mode": "permanent"})
-    stack.cli(*request_args(slug))
+    """Wait until `slug` (submitted by `failing`) failed at deploy and its compensation finished;
+    then deploy hangs once, so a retry's run is surely still in flight while rivals arrive
+    (however slowly their processes start on a loaded machine) until the test lifts the fault."""
     assert stack.wait_for_state(slug, {"failed"})["failed_step"] == "deploy"
     deadline = time.monotonic() + 60
     while ("compensation_finished", "compensate") not in story(stack, slug):
         assert time.monotonic() < deadline, f"{slug} was never compensated"
         time.sleep(0.5)
-    faults(stack, {"phase": "deploy", "tenant": slug, "mode": "hang"})
+    faults(stack, {"phase": "deploy", "tenant": slug, "mode": "hang"}, lift=slug)
 
 
 def emails_sent(stack: Stack, slug: str) -> int:
@@ -155,7 +180,9 @@ def runs_of_any(instance: object, slug: str) -> list:
     return [run for job in jobs for run in runs_of(instance, slug, job)]  # type: ignore[arg-type]
 
 
-def test_three_retries_at_once_give_one_run_and_one_activation(stack: Stack) -> None:
+def test_three_retries_at_once_give_one_run_and_one_activation(
+    stack: Stack, failing: dict[str, float]
+) -> None:
     slug, cell = "retry-three", Cell("concurrent retry x3")
     failed_and_compensated(stack, slug)
     started = time.monotonic()
@@ -168,7 +195,9 @@ def test_three_retries_at_once_give_one_run_and_one_activation(stack: Stack) -> 
     assert len(runs_of(stack.instance(), slug, "provision_tenant")) == 2  # first run + one retry
 
 
-def test_retry_and_decommission_at_once_do_not_both_run(stack: Stack) -> None:
+def test_retry_and_decommission_at_once_do_not_both_run(
+    stack: Stack, failing: dict[str, float]
+) -> None:
     slug, cell = "retry-decom", Cell("retry + decommission")
     failed_and_compensated(stack, slug)
     started = time.monotonic()
@@ -255,15 +284,11 @@ def test_one_request_id_a_hundred_times_gives_one_run(stack: Stack, admin: str) 
     assert len(runs_of(stack.instance(), slug, "provision_tenant")) == 1
 
 
-def test_a_compensation_that_fails_is_retried_then_reported(stack: Stack) -> None:
-    slug, cell = "comp-stuck", Cell("compensation fails (route will not release)")
-    faults(
-        stack,
-        {"phase": "deploy", "tenant": slug, "mode": "permanent"},
-        {"phase": "release", "tenant": f"{slug}-*", "mode": "permanent"},
-    )
-    started = time.monotonic()
-    stack.cli(*request_args(slug))
+def test_a_compensation_that_fails_is_retried_then_reported(
+    stack: Stack, failing: dict[str, float]
+) -> None:
+    slug, cell = STUCK, Cell("compensation fails (route will not release)")
+    started = failing[slug]
     assert stack.wait_for_state(slug, {"failed"})["state"] == "failed"
     deadline = time.monotonic() + 150
     while ("compensation_failed", "compensate") not in story(stack, slug):
@@ -283,7 +308,7 @@ def test_a_compensation_that_fails_is_retried_then_reported(stack: Stack) -> Non
     text = stack.cli("diagnose", slug).stdout
     assert "gave up after 3 attempts" in text and f"$ tenantctl compensate {slug} --wait" in text
 
-    faults(stack)  # the operator fixes the cause, then does what diagnose said
+    faults(stack, lift=slug)  # the operator fixes the cause, then does what diagnose said
     stack.cli("compensate", slug, "--wait")
     cell.operator_saw = [diagnosis["why"]]  # type: ignore[index]
     status = finish(stack, cell, slug, started, {"failed"})
