@@ -10,6 +10,7 @@ then goes ahead, since releasing what remains is what both want.
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
@@ -18,7 +19,7 @@ from tenant_pipelines.domain.events import PROVISION_STEPS, Step
 from tenant_pipelines.domain.records import OperationKind, RequestRecord, TenantRecord
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.orchestration.graphql import DagsterApi
-from tenant_pipelines.orchestration.operations import claim_ended, run_exclusively
+from tenant_pipelines.orchestration.operations import LAUNCH_GRACE_S, claim_ended, run_exclusively
 from tenant_pipelines.orchestration.runs import (
     COMPENSATE_JOB,
     DECOMMISSION_JOB,
@@ -30,7 +31,7 @@ from tenant_pipelines.orchestration.runs import (
     tenant_tags,
 )
 from tenant_pipelines.registry.status import waiting_request
-from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.registry.store import RETRY_MARKER, TenantRegistry
 
 __all__ = ["Refused", "compensate", "decommission", "discard", "retry", "wait_for_run"]
 from tenant_pipelines.saga.operations import MAX_COMPENSATION_ATTEMPTS, compensation_holder
@@ -117,10 +118,16 @@ def _retry_request(
     request: RequestRecord,
     requested_by: str,
 ) -> str:
-    """Re-execute the request's failed run (Validate included); the request is first released
-    by that run (compare-and-set), so of two retries at once one is refused."""
+    """Re-execute the request's failed run (Validate included). The request is first handed
+    from that run to the re-execution (compare-and-set), so of two retries at once one is
+    refused; so is a retry while another one's run is being launched."""
+    retrying = (request.run_id or "").startswith(RETRY_MARKER)
+    age = (datetime.now(UTC) - request.updated_at).total_seconds()
+    if retrying and age < LAUNCH_GRACE_S:
+        raise OperationInFlight(request.slug, OperationKind.RETRY, None)
     run = _ended_request_run(instance, request)
-    if not registry.reopen_request(request.request_id, request.run_id):
+    root = run.root_run_id or run.run_id
+    if not registry.reopen_request(request.request_id, request.run_id, root):
         raise OperationInFlight(request.slug, OperationKind.RETRY, None)
     return _reexecute(instance, api, run, request.slug, requested_by)
 

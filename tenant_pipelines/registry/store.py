@@ -46,6 +46,7 @@ from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.queries import OPS as O
 from tenant_pipelines.registry.queries import C, L, R, T
 
+RETRY_MARKER = "retrying:"
 _REQUEST_CONTENT = ("slug", "org", "plan", "admin_email", "subject", "role")
 
 
@@ -62,6 +63,11 @@ def _is_new_allocation(entry: LedgerEntry | None, state: str) -> bool:
 def _required(entry: LedgerEntry | None) -> LedgerEntry:
     assert entry is not None, "the entry was written in this transaction"
     return entry
+
+
+def retry_marker(root_run_id: str) -> str:
+    """A request's run_id while a retry re-executes the run chain `root_run_id`."""
+    return f"{RETRY_MARKER}{root_run_id}"
 
 
 def _required_op(operation: OperationRecord | None) -> OperationRecord:
@@ -192,24 +198,27 @@ class TenantRegistry:
         # The chain is named by its root, so every later re-execution of it still matches.
         claimant = root_run_id or run_id
         with self._write() as conn:
-            key = (R.c.request_id == request_id) & R.c.run_id.is_(None)
+            # Unowned, or handed to this chain by a retry (reopen_request).
+            free = R.c.run_id.is_(None) | (R.c.run_id == retry_marker(claimant))
+            key = (R.c.request_id == request_id) & free
             q.compare_and_set(conn, R, key, {"run_id": claimant, "updated_at": q.now()})
             owner = q.fetch_request(conn, request_id).run_id
         return owner in {run_id, root_run_id} - {None}
 
-    def reopen_request(self, request_id: str, run_id: str | None) -> bool:
-        """Compare-and-set: the request, still without a tenant, is no longer owned by `run_id`
-        (its failed run), so that a re-execution of that run can claim it in Validate. False
-        when another caller reopened it first or it moved on."""
+    def reopen_request(self, request_id: str, owner: str | None, root_run_id: str) -> bool:
+        """Compare-and-set: hand the request, still without a tenant, from `owner` (its failed
+        run, or a retry marker gone stale) to the re-execution of `root_run_id`, marked as being
+        retried until that run claims it in Validate. False when another caller got there first:
+        of two retries at once, one is refused."""
         request_id = q.canonical_id(request_id)
-        owner = R.c.run_id.is_(None) if run_id is None else R.c.run_id == run_id
+        owned = R.c.run_id.is_(None) if owner is None else R.c.run_id == owner
         key = (
             (R.c.request_id == request_id)
-            & owner
+            & owned
             & R.c.tenant_id.is_(None)
             & (R.c.state == RequestState.LAUNCHED.value)
         )
-        values = {"run_id": None, "updated_at": q.now()}
+        values = {"run_id": retry_marker(root_run_id), "updated_at": q.now()}
         with self._write() as conn:
             return q.compare_and_set(conn, R, key, values)
 

@@ -23,6 +23,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.orchestration.runs import runs_for_request
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.settings import Settings
 from tests.e2e.matrix_helpers import runs_of, story
 from tests.stack_helpers import REPO, TENANTCTL, Stack, local_stack, processes_mentioning
 from tests.stack_helpers import write_fault_plan as write_plan
@@ -92,6 +96,16 @@ def failing(stack: Stack) -> dict[str, float]:
         submitted[slug] = time.monotonic()
         stack.cli(*request_args(slug))
     return submitted
+
+
+def request_fields(slug: str) -> dict[str, object]:
+    return {
+        "slug": slug,
+        "org": ORG,
+        "plan": "team",
+        "admin_email": f"admin@{slug}.example.com",
+        "requested_by": {"subject": "conc", "role": "platform-admin"},
+    }
 
 
 def request_args(slug: str, request_id: str | None = None) -> list[str]:
@@ -315,3 +329,28 @@ def test_a_compensation_that_fails_is_retried_then_reported(
     assert status["state"] == "failed"
     assert stack.cli_json("diagnose", slug)["next_action"] == "retry"  # type: ignore[index]
     cell.operator_saw.append(f"reported after {reported:.0f} s")
+
+
+def test_a_request_stuck_before_its_tenant_is_retried_once(stack: Stack) -> None:
+    slug, cell = "stuck-request", Cell("request failed before its tenant existed, retry x2")
+    registry = TenantRegistry.open(Settings.from_env(stack.env).db_url)
+    try:
+        record, _ = registry.submit_request(TenantRequest.parse(request_fields(slug)))
+        # A run that died in Validate had claimed it: the run the intake launches fails there.
+        registry.claim_request(record.request_id, "run-that-died")
+        deadline = time.monotonic() + 60
+        while not (runs := runs_for_request(stack.instance(), record.request_id)) or not all(
+            run.is_finished for run in runs
+        ):
+            assert time.monotonic() < deadline, "the intake never launched the request"
+            time.sleep(0.5)
+        assert stack.cli_json("status", slug)["state"] == "request-launched"  # type: ignore
+        started = time.monotonic()
+
+        results = at_once(stack, ["retry", slug], ["retry", slug])
+
+        cell.operator_saw = one_winner(results)
+        finish(stack, cell, slug, started, {"active"})
+        assert len(runs_for_request(stack.instance(), record.request_id)) == 2
+    finally:
+        registry.close()

@@ -233,10 +233,15 @@ def test_a_launched_request_without_tenant_is_waiting_and_reopened_once(
     registry.claim_request(record.request_id, "run-1")
     assert waiting_request(registry, "acme") == registry.get_request(record.request_id)
 
-    outcomes = together(lambda _i: registry.reopen_request(record.request_id, "run-1"), 4)
+    outcomes = together(lambda _i: registry.reopen_request(record.request_id, "run-1", "run-1"), 4)
     assert sorted(outcomes) == [False, False, False, True]
-    # the failed run's re-execution (same root) claims it again in Validate
+    assert registry.get_request(record.request_id).run_id == "retrying:run-1"
+    assert not registry.reopen_request(record.request_id, None, "run-1")
+    # only the failed run's re-execution (same root) claims it in Validate
+    assert not registry.claim_request(record.request_id, "run-x")
     assert registry.claim_request(record.request_id, "run-2", root_run_id="run-1")
+    assert registry.get_request(record.request_id).run_id == "run-1"
+    assert not registry.reopen_request(record.request_id, "retrying:run-1", "run-1")
 
     registry.reject_request(record.request_id, "discarded by operator:test")
     assert waiting_request(registry, "acme") is None
