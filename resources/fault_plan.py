@@ -31,7 +31,9 @@ HANG_S = 3600.0  # a hang ends by itself after this long, unless the plan drops 
 HANG_POLL_S = 0.1  # how often a hanging call rereads the plan
 INJECTED_REASON = "injected fault"
 
-Phase = Literal["allocate", "deploy", "mark_active", "send_welcome_emails"]
+# "release": the traffic boundary's release (compensation, decommission); its rules' `tenant`
+# glob is matched against the tenant key `<slug>-<org>`, all a release is given.
+Phase = Literal["allocate", "deploy", "mark_active", "send_welcome_emails", "release"]
 Mode = Literal["transient", "permanent", "hang"]
 
 

@@ -55,7 +55,8 @@ class FaultyIdentityStore(_PassThrough, IdentityStore):
 
 
 class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
-    """`ensure` is allocate's last side effect; `open` is mark_active's."""
+    """`ensure` is allocate's last side effect; `open` is mark_active's; `release` obeys the
+    "release" phase (a route that will not go away)."""
 
     inner: TrafficBoundary
     plan_path: str
@@ -67,6 +68,10 @@ class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
     def open(self, tenant: TenantSpec) -> Handle:
         raise_injected(self.plan_path, "mark_active", tenant.slug)
         return self.inner.open(tenant)
+
+    def release(self, tenant_key: str) -> bool:
+        raise_injected(self.plan_path, "release", tenant_key)
+        return self.inner.release(tenant_key)
 
     def is_open(self, tenant_key: str) -> bool:
         return self.inner.is_open(tenant_key)

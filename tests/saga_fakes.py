@@ -59,6 +59,7 @@ class InMemoryRegistry:
         self.live_slugs: dict[str, str] = {}  # slug -> tenant_id, until decommissioned
         self.entries: dict[tuple[str, str], LedgerEntry] = {}
         self.compensations: dict[str, CompensationRecord] = {}
+        self.operations: dict[str, tuple[str, str | None]] = {}
         self._tick = itertools.count()
 
     def _now(self) -> datetime:
@@ -237,8 +238,27 @@ class InMemoryRegistry:
         return [
             c
             for c in self.compensations.values()
-            if c.tenant_id == tenant_id and c.finished_at is None
+            if c.tenant_id == tenant_id and c.finished_at is None and c.gave_up_at is None
         ]
+
+    # lifecycle operations: tenant_id -> (holder, run_id)
+    def hold_operation(self, tenant_id: str, holder: str, run_id: str | None = None) -> None:
+        self.operations[tenant_id] = (holder, run_id)
+
+    def set_operation_run(self, tenant_id: str, holder: str, run_id: str) -> bool:
+        if self.operations.get(tenant_id, (None, None))[0] != holder:
+            return False
+        self.operations[tenant_id] = (holder, run_id)
+        return True
+
+    def release_operation(
+        self, tenant_id: str, *, holder: str | None = None, run_id: str | None = None
+    ) -> bool:
+        current = self.operations.get(tenant_id)
+        if current is None or holder not in (None, current[0]) or run_id not in (None, current[1]):
+            return False
+        del self.operations[tenant_id]
+        return True
 
 
 @dataclass

@@ -18,13 +18,14 @@ from tenant_pipelines.domain.errors import (
     ConfigError,
     InvalidTransition,
     NotFound,
+    OperationInFlight,
+    Refused,
     RegistryUnavailable,
     RequestConflict,
     TenantPipelinesError,
 )
 from tenant_pipelines.domain.request import field_errors
 from tenant_pipelines.orchestration.graphql import DagsterApiError
-from tenant_pipelines.orchestration.lifecycle import Refused
 
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (NotAuthenticated, 401),
@@ -32,6 +33,7 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (NotFound, 404),
     (RequestConflict, 409),
     (Refused, 409),
+    (OperationInFlight, 409),
     (InvalidTransition, 409),
     (BusinessRefusal, 409),
     (DagsterApiError, 503),

@@ -109,7 +109,9 @@ def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
 def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.DECOMMISSION, tenant.org)
-    return lifecycle.decommission(ctx.registry, _orchestrator(ctx), slug, caller.subject)
+    return lifecycle.decommission(
+        ctx.registry, ctx.instance(), _orchestrator(ctx), slug, caller.subject
+    )
 
 
 def diagnosis(ctx: ApiContext, caller: Caller, slug: str) -> Diagnosis:

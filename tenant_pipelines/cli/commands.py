@@ -1,6 +1,8 @@
 """`tenantctl`: the command line of the control plane.
 
-Errors are one line on stderr: exit 2 for invalid input, 1 for everything else.
+Errors are one line on stderr. Exit status: 2 invalid input (and a slug already taken);
+3 refused because of the tenant's state or another lifecycle operation (retry, decommission,
+compensation) already in flight on it; 1 anything else.
 """
 
 import argparse
@@ -16,7 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 
 from tenant_pipelines.cli import tokens
-from tenant_pipelines.domain.errors import RequestConflict, TenantPipelinesError
+from tenant_pipelines.domain.errors import (
+    OperationInFlight,
+    Refused,
+    RequestConflict,
+    SlugInUse,
+    TenantPipelinesError,
+)
 from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
 from tenant_pipelines.domain.states import RequestState, TenantState
 from tenant_pipelines.registry import status
@@ -77,7 +85,7 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
         raise UsageError(describe_validation_error(error)) from None
     try:
         submission = submit_request(_registry(settings), request, _launch_if_up(settings))
-    except RequestConflict as conflict:
+    except (RequestConflict, SlugInUse) as conflict:
         raise UsageError(str(conflict)) from None
     return submission.to_json()
 
@@ -210,9 +218,31 @@ def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
     return _launch_and_wait(
         args,
         settings,
-        lambda: lifecycle.decommission(reg, api, args.slug, _operator()),
+        lambda: lifecycle.decommission(reg, _instance(settings), api, args.slug, _operator()),
         TenantState.DECOMMISSIONED,
     )
+
+
+def cmd_compensate(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration import lifecycle
+
+    reg, api = _registry(settings), _api(settings)
+    return _launch_and_wait(
+        args,
+        settings,
+        lambda: lifecycle.compensate(reg, _instance(settings), api, args.slug, _operator()),
+        TenantState.FAILED,
+    )
+
+
+def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.orchestration import lifecycle
+
+    reg = _registry(settings)
+    request_id = lifecycle.discard(reg, _instance(settings), args.slug, _operator())
+    data = {"slug": args.slug, "request_id": request_id, "state": "rejected"}
+    _print(args, data, f"request {request_id} for {args.slug} discarded; the slug is free")
+    return 0
 
 
 def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
@@ -329,10 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, help_text in (
         ("retry", cmd_retry, "re-execute a failed tenant's run from where it failed"),
         ("decommission", cmd_decommission, "release everything and free the slug"),
+        (
+            "compensate",
+            cmd_compensate,
+            "launch a failed tenant's compensation again (after it gave up)",
+        ),
     ):
         p = command(name, handler, help_text)
         p.add_argument("slug")
         p.add_argument("--wait", action="store_true", help="wait for the outcome")
+
+    p = command(
+        "discard", cmd_discard, "give up a request whose run failed before a tenant existed"
+    )
+    p.add_argument("slug")
 
     p = command("diagnose", cmd_diagnose, "the stuck-saga runbook for one tenant")
     p.add_argument("slug")
@@ -363,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args, Settings.from_env()))
     except UsageError as error:
         return _fail(args, error, 2)
+    except (OperationInFlight, Refused) as error:
+        return _fail(args, error, 3)
     except (TenantPipelinesError, OSError) as error:
         return _fail(args, error, 1)
 

@@ -23,6 +23,30 @@ class SlugTaken(BusinessRefusal):
         self.slug = slug
 
 
+class SlugInUse(SlugTaken):
+    """Refused at submission: a live tenant or another request in flight holds the slug."""
+
+    def __init__(self, slug: str, holder: str) -> None:
+        BusinessRefusal.__init__(self, f"slug {slug} is taken by {holder}; choose another slug")
+        self.slug = slug
+
+
+class Refused(PermanentError):
+    """The tenant is not in a state that admits the operation (CLI exit 3, API 409)."""
+
+
+class OperationInFlight(TenantPipelinesError):
+    """Another lifecycle operation (retry, decommission, compensation) holds the tenant: the
+    caller is refused at once (CLI exit 3, API 409), never queued behind it."""
+
+    def __init__(self, slug: str, kind: str, run_id: str | None) -> None:
+        run = f" (run {run_id})" if run_id else " (its run is being launched)"
+        super().__init__(f"tenant {slug} has a {kind} in flight{run}; try again when it has ended")
+        self.slug = slug
+        self.kind = kind
+        self.run_id = run_id
+
+
 class InvalidTransition(PermanentError):
     def __init__(self, machine: str, current: str, target: str) -> None:
         super().__init__(f"{machine} cannot go from {current!r} to {target!r}")

@@ -42,6 +42,8 @@ class EventType(StrEnum):
     RESUMED = "tenant.provisioning.resumed"
     COMPENSATED = "tenant.provisioning.compensated"
     COMPENSATION_FINISHED = "tenant.provisioning.compensation_finished"
+    # Compensation gave up after its bounded attempts: a resource would not release.
+    COMPENSATION_FAILED = "tenant.provisioning.compensation_failed"
     REQUEST_REJECTED = "tenant.request.rejected"
     DECOMMISSION_STARTED = "tenant.decommission.started"
     DECOMMISSION_RELEASED = "tenant.decommission.released"

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from tenant_pipelines.domain.request import TenantRequest
@@ -82,3 +83,24 @@ class CompensationRecord:
     compensation_run_id: str | None
     created_at: datetime
     finished_at: datetime | None
+    attempts: int = 1  # compensation runs launched for this failed run
+    gave_up_at: datetime | None = None  # attempts spent: reported, left for a person
+
+
+class OperationKind(StrEnum):
+    """The lifecycle operations that exclude each other on one tenant."""
+
+    RETRY = "retry"
+    DECOMMISSION = "decommission"
+    COMPENSATION = "compensation"
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """The one lifecycle operation a tenant has in flight (the registry's claim)."""
+
+    tenant_id: str
+    kind: str  # OperationKind
+    holder: str  # who claimed it: a compensation's failed run, or a command's claim id
+    run_id: str | None  # the run doing it, once launched
+    claimed_at: datetime

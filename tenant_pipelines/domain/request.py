@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.domain.plans import PLANS, Role
 
 DNS_LABEL_PART = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 WORD = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -70,6 +70,13 @@ def _check_name(value: str) -> str:
     return value
 
 
+def _check_role(value: str) -> str:
+    if value not in set(Role):
+        known = ", ".join(Role)
+        raise ValueError(f"role {value!r} is unknown (known roles: {known})")
+    return value
+
+
 def _check_word(value: str) -> str:
     if not WORD.fullmatch(value):
         raise ValueError("must be a lowercase word of letters, digits and '-' (at most 40)")
@@ -92,7 +99,10 @@ class RequestedBy(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     subject: str = Field(min_length=1, max_length=200)
-    role: Word
+    # Malformed, so refused at submission; whether the role admits the plan is Validate's call.
+    role: Annotated[
+        str, AfterValidator(_check_role), WithJsonSchema({"type": "string", "enum": list(Role)})
+    ]
 
 
 class TenantFields(BaseModel):

@@ -24,6 +24,7 @@ from tenant_pipelines.orchestration.runs import (
     runs_for_tenant,
 )
 from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.saga.operations import retry_command, unreleased
 
 RECENT_RUNS = 10
 
@@ -33,6 +34,7 @@ class NextAction(StrEnum):
     NONE = "none"
     RETRY = "retry"
     DECOMMISSION = "decommission"
+    COMPENSATE = "compensate"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Diagnosis:
     why: str
     commands: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # store -> why it could not be read
+    # The lifecycle operation holding the tenant, if any: {kind, run_id, claimed_at}.
+    operation: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,8 +96,20 @@ def _run_failure_message(instance: DagsterInstance, run: DagsterRun) -> str | No
     return failures[-1].message if failures else None
 
 
+def gave_up_reason(registry: TenantRegistry, tenant: TenantRecord) -> str | None:
+    """Why a compensation of this tenant was given up, naming what would not release."""
+    claim = registry.get_compensation(tenant.last_run_id or "")
+    if claim is None or claim.gave_up_at is None:
+        return None
+    kinds = [f"{r['kind']} ({r['name']})" for r in unreleased(registry, tenant.tenant_id)]
+    return (
+        f"compensation of run {claim.failed_run_id} gave up after {claim.attempts} attempts; "
+        f"would not release: {', '.join(kinds) or 'nothing left'}"
+    )
+
+
 def next_action(
-    tenant: TenantRecord, runs: list[RunSummary], unfinished: int
+    tenant: TenantRecord, runs: list[RunSummary], unfinished: int, gave_up: str | None = None
 ) -> tuple[NextAction, str]:
     in_flight = [r for r in runs if r.status in IN_FLIGHT_STATUSES]
     if in_flight:
@@ -101,6 +117,8 @@ def next_action(
         return NextAction.WAIT, f"run {run.run_id} ({run.job}) is {run.status}"
     if unfinished:
         return NextAction.WAIT, "compensation has not finished releasing the tenant's resources"
+    if gave_up and tenant.state == TenantState.FAILED:
+        return NextAction.COMPENSATE, f"{gave_up}; fix the cause, then compensate again"
     if tenant.state == TenantState.ACTIVE:
         return NextAction.NONE, "the tenant is active"
     if tenant.state == TenantState.DECOMMISSIONED:
@@ -250,7 +268,7 @@ def _of_request(
         [],
         NextAction.RETRY,
         why,
-        [f"tenantctl retry {slug} --wait"],
+        [f"tenantctl retry {slug} --wait", f"tenantctl discard {slug}"],
         unreadable,
     )
 
@@ -264,11 +282,13 @@ def _of_tenant(
     slug = tenant.slug
     compensations = [c for r in runs if (c := registry.get_compensation(r.run_id)) is not None]
     unfinished = len(registry.unfinished_compensations(tenant.tenant_id))
-    action, why = next_action(tenant, runs, unfinished)
+    action, why = next_action(tenant, runs, unfinished, gave_up_reason(registry, tenant))
     commands = {
         NextAction.RETRY: [f"tenantctl retry {slug} --wait"],
         NextAction.DECOMMISSION: [f"tenantctl decommission {slug} --wait"],
+        NextAction.COMPENSATE: [retry_command(slug)],
     }.get(action, [])
+    operation = registry.get_operation(tenant.tenant_id)
     return Diagnosis(
         slug=slug,
         state=tenant.state,
@@ -290,6 +310,8 @@ def _of_tenant(
                 "failed_run_id": c.failed_run_id,
                 "compensation_run_id": c.compensation_run_id,
                 "finished": c.finished_at is not None,
+                "attempts": c.attempts,
+                "gave_up": c.gave_up_at is not None,
             }
             for c in compensations
         ],
@@ -297,6 +319,13 @@ def _of_tenant(
         why=why,
         commands=commands,
         unreadable=unreadable,
+        operation=None
+        if operation is None
+        else {
+            "kind": operation.kind,
+            "run_id": operation.run_id,
+            "claimed_at": operation.claimed_at.isoformat(),
+        },
     )
 
 
@@ -314,10 +343,20 @@ def format_diagnosis(d: Diagnosis) -> str:
     ]
     lines.append("compensations:")
     lines += [
-        f"  for run {c['failed_run_id']}: {'finished' if c['finished'] else 'not finished'}"
-        for c in d.compensations
+        f"  for run {c['failed_run_id']}: {_compensation_outcome(c)}" for c in d.compensations
     ] or ["  none"]
+    if d.operation:
+        op = d.operation
+        lines.append(f"operation in flight: {op['kind']} (run {op['run_id'] or 'launching'})")
     lines.append(f"next action: {d.next_action} ({d.why})")
     lines += [f"  $ {c}" for c in d.commands]
     lines += [f"could not read the {store}: {why}" for store, why in d.unreadable.items()]
     return "\n".join(lines)
+
+
+def _compensation_outcome(c: dict[str, Any]) -> str:
+    if c["finished"]:
+        return "finished"
+    if c["gave_up"]:
+        return f"gave up after {c['attempts']} attempts"
+    return f"not finished (attempt {c['attempts']})"

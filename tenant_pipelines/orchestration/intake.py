@@ -53,9 +53,10 @@ LaunchRecorded = Callable[[str], str | None]
 def submit(
     registry: TenantRegistry, request: TenantRequest, launch_recorded: LaunchRecorded | None
 ) -> Submission:
-    """Record the request (RequestConflict if its id came with other content) and launch it
-    when the platform is up (`launch_recorded` given)."""
-    record, created = registry.submit_request(request)
+    """Record the request (RequestConflict if its id came with other content; SlugInUse if a
+    live tenant or another request in flight holds the slug) and launch it when the platform is
+    up (`launch_recorded` given)."""
+    record, created = registry.submit_request(request, exclusive_slug=True)
     run_id = launch_recorded(record.request_id) if launch_recorded else None
     return Submission(registry.get_request(record.request_id), created, run_id)
 

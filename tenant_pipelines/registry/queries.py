@@ -6,12 +6,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Table, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Table, func, select, text, update
 
 from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.records import (
     CompensationRecord,
     LedgerEntry,
+    OperationRecord,
     RequestRecord,
     TenantRecord,
 )
@@ -20,6 +21,7 @@ from tenant_pipelines.domain.states import LIVE_LEDGER_STATES, RequestState, Ten
 from tenant_pipelines.registry import schema
 
 R, T, L, C = schema.requests, schema.tenants, schema.ledger, schema.compensations
+OPS = schema.operations
 # live_slug is the reservation mechanism, not part of the record.
 TENANT_COLUMNS = [c for c in T.c if c.name != "live_slug"]
 
@@ -60,6 +62,35 @@ def ledger_entry(row: Row[Any]) -> LedgerEntry:
 
 def compensation_record(row: Row[Any]) -> CompensationRecord:
     return CompensationRecord(**row._mapping)
+
+
+def find_operation(conn: Connection, tenant_id: str) -> OperationRecord | None:
+    row = conn.execute(select(OPS).where(OPS.c.tenant_id == tenant_id)).first()
+    return None if row is None else OperationRecord(**row._mapping)
+
+
+def slug_holder(conn: Connection, slug: str, request_id: str) -> str | None:
+    """What holds `slug` besides this request: a live tenant, or another request in flight
+    (pending or launched, no tenant yet); None when the slug is free."""
+    tenant = find_tenant(conn, (T.c.live_slug == slug) & (T.c.request_id != request_id))
+    if tenant is not None:
+        return f"tenant {tenant.slug} ({tenant.state})"
+    waiting = [RequestState.PENDING.value, RequestState.LAUNCHED.value]
+    query = select(R.c.request_id).where(
+        R.c.slug == slug,
+        R.c.request_id != request_id,
+        R.c.state.in_(waiting),
+        R.c.tenant_id.is_(None),
+    )
+    other = conn.execute(query.limit(1)).scalar()
+    return None if other is None else f"request {other}, in flight"
+
+
+def lock_slug(conn: Connection, slug: str) -> None:
+    """Serialize submissions for one slug until the transaction ends. SQLite transactions that
+    write already hold the database's write lock (BEGIN IMMEDIATE); PostgreSQL needs a lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"slug:{slug}"})
 
 
 def fetch_request(conn: Connection, request_id: str) -> RequestRecord:

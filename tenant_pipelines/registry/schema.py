@@ -131,7 +131,25 @@ compensations = Table(
     Column("compensation_run_id", String(64)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("gave_up_at", UTCDateTime, nullable=True),
     Index("ix_compensations_tenant_id", "tenant_id"),
+)
+
+# One lifecycle operation per tenant at a time: the primary key is the claim.
+operations = Table(
+    "operations",
+    metadata,
+    Column(
+        "tenant_id",
+        ForeignKey("tenants.tenant_id", name="fk_operations_tenant_id"),
+        primary_key=True,
+    ),
+    Column("kind", String(20), nullable=False),
+    Column("holder", String(80), nullable=False),
+    Column("run_id", String(64)),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Index("ix_operations_run_id", "run_id"),
 )
 
 api_tokens = Table(

@@ -7,18 +7,25 @@ Every state change is a compare-and-set in SQL; every uniqueness rule is a datab
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 from tenant_pipelines.domain.access import Caller
-from tenant_pipelines.domain.errors import NotFound, RequestConflict, SlugTaken
+from tenant_pipelines.domain.errors import (
+    NotFound,
+    OperationInFlight,
+    RequestConflict,
+    SlugInUse,
+    SlugTaken,
+)
 from tenant_pipelines.domain.records import (
     CompensationRecord,
     LedgerEntry,
+    OperationRecord,
     RequestRecord,
     TenantRecord,
 )
@@ -36,8 +43,10 @@ from tenant_pipelines.registry import queries as q
 from tenant_pipelines.registry import tokens
 from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine, store_errors
 from tenant_pipelines.registry.migrate import ensure_upgraded
+from tenant_pipelines.registry.queries import OPS as O
 from tenant_pipelines.registry.queries import C, L, R, T
 
+RETRY_MARKER = "retrying:"
 _REQUEST_CONTENT = ("slug", "org", "plan", "admin_email", "subject", "role")
 
 
@@ -54,6 +63,17 @@ def _is_new_allocation(entry: LedgerEntry | None, state: str) -> bool:
 def _required(entry: LedgerEntry | None) -> LedgerEntry:
     assert entry is not None, "the entry was written in this transaction"
     return entry
+
+
+def retry_marker(root_run_id: str) -> str:
+    """A request's run_id while a retry re-executes the run chain `root_run_id`."""
+    return f"{RETRY_MARKER}{root_run_id}"
+
+
+def _required_op(operation: OperationRecord | None) -> OperationRecord:
+    if operation is None:
+        raise NotFound("the operation claim was released in between")
+    return operation
 
 
 _SHARED: dict[str, "TenantRegistry"] = {}
@@ -96,12 +116,24 @@ class TenantRegistry:
                 yield conn
 
     # requests -----------------------------------------------------------------------------
-    def submit_request(self, request: TenantRequest) -> tuple[RequestRecord, bool]:
+    def submit_request(
+        self, request: TenantRequest, *, exclusive_slug: bool = False
+    ) -> tuple[RequestRecord, bool]:
         """Record a pending request; (record, created). The same id again returns the existing
-        record with created=False; the same id with other content raises RequestConflict."""
+        record with created=False; the same id with other content raises RequestConflict.
+
+        exclusive_slug (submission): a new request whose slug a live tenant or another request
+        in flight holds raises SlugInUse and records nothing. The check and the insert are one
+        serialized transaction per slug; Validate's reservation still decides any other path.
+        """
         values = q.new_request_row(request)
         with self._write() as conn:
+            if exclusive_slug:
+                q.lock_slug(conn, request.slug)
             created = q.insert_if_absent(conn, R, values)
+            mine = values["request_id"]
+            if created and exclusive_slug and (holder := q.slug_holder(conn, request.slug, mine)):
+                raise SlugInUse(request.slug, holder)  # rolls the insert back
             record = q.fetch_request(conn, values["request_id"])
         differing = [f for f in _REQUEST_CONTENT if getattr(record, f) != values[f]]
         if differing:
@@ -166,10 +198,29 @@ class TenantRegistry:
         # The chain is named by its root, so every later re-execution of it still matches.
         claimant = root_run_id or run_id
         with self._write() as conn:
-            key = (R.c.request_id == request_id) & R.c.run_id.is_(None)
+            # Unowned, or handed to this chain by a retry (reopen_request).
+            free = R.c.run_id.is_(None) | (R.c.run_id == retry_marker(claimant))
+            key = (R.c.request_id == request_id) & free
             q.compare_and_set(conn, R, key, {"run_id": claimant, "updated_at": q.now()})
             owner = q.fetch_request(conn, request_id).run_id
         return owner in {run_id, root_run_id} - {None}
+
+    def reopen_request(self, request_id: str, owner: str | None, root_run_id: str) -> bool:
+        """Compare-and-set: hand the request, still without a tenant, from `owner` (its failed
+        run, or a retry marker gone stale) to the re-execution of `root_run_id`, marked as being
+        retried until that run claims it in Validate. False when another caller got there first:
+        of two retries at once, one is refused."""
+        request_id = q.canonical_id(request_id)
+        owned = R.c.run_id.is_(None) if owner is None else R.c.run_id == owner
+        key = (
+            (R.c.request_id == request_id)
+            & owned
+            & R.c.tenant_id.is_(None)
+            & (R.c.state == RequestState.LAUNCHED.value)
+        )
+        values = {"run_id": retry_marker(root_run_id), "updated_at": q.now()}
+        with self._write() as conn:
+            return q.compare_and_set(conn, R, key, values)
 
     def reject_request(self, request_id: str, reason: str) -> RequestRecord:
         """Idempotent: a request already rejected keeps its first reason."""
@@ -348,10 +399,137 @@ class TenantRegistry:
                 raise NotFound(f"no compensation claimed for run {failed_run_id!r}")
 
     def unfinished_compensations(self, tenant_id: str) -> list[CompensationRecord]:
-        """Compensations of this tenant claimed but not finished (a retry must wait for them)."""
-        query = select(C).where(C.c.tenant_id == tenant_id, C.c.finished_at.is_(None))
+        """Compensations of this tenant claimed but not finished (a retry must wait for them);
+        one given up is left for a person and no longer waited for."""
+        query = select(C).where(
+            C.c.tenant_id == tenant_id, C.c.finished_at.is_(None), C.c.gave_up_at.is_(None)
+        )
         with self._read() as conn:
             return [q.compensation_record(row) for row in conn.execute(query)]
+
+    def record_compensation_attempt(self, failed_run_id: str, attempts: int) -> bool:
+        """Compare-and-set attempts -> attempts + 1 (a new compensation run is due); False if
+        another caller counted it first or the compensation finished or was given up."""
+        values = {"attempts": attempts + 1, "compensation_run_id": None}
+        key = (
+            (C.c.failed_run_id == failed_run_id)
+            & (C.c.attempts == attempts)
+            & C.c.finished_at.is_(None)
+            & C.c.gave_up_at.is_(None)
+        )
+        with self._write() as conn:
+            return q.compare_and_set(conn, C, key, values)
+
+    def reopen_compensation(self, failed_run_id: str, attempts: int) -> None:
+        """A person launches the compensation again: unfinished, not given up, counted as
+        attempt `attempts` (so a failure is reported again rather than retried)."""
+        values = {
+            "finished_at": None,
+            "gave_up_at": None,
+            "attempts": attempts,
+            "compensation_run_id": None,
+        }
+        with self._write() as conn:
+            if not q.compare_and_set(conn, C, C.c.failed_run_id == failed_run_id, values):
+                raise NotFound(f"no compensation claimed for run {failed_run_id!r}")
+
+    def give_up_compensation(self, failed_run_id: str) -> bool:
+        """Mark the compensation given up; True for the one caller that did (it reports it)."""
+        key = (
+            (C.c.failed_run_id == failed_run_id)
+            & C.c.finished_at.is_(None)
+            & C.c.gave_up_at.is_(None)
+        )
+        with self._write() as conn:
+            return q.compare_and_set(conn, C, key, {"gave_up_at": q.now()})
+
+    def compensations_in_progress(self, limit: int) -> list[CompensationRecord]:
+        """Claimed compensations neither finished nor given up, oldest first."""
+        query = (
+            select(C)
+            .where(C.c.finished_at.is_(None), C.c.gave_up_at.is_(None))
+            .order_by(C.c.created_at)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [q.compensation_record(row) for row in conn.execute(query)]
+
+    # lifecycle operations -----------------------------------------------------------------
+    def claim_operation(
+        self,
+        tenant_id: str,
+        kind: str,
+        holder: str,
+        *,
+        ended: Callable[[OperationRecord], bool],
+        successor_of: str | None = None,
+    ) -> OperationRecord:
+        """Claim the tenant's one lifecycle operation (compare-and-set); the claim held.
+
+        The same holder gets its claim back. A claim whose run has ended (`ended`: a stale
+        claim, e.g. its worker was killed) or whose run the caller succeeds (`successor_of`: the
+        compensation of a failed retry) is taken over. Anything else raises OperationInFlight.
+        """
+        values = {
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "holder": holder,
+            "run_id": None,
+            "claimed_at": q.now(),
+        }
+        while True:
+            with self._write() as conn:
+                if q.insert_if_absent(conn, O, values):
+                    return _required_op(q.find_operation(conn, tenant_id))
+                current = q.find_operation(conn, tenant_id)
+            if current is None:
+                continue  # released in between
+            if current.holder == holder:
+                return current
+            succeeds = successor_of is not None and current.run_id == successor_of
+            if not succeeds and not ended(current):
+                slug = self.get_tenant_by_id(tenant_id).slug
+                raise OperationInFlight(slug, current.kind, current.run_id)
+            if self._replace_operation(current, values):
+                return self._operation(tenant_id)
+
+    def _replace_operation(self, current: OperationRecord, values: dict[str, Any]) -> bool:
+        same_run = O.c.run_id.is_(None) if current.run_id is None else O.c.run_id == current.run_id
+        key = (O.c.tenant_id == current.tenant_id) & (O.c.holder == current.holder) & same_run
+        with self._write() as conn:
+            return q.compare_and_set(conn, O, key, values)
+
+    def _operation(self, tenant_id: str) -> OperationRecord:
+        with self._read() as conn:
+            return _required_op(q.find_operation(conn, tenant_id))
+
+    def set_operation_run(self, tenant_id: str, holder: str, run_id: str) -> bool:
+        """Name the run doing the holder's operation; False if the holder lost its claim."""
+        key = (O.c.tenant_id == tenant_id) & (O.c.holder == holder)
+        with self._write() as conn:
+            return q.compare_and_set(conn, O, key, {"run_id": run_id})
+
+    def release_operation(
+        self, tenant_id: str, *, holder: str | None = None, run_id: str | None = None
+    ) -> bool:
+        """Release the claim if this holder (or this run) still has it; idempotent."""
+        condition = O.c.tenant_id == tenant_id
+        if holder is not None:
+            condition &= O.c.holder == holder
+        if run_id is not None:
+            condition &= O.c.run_id == run_id
+        with self._write() as conn:
+            return bool(conn.execute(delete(O).where(condition)).rowcount)
+
+    def get_operation(self, tenant_id: str) -> OperationRecord | None:
+        with self._read() as conn:
+            return q.find_operation(conn, tenant_id)
+
+    def operations(self) -> list[OperationRecord]:
+        """Every claim held, oldest first (the backstop releases those whose run ended)."""
+        with self._read() as conn:
+            rows = conn.execute(select(O).order_by(O.c.claimed_at))
+            return [OperationRecord(**row._mapping) for row in rows]
 
     # API tokens ----------------------------------------------------------------------------
     def create_token(self, grant: TokenGrant) -> tuple[str, TokenRecord]:

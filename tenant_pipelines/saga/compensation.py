@@ -12,6 +12,7 @@ from tenant_pipelines.domain.events import EventType, Step
 from tenant_pipelines.domain.states import LIVE_LEDGER_STATES, LedgerState, TenantState
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.saga.context import SagaContext
+from tenant_pipelines.saga.operations import compensation_holder
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
     Skipped when the failed run is no longer the tenant's latest (a retry or resume owns the
     tenant now) or the tenant is no longer being provisioned (active, decommissioned).
     """
+    # This run does the compensation now (every attempt holds the same operation claim).
+    if ctx.registry.get_compensation(failed_run_id) is not None:
+        ctx.registry.set_compensation_run(failed_run_id, ctx.run_id)
+    ctx.registry.set_operation_run(tenant.tenant_id, compensation_holder(failed_run_id), ctx.run_id)
     record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
     released: list[str] = []
     current = record.last_run_id == failed_run_id
@@ -92,6 +97,7 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
     else:
         outcome = f"skipped: tenant is {record.state}, latest run {record.last_run_id}"
     ctx.registry.finish_compensation(failed_run_id)
+    ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
     ctx.event(
         EventType.COMPENSATION_FINISHED,
         tenant,
@@ -118,5 +124,6 @@ def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
         )
     released = release_all(ctx, tenant, EventType.DECOMMISSION_RELEASED, Step.DECOMMISSION)
     ctx.registry.transition(tenant.tenant_id, TenantState.DECOMMISSIONED)
+    ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
     ctx.event(EventType.DECOMMISSION_COMPLETED, tenant, Step.DECOMMISSION, released=released)
     return released

@@ -65,6 +65,8 @@ def send_welcome_emails(
         Step.SEND_WELCOME_EMAILS,
         emails={o.kind: str(o.status) for o in outcomes},
     )
+    # The run's end: a retry's operation claim is released (a no-op for a first run).
+    ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
     return outcomes
 
 

@@ -236,7 +236,7 @@ def test_canceled_run_is_compensated_and_retried(stack: Stack) -> None:
     instance = stack.instance()
     run = wait_for_step_start(instance, slug, "deploy")
     refused = stack.cli("decommission", slug, check=False)
-    assert refused.returncode == 1 and "is provisioning" in refused.stderr
+    assert refused.returncode == 3 and "is provisioning" in refused.stderr
     assert stack.cli_json("diagnose", slug)["next_action"] == "wait"  # type: ignore[index]
     DagsterGraphQLClient("127.0.0.1", port_number=stack.dagster_port).terminate_run(run.run_id)
     assert stack.wait_for_state(slug, {"failed"})["state"] == "failed"

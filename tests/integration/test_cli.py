@@ -65,6 +65,7 @@ def provision(local: LocalPlatform) -> str:
         ("--org", "a--b", "org: must not contain '--'"),
         ("--admin-email", "not-an-email", "admin_email: value is not a valid email address"),
         ("--plan", "Gold!", "plan: must be a lowercase word"),
+        ("--role", "intern", "requested_by.role: role 'intern' is unknown"),
     ],
 )
 def test_malformed_input_exits_2_naming_the_field_and_records_nothing(
@@ -98,6 +99,15 @@ def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
     assert conflict.returncode == 2 and "already submitted with another plan" in conflict.stderr
     status = json.loads(tenantctl(local_platform, "status", "acme", "--json").stdout)
     assert status["state"] == "request-pending" and status["request_id"] == request_id
+    rival = list(VALID)
+    rival[rival.index("--org") + 1] = "rivals"
+    taken = tenantctl(local_platform, "request", *rival)
+    assert taken.returncode == 2
+    assert (
+        taken.stderr == f"tenantctl: slug acme is taken by request {request_id}, in flight; "
+        "choose another slug\n"
+    )
+    assert len(local_platform.registry.requests_in_progress()) == 1
 
 
 def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlatform) -> None:

@@ -15,8 +15,16 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0003"
-TABLES = {"requests", "tenants", "ledger", "compensations", "api_tokens", migrate.VERSION_TABLE}
+HEAD = "0004"
+TABLES = {
+    "requests",
+    "tenants",
+    "ledger",
+    "compensations",
+    "api_tokens",
+    "operations",
+    migrate.VERSION_TABLE,
+}
 
 
 @pytest.fixture

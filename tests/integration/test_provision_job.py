@@ -63,7 +63,6 @@ def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) 
         ("free", "viewer", "role 'viewer' may not provision plan 'free'"),
         ("enterprise", "org-admin", "role 'org-admin' may not provision plan 'enterprise'"),
         ("gold", "platform-admin", "plan 'gold' does not exist"),
-        ("free", "intern", "role 'intern' is unknown"),
     ],
 )
 def test_business_refusal_fails_validate_once_and_allocates_nothing(
