@@ -308,6 +308,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.localstack import up
     from tenant_pipelines.localstack.reconcile import LocalWorkloads
 
+    up.check_data_dir(settings, args.init)  # before anything is written there
     _registry(settings)  # a registry that cannot be opened is said now, not in a child's log
     workspace = Path(args.workspace) if args.workspace else None
     if workspace is None and Path("workspace.yaml").is_file():

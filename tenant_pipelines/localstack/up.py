@@ -128,7 +128,7 @@ class Ports:
                 raise StackError(f"port {port} is already in use; choose another with {flag}")
 
 
-def _check_data_dir(settings: Settings, init: bool) -> None:
+def check_data_dir(settings: Settings, init: bool) -> None:
     """A mistyped TENANT_DATA_DIR must not silently become a new, empty platform."""
     if settings.data_dir.is_dir():
         return
@@ -221,7 +221,7 @@ def run_stack(
     say: Callable[[str], None],
     init: bool = False,
 ) -> int:
-    _check_data_dir(settings, init)
+    check_data_dir(settings, init)
     locks = platform_lock.hold(
         settings.data_dir,
         settings.dagster_home,

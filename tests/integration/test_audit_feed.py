@@ -113,7 +113,9 @@ def test_following_outlives_the_server_dropping_the_held_connection(
         )
         assert next(followed).step == "validate"
         assert next(followed).step == "allocate"
-        assert sleeps == 2, "the poll after the drop found no connection, the next one did"
+        # Dagster's PostgreSQL storage pings a held connection before use (runtime/pg_storage):
+        # the very poll after the drop reconnects, no poll is lost.
+        assert sleeps == 1, "the poll after the drop found no connection"
     finally:
         reader.dispose()
         writer.dispose()

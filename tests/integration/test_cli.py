@@ -181,7 +181,7 @@ def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform
         assert (first["type"], first["tenant"]) == ("tenant.provisioning.started", "acme")
     finally:
         follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=10) == 0
+        assert follower.wait(timeout=30) == 0
 
 
 @pytest.mark.postgres
@@ -224,7 +224,7 @@ def test_audit_follow_on_postgresql_holds_one_connection(
             assert json.loads(follower.stdout.readline())["step"] == "allocate"
         finally:
             follower.send_signal(signal.SIGINT)
-            assert follower.wait(timeout=10) == 0
+            assert follower.wait(timeout=30) == 0
         assert len(held[0]) == 1 and held == [held[0]] * 3, f"follower's connections: {held}"
     finally:
         instance.dispose()
