@@ -25,7 +25,6 @@ from tenant_pipelines.domain.errors import (
     SlugInUse,
     TenantPipelinesError,
 )
-from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
 from tenant_pipelines.domain.states import RequestState, TenantState
 from tenant_pipelines.registry import status
 from tenant_pipelines.registry.store import TenantRegistry
@@ -77,6 +76,7 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
 
 def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     """Validate and record a request, then launch its run if the platform is up."""
+    from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
     from tenant_pipelines.orchestration.intake import submit as submit_request
 
     try:

@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from tenant_pipelines.domain.plans import Role
-from tenant_pipelines.domain.request import field_errors
 from tenant_pipelines.domain.tokens import TokenGrant, TokenRecord
 from tenant_pipelines.registry.store import TenantRegistry
 
@@ -49,6 +48,8 @@ def create_token(args: argparse.Namespace, registry: TenantRegistry) -> str:
     try:
         grant = TokenGrant.parse(fields)
     except ValidationError as error:
+        from tenant_pipelines.domain.request import field_errors
+
         problems = [rule if f == "request" else f"{f}: {rule}" for f, rule in field_errors(error)]
         raise InvalidGrant("cannot create the token: " + "; ".join(problems)) from None
     token, record = registry.create_token(grant)

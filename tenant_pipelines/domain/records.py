@@ -3,10 +3,12 @@
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.tenant import TenantSpec
+
+if TYPE_CHECKING:  # its models (and email validation) load only where requests are parsed
+    from tenant_pipelines.domain.request import TenantRequest
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,9 @@ class RequestRecord:
     created_at: datetime
     updated_at: datetime
 
-    def to_request(self) -> TenantRequest:
+    def to_request(self) -> "TenantRequest":
+        from tenant_pipelines.domain.request import TenantRequest  # its models load on demand
+
         return TenantRequest.parse(
             {
                 "request_id": self.request_id,

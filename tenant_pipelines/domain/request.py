@@ -1,10 +1,10 @@
 """The tenant request as submitted.
 
 Validation here is about form only (malformed input is refused before anything is recorded);
-business rules (plan exists, role admits the plan, slug free) belong to the Validate phase.
+business rules (plan exists, role admits the plan, slug free) belong to the Validate phase (a
+slug held by a live tenant is also refused when the request is recorded).
 """
 
-import re
 import uuid
 from typing import Annotated, Self
 
@@ -19,55 +19,20 @@ from pydantic import (
     model_validator,
 )
 
+from tenant_pipelines.domain.names import MAX_HOST_LABEL, RESERVED_WORDS, Name, Word
 from tenant_pipelines.domain.plans import PLANS, Role
 
-DNS_LABEL_PART = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
-WORD = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-MAX_HOST_LABEL = 63
-
-RESERVED_WORDS = frozenset(
-    {
-        "admin",
-        "api",
-        "app",
-        "assets",
-        "auth",
-        "billing",
-        "cdn",
-        "console",
-        "dagster",
-        "dashboard",
-        "edge",
-        "help",
-        "internal",
-        "localhost",
-        "login",
-        "mail",
-        "oauth",
-        "root",
-        "sso",
-        "static",
-        "status",
-        "support",
-        "system",
-        "www",
-    }
-)
-
-
-def _check_name(value: str) -> str:
-    if not 3 <= len(value) <= 30:
-        raise ValueError("must be 3 to 30 characters long")
-    if not DNS_LABEL_PART.fullmatch(value):
-        raise ValueError(
-            "must be lowercase letters, digits and '-', start with a letter, end with a letter "
-            "or digit"
-        )
-    if "--" in value:
-        raise ValueError("must not contain '--'")
-    if value in RESERVED_WORDS:
-        raise ValueError(f"{value!r} is a reserved word")
-    return value
+__all__ = [
+    "MAX_HOST_LABEL",
+    "RESERVED_WORDS",
+    "Name",
+    "RequestedBy",
+    "TenantFields",
+    "TenantRequest",
+    "Word",
+    "describe_validation_error",
+    "field_errors",
+]
 
 
 def _check_role(value: str) -> str:
@@ -75,24 +40,6 @@ def _check_role(value: str) -> str:
         known = ", ".join(Role)
         raise ValueError(f"role {value!r} is unknown (known roles: {known})")
     return value
-
-
-def _check_word(value: str) -> str:
-    if not WORD.fullmatch(value):
-        raise ValueError("must be a lowercase word of letters, digits and '-' (at most 40)")
-    return value
-
-
-# The JSON schema documents the rules for clients (and fuzzers); the validators enforce them with
-# messages a person can act on.
-Name = Annotated[
-    str,
-    AfterValidator(_check_name),
-    WithJsonSchema(
-        {"type": "string", "minLength": 3, "maxLength": 30, "pattern": DNS_LABEL_PART.pattern}
-    ),
-]
-Word = Annotated[str, AfterValidator(_check_word)]
 
 
 class RequestedBy(BaseModel):

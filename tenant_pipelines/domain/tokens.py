@@ -10,8 +10,8 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from tenant_pipelines.domain.access import ORG_SCOPED_ROLES, Caller
+from tenant_pipelines.domain.names import Name
 from tenant_pipelines.domain.plans import Role
-from tenant_pipelines.domain.request import Name
 
 DEFAULT_LIFETIME_DAYS = 90
 MAX_LIFETIME_DAYS = 3650

@@ -4,7 +4,7 @@ import importlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Row, Table, func, select, text, update
 
@@ -16,9 +16,11 @@ from tenant_pipelines.domain.records import (
     RequestRecord,
     TenantRecord,
 )
-from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.states import LIVE_LEDGER_STATES, RequestState, TenantState
 from tenant_pipelines.registry import schema
+
+if TYPE_CHECKING:  # its models (and email validation) load only where requests are parsed
+    from tenant_pipelines.domain.request import TenantRequest
 
 R, T, L, C = schema.requests, schema.tenants, schema.ledger, schema.compensations
 OPS = schema.operations
@@ -125,7 +127,7 @@ def next_seq(conn: Connection, tenant_id: str) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def new_request_row(request: TenantRequest) -> dict[str, Any]:
+def new_request_row(request: "TenantRequest") -> dict[str, Any]:
     moment = now()
     return {
         "request_id": str(request.request_id),

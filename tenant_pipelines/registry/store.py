@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 
@@ -29,7 +29,6 @@ from tenant_pipelines.domain.records import (
     RequestRecord,
     TenantRecord,
 )
-from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.states import (
     SETTLED_LEDGER_STATES,
     LedgerState,
@@ -45,6 +44,9 @@ from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine, stor
 from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.queries import OPS as O
 from tenant_pipelines.registry.queries import C, L, R, T
+
+if TYPE_CHECKING:  # its models (and email validation) load only where requests are parsed
+    from tenant_pipelines.domain.request import TenantRequest
 
 RETRY_MARKER = "retrying:"
 _REQUEST_CONTENT = ("slug", "org", "plan", "admin_email", "subject", "role")
@@ -117,7 +119,7 @@ class TenantRegistry:
 
     # requests -----------------------------------------------------------------------------
     def submit_request(
-        self, request: TenantRequest, *, exclusive_slug: bool = False
+        self, request: "TenantRequest", *, exclusive_slug: bool = False
     ) -> tuple[RequestRecord, bool]:
         """Record a pending request; (record, created). The same id again returns the existing
         record with created=False; the same id with other content raises RequestConflict.
