@@ -202,36 +202,34 @@ def _launch_and_wait(
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.orchestration import lifecycle
 
-    reg, api = _registry(settings), _api(settings)
-    return _launch_and_wait(
-        args,
-        settings,
-        lambda: lifecycle.retry(reg, _instance(settings), api, args.slug, _operator()),
-        TenantState.ACTIVE,
-    )
+    return _lifecycle(args, settings, lifecycle.retry, TenantState.ACTIVE)
 
 
 def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.orchestration import lifecycle
 
-    reg, api = _registry(settings), _api(settings)
-    return _launch_and_wait(
-        args,
-        settings,
-        lambda: lifecycle.decommission(reg, _instance(settings), api, args.slug, _operator()),
-        TenantState.DECOMMISSIONED,
-    )
+    return _lifecycle(args, settings, lifecycle.decommission, TenantState.DECOMMISSIONED)
 
 
 def cmd_compensate(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.orchestration import lifecycle
 
+    return _lifecycle(args, settings, lifecycle.compensate, TenantState.FAILED)
+
+
+def _lifecycle(
+    args: argparse.Namespace,
+    settings: Settings,
+    operation: "Callable[[TenantRegistry, DagsterInstance, DagsterApi, str, str], str]",
+    wanted: TenantState,
+) -> int:
+    """Launch one lifecycle operation on `args.slug` as the operator; with --wait, follow it."""
     reg, api = _registry(settings), _api(settings)
     return _launch_and_wait(
         args,
         settings,
-        lambda: lifecycle.compensate(reg, _instance(settings), api, args.slug, _operator()),
-        TenantState.FAILED,
+        lambda: operation(reg, _instance(settings), api, args.slug, _operator()),
+        wanted,
     )
 
 
