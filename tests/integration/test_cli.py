@@ -159,6 +159,13 @@ def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlat
     assert missing.returncode == 1 and "nobody" in missing.stderr
 
 
+def interruptible() -> None:
+    """In the child before exec: Ctrl-C's signal at its default, as in a terminal. A process
+    started in the background by a non-interactive shell (as CI may start the tests) has SIGINT
+    ignored, and a child inherits that: Ctrl-C could not reach the follower."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform) -> None:
     local = local_platform
     env = {
@@ -172,6 +179,7 @@ def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         time.sleep(2)  # following an empty feed
@@ -212,6 +220,7 @@ def test_audit_follow_on_postgresql_holds_one_connection(
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )
         try:
             assert follower.stdout is not None
