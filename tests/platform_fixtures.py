@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,16 +85,19 @@ class LocalPlatform:
         return {b.kind: b.list_existing() for b in (p.storage, p.identity, p.traffic, p.deployer)}
 
 
-@pytest.fixture
-def local_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
-    # The embedded default, whatever the developer's shell selects (deploy/postgres.env, ...).
+def embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default under `tmp_path`, whatever the developer's shell selects
+    (deploy/postgres.env, a SendGrid key, ...)."""
     for name in [n for n in os.environ if n.startswith(("TENANT_", "DAGSTER_"))]:
         monkeypatch.delenv(name)
     monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
     monkeypatch.setenv("TENANT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    settings = Settings.from_env()
-    settings.data_dir.mkdir(parents=True)
+
+
+@contextmanager
+def platform_on(settings: Settings) -> Iterator[LocalPlatform]:
+    """The platform's adapters and Dagster instance for `settings`; workloads stopped after."""
     platform = build_platform(settings)
     instance = open_instance(settings.dagster_home, settings)
     local = LocalPlatform(settings, platform, platform.registry.get(), instance, [])
@@ -101,4 +105,13 @@ def local_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         yield local
     finally:
         platform.deployer.stop_all()
-        local.instance.dispose()
+        instance.dispose()
+
+
+@pytest.fixture
+def local_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
+    embedded_default(tmp_path, monkeypatch)
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True)
+    with platform_on(settings) as local:
+        yield local

@@ -3,7 +3,6 @@ unreachable PostgreSQL. Every command says so in one line (and `{"error": ...}` 
 exits 1, never a traceback; `diagnose` and `inventory` report what they could still read."""
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,14 +17,13 @@ from tenant_pipelines.domain.errors import RegistryUnavailable
 from tenant_pipelines.domain.tokens import TokenGrant
 from tenant_pipelines.orchestration.feed import feed_instance
 from tenant_pipelines.orchestration.instance import open_instance
-from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.db_url import normalize_url
 from tests.api_helpers import api_server, platform_env
 from tests.disk_helpers import fill, small_disk
 from tests.pg_helpers import terminate_backends
-from tests.platform_fixtures import LocalPlatform
+from tests.platform_fixtures import LocalPlatform, embedded_default, platform_on
 from tests.stack_helpers import REPO, TENANTCTL, free_port
 
 pytestmark = pytest.mark.integration
@@ -225,21 +223,12 @@ def platform_on_small_disk(
 ) -> Iterator[LocalPlatform]:
     """The embedded default with its data directory on an 8 MB tmpfs (Dagster's home elsewhere,
     so that the runs' story is still written while the data directory is full)."""
-    for name in [n for n in os.environ if n.startswith(("TENANT_", "DAGSTER_"))]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TENANT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    with small_disk(tmp_path / "data", 8):
-        settings = Settings.from_env()
-        platform = build_platform(settings)
-        instance = open_instance(settings.dagster_home, settings)
-        local = LocalPlatform(settings, platform, platform.registry.get(), instance, [])
+    embedded_default(tmp_path, monkeypatch)
+    with small_disk(tmp_path / "data", 8), platform_on(Settings.from_env()) as local:
         try:
             yield local
         finally:
-            platform.deployer.stop_all()
-            instance.dispose()
-            local.registry.close()
+            local.registry.close()  # its files must close before the tmpfs is unmounted
 
 
 def test_a_full_disk_at_validate_is_explained_and_recovered(
