@@ -5,6 +5,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from tenant_pipelines.domain.errors import ConfigError
@@ -56,10 +57,11 @@ def _dagster_pg_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
-def _deployment(env: Mapping[str, str], db_url: str) -> str:
+def _deployment(env: Mapping[str, str]) -> str:
+    """TENANT_DEPLOYMENT as set (checked), or "" for the default (`Settings.deployment`)."""
     raw = env.get("TENANT_DEPLOYMENT")
     if not raw:
-        return derived_deployment(db_url)
+        return ""
     if not _DEPLOYMENT.fullmatch(raw):
         raise ConfigError(
             f"TENANT_DEPLOYMENT must be 1 to {DEPLOYMENT_MAX_CHARS} lowercase letters, digits or"
@@ -125,7 +127,7 @@ class Settings:
     backends_pg_url: str | None = None  # the PostgreSQL server of TENANT_BACKENDS=postgres
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     plan_concurrency: Mapping[str, int] = field(default_factory=dict)
-    deployment: str = ""  # TENANT_DEPLOYMENT: prefixes tenants' PostgreSQL role and schema names
+    deployment_set: str = ""  # TENANT_DEPLOYMENT as set; "" derives it (`deployment`)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -151,8 +153,15 @@ class Settings:
             backends_pg_url=env.get("TENANT_BACKENDS_PG_URL") or None,
             max_concurrent_runs=max_runs,
             plan_concurrency=_plan_concurrency(env, max_runs),
-            deployment=_deployment(env, db_url),
+            deployment_set=_deployment(env),
         )
+
+    @cached_property
+    def deployment(self) -> str:
+        """Prefixes tenants' PostgreSQL role and schema names: TENANT_DEPLOYMENT, or derived
+        from the registry's database. Derived when first asked for: parsing the URL loads
+        SQLAlchemy, which the commands answered by the API server never need."""
+        return self.deployment_set or derived_deployment(self.db_url)
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment for processes we start: every setting spelled out.

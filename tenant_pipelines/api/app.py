@@ -1,5 +1,5 @@
 """The API server's application: `/v1`, `/console`, `/healthz`, `/openapi.json` and the host's own
-`/local` launch, assembled."""
+`/local` command line (`api.local`), assembled."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
-from tenant_pipelines.api import console, errors, local_launch, v1
+from tenant_pipelines.api import console, errors, local, v1
 from tenant_pipelines.api.context import Addresses, ApiContext
 from tenant_pipelines.settings import Settings
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
     errors.install(app)
     console.install_handlers(app)
     app.include_router(v1.router)
-    app.include_router(local_launch.router)
+    app.include_router(local.router)
     app.include_router(console.router)
     console.mount_static(app)
 

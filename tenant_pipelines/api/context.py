@@ -1,7 +1,6 @@
 """What the API server holds for its lifetime: the registry, the Dagster instance (for the feed),
 the webserver's API (to launch runs), and the addresses it links to."""
 
-import secrets
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,7 +11,7 @@ from tenant_pipelines.orchestration.graphql import DagsterApi
 from tenant_pipelines.orchestration.intake import Launcher
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
-from tenant_pipelines.support.files import write_atomically
+from tenant_pipelines.support.operator_key import operator_key_file, secret_in
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -79,6 +78,7 @@ class ApiContext:
         """Open the registry and the instance (importing Dagster), and make the run launcher
         ready, now rather than at the first request."""
         _ = self.registry
+        _ = self.operator_key  # before /healthz answers: `tenantctl up` is then ready for it
         self.instance()
         if self.addresses.workspace is not None:
             _ = self.instance().run_launcher  # starts its fork server under `tenantctl up`
@@ -103,10 +103,9 @@ class ApiContext:
     @cached_property
     def session_secret(self) -> str:
         """Signs console sessions: made once per data directory, readable by its owner only."""
-        path = Path(self.settings.data_dir) / SESSION_KEY_FILE
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            write_atomically(path, secrets.token_urlsafe(48))
-            path.chmod(0o600)
-            return path.read_text().strip()
+        return secret_in(Path(self.settings.data_dir) / SESSION_KEY_FILE)
+
+    @cached_property
+    def operator_key(self) -> str:
+        """What `/local` calls from the host's command line carry (`support.operator_key`)."""
+        return secret_in(operator_key_file(Path(self.settings.data_dir)))

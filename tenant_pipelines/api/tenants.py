@@ -6,6 +6,7 @@ actions are authorized first, then handed to the registry, the intake or the lif
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from tenant_pipelines.api.context import ApiContext
@@ -88,16 +89,30 @@ def submit(
     return intake.submit(ctx.registry, request, launch)
 
 
-def claim_recorded(ctx: ApiContext, request_id: str) -> bool:
-    """Mark a request recorded on this host (by `tenantctl request`) launched, unless someone
-    has, when this server can launch it: then `start_claimed` must follow."""
-    record = ctx.registry.get_request(request_id)
-    return ctx.launcher is not None and ctx.registry.mark_launched(record.request_id)
+def submit_as_operator(
+    ctx: ApiContext, fields: dict[str, object], start_after_answer: Callable[[str], None]
+) -> intake.Submission:
+    """A request from the host's command line, which names its caller and role itself (the
+    operator's authority): recorded, and marked launched when this server can launch it; the
+    run is started by `start_after_answer`, after the command has its answer."""
+    request = TenantRequest.parse(fields)  # ValidationError: 422 naming each field
+
+    def claim(request_id: str) -> None:
+        if ctx.launcher is not None and ctx.registry.mark_launched(request_id):
+            start_after_answer(request_id)
+
+    return intake.submit(ctx.registry, request, claim)
 
 
 def start_claimed(ctx: ApiContext, request_id: str) -> None:
     if ctx.launcher is not None:
         intake.start_claimed(ctx.registry, ctx.launcher, request_id, log.warning)
+
+
+def operator_status(ctx: ApiContext, slug: str) -> TenantStatus:
+    """`tenantctl status`: any org's tenant, or its request, with a failed run explained."""
+    found = statuses.tenant_status(ctx.registry, ctx.settings.domain, slug)
+    return explain_request(ctx.instance(), found)
 
 
 def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:

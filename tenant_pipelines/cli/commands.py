@@ -11,13 +11,19 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from pydantic import ValidationError
+from urllib.parse import quote, urlencode
 
 from tenant_pipelines.cli import tokens
+from tenant_pipelines.cli.platform_api import (
+    PlatformApi,
+    PlatformRefused,
+    PlatformUnreachable,
+    running_platform_api,
+)
 from tenant_pipelines.domain.errors import (
     OperationInFlight,
     Refused,
@@ -26,15 +32,16 @@ from tenant_pipelines.domain.errors import (
     TenantPipelinesError,
 )
 from tenant_pipelines.domain.states import RequestState, TenantState
-from tenant_pipelines.registry import status
-from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 
+# SQLAlchemy, pydantic and Dagster are imported where a command needs them: each costs a
+# command's start hundreds of milliseconds, and `request`, `status` and `list` on a running
+# platform need none of them (cli.platform_api).
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
     from tenant_pipelines.orchestration.graphql import DagsterApi
-    from tenant_pipelines.orchestration.intake import LaunchRecorded
+    from tenant_pipelines.registry.store import TenantRegistry
 
 FOLLOW_POLL_S = 0.5
 T = TypeVar("T")
@@ -44,7 +51,9 @@ class UsageError(Exception):
     """Invalid input: exit status 2."""
 
 
-def _registry(settings: Settings) -> TenantRegistry:
+def _registry(settings: Settings) -> "TenantRegistry":
+    from tenant_pipelines.registry.store import TenantRegistry
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return TenantRegistry.shared(settings.db_url)
 
@@ -66,16 +75,32 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
         "plan": args.plan,
         "admin_email": args.admin_email,
         "requested_by": {"subject": args.caller, "role": args.role},
+        # Chosen here, so that a request sent again (to the registry, after the API server
+        # did not answer) is the same request, recorded once.
+        "request_id": args.request_id or str(uuid.uuid4()),
     }
-    if args.request_id:
-        fields["request_id"] = args.request_id
-    data = submit(settings, fields)
+    data = _on_platform(settings, lambda api: _submit_to(api, fields))
+    if data is None:
+        data = submit(settings, fields)
     _print(args, data, str(data["request_id"]))
     return 0
 
 
+def _submit_to(api: PlatformApi, fields: dict[str, object]) -> dict[str, Any]:
+    """Recorded and launched by the running platform's API server."""
+    try:
+        answer: dict[str, Any] = api.call("POST", "/local/requests", fields)
+    except PlatformRefused as refused:
+        if refused.status in (409, 422):  # the id reused, the slug taken, a field invalid
+            raise UsageError(str(refused)) from None
+        raise
+    return answer
+
+
 def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
-    """Validate and record a request, then launch its run if the platform is up."""
+    """Validate and record a request in the registry; the intake sensor launches its run."""
+    from pydantic import ValidationError
+
     from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
     from tenant_pipelines.orchestration.intake import submit as submit_request
 
@@ -84,27 +109,22 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     except ValidationError as error:
         raise UsageError(describe_validation_error(error)) from None
     try:
-        submission = submit_request(_registry(settings), request, _launch_if_up(settings))
+        submission = submit_request(_registry(settings), request, None)
     except (RequestConflict, SlugInUse) as conflict:
         raise UsageError(str(conflict)) from None
     return submission.to_json()
 
 
-def _launch_if_up(settings: Settings) -> "LaunchRecorded | None":
-    """The running platform's API server launches what this command records."""
-    from tenant_pipelines.cli.local_api import launch_recorded
-    from tenant_pipelines.localstack.stack_file import read_stack
-
-    stack = read_stack(settings)
-    if stack is None:
+def _on_platform(settings: Settings, call: Callable[[PlatformApi], T]) -> T | None:
+    """What the running platform's API server answers to `call`; None if there is none to ask,
+    and the command does the work itself."""
+    api = running_platform_api(settings)
+    if api is None:
         return None
-    port = int(stack["api_port"])
-
-    def launch(request_id: str) -> None:
-        launch_recorded(port, request_id, _warn)  # the run id is not known when it answers
+    try:
+        return call(api)
+    except PlatformUnreachable:
         return None
-
-    return launch
 
 
 def _operator() -> str:
@@ -112,28 +132,46 @@ def _operator() -> str:
     return f"operator:{getpass.getuser()}"
 
 
-def _warn(message: str) -> None:
-    print(f"tenantctl: {message}", file=sys.stderr)
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    found = status.tenant_status(_registry(settings), settings.domain, args.slug)
+    path = f"/local/tenants/{quote(args.slug, safe='')}"
+    data = _on_platform(settings, lambda api: api.call("GET", path))
+    if data is None:
+        data = _status_from_registry(settings, args.slug)
+    _print(args, data, status_line(data))
+    return 0
+
+
+def _status_from_registry(settings: Settings, slug: str) -> dict[str, Any]:
+    from tenant_pipelines.registry.status import tenant_status
+
+    found = tenant_status(_registry(settings), settings.domain, slug)
     if found.tenant_id is None and found.state == f"request-{RequestState.LAUNCHED}":
         # Only now is Dagster worth importing: did its run end before making the tenant?
         from tenant_pipelines.orchestration.diagnose import explain_request
 
         found = explain_request(_instance(settings), found)
-    data = found.model_dump()
-    _print(args, data, status.format_status(data))
-    return 0
+    return found.model_dump()
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    statuses = status.list_statuses(_registry(settings), settings.domain, args.state)
-    rows = [row.model_dump() for row in statuses]
-    text = "\n".join(status.format_status(row) for row in rows) or "no tenants"
+    query = f"?{urlencode({'state': args.state})}" if args.state else ""
+    rows = _on_platform(settings, lambda api: api.call("GET", f"/local/tenants{query}"))
+    if rows is None:
+        from tenant_pipelines.registry.status import list_statuses
+
+        found = list_statuses(_registry(settings), settings.domain, args.state)
+        rows = [row.model_dump() for row in found]
+    text = "\n".join(status_line(row) for row in rows) or "no tenants"
     _print(args, rows, text)
     return 0
+
+
+def status_line(data: dict[str, Any]) -> str:
+    """One tenant as `status` and `list` print it."""
+    line = f"{data['slug']:<20} {data['state']:<16} {data['plan']:<10} {data['url']}"
+    if data.get("failed_step"):
+        line += f"  failed at {data['failed_step']}: {data.get('failure_reason')}"
+    return line
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:

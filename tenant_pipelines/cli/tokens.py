@@ -6,13 +6,13 @@ revoked and replaced, never recovered.
 
 import argparse
 import json
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from tenant_pipelines.domain.plans import Role
-from tenant_pipelines.domain.tokens import TokenGrant, TokenRecord
-from tenant_pipelines.registry.store import TenantRegistry
+
+if TYPE_CHECKING:  # pydantic's models and SQLAlchemy: only when a token command runs
+    from tenant_pipelines.domain.tokens import TokenRecord
+    from tenant_pipelines.registry.store import TenantRegistry
 
 
 class InvalidGrant(Exception):
@@ -41,7 +41,11 @@ def add_commands(sub: Any) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def create_token(args: argparse.Namespace, registry: TenantRegistry) -> str:
+def create_token(args: argparse.Namespace, registry: "TenantRegistry") -> str:
+    from pydantic import ValidationError
+
+    from tenant_pipelines.domain.tokens import TokenGrant
+
     fields: dict[str, object] = {"subject": args.subject, "role": args.role, "org": args.org}
     if args.expires_in_days is not None:
         fields["expires_in_days"] = args.expires_in_days
@@ -62,7 +66,7 @@ def create_token(args: argparse.Namespace, registry: TenantRegistry) -> str:
     )
 
 
-def list_tokens(args: argparse.Namespace, registry: TenantRegistry) -> str:
+def list_tokens(args: argparse.Namespace, registry: "TenantRegistry") -> str:
     records = registry.list_tokens()
     if args.json:
         return json.dumps([record.to_json() for record in records], sort_keys=True)
@@ -74,14 +78,14 @@ def list_tokens(args: argparse.Namespace, registry: TenantRegistry) -> str:
     return "\n".join(lines) or "no tokens"
 
 
-def revoke_token(args: argparse.Namespace, registry: TenantRegistry) -> str:
+def revoke_token(args: argparse.Namespace, registry: "TenantRegistry") -> str:
     record = registry.revoke_token(args.token_id)
     if args.json:
         return json.dumps(record.to_json(), sort_keys=True)
     return f"token {record.token_id} of {record.subject} is revoked"
 
 
-def _fields(record: TokenRecord) -> dict[str, object]:
+def _fields(record: "TokenRecord") -> dict[str, object]:
     return {
         "token_id": record.token_id,
         "subject": record.subject,
@@ -91,5 +95,5 @@ def _fields(record: TokenRecord) -> dict[str, object]:
     }
 
 
-def _scope(record: TokenRecord) -> str:
+def _scope(record: "TokenRecord") -> str:
     return f"{record.role}, org {record.org}" if record.org else f"{record.role}, every org"

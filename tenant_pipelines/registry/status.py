@@ -1,8 +1,6 @@
 """What `tenantctl status` and `list` report (and the API answers): the registry's view of each
 tenant, or of a request that has no tenant yet."""
 
-from typing import Any
-
 from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.events import Step
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
@@ -81,10 +79,3 @@ def waiting_request(registry: TenantRegistry, slug: str) -> RequestRecord | None
 
 def list_statuses(registry: TenantRegistry, domain: str, state: str | None) -> list[TenantStatus]:
     return [of_tenant(t, domain) for t in registry.list_tenants(state)]
-
-
-def format_status(data: dict[str, Any]) -> str:
-    line = f"{data['slug']:<20} {data['state']:<16} {data['plan']:<10} {data['url']}"
-    if data.get("failed_step"):
-        line += f"  failed at {data['failed_step']}: {data.get('failure_reason')}"
-    return line

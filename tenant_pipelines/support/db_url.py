@@ -1,12 +1,21 @@
-"""Database URLs as users write them, mapped onto the drivers this project installs."""
+"""Database URLs as users write them, mapped onto the drivers this project installs.
 
-from sqlalchemy.engine import URL, make_url
+SQLAlchemy parses them, imported at the first call: settings are read by every command, and
+the commands that reach the platform through its API server never load SQLAlchemy otherwise.
+"""
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 _DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2"}
 
 
-def normalize_url(url: str) -> URL:
+def normalize_url(url: str) -> "URL":
     """Map the plain URLs users pass (`postgres://`, `postgresql://`) onto psycopg2."""
+    from sqlalchemy.engine import make_url
+
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
     parsed = make_url(url)

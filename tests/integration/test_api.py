@@ -23,6 +23,11 @@ from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.registry import tokens as token_queries
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.operator_key import (
+    OPERATOR_KEY_HEADER,
+    operator_key_file,
+    read_operator_key,
+)
 from tests.api_helpers import ApiServer, api_server, platform_env
 
 pytestmark = pytest.mark.integration
@@ -374,44 +379,137 @@ def test_no_token_is_stored_or_logged_in_clear(world: World) -> None:
         assert token.encode() not in written and secret.encode() not in written
 
 
-def recorded_request(registry: TenantRegistry, slug: str) -> str:
-    request = TenantRequest.parse(
-        {**body(slug), "requested_by": {"subject": "operator:test", "role": "platform-admin"}}
-    )
-    record, _ = registry.submit_request(request)
-    return record.request_id
+def operator_headers(world: World) -> dict[str, str]:
+    key = read_operator_key(world.settings.data_dir)
+    assert key is not None
+    return {OPERATOR_KEY_HEADER: key}
 
 
-def test_the_local_launch_claims_nothing_on_a_server_that_cannot_launch(world: World) -> None:
+def operator_body(slug: str, **changes: object) -> dict[str, object]:
+    """A request as `tenantctl request` sends it: the caller and role are the operator's say."""
+    return {
+        **body(slug),
+        "requested_by": {"subject": "operator:test", "role": "platform-admin"},
+        **changes,
+    }
+
+
+def test_the_operator_key_is_the_owners_alone_and_never_logged(world: World) -> None:
+    path = operator_key_file(world.settings.data_dir)
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = path.read_text().strip()
+    assert len(key) >= 48
+    world.server.call("GET", "/local/tenants", headers={OPERATOR_KEY_HEADER: key})
+    assert key not in world.server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "sent"),
+    [
+        ("POST", "/local/requests", operator_body("local-nokey")),
+        ("GET", "/local/tenants/local-nokey", None),
+        ("GET", "/local/tenants", None),
+    ],
+)
+@pytest.mark.parametrize("key", [None, "not-the-key"])
+def test_local_calls_without_the_operator_key_are_401_and_do_nothing(
+    world: World, method: str, path: str, sent: object, key: str | None
+) -> None:
+    before = world.requests_recorded()
+    headers = {OPERATOR_KEY_HEADER: key} if key else {}
+    answer = world.server.call(method, path, body=sent, headers=headers)
+    assert answer.status_code == 401
+    assert OPERATOR_KEY_HEADER in answer.json()["error"]
+    assert world.requests_recorded() == before
+
+
+def test_a_local_request_is_recorded_and_claims_nothing_on_a_server_that_cannot_launch(
+    world: World,
+) -> None:
     """This server knows no workspace and no webserver: the request stays pending for the
-    intake sensor, instead of being marked launched with no run to follow."""
-    request_id = recorded_request(world.registry, "local-pending")
-    answer = world.server.call("POST", f"/local/requests/{request_id}/launch")
-    assert answer.status_code == 202
-    assert answer.json() == {"request_id": request_id, "launching": False}
-    assert world.registry.get_request(request_id).state == "pending"
-    assert (
-        "/local/requests/{request_id}/launch"
-        not in world.server.call("GET", "/openapi.json").json()["paths"]
+    intake sensor, instead of being marked launched with no run to follow. The operator names
+    the caller and role, and any org."""
+    request_id = str(uuid.uuid4())
+    sent = operator_body("local-pending", org=OTHER, request_id=request_id)
+    answer = world.server.call(
+        "POST", "/local/requests", body=sent, headers=operator_headers(world)
     )
+    assert answer.status_code == 202
+    assert answer.json() == {
+        "request_id": request_id,
+        "state": "pending",
+        "created": True,
+        "run_id": None,
+        "slug": "local-pending",
+        "org": OTHER,
+        "plan": "team",
+    }
+    recorded = world.registry.get_request(request_id)
+    assert (recorded.state, recorded.subject, recorded.role) == (
+        "pending",
+        "operator:test",
+        "platform-admin",
+    )
+    again = world.server.call("POST", "/local/requests", body=sent, headers=operator_headers(world))
+    assert (again.status_code, again.json()["created"]) == (202, False)
+    paths = world.server.call("GET", "/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.startswith("/local")]
 
 
-def test_the_local_launch_of_an_unknown_request_is_404(world: World) -> None:
-    answer = world.server.call("POST", f"/local/requests/{uuid.uuid4()}/launch")
-    assert answer.status_code == 404
+@pytest.mark.parametrize(
+    ("changes", "status", "message"),
+    [
+        ({"slug": "Bad"}, 422, "invalid request: slug: must be lowercase letters"),
+        (
+            {"requested_by": {"subject": "x", "role": "intern"}},
+            422,
+            "requested_by.role: role 'intern' is unknown",
+        ),
+        ({"org": "rivals"}, 409, "is taken by request"),
+    ],
+)
+def test_a_local_request_refused_says_why_and_records_nothing(
+    world: World, changes: dict[str, object], status: int, message: str
+) -> None:
+    """After a first request for the slug (a rival's, for the 409)."""
+    headers = operator_headers(world)
+    slug = f"local-taken{uuid.uuid4().hex[:6]}"
+    first = world.server.call("POST", "/local/requests", body=operator_body(slug), headers=headers)
+    assert first.status_code == 202
+    before = world.requests_recorded()
+    sent = {**operator_body(slug), **changes}
+    answer = world.server.call("POST", "/local/requests", body=sent, headers=headers)
+    assert answer.status_code == status
+    assert message in answer.json()["error"]
+    assert world.requests_recorded() == before
 
 
-def test_the_local_launch_answers_only_the_hosts_own_command_line(world: World) -> None:
+def test_local_status_and_list_answer_for_every_org(world: World) -> None:
+    tenant(world.registry, "local-seen", OTHER, TenantState.ACTIVE)
+    headers = operator_headers(world)
+    found = world.server.call("GET", "/local/tenants/local-seen", headers=headers).json()
+    assert (found["slug"], found["org"], found["state"]) == ("local-seen", OTHER, "active")
+    listed = world.server.call("GET", "/local/tenants?state=active", headers=headers).json()
+    assert "local-seen" in [row["slug"] for row in listed]
+    assert {row["state"] for row in listed} == {"active"}
+    missing = world.server.call("GET", "/local/tenants/local-nobody", headers=headers)
+    assert missing.status_code == 404 and "local-nobody" in missing.json()["error"]
+    bad_state = world.server.call("GET", "/local/tenants?state=sleeping", headers=headers)
+    assert bad_state.status_code == 422
+
+
+def test_local_calls_answer_only_the_hosts_own_command_line(world: World) -> None:
     """A caller from another address (here 127.0.0.2, as a proxy or a container would be) is
-    refused, and the request is left as it was."""
-    request_id = recorded_request(world.registry, "local-refused")
+    refused even with the key, and nothing is recorded."""
+    before = world.requests_recorded()
     port = int(world.server.base.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection(
         "127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0)
     )
-    conn.request("POST", f"/local/requests/{request_id}/launch")
+    headers = {**operator_headers(world), "Content-Type": "application/json"}
+    conn.request("POST", "/local/requests", json.dumps(operator_body("local-refused")), headers)
     answer = conn.getresponse()
     assert answer.status == 403
     assert "this host" in json.loads(answer.read())["error"]
     conn.close()
-    assert world.registry.get_request(request_id).state == "pending"
+    assert world.requests_recorded() == before

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,16 @@ from dagster import DagsterInstance
 
 from tenant_pipelines.cli.commands import FOLLOW_POLL_S
 from tenant_pipelines.domain.events import make_event
+from tenant_pipelines.localstack import platform_lock
+from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.orchestration.feed import to_observation
 from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.operator_key import operator_key_file
+from tests.api_helpers import ApiServer, api_server, platform_env
 from tests.pg_helpers import backend_pids
 from tests.platform_fixtures import LocalPlatform
-from tests.stack_helpers import REPO, TENANTCTL
+from tests.stack_helpers import REPO, TENANTCTL, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +56,53 @@ def tenantctl(local: LocalPlatform, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@contextmanager
+def running_platform(local: LocalPlatform, api_port: int) -> Iterator[None]:
+    """What the command line takes for a running `tenantctl up`: its lock held (here by the
+    test) and its stack file naming the API server's port."""
+    settings = local.settings
+    locks = platform_lock.hold(settings.data_dir, settings.dagster_home, {"api": api_port})
+    stack = {"pid": os.getpid(), "dagster_port": 0, "edge_port": 0, "api_port": api_port}
+    stack_file(settings).write_text(json.dumps(stack))
+    try:
+        yield
+    finally:
+        stack_file(settings).unlink()
+        for fd in locks:
+            os.close(fd)
+
+
+@contextmanager
+def platform_api_server(local: LocalPlatform) -> Iterator[ApiServer]:
+    """The API server of a running platform on `local`'s data directory (it launches nothing:
+    no workspace, no webserver), as `request`, `status` and `list` find it."""
+    settings = local.settings
+    env = platform_env(settings.data_dir, settings.dagster_home)
+    with (
+        api_server(env, settings.data_dir.parent / "api.log") as server,
+        running_platform(local, int(server.base.rsplit(":", 1)[1])),
+    ):
+        yield server
+
+
+def answered_by(server: ApiServer, *calls: str) -> bool:
+    """Whether the server's access log has each of `calls` ("POST /local/requests")."""
+    log = server.log.read_text()
+    return all(f'"{call} HTTP/1.1"' in log for call in calls)
+
+
+@pytest.fixture(params=["registry", "api server"])
+def through(request: pytest.FixtureRequest, local_platform: LocalPlatform) -> Iterator[str]:
+    """The same command, answered from the registry (no platform running) and by the running
+    platform's API server."""
+    if request.param == "registry":
+        yield "registry"
+        return
+    with platform_api_server(local_platform) as server:
+        yield "api server"
+        assert answered_by(server, "POST /local/requests")
+
+
 def provision(local: LocalPlatform) -> str:
     """Provision `acme` through Dagster on the persistent instance; the run id."""
     run_id, success, _ = local.provision(local.submit().request_id)
@@ -69,7 +122,7 @@ def provision(local: LocalPlatform) -> str:
     ],
 )
 def test_malformed_input_exits_2_naming_the_field_and_records_nothing(
-    local_platform: LocalPlatform, flag: str, value: str, message: str
+    local_platform: LocalPlatform, through: str, flag: str, value: str, message: str
 ) -> None:
     args = list(VALID)
     args[args.index(flag) + 1] = value
@@ -81,7 +134,7 @@ def test_malformed_input_exits_2_naming_the_field_and_records_nothing(
 
 
 def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
-    local_platform: LocalPlatform,
+    local_platform: LocalPlatform, through: str
 ) -> None:
     request_id = str(uuid.uuid4())
     first = json.loads(
@@ -92,7 +145,7 @@ def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
     )
     assert first["request_id"] == again["request_id"] == request_id
     assert (first["created"], again["created"]) == (True, False)
-    assert first["state"] == "pending" and first["run_id"] is None  # no platform running
+    assert first["state"] == "pending" and first["run_id"] is None  # nothing here launches
     other = list(VALID)
     other[other.index("--plan") + 1] = "free"
     conflict = tenantctl(local_platform, "request", *other, "--request-id", request_id)
@@ -157,6 +210,60 @@ def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlat
 
     missing = tenantctl(local, "status", "nobody")
     assert missing.returncode == 1 and "nobody" in missing.stderr
+
+
+def test_status_and_list_through_the_api_server_say_what_the_registry_says(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    provision(local)
+    assert tenantctl(local, "request", *VALID, "--slug", "waiting").returncode == 0
+    asked = [
+        ("status", "acme", "--json"),
+        ("status", "waiting", "--json"),
+        ("status", "acme"),
+        ("list", "--json"),
+        ("list", "--state", "active"),
+        ("list", "--state", "failed"),
+        ("status", "nobody", "--json"),
+    ]
+    direct = [tenantctl(local, *args) for args in asked]
+    with platform_api_server(local) as server:
+        served = [tenantctl(local, *args) for args in asked]
+        assert answered_by(server, "GET /local/tenants/acme", "GET /local/tenants?state=active")
+    said = [(r.returncode, r.stdout, r.stderr) for r in direct]
+    assert [(r.returncode, r.stdout, r.stderr) for r in served] == said
+    assert said[1][0] == 0 and json.loads(said[1][1])["state"] == "request-pending"
+    assert said[-1][0] == 1 and "nobody" in said[-1][2]
+
+
+def test_a_running_platform_whose_api_server_does_not_answer_is_worked_around(
+    local_platform: LocalPlatform,
+) -> None:
+    """The stack file names a port nobody listens on (the API server is being restarted): the
+    commands use the registry; the request waits for the intake sensor."""
+    local = local_platform
+    operator_key_file(local.settings.data_dir).write_text("a key")
+    with running_platform(local, free_port()):
+        request = tenantctl(local, "request", *VALID, "--json")
+        status = tenantctl(local, "status", "acme", "--json")
+    assert request.returncode == 0, request.stderr
+    assert json.loads(request.stdout)["state"] == "pending"
+    assert json.loads(status.stdout)["state"] == "request-pending"
+    assert len(local.registry.requests_in_progress()) == 1
+
+
+def test_a_request_sent_twice_after_no_answer_is_recorded_once(
+    local_platform: LocalPlatform,
+) -> None:
+    """The id is chosen by the command: sent again, the same request is found, not doubled."""
+    local = local_platform
+    first = json.loads(tenantctl(local, "request", *VALID, "--json").stdout)
+    request_id = first["request_id"]
+    with platform_api_server(local):
+        again = tenantctl(local, "request", *VALID, "--request-id", request_id, "--json")
+    assert json.loads(again.stdout)["created"] is False
+    assert [r.request_id for r in local.registry.requests_in_progress()] == [request_id]
 
 
 def interruptible() -> None:

@@ -1,0 +1,66 @@
+"""`/local`: the host's own command line, answered by the API server of `tenantctl up`.
+
+`tenantctl request`, `status` and `list` call these while the platform runs, so that the command
+imports neither SQLAlchemy nor pydantic and the work is done by a process that holds the registry
+and the Dagster instance open (`cli.platform_api`). They act with the operator's authority, the
+commands' own on this host, and so answer only a caller on the loopback that carries the operator
+key (`support.operator_key`). They stay out of the OpenAPI schema: `/v1` is the API.
+
+A submitted request is marked launched before the answer (the registry's compare-and-set, as on
+every path) and its run started after it: the command returns without waiting for the run's
+creation. If this server dies in between, the intake sensor launches the request, as for any
+launch that produced no run.
+"""
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Request
+
+from tenant_pipelines.api import tenants
+from tenant_pipelines.api.auth import Ctx
+from tenant_pipelines.domain.access import Forbidden, NotAuthenticated
+from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.registry import status as statuses
+from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER
+
+LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1"})
+
+
+def operator_only(
+    ctx: Ctx,
+    request: Request,
+    key: Annotated[str | None, Header(alias=OPERATOR_KEY_HEADER)] = None,
+) -> None:
+    if request.client is None or request.client.host not in LOOPBACK_CLIENTS:
+        raise Forbidden("only a command on this host may call /local")
+    if key is None or not secrets.compare_digest(key.encode(), ctx.operator_key.encode()):
+        raise NotAuthenticated(f"send the data directory's operator key as {OPERATOR_KEY_HEADER}")
+
+
+router = APIRouter(prefix="/local", include_in_schema=False, dependencies=[Depends(operator_only)])
+
+
+@router.post("/requests", status_code=202)
+def submit(
+    ctx: Ctx, fields: Annotated[dict[str, Any], Body()], after_answer: BackgroundTasks
+) -> dict[str, Any]:
+    """`tenantctl request --json`: {"request_id", "state", "created", "run_id", ...}."""
+
+    def start_after_answer(request_id: str) -> None:
+        after_answer.add_task(tenants.start_claimed, ctx, request_id)
+
+    return tenants.submit_as_operator(ctx, fields, start_after_answer).to_json()
+
+
+@router.get("/tenants/{slug}")
+def status(ctx: Ctx, slug: str) -> dict[str, Any]:
+    """`tenantctl status --json`."""
+    return tenants.operator_status(ctx, slug).model_dump()
+
+
+@router.get("/tenants")
+def listing(ctx: Ctx, state: TenantState | None = None) -> list[dict[str, Any]]:
+    """`tenantctl list --json`: every org's tenants (in `state`, if given)."""
+    found = statuses.list_statuses(ctx.registry, ctx.settings.domain, state)
+    return [row.model_dump() for row in found]
