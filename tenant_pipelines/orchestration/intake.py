@@ -1,9 +1,9 @@
 """Submitting a tenant request: record it, then launch its run at once if the platform is up.
 
 Shared by `POST /v1/tenants`, the host's `/local/requests` and `tenantctl request` when no
-platform runs. Whoever wins the registry's compare-and-set
-`pending -> launched` launches the run (this path or the intake sensor), so a request has one run
-however many times, and from however many processes, it is submitted. A launch that fails here
+platform runs. Whoever wins the registry's compare-and-set `pending -> launched` launches the run
+(this path or the intake sensor), so a request has one run however many times, and from however
+many processes, it is submitted. A launch that fails here
 is left to the sensor, which catches up on launched requests without a run.
 """
 

@@ -1,5 +1,7 @@
 """Settings from the environment: run limits per plan, storage selection, clear refusals."""
 
+from dataclasses import replace
+
 import pytest
 
 from tenant_pipelines.domain.errors import ConfigError
@@ -69,4 +71,7 @@ def test_child_env_spells_out_every_setting_and_passes_urls_on() -> None:
     assert child["TENANT_BACKENDS"] == "postgres"
     assert child["TENANT_FREE_CONCURRENCY"] == "1"
     assert child["TENANT_ENTERPRISE_CONCURRENCY"] == ""  # no plan limit, as in the parent
-    assert Settings.from_env(child) == Settings.from_env(env)
+    parent, again = Settings.from_env(env), Settings.from_env(child)
+    # The child is given the deployment the parent derived, spelled out: the same name.
+    assert (again.deployment_set, again.deployment) == (parent.deployment, parent.deployment)
+    assert replace(again, deployment_set="") == parent
