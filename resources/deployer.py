@@ -169,10 +169,12 @@ class LocalProcessDeployer(WorkloadDeployer):
     def _start(self, tenant: TenantSpec) -> subprocess.Popen[bytes]:
         state_file = state_path(self.data_dir, tenant.key)
         state_file.parent.mkdir(parents=True, exist_ok=True)
+        plan = get_plan(tenant.plan)
         options = {
             "--tenant-key": tenant.key,
             "--domain": self.domain,
-            "--memory-mb": str(get_plan(tenant.plan).workload_memory_mb),
+            "--memory-mb": str(plan.workload_memory_mb),
+            "--nice": str(plan.cpu_nice),
         }
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env["MALLOC_ARENA_MAX"] = "2"  # per-thread arenas would reserve memory the cap counts

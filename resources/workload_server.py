@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.files import write_atomically
+from tenant_pipelines.support.procs import lower_priority
 
 REQUEST_TIMEOUT_S = 30.0
 QUIET_PATHS = frozenset({"/healthz"})
@@ -260,6 +261,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--state-file", required=True, type=Path)
     parser.add_argument("--memory-mb", type=int, help="cap on the data segment (RLIMIT_DATA)")
+    parser.add_argument("--nice", type=int, default=0, help="its plan's CPU priority (nice value)")
     return parser.parse_args(argv)
 
 
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.memory_mb:
         limit_memory(args.memory_mb)
+    # Its plan's, whether started by a run (whose worker runs at it already) or restored by `up`.
+    lower_priority(args.nice)
     try:
         identity = identity_store(args, dict(os.environ))
         identity.count_users()

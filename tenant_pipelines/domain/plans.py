@@ -23,6 +23,10 @@ class Plan:
     # Runs tagged with this plan in progress at once (the run queue's tag limit); None = only the
     # global limit. Override with TENANT_<PLAN>_CONCURRENCY (see tenant_pipelines.settings).
     run_concurrency: int | None = None
+    # The CPU priority (Linux nice value) of the tenant's processes on the control-plane host, its
+    # runs and its workload: when the CPU is contended, larger plans go first. Nothing starves: a
+    # process at nice 10 still gets about a tenth of the share of one at 0.
+    cpu_nice: int = 0
 
 
 # fmt: off
@@ -31,10 +35,10 @@ PLANS: dict[str, Plan] = {
     for plan in (
         Plan("free", storage_quota_mb=100, identity_max_users=50, workload_memory_mb=64,
              readiness_timeout_s=10, backend_timeout_s=10, retry_budget=2, max_runtime_s=300,
-             run_concurrency=3),
+             run_concurrency=3, cpu_nice=10),
         Plan("team", storage_quota_mb=1_000, identity_max_users=1_000, workload_memory_mb=128,
              readiness_timeout_s=20, backend_timeout_s=15, retry_budget=3, max_runtime_s=600,
-             run_concurrency=4),
+             run_concurrency=4, cpu_nice=5),
         Plan("enterprise", storage_quota_mb=10_000, identity_max_users=100_000,
              workload_memory_mb=512, readiness_timeout_s=30, backend_timeout_s=20,
              retry_budget=4, max_runtime_s=900),

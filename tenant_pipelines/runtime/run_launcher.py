@@ -30,9 +30,10 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
-from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.orchestration.runs import PLAN_TAG, WORKER_TAG
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
-from tenant_pipelines.support.procs import identity, live_pid
+from tenant_pipelines.support.procs import identity, live_pid, lower_priority
 
 WORKER_MODULE = "tenant_pipelines.runtime.run_worker"
 # Which launcher process started the run; checked and set under CLAIM_LOCK_FILE.
@@ -72,11 +73,18 @@ def _ready() -> None:
     """A child that does nothing: its start proves the fork server ready."""
 
 
-def _run_worker_main(run_id: str, serialized_instance_ref: str) -> None:
+def _run_worker_main(run_id: str, serialized_instance_ref: str, niceness: int) -> None:
     # Imported in the child, where the fork server has it already; never in the launcher.
     from tenant_pipelines.runtime.run_worker import execute_run
 
+    lower_priority(niceness)
     execute_run(run_id, serialized_instance_ref)
+
+
+def plan_niceness(run: DagsterRun) -> int:
+    """The CPU priority of the run's worker: its tenant's plan's (`Plan.cpu_nice`)."""
+    plan = PLANS.get(run.tags.get(PLAN_TAG, ""))
+    return plan.cpu_nice if plan is not None else 0
 
 
 class PreforkRunLauncher(RunLauncher, ConfigurableClass):
@@ -152,7 +160,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             return
         worker = self._fork_context().Process(
             target=_run_worker_main,
-            args=(run.run_id, serialize_value(self._instance.get_ref())),
+            args=(run.run_id, serialize_value(self._instance.get_ref()), plan_niceness(run)),
             name=f"dagster-run-{run.run_id[:8]}",
         )
         worker.start()

@@ -107,3 +107,10 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def lower_priority(niceness: int) -> None:
+    """Run this process at `niceness` if that is a lower CPU priority than it has: without
+    privileges a process may lower its own priority, never raise it."""
+    if niceness > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)

@@ -139,6 +139,20 @@ def test_a_workload_is_held_to_its_plans_memory(
     assert get(handle.details["port"], "/healthz")[0] == 200  # and it serves within it
 
 
+@pytest.mark.parametrize("plan", ["free", "team", "enterprise"])
+def test_a_workload_runs_at_its_plans_cpu_priority(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, plan: str
+) -> None:
+    """Its plan's, started from this process at ours (as `up` restores it) as from a run worker
+    at the plan's already: field 19 of /proc/PID/stat is the nice value."""
+    identity.ensure(tenant(plan=plan))
+    handle = deployer.ensure(tenant(plan=plan))
+
+    stat = Path(f"/proc/{handle.details['pid']}/stat").read_text()
+    niceness = int(stat.rsplit(")", 1)[1].split()[16])
+    assert niceness == max(os.getpriority(os.PRIO_PROCESS, 0), PLANS[plan].cpu_nice)
+
+
 def test_second_ensure_reuses_the_running_workload(
     deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
 ) -> None:

@@ -22,7 +22,8 @@ from dagster import (
 )
 from dagster._core.launcher import WorkerStatus
 
-from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.orchestration.runs import PLAN_TAG, WORKER_TAG
 from tenant_pipelines.runtime.run_launcher import LAUNCHED_TAG, launched_by
 from tenant_pipelines.support.procs import identity as process_identity
 from tenant_pipelines.support.procs import live_pid
@@ -51,6 +52,7 @@ def report_and_hold(context: OpExecutionContext, config: HoldConfig) -> None:
     parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     (directory / "parent").write_text(parent)
     (directory / "pid").write_text(str(os.getpid()))
+    (directory / "nice").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
     while config.hold and not (directory / "release").exists():
         time.sleep(0.05)
     context.log.info("released")
@@ -147,6 +149,18 @@ def test_a_run_executes_in_a_worker_forked_from_the_fork_server(
     assert finished.tags[WORKER_TAG].startswith(f"{worker_pid}:")
     assert f"Started process for run (pid: {worker_pid})." in run_messages(instance, run.run_id)
     wait_until(lambda: live_pid(finished.tags[WORKER_TAG]) is None, "the worker to exit")
+
+
+@pytest.mark.parametrize(("plan", "niceness"), [("free", 10), ("team", 5), ("enterprise", 0)])
+def test_a_worker_runs_at_its_plans_cpu_priority(
+    instance: DagsterInstance, tmp_path: Path, plan: str, niceness: int
+) -> None:
+    """Under a burst, an enterprise run is not slowed by the free runs sharing the CPU."""
+    assert PLANS[plan].cpu_nice == niceness
+    run = launch(instance, tmp_path, hold=False, tags={PLAN_TAG: plan})
+    assert wait_for_status(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+    ours = os.getpriority(os.PRIO_PROCESS, 0)  # the fork server's: a worker may only go lower
+    assert int((tmp_path / "nice").read_text()) == max(ours, niceness)
 
 
 def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance, tmp_path: Path) -> None:

@@ -38,6 +38,12 @@ def test_larger_plans_get_more_room_and_more_time(attribute: str) -> None:
     assert values == sorted(values) and len(set(values)) == len(values)
 
 
+def test_larger_plans_go_first_for_the_cpu_and_none_is_starved() -> None:
+    niceness = [PLANS[name].cpu_nice for name in BY_SIZE]
+    assert niceness == sorted(niceness, reverse=True) and len(set(niceness)) == len(niceness)
+    assert all(0 <= value <= 10 for value in niceness)  # at 10 a process keeps ~1/10 a share
+
+
 @pytest.mark.parametrize("name", ["gold", "Team", "", "free "])
 def test_an_unknown_plan_is_a_permanent_business_refusal(name: str) -> None:
     with pytest.raises(BusinessRefusal, match="does not exist") as caught:
