@@ -15,11 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tenant_pipelines.api", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--dagster-port", type=int, help="the Dagster webserver, to launch runs")
     parser.add_argument("--edge-port", type=int, help="the edge gateway, for admin console links")
-    parser.add_argument("--workspace", type=Path, help="launch runs from here, for this workspace")
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        help="launch runs of, and serve the Dagster UI for, this workspace",
+    )
     args = parser.parse_args(argv)
-    addresses = Addresses(args.dagster_port, args.edge_port, args.workspace)
+    addresses = Addresses(args.edge_port, args.workspace)
     app = create_app(Settings.from_env(), addresses)
     # Access lines name method, path and status only: tokens travel in headers and bodies.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -1,5 +1,5 @@
-"""The API server's application: `/v1`, `/console`, `/healthz`, `/openapi.json` and the host's own
-`/local` command line (`api.local`), assembled."""
+"""The API server's application: `/v1`, `/console`, `/healthz`, `/openapi.json`, the host's own
+`/local` command line (`api.local`) and the Dagster UI behind its door (`/dagster`), assembled."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,6 +9,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from tenant_pipelines.api import console, errors, local, v1
 from tenant_pipelines.api.context import Addresses, ApiContext
+from tenant_pipelines.api.dagster_door import DagsterDoor
 from tenant_pipelines.settings import Settings
 
 SESSION_COOKIE = "tp_console"
@@ -36,6 +37,8 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
         redoc_url=None,
     )
     app.state.context = ctx
+    # Inside the session middleware: the door reads the console session.
+    app.add_middleware(DagsterDoor, ctx=ctx)
     app.add_middleware(
         SessionMiddleware,
         secret_key=ctx.session_secret,

@@ -5,7 +5,8 @@ registry knows it, never from the request. A console session holds only the toke
 revoked or expired token ends its sessions at their next request.
 """
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,11 +38,19 @@ ApiCaller = Annotated[Caller, Depends(api_caller)]
 
 def session_caller(request: Request, ctx: ApiContext) -> Caller | None:
     """The console's caller, or None when the session is absent or its token is no longer good."""
-    token_id = request.session.get(SESSION_TOKEN_ID)
+    caller = caller_of_session(request.session, ctx)
+    if caller is None:
+        request.session.clear()
+    return caller
+
+
+def caller_of_session(session: Mapping[str, Any], ctx: ApiContext) -> Caller | None:
+    """The caller a console session stands for (also behind the Dagster UI's door), or None
+    when there is no session or its token is no longer usable."""
+    token_id = session.get(SESSION_TOKEN_ID)
     if not isinstance(token_id, str):
         return None
     try:
         return ctx.registry.caller_for_token_id(token_id)
     except NotAuthenticated:
-        request.session.clear()
         return None

@@ -88,21 +88,30 @@ def home() -> RedirectResponse:
     return go("/console/tenants")
 
 
+def local_target(path: str | None) -> str:
+    """Where to go after login: a path on this server (the page that asked for the login, e.g.
+    the Dagster UI), never another site."""
+    if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/console/tenants"
+
+
 @router.get("/login")
-def login_page(request: Request) -> HTMLResponse:
-    return page(request, "login.html")
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+    return page(request, "login.html", next=local_target(next))
 
 
 @router.post("/login")
 async def login(request: Request, ctx: Ctx) -> Response:
     form = await checked_form(request)
+    target = local_target(form.get("next"))
     try:
         caller = ctx.registry.authenticate(form.get("token", "").strip())
     except NotAuthenticated as error:
-        return page(request, "login.html", status=401, error=str(error))
+        return page(request, "login.html", status=401, error=str(error), next=target)
     request.session.clear()
     request.session[SESSION_TOKEN_ID] = caller.token_id
-    return go("/console/tenants")
+    return go(target)
 
 
 @router.post("/logout")

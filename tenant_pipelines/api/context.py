@@ -1,5 +1,6 @@
 """What the API server holds for its lifetime: the registry, the Dagster instance (for the feed),
-the webserver's API (to launch runs), and the addresses it links to."""
+the Dagster UI it serves behind its door (and launches lifecycle runs through), and the
+addresses it links to."""
 
 import threading
 from dataclasses import dataclass
@@ -16,22 +17,20 @@ from tenant_pipelines.support.operator_key import operator_key_file, secret_in
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+    from tenant_pipelines.runtime.dagster_ui import DagsterUi
+
 SESSION_KEY_FILE = "console-session.key"
 LOCAL_DOMAIN = "localhost"
+DAGSTER_UI_PATH = "/dagster"  # the Dagster UI, behind the door (api.dagster_door)
 
 
 @dataclass(frozen=True)
 class Addresses:
-    """Where the rest of the platform listens; None when it is not running (tests)."""
+    """Where the rest of the platform is; None when it is not running (tests)."""
 
-    dagster_port: int | None = None
     edge_port: int | None = None
-    workspace: Path | None = None  # the platform's workspace.yaml: runs are launched from here
-    host: str = "127.0.0.1"
-
-    @property
-    def dagster_ui(self) -> str | None:
-        return f"http://{self.host}:{self.dagster_port}" if self.dagster_port else None
+    # The platform's workspace.yaml: runs are launched from here, and the Dagster UI serves it.
+    workspace: Path | None = None
 
 
 class ApiContext:
@@ -42,16 +41,18 @@ class ApiContext:
         self.addresses = addresses
         self._instance_lock = threading.Lock()
         self._instance: DagsterInstance | None = None
+        self.dagster_ui: DagsterUi | None = None
 
     @cached_property
     def registry(self) -> TenantRegistry:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return TenantRegistry.shared(self.settings.db_url)
 
-    @cached_property
-    def dagster(self) -> DagsterApi | None:
-        port = self.addresses.dagster_port
-        return DagsterApi(port, self.addresses.host) if port else None
+    @property
+    def orchestrator(self) -> DagsterApi | None:
+        """Lifecycle runs (retry, decommission, compensate) are launched through the Dagster
+        UI's own GraphQL schema, in this process; None when this server serves no UI."""
+        return DagsterApi(self.dagster_ui.execute) if self.dagster_ui else None
 
     def instance(self) -> "DagsterInstance":
         """Opened at first use and held: the feed reads it on every poll."""
@@ -67,31 +68,37 @@ class ApiContext:
     @cached_property
     def launcher(self) -> Launcher | None:
         """Submissions launch their runs from this process when it knows the workspace (under
-        `tenantctl up`), else through the webserver's API, else not at all (the sensor will)."""
+        `tenantctl up`), else not at all (the intake sensor will)."""
         if self.addresses.workspace is not None:
             from tenant_pipelines.runtime.direct_launch import DirectLauncher
 
             return DirectLauncher(self.instance(), self.addresses.workspace)
-        return self.dagster
+        return None
 
     def open(self) -> None:
-        """Open the registry and the instance (importing Dagster), and make the run launcher
-        ready, now rather than at the first request."""
+        """Open the registry and the instance (importing Dagster), make the run launcher ready
+        and load the Dagster UI's workspace, now rather than at the first request."""
         _ = self.registry
         _ = self.operator_key  # before /healthz answers: `tenantctl up` is then ready for it
-        self.instance()
+        instance = self.instance()
         if self.addresses.workspace is not None:
-            _ = self.instance().run_launcher  # starts its fork server under `tenantctl up`
+            from tenant_pipelines.runtime.dagster_ui import DagsterUi
+
+            _ = instance.run_launcher  # starts its fork server under `tenantctl up`
+            self.dagster_ui = DagsterUi(instance, self.addresses.workspace, DAGSTER_UI_PATH)
 
     def close(self) -> None:
+        if self.dagster_ui is not None:
+            self.dagster_ui.close()
+            self.dagster_ui = None
         with self._instance_lock:
             if self._instance is not None:
                 self._instance.dispose()
                 self._instance = None
 
     def run_url(self, run_id: str) -> str | None:
-        ui = self.addresses.dagster_ui
-        return f"{ui}/runs/{run_id}" if ui else None
+        """A run's page in the Dagster UI, on this server's origin (through the door)."""
+        return f"{DAGSTER_UI_PATH}/runs/{run_id}" if self.dagster_ui else None
 
     def admin_console_url(self, slug: str, org: str) -> str:
         """The tenant's admin console: on the local default, through the edge on this host."""

@@ -2,7 +2,9 @@
 
 `tenantctl request`, `status` and `list` call these while the platform runs, so that the command
 imports neither SQLAlchemy nor pydantic and the work is done by a process that holds the registry
-and the Dagster instance open (`cli.platform_api`). They act with the operator's authority, the
+and the Dagster instance open (`cli.platform_api`); `retry`, `decommission` and `compensate`
+call them because this server is the one that launches lifecycle runs (through the Dagster UI's
+schema, in-process: no webserver listens anywhere else). They act with the operator's authority, the
 commands' own on this host, and so answer only a caller on the loopback that carries the operator
 key (`support.operator_key`). They stay out of the OpenAPI schema: `/v1` is the API.
 
@@ -16,6 +18,7 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Request
+from pydantic import BaseModel, Field
 
 from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import Ctx
@@ -51,6 +54,21 @@ def submit(
         after_answer.add_task(tenants.start_claimed, ctx, request_id)
 
     return tenants.submit_as_operator(ctx, fields, start_after_answer).to_json()
+
+
+class LifecycleCall(BaseModel):
+    """Who on this host asked (`operator:<login>`), as the runs and the feed will say."""
+
+    requested_by: str = Field(pattern=r"^operator:[^\s]{1,100}$")
+
+
+@router.post("/tenants/{slug}/{operation}", status_code=202)
+def lifecycle_operation(
+    ctx: Ctx, slug: str, operation: tenants.Operation, call: LifecycleCall
+) -> dict[str, str]:
+    """`tenantctl retry|decommission|compensate`: {"slug", "run_id"}."""
+    run_id = tenants.operate_as_operator(ctx, operation, slug, call.requested_by)
+    return {"slug": slug, "run_id": run_id}
 
 
 @router.get("/tenants/{slug}")

@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 
 from tenant_pipelines.api.context import ApiContext
 from tenant_pipelines.api.errors import InvalidInput
@@ -115,6 +116,27 @@ def operator_status(ctx: ApiContext, slug: str) -> TenantStatus:
     return explain_request(ctx.instance(), found)
 
 
+class Operation(StrEnum):
+    """The lifecycle operations a person launches on a tenant."""
+
+    RETRY = "retry"
+    DECOMMISSION = "decommission"
+    COMPENSATE = "compensate"
+
+
+OPERATIONS = {
+    Operation.RETRY: lifecycle.retry,
+    Operation.DECOMMISSION: lifecycle.decommission,
+    Operation.COMPENSATE: lifecycle.compensate,
+}
+
+
+def operate_as_operator(ctx: ApiContext, operation: Operation, slug: str, requested_by: str) -> str:
+    """A lifecycle operation from the host's command line (the operator's authority); its run."""
+    launch = OPERATIONS[operation]
+    return launch(ctx.registry, ctx.instance(), _orchestrator(ctx), slug, requested_by)
+
+
 def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.RETRY, tenant.org)
@@ -135,6 +157,7 @@ def diagnosis(ctx: ApiContext, caller: Caller, slug: str) -> Diagnosis:
 
 
 def _orchestrator(ctx: ApiContext) -> DagsterApi:
-    if ctx.dagster is None:
+    orchestrator = ctx.orchestrator
+    if orchestrator is None:
         raise DagsterApiError("the platform is not running: start it with `tenantctl up`")
-    return ctx.dagster
+    return orchestrator

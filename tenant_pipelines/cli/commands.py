@@ -40,10 +40,11 @@ from tenant_pipelines.settings import Settings
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-    from tenant_pipelines.orchestration.graphql import DagsterApi
     from tenant_pipelines.registry.store import TenantRegistry
 
 FOLLOW_POLL_S = 0.5
+# A decommission waits up to 120 s for a compensation in flight before it launches.
+LIFECYCLE_TIMEOUT_S = 150
 T = TypeVar("T")
 
 
@@ -203,16 +204,14 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _api(settings: Settings) -> "DagsterApi":
-    from tenant_pipelines.localstack.stack_file import read_stack
-    from tenant_pipelines.orchestration.graphql import DagsterApi
-
-    stack = read_stack(settings)
-    if stack is None:
+def _running_platform(settings: Settings) -> PlatformApi:
+    """The running platform's API server: the one process that launches lifecycle runs."""
+    api = running_platform_api(settings)
+    if api is None:
         raise TenantPipelinesError(
             f"the platform is not running for {settings.data_dir}; start it with `tenantctl up`"
         )
-    return DagsterApi(int(stack["dagster_port"]))
+    return api
 
 
 def _launch_and_wait(
@@ -238,37 +237,37 @@ def _launch_and_wait(
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from tenant_pipelines.orchestration import lifecycle
-
-    return _lifecycle(args, settings, lifecycle.retry, TenantState.ACTIVE)
+    return _lifecycle(args, settings, "retry", TenantState.ACTIVE)
 
 
 def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
-    from tenant_pipelines.orchestration import lifecycle
-
-    return _lifecycle(args, settings, lifecycle.decommission, TenantState.DECOMMISSIONED)
+    return _lifecycle(args, settings, "decommission", TenantState.DECOMMISSIONED)
 
 
 def cmd_compensate(args: argparse.Namespace, settings: Settings) -> int:
-    from tenant_pipelines.orchestration import lifecycle
-
-    return _lifecycle(args, settings, lifecycle.compensate, TenantState.FAILED)
+    return _lifecycle(args, settings, "compensate", TenantState.FAILED)
 
 
 def _lifecycle(
-    args: argparse.Namespace,
-    settings: Settings,
-    operation: "Callable[[TenantRegistry, DagsterInstance, DagsterApi, str, str], str]",
-    wanted: TenantState,
+    args: argparse.Namespace, settings: Settings, operation: str, wanted: TenantState
 ) -> int:
-    """Launch one lifecycle operation on `args.slug` as the operator; with --wait, follow it."""
-    reg, api = _registry(settings), _api(settings)
-    return _launch_and_wait(
-        args,
-        settings,
-        lambda: operation(reg, _instance(settings), api, args.slug, _operator()),
-        wanted,
-    )
+    """Have the running platform launch one lifecycle operation on `args.slug` as the
+    operator; with --wait, follow it."""
+    api = _running_platform(settings)
+    return _launch_and_wait(args, settings, lambda: _operate(api, operation, args.slug), wanted)
+
+
+def _operate(api: PlatformApi, operation: str, slug: str) -> str:
+    path = f"/local/tenants/{quote(slug, safe='')}/{operation}"
+    try:
+        answer = api.call("POST", path, {"requested_by": _operator()}, LIFECYCLE_TIMEOUT_S)
+    except PlatformRefused as refused:
+        if refused.status == 409:  # the tenant's state, or an operation in flight
+            raise Refused(str(refused)) from None
+        raise
+    except PlatformUnreachable as error:
+        raise TenantPipelinesError(f"the platform did not answer: {error}") from None
+    return str(answer["run_id"])
 
 
 def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
@@ -351,7 +350,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         workspace = Path("workspace.yaml").resolve()
     return up.run_stack(
         settings,
-        up.Ports(dagster=args.dagster_port, edge=args.edge_port, api=args.api_port),
+        up.Ports(edge=args.edge_port, api=args.api_port),
         workspace,
         LocalWorkloads(settings),
         lambda line: print(line, flush=True),
@@ -421,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["token"].set_defaults(handler=cmd_token)
 
     p = command("up", cmd_up, "run the local platform in the foreground")
-    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument(
+        "--dagster-port",
+        type=int,
+        help="no longer used: the Dagster UI is served by the API server, at /dagster/",
+    )
     p.add_argument("--edge-port", type=int, default=8080)
     p.add_argument("--api-port", type=int, default=8000, help="the HTTP API and the console")
     p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")

@@ -3,9 +3,10 @@
 While `tenantctl up` runs for the data directory, `request`, `status` and `list` ask its API
 server over the loopback instead of opening the registry themselves: the command then imports
 neither SQLAlchemy nor pydantic (together ~0.3 s of its start on this machine), and the server,
-which holds the registry and the instance open, answers in milliseconds. The calls carry the
-operator key (`support.operator_key`). With no platform running, or no server answering, the
-commands open the registry themselves, as they always could.
+which holds the registry and the instance open, answers in milliseconds. With no platform
+running, or no server answering, these commands open the registry themselves, as they always
+could. `retry`, `decommission` and `compensate` have the server launch their runs: it is the one
+process that launches lifecycle runs. The calls carry the operator key (`support.operator_key`).
 
 Plain `http.client`: an HTTP client library would cost the command more to import than the call.
 """
@@ -41,14 +42,14 @@ class PlatformApi:
         self.port = port
         self.key = key
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
         """The JSON answer; PlatformRefused for an error status, PlatformUnreachable for none."""
         headers = {OPERATOR_KEY_HEADER: self.key, "Accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=TIMEOUT_S)
+        connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=timeout_s)
         try:
             try:
                 connection.request(method, path, payload, headers)

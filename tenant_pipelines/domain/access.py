@@ -55,6 +55,12 @@ def check_visible(caller: Caller, org: str, what: str) -> None:
         raise NotFound(f"no tenant or request with slug {what!r}")
 
 
+def authorize_operator_ui(caller: Caller) -> None:
+    """The Dagster UI shows and acts on every org's runs: a platform-admin's only."""
+    if caller.role != Role.PLATFORM_ADMIN:
+        raise Forbidden(f"role {caller.role} may not open the Dagster UI (it shows every org)")
+
+
 def authorize(caller: Caller, action: Action, org: str, plan: str | None = None) -> None:
     """Raise unless `caller` may do `action` on `org` (and provision `plan`, for submit)."""
     if action not in ROLE_ACTIONS[caller.role]:

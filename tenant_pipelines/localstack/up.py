@@ -1,8 +1,9 @@
 """`tenantctl up`: the local platform in the foreground.
 
 Holds the platform's lock (one `up` per data directory and Dagster instance), stops what a
-SIGKILLed predecessor left, then starts the edge gateway, the Dagster webserver, the Dagster daemon
-and the HTTP API (with the console) under a `Supervisor` that restarts any of them that dies;
+SIGKILLed predecessor left, then starts the edge gateway, the Dagster daemon and the API server
+(the HTTP API, the console, and the Dagster UI behind the console's door) under a `Supervisor`
+that restarts any of them that dies;
 brings back the workload of every active tenant; and on Ctrl-C or SIGTERM stops all of them,
 tenant workloads included. Only processes started here (or marked as this platform's) are stopped.
 """
@@ -15,7 +16,6 @@ import socket
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +66,6 @@ def _kill_run_workers(roots: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _warm_run_launcher(dagster_port: int) -> None:
-    """Have the webserver load its run launcher now, which starts its fork server in the
-    background: the first run launched through the webserver then starts as fast as the rest."""
-    query = json.dumps({"query": "{ instance { runLauncher { name } runQueuingSupported } }"})
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{dagster_port}/graphql",
-        data=query.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=30):
-        pass
-
-
 def _api_argv(ports: "Ports", workspace: Path) -> list[str]:
     return [
         sys.executable,
@@ -86,8 +73,6 @@ def _api_argv(ports: "Ports", workspace: Path) -> list[str]:
         "tenant_pipelines.api",
         "--port",
         str(ports.api),
-        "--dagster-port",
-        str(ports.dagster),
         "--edge-port",
         str(ports.edge),
         "--workspace",
@@ -114,16 +99,11 @@ def _bin(name: str) -> str:
 
 @dataclass(frozen=True)
 class Ports:
-    dagster: int
     edge: int
     api: int
 
     def check_free(self) -> None:
-        for flag, port in (
-            ("--dagster-port", self.dagster),
-            ("--edge-port", self.edge),
-            ("--api-port", self.api),
-        ):
+        for flag, port in (("--edge-port", self.edge), ("--api-port", self.api)):
             if port_in_use(port):
                 raise StackError(f"port {port} is already in use; choose another with {flag}")
 
@@ -161,8 +141,8 @@ def _settle_previous(settings: Settings, say: Callable[[str], None]) -> None:
 
 
 def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[ChildSpec]:
-    """The platform's processes, in start order; stopped in the reverse order (daemon before
-    webserver, so no new run starts while the rest goes down)."""
+    """The platform's processes, in start order; stopped in the reverse order (the API server,
+    which launches runs, first)."""
     from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 
     env = {**settings.child_env(), LAUNCH_NOW_ENV: "1"}
@@ -176,12 +156,6 @@ def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[Child
             env,
             f"{local}:{ports.edge}/_edge/healthz",
         ),
-        ChildSpec(
-            "webserver",
-            [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(ports.dagster), *target],
-            env,
-            f"{local}:{ports.dagster}/server_info",
-        ),
         ChildSpec("daemon", [_bin("dagster-daemon"), "run", *target], env),
         ChildSpec("api", _api_argv(ports, workspace), env, f"{local}:{ports.api}/healthz"),
     ]
@@ -192,7 +166,6 @@ def _write_stack_file(settings: Settings, ports: Ports) -> None:
         json.dumps(
             {
                 "pid": os.getpid(),
-                "dagster_port": ports.dagster,
                 "edge_port": ports.edge,
                 "api_port": ports.api,
             }
@@ -206,8 +179,6 @@ def _bring_up(supervisor: Supervisor, workloads: WorkloadControl, ports: Ports) 
     deadline = time.monotonic() + READY_TIMEOUT_S
     supervisor.wait_ready("edge", deadline)
     restored = workloads.restore()
-    supervisor.wait_ready("webserver", deadline)
-    _warm_run_launcher(ports.dagster)
     supervisor.wait_ready("api", deadline)
     return restored
 
@@ -225,7 +196,7 @@ def run_stack(
     locks = platform_lock.hold(
         settings.data_dir,
         settings.dagster_home,
-        {"dagster": ports.dagster, "edge": ports.edge, "api": ports.api},
+        {"edge": ports.edge, "api": ports.api},
     )
     try:
         stack_file(settings).unlink(missing_ok=True)  # a SIGKILLed predecessor's
@@ -258,9 +229,9 @@ def _supervise(
         _write_stack_file(settings, ports)
         say(
             f"tenant-pipelines is up: console http://127.0.0.1:{ports.api}/console, API "
-            f"http://127.0.0.1:{ports.api}/v1, Dagster UI http://127.0.0.1:{ports.dagster}, edge "
-            f"http://127.0.0.1:{ports.edge} ({len(restored)} active tenant(s) restored). "
-            "Ctrl-C stops it."
+            f"http://127.0.0.1:{ports.api}/v1, Dagster UI http://127.0.0.1:{ports.api}/dagster/"
+            f" (a platform-admin's console login), edge http://127.0.0.1:{ports.edge}"
+            f" ({len(restored)} active tenant(s) restored). Ctrl-C stops it."
         )
         supervisor.run(stop.wait)
         return 0

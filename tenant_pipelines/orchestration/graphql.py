@@ -1,14 +1,17 @@
-"""The running Dagster webserver's GraphQL API: what the UI calls, so runs launched here behave
-exactly like runs launched from the UI (queued, re-executable, tagged with their parents)."""
+"""Dagster's GraphQL API, as the UI calls it: runs launched here behave exactly like runs
+launched from the UI (queued, re-executable, tagged with their parents).
 
-from collections.abc import Mapping, Sequence
+The operations are sent through a transport: in the API server, the schema executed in-process
+(`runtime.dagster_ui.DagsterUi.execute`); in tests, the door's `/dagster/graphql` over HTTP.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-import requests
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
 
-REQUEST_TIMEOUT_S = 30
+# Sends one GraphQL operation; `{"data": ..., "errors": [<message>, ...]}`.
+GraphQLTransport = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 LOCATION = "tenant_pipelines"
 REPOSITORY = "__repository__"
 
@@ -39,22 +42,13 @@ class DagsterApiError(TenantPipelinesError):
 
 
 class DagsterApi:
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.url = f"http://{host}:{port}/graphql"
+    def __init__(self, transport: GraphQLTransport) -> None:
+        self._send = transport
 
     def _call(self, query: str, variables: Mapping[str, Any], field: str) -> str:
-        try:
-            response = requests.post(
-                self.url, json={"query": query, "variables": variables}, timeout=REQUEST_TIMEOUT_S
-            )
-            response.raise_for_status()
-        except requests.RequestException as error:
-            raise DagsterApiError(
-                f"Dagster webserver at {self.url} did not answer: {error}"
-            ) from None
-        body = response.json()
+        body = self._send(query, variables)
         if body.get("errors"):
-            raise DagsterApiError(f"GraphQL error: {body['errors'][0].get('message')}")
+            raise DagsterApiError(f"GraphQL error: {body['errors'][0]}")
         result = body["data"][field]
         if result["__typename"] != "LaunchRunSuccess":
             detail = result.get("message") or result.get("errors") or result

@@ -9,7 +9,8 @@ then goes ahead, since releasing what remains is what both want.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
@@ -70,16 +71,37 @@ def retry(
     )
 
 
+def check_retryable(tenant: TenantRecord) -> None:
+    """Only a failed tenant is retried (Refused otherwise)."""
+    if tenant.state != TenantState.FAILED:
+        raise Refused(
+            f"tenant {tenant.slug} is {tenant.state}; only a failed tenant can be retried"
+        )
+
+
+def check_decommissionable(tenant: TenantRecord) -> None:
+    """An active or failed tenant is decommissioned (Refused otherwise)."""
+    if tenant.state == TenantState.PROVISIONING:
+        raise Refused(f"tenant {tenant.slug} is provisioning; wait until it is active or failed")
+    if tenant.state == TenantState.DECOMMISSIONED:
+        raise Refused(f"tenant {tenant.slug} is already decommissioned")
+
+
+def check_compensable(tenant: TenantRecord) -> None:
+    """Only a failed tenant's latest run is compensated again (Refused otherwise)."""
+    if tenant.state != TenantState.FAILED or not tenant.last_run_id:
+        state = tenant.state
+        raise Refused(f"tenant {tenant.slug} is {state}; only a failed tenant is compensated")
+
+
 def _launch_retry(
     instance: DagsterInstance, api: DagsterApi, tenant: TenantRecord, requested_by: str
 ) -> str:
-    slug = tenant.slug
-    if tenant.state != TenantState.FAILED:
-        raise Refused(f"tenant {slug} is {tenant.state}; only a failed tenant can be retried")
+    check_retryable(tenant)
     run = instance.get_run_by_id(tenant.last_run_id or "")
     if run is None or run.job_name != PROVISION_JOB:
-        raise Refused(f"tenant {slug} has no provisioning run to retry")
-    return _reexecute(instance, api, run, slug, requested_by)
+        raise Refused(f"tenant {tenant.slug} has no provisioning run to retry")
+    return _reexecute(instance, api, run, tenant.slug, requested_by)
 
 
 def _reexecute(
@@ -121,15 +143,23 @@ def _retry_request(
     """Re-execute the request's failed run (Validate included). The request is first handed
     from that run to the re-execution (compare-and-set), so of two retries at once one is
     refused; so is a retry while another one's run is being launched."""
+    run = _ended_request_run(instance, request)
+    hand_request_to_retry(registry, request, run.root_run_id or run.run_id)
+    return _reexecute(instance, api, run, request.slug, requested_by)
+
+
+def hand_request_to_retry(
+    registry: TenantRegistry, request: RequestRecord, root_run_id: str
+) -> None:
+    """Hand the request, still without a tenant, to the re-execution of `root_run_id`
+    (compare-and-set); OperationInFlight when another retry got there first or is still
+    being launched."""
     retrying = (request.run_id or "").startswith(RETRY_MARKER)
     age = (datetime.now(UTC) - request.updated_at).total_seconds()
     if retrying and age < LAUNCH_GRACE_S:
         raise OperationInFlight(request.slug, OperationKind.RETRY, None)
-    run = _ended_request_run(instance, request)
-    root = run.root_run_id or run.run_id
-    if not registry.reopen_request(request.request_id, request.run_id, root):
+    if not registry.reopen_request(request.request_id, request.run_id, root_run_id):
         raise OperationInFlight(request.slug, OperationKind.RETRY, None)
-    return _reexecute(instance, api, run, request.slug, requested_by)
 
 
 def discard(
@@ -182,37 +212,42 @@ def compensate(
     """Launch the compensation of the failed tenant's latest run again, once the automatic
     attempts gave up and the cause is fixed: it releases, newest first, what is still live."""
     tenant = registry.get_tenant(slug)
-    if tenant.state != TenantState.FAILED or not tenant.last_run_id:
-        raise Refused(f"tenant {slug} is {tenant.state}; only a failed tenant is compensated")
-    failed_run_id = tenant.last_run_id
+    check_compensable(tenant)
+    failed_run_id = str(tenant.last_run_id)
+    with compensation_claim(registry, instance, tenant, failed_run_id) as holder:
+        tags = tenant_tags(
+            tenant, **{REQUESTED_BY_TAG: requested_by, FAILED_RUN_TAG: failed_run_id}
+        )
+        config = tenant_op_config(tenant, Step.COMPENSATE, failed_run_id=failed_run_id)
+        run_id = api.launch(COMPENSATE_JOB, config, tags)
+    registry.set_operation_run(tenant.tenant_id, holder, run_id)
+    return run_id
+
+
+@contextmanager
+def compensation_claim(
+    registry: TenantRegistry, instance: DagsterInstance, tenant: TenantRecord, failed_run_id: str
+) -> Iterator[str]:
+    """Hold the tenant's claim for a person's compensation of `failed_run_id`, its record
+    reopened for one more attempt; yields the claim's holder. Released if the body raises."""
     holder = compensation_holder(failed_run_id)
     claim = registry.get_compensation(failed_run_id)
     if claim is not None and claim.finished_at is None and claim.gave_up_at is None:
-        raise OperationInFlight(slug, OperationKind.COMPENSATION, claim.compensation_run_id)
+        raise OperationInFlight(tenant.slug, OperationKind.COMPENSATION, claim.compensation_run_id)
     registry.claim_operation(
         tenant.tenant_id, OperationKind.COMPENSATION, holder, ended=claim_ended(instance)
     )
     try:
         registry.claim_compensation(failed_run_id, tenant.tenant_id)  # its record, if none yet
         registry.reopen_compensation(failed_run_id, MAX_COMPENSATION_ATTEMPTS)
-        tags = tenant_tags(
-            tenant, **{REQUESTED_BY_TAG: requested_by, FAILED_RUN_TAG: failed_run_id}
-        )
-        config = tenant_op_config(tenant, Step.COMPENSATE, failed_run_id=failed_run_id)
-        run_id = api.launch(COMPENSATE_JOB, config, tags)
+        yield holder
     except BaseException:
         registry.release_operation(tenant.tenant_id, holder=holder)
         raise
-    registry.set_operation_run(tenant.tenant_id, holder, run_id)
-    return run_id
 
 
 def _launch_decommission(api: DagsterApi, tenant: TenantRecord, requested_by: str) -> str:
-    slug = tenant.slug
-    if tenant.state == TenantState.PROVISIONING:
-        raise Refused(f"tenant {slug} is provisioning; wait until it is active or failed")
-    if tenant.state == TenantState.DECOMMISSIONED:
-        raise Refused(f"tenant {slug} is already decommissioned")
+    check_decommissionable(tenant)
     tags = tenant_tags(tenant, **{REQUESTED_BY_TAG: requested_by})
     return api.launch(DECOMMISSION_JOB, tenant_op_config(tenant, Step.DECOMMISSION), tags)
 

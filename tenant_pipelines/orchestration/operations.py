@@ -7,7 +7,8 @@ over by the next caller and swept by the backstop sensor, so no claim stays stuc
 """
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from dagster import DagsterInstance
@@ -34,20 +35,22 @@ def claim_ended(instance: DagsterInstance) -> Callable[[OperationRecord], bool]:
     return ended
 
 
-def run_exclusively(
+@contextmanager
+def exclusive_operation(
     registry: TenantRegistry,
     instance: DagsterInstance,
     tenant: TenantRecord,
     kind: OperationKind,
-    launch: Callable[[TenantRecord], str],
-) -> str:
-    """Claim the tenant's operation, then launch its run (given the tenant as read under the
-    claim, so state checks see what no other operation can change); the run id.
+    holder: str,
+) -> Iterator[TenantRecord]:
+    """Hold the tenant's operation claim as `holder` while the body launches (or admits) its
+    run; the body gets the tenant as read under the claim, so state checks see what no other
+    operation can change. Whatever the body raises releases the claim; the caller names the
+    run once it exists (`registry.set_operation_run`).
 
     Raises OperationInFlight at once if another operation holds the tenant. A compensation
     still due for the tenant (between attempts) counts as one in flight.
     """
-    holder = f"{kind}:{uuid.uuid4()}"
     registry.claim_operation(tenant.tenant_id, kind, holder, ended=claim_ended(instance))
     try:
         if pending := registry.unfinished_compensations(tenant.tenant_id):
@@ -55,10 +58,23 @@ def run_exclusively(
             raise OperationInFlight(
                 tenant.slug, OperationKind.COMPENSATION, latest.compensation_run_id
             )
-        run_id = launch(registry.get_tenant_by_id(tenant.tenant_id))
+        yield registry.get_tenant_by_id(tenant.tenant_id)
     except BaseException:
         registry.release_operation(tenant.tenant_id, holder=holder)
         raise
+
+
+def run_exclusively(
+    registry: TenantRegistry,
+    instance: DagsterInstance,
+    tenant: TenantRecord,
+    kind: OperationKind,
+    launch: Callable[[TenantRecord], str],
+) -> str:
+    """Claim the tenant's operation, then launch its run (`exclusive_operation`); the run id."""
+    holder = f"{kind}:{uuid.uuid4()}"
+    with exclusive_operation(registry, instance, tenant, kind, holder) as current:
+        run_id = launch(current)
     registry.set_operation_run(tenant.tenant_id, holder, run_id)
     return run_id
 

@@ -16,6 +16,9 @@ counts once per loop.) Only the platform's long-lived processes (webserver,
 daemon: `LAUNCH_NOW_ENV`) launch this way; elsewhere (a run worker submitting a compensation)
 the run is enqueued, so no run's process has to outlive the one that launched it.
 
+A run launched from the Dagster UI is first admitted (`orchestration.admission`): it carries the
+door's caller as `requested_by` and holds its tenant's operation claim, as the API's runs do.
+
 When a run ends, the process that launched it hands its slot to the oldest queued run that fits
 (`start_queued`), rather than leaving the slot idle until the daemon's next loop: in a burst that
 wait came after every run.
@@ -32,6 +35,8 @@ from dagster import DagsterRun, DagsterRunStatus, RunsFilter
 from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
 
+from tenant_pipelines.orchestration.admission import DOOR_SCOPE_KEY, DoorCaller, admit
+
 LAUNCH_NOW_ENV = "TENANT_LAUNCH_NOW"  # "1" in the processes `tenantctl up` starts
 LOCK_FILE = ".run-slots.lock"
 
@@ -40,6 +45,10 @@ class SlotRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator's configuration and queue, with an immediate start when it may."""
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
+        door = door_caller(context)
+        if door is not None:
+            run = admit(self._instance, context.dagster_run, door)
+            context = context._replace(dagster_run=run)
         run = context.dagster_run
         if run.status != DagsterRunStatus.NOT_STARTED or not launches_here():
             return super().submit_run(context)
@@ -113,6 +122,15 @@ class SlotRunCoordinator(QueuedRunCoordinator):
             > 0
             for limit in limits
         )
+
+
+def door_caller(context: SubmitRunContext) -> DoorCaller | None:
+    """The door's caller, when the run is launched from the Dagster UI: Dagster passes the UI's
+    request to the coordinator as the submission's source (`orchestration.admission`)."""
+    source = getattr(context.workspace, "source", None)
+    scope = getattr(source, "scope", None)
+    caller = scope.get(DOOR_SCOPE_KEY) if isinstance(scope, dict) else None
+    return caller if isinstance(caller, DoorCaller) else None
 
 
 def launches_here() -> bool:
