@@ -9,14 +9,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from dagster import DagsterInstance
+from dagster_graphql import DagsterGraphQLClient
+from gql.transport.requests import RequestsHTTPTransport
 
+from tenant_pipelines.orchestration.graphql import DagsterApi
 from tenant_pipelines.support import procs
 from tenant_pipelines.support.procs import descendants
 
@@ -44,12 +48,12 @@ def processes_mentioning(*texts: str) -> list[int]:
 class Stack:
     env: dict[str, str]
     data_dir: Path
-    dagster_port: int
     edge_port: int
     api_port: int
     process: subprocess.Popen[str] | None = None
     fault_plan: Path | None = None
     said: list[str] = field(default_factory=list)
+    _admin_token: str | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -97,6 +101,47 @@ class Stack:
         issued = self.cli_json(*args, *(["--org", org] if org else []))
         return str(issued["token"])  # type: ignore[index]
 
+    @property
+    def dagster_graphql_url(self) -> str:
+        """The Dagster UI's GraphQL API, behind the API server's door."""
+        return f"{self.api_base}/dagster/graphql"
+
+    def admin_token(self) -> str:
+        """A platform-admin token of this stack, made once: what scripts use at the door."""
+        if self._admin_token is None:
+            self._admin_token = self.token("platform-admin", subject="stack-admin")
+        return self._admin_token
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """One GraphQL call through the door as a platform-admin script; the JSON answer."""
+        answer = requests.post(
+            self.dagster_graphql_url,
+            json={"query": query, "variables": dict(variables or {})},
+            headers={"Authorization": f"Bearer {self.admin_token()}"},
+            timeout=60,
+        )
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def graphql_client(self) -> DagsterGraphQLClient:
+        """Dagster's own GraphQL client, at the door with a platform-admin token."""
+        transport = RequestsHTTPTransport(
+            url=self.dagster_graphql_url,
+            headers={"Authorization": f"Bearer {self.admin_token()}"},
+            timeout=60,
+        )
+        return DagsterGraphQLClient("127.0.0.1", transport=transport)
+
+    def dagster_api(self) -> DagsterApi:
+        """The platform's own GraphQL launcher, sent through the door as a platform-admin."""
+
+        def send(query: str, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+            body = self.graphql(query, variables)
+            messages = [e.get("message", str(e)) for e in body.get("errors") or []]
+            return {"data": body.get("data"), "errors": messages}
+
+        return DagsterApi(send)
+
     def wait_for_state(self, slug: str, states: set[str], timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
         last: dict = {}
@@ -117,8 +162,6 @@ class Stack:
                 TENANTCTL,
                 "up",
                 *extra,
-                "--dagster-port",
-                str(self.dagster_port),
                 "--edge-port",
                 str(self.edge_port),
                 "--api-port",
@@ -200,7 +243,6 @@ def local_stack(tmp_path: Path, make_data_dir: bool = True, **extra_env: str) ->
     stack = Stack(
         env=env,
         data_dir=data_dir,
-        dagster_port=free_port(),
         edge_port=free_port(),
         api_port=free_port(),
     )

@@ -3,12 +3,13 @@ the Dagster UI it serves behind its door (and launches lifecycle runs through), 
 addresses it links to."""
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tenant_pipelines.orchestration.graphql import DagsterApi
+from tenant_pipelines.orchestration.graphql import DagsterApi, DagsterApiError
 from tenant_pipelines.orchestration.intake import Launcher
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
@@ -48,11 +49,16 @@ class ApiContext:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return TenantRegistry.shared(self.settings.db_url)
 
-    @property
-    def orchestrator(self) -> DagsterApi | None:
+    @cached_property
+    def orchestrator(self) -> DagsterApi:
         """Lifecycle runs (retry, decommission, compensate) are launched through the Dagster
-        UI's own GraphQL schema, in this process; None when this server serves no UI."""
-        return DagsterApi(self.dagster_ui.execute) if self.dagster_ui else None
+        UI's own GraphQL schema, in this process; a server that serves no UI launches none."""
+        return DagsterApi(self._execute_graphql)
+
+    def _execute_graphql(self, query: str, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.dagster_ui is None:
+            raise DagsterApiError("the platform is not running: start it with `tenantctl up`")
+        return self.dagster_ui.execute(query, variables)
 
     def instance(self) -> "DagsterInstance":
         """Opened at first use and held: the feed reads it on every poll."""

@@ -21,7 +21,6 @@ from tenant_pipelines.domain.status import TenantDetail, TenantStatus
 from tenant_pipelines.domain.timeline import timeline
 from tenant_pipelines.orchestration import feed, intake, lifecycle
 from tenant_pipelines.orchestration.diagnose import Diagnosis, diagnose, explain_request
-from tenant_pipelines.orchestration.graphql import DagsterApi, DagsterApiError
 from tenant_pipelines.registry import status as statuses
 
 log = logging.getLogger(__name__)
@@ -134,30 +133,23 @@ OPERATIONS = {
 def operate_as_operator(ctx: ApiContext, operation: Operation, slug: str, requested_by: str) -> str:
     """A lifecycle operation from the host's command line (the operator's authority); its run."""
     launch = OPERATIONS[operation]
-    return launch(ctx.registry, ctx.instance(), _orchestrator(ctx), slug, requested_by)
+    return launch(ctx.registry, ctx.instance(), ctx.orchestrator, slug, requested_by)
 
 
 def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.RETRY, tenant.org)
-    return lifecycle.retry(ctx.registry, ctx.instance(), _orchestrator(ctx), slug, caller.subject)
+    return lifecycle.retry(ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject)
 
 
 def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.DECOMMISSION, tenant.org)
     return lifecycle.decommission(
-        ctx.registry, ctx.instance(), _orchestrator(ctx), slug, caller.subject
+        ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject
     )
 
 
 def diagnosis(ctx: ApiContext, caller: Caller, slug: str) -> Diagnosis:
     visible_status(ctx, caller, slug)
     return diagnose(ctx.registry, ctx.instance(), slug)
-
-
-def _orchestrator(ctx: ApiContext) -> DagsterApi:
-    orchestrator = ctx.orchestrator
-    if orchestrator is None:
-        raise DagsterApiError("the platform is not running: start it with `tenantctl up`")
-    return orchestrator

@@ -343,6 +343,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.localstack import up
     from tenant_pipelines.localstack.reconcile import LocalWorkloads
 
+    if args.dagster_port is not None:
+        print(
+            "tenantctl: --dagster-port is no longer used: the API server serves the Dagster UI"
+            " at /dagster/",
+            file=sys.stderr,
+        )
     up.check_data_dir(settings, args.init)  # before anything is written there
     _registry(settings)  # a registry that cannot be opened is said now, not in a child's log
     workspace = Path(args.workspace) if args.workspace else None

@@ -30,16 +30,25 @@ from dagster_webserver.version import __version__
 from graphql import execute, parse
 from starlette.types import ASGIApp
 
+from tenant_pipelines.runtime.run_coordinator import SlotRunCoordinator
+
 
 class DagsterUi:
-    """dagster-webserver's app for one workspace, and an in-process GraphQL executor."""
+    """dagster-webserver's app for one workspace, and an in-process GraphQL executor.
+
+    Read-only when the instance's run coordinator is not this project's: runs launched from the
+    UI are admitted (requested_by, the tenant's operation claim) by that coordinator, and an
+    operator's own dagster.yaml could choose another.
+    """
 
     def __init__(self, instance: DagsterInstance, workspace: Path, path_prefix: str) -> None:
+        self.read_only = not isinstance(instance.run_coordinator, SlotRunCoordinator)
         # Loads the code location (a code server process, as the webserver starts one).
         self._process = WorkspaceProcessContext(
             instance,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)]),
             version=__version__,
+            read_only=self.read_only,
         )
         self.app: ASGIApp = create_app_from_workspace_process_context(
             self._process, path_prefix=path_prefix

@@ -139,7 +139,7 @@ def test_log_in_submit_and_watch_the_timeline_fill_in_until_active(
     assert times == sorted(times) and len(times) == len(final)
     hrefs = page.locator("#timeline a").evaluate_all("els => els.map(e => e.href)")
     assert len(hrefs) == len(final)
-    assert all(h.startswith(f"http://127.0.0.1:{stack.dagster_port}/runs/") for h in hrefs)
+    assert all(h.startswith(f"{stack.api_base}/dagster/runs/") for h in hrefs)
     shot(page, "active", tmp_path)
 
     link = page.get_by_role("link", name="Open Admin Console")

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus
-from dagster_graphql import DagsterGraphQLClient
 
-from tenant_pipelines.orchestration.graphql import DagsterApi
 from tests.e2e.matrix_helpers import (
     Cell,
     kill_run_worker,
@@ -148,7 +146,7 @@ def test_permanent_fault_compensates_then_retry_ends_active(stack: Stack, phase:
 
     faults(stack)
     if phase == "deploy":  # exactly what the UI's "Re-execute from failure" sends
-        DagsterApi(stack.dagster_port).reexecute_from_failure(failed["last_run_id"])
+        stack.dagster_api().reexecute_from_failure(failed["last_run_id"])
         assert stack.wait_for_state(cell.slug, {"active"})["state"] == "active"
     else:
         stack.cli("retry", cell.slug, "--wait")
@@ -217,7 +215,7 @@ def test_compensation_run_twice_changes_nothing(stack: Stack) -> None:
     before = stack.cli_json("diagnose", slug)
     instance = stack.instance()
     (first,) = runs_of(instance, slug, "compensate_tenant")
-    again = DagsterApi(stack.dagster_port).reexecute(first.run_id, "ALL_STEPS")
+    again = stack.dagster_api().reexecute(first.run_id, "ALL_STEPS")
     deadline = time.monotonic() + 60
     while instance.get_run_by_id(again).status != DagsterRunStatus.SUCCESS:  # type: ignore
         assert time.monotonic() < deadline
@@ -238,7 +236,7 @@ def test_canceled_run_is_compensated_and_retried(stack: Stack) -> None:
     refused = stack.cli("decommission", slug, check=False)
     assert refused.returncode == 3 and "is provisioning" in refused.stderr
     assert stack.cli_json("diagnose", slug)["next_action"] == "wait"  # type: ignore[index]
-    DagsterGraphQLClient("127.0.0.1", port_number=stack.dagster_port).terminate_run(run.run_id)
+    stack.graphql_client().terminate_run(run.run_id)
     assert stack.wait_for_state(slug, {"failed"})["state"] == "failed"
     wait_for_compensation(stack, slug)
     ended = instance.get_run_by_id(run.run_id)

@@ -75,10 +75,14 @@ def ensure_postgres_up() -> None:
 
 
 def graphql_status(stack: Stack) -> int:
-    """The webserver's answer to a query that reads the run storage: 200 only without errors."""
+    """The Dagster UI's answer (through the door) to a query that reads the run storage: 200
+    only without errors."""
     try:
         answer = requests.post(
-            f"http://127.0.0.1:{stack.dagster_port}/graphql", json=RUNS_QUERY, timeout=10
+            stack.dagster_graphql_url,
+            json=RUNS_QUERY,
+            headers={"Authorization": f"Bearer {stack.admin_token()}"},
+            timeout=10,
         )
     except requests.RequestException:
         return 0

@@ -50,7 +50,7 @@ COMMANDS = [
     ["token", "create", "--subject=bob", "--role=platform-admin"],
     ["token", "list"],
     ["token", "revoke", "tok_x"],
-    ["up", "--dagster-port", "0", "--edge-port", "0", "--api-port", "0"],
+    ["up", "--edge-port", "0", "--api-port", "0"],
 ]
 
 

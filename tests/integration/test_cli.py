@@ -62,7 +62,7 @@ def running_platform(local: LocalPlatform, api_port: int) -> Iterator[None]:
     test) and its stack file naming the API server's port."""
     settings = local.settings
     locks = platform_lock.hold(settings.data_dir, settings.dagster_home, {"api": api_port})
-    stack = {"pid": os.getpid(), "dagster_port": 0, "edge_port": 0, "api_port": api_port}
+    stack = {"pid": os.getpid(), "edge_port": 0, "api_port": api_port}
     stack_file(settings).write_text(json.dumps(stack))
     try:
         yield
@@ -75,7 +75,7 @@ def running_platform(local: LocalPlatform, api_port: int) -> Iterator[None]:
 @contextmanager
 def platform_api_server(local: LocalPlatform) -> Iterator[ApiServer]:
     """The API server of a running platform on `local`'s data directory (it launches nothing:
-    no workspace, no webserver), as `request`, `status` and `list` find it."""
+    no workspace, no Dagster UI), as `request`, `status` and `list` find it."""
     settings = local.settings
     env = platform_env(settings.data_dir, settings.dagster_home)
     with (
@@ -346,13 +346,13 @@ def test_audit_follow_on_postgresql_holds_one_connection(
         instance.dispose()
 
 
-@pytest.mark.parametrize("flag", ["--dagster-port", "--edge-port", "--api-port"])
+@pytest.mark.parametrize("flag", ["--edge-port", "--api-port"])
 def test_up_refuses_a_taken_port(local_platform: LocalPlatform, flag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--dagster-port": "0", "--edge-port": "0", "--api-port": "0", flag: str(port)}
+        ports = {"--edge-port": "0", "--api-port": "0", flag: str(port)}
         result = tenantctl(local_platform, "up", *[a for pair in ports.items() for a in pair])
     assert result.returncode == 1
     assert f"port {port} is already in use; choose another with {flag}" in result.stderr

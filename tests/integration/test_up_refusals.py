@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def up(data_dir: Path, dagster_home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
     env.update(TENANT_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home))
-    ports = ["--dagster-port", str(free_port()), "--edge-port", str(free_port())]
+    ports = ["--edge-port", str(free_port())]
     return subprocess.run(
         [TENANTCTL, "up", *ports, "--api-port", str(free_port()), *extra],
         env=env,
@@ -50,7 +50,7 @@ def test_a_second_up_is_refused_naming_the_running_one(tmp_path: Path, shared: s
     per open file, so another process sees it taken); the real thing is in the e2e matrix."""
     data_dir, home = tmp_path / "data", tmp_path / "dagster"
     data_dir.mkdir()
-    held = platform_lock.hold(data_dir, home, {"dagster": 3001, "edge": 8081, "api": 8001})
+    held = platform_lock.hold(data_dir, home, {"edge": 8081, "api": 8001})
     try:
         other = data_dir if shared == "data directory" else tmp_path / "other-data"
         other.mkdir(exist_ok=True)
@@ -62,7 +62,7 @@ def test_a_second_up_is_refused_naming_the_running_one(tmp_path: Path, shared: s
     assert result.returncode == 1
     assert result.stderr == (
         f"tenantctl: tenantctl up is already running for the {shared} {where}"
-        f" (pid {os.getpid()}; ports dagster 3001, edge 8081, api 8001)\n"
+        f" (pid {os.getpid()}; ports edge 8081, api 8001)\n"
     )
 
 
@@ -71,7 +71,7 @@ def test_a_stack_file_counts_only_while_its_up_holds_the_lock(tmp_path: Path) ->
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     settings = Settings.from_env({"TENANT_DATA_DIR": str(data_dir)})
-    stack = {"pid": os.getpid(), "dagster_port": 3001, "edge_port": 8081, "api_port": 8001}
+    stack = {"pid": os.getpid(), "edge_port": 8081, "api_port": 8001}
     stack_file(settings).write_text(json.dumps(stack))
     assert read_stack(settings) is None
     held = platform_lock.hold(data_dir, tmp_path / "dagster", {})
@@ -89,8 +89,8 @@ def test_two_ups_started_a_second_apart_one_runs_one_is_refused(tmp_path: Path) 
     with local_stack(tmp_path) as first:
         first.process = subprocess.Popen(
             [
-                *(TENANTCTL, "up", "--dagster-port", str(first.dagster_port)),
-                *("--edge-port", str(first.edge_port), "--api-port", str(first.api_port)),
+                *(TENANTCTL, "up", "--edge-port", str(first.edge_port)),
+                *("--api-port", str(first.api_port)),
             ],
             env=first.env,
             cwd=REPO,
@@ -105,7 +105,7 @@ def test_two_ups_started_a_second_apart_one_runs_one_is_refused(tmp_path: Path) 
         assert f"already running for the data directory {first.data_dir.resolve()}" in (
             second.stderr
         )
-        assert f"(pid {first.process.pid}; ports dagster {first.dagster_port}" in second.stderr
+        assert f"(pid {first.process.pid}; ports edge {first.edge_port}" in second.stderr
         assert first.process.stdout is not None
         said = [first.process.stdout.readline()]  # up gives up after READY_TIMEOUT_S
         while said[-1] and "is up" not in said[-1]:

@@ -2,13 +2,10 @@
 it holds, through `tenantctl` against a real registry and instance (no stack)."""
 
 import json
-import os
 
 import pytest
 
-from tenant_pipelines.localstack.platform_lock import hold
-from tenant_pipelines.localstack.stack_file import stack_file
-from tests.integration.test_cli import VALID, tenantctl
+from tests.integration.test_cli import VALID, platform_api_server, tenantctl
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration
@@ -72,18 +69,12 @@ def test_retry_and_compensate_of_an_active_tenant_are_refused_with_exit_3(
     local = local_platform
     _, success, _ = local.provision(local.submit().request_id)
     assert success
-    # The platform is "up" as far as these commands know: this process holds the platform's
-    # lock, and the stack file names it and closed ports. Each refusal comes from the tenant's
-    # state, before any call to the webserver.
-    ports = {"dagster_port": 9, "edge_port": 9, "api_port": 9}
-    locks = hold(local.settings.data_dir, local.settings.dagster_home, ports)
-    try:
-        stack_file(local.settings).write_text(json.dumps({"pid": os.getpid(), **ports}))
+    # The platform is "up" as far as these commands know: its API server answers /local (it
+    # serves no Dagster UI, so it could launch nothing). Each refusal comes from the tenant's
+    # state, before anything is launched.
+    with platform_api_server(local):
         for command, state in (("retry", "active"), ("compensate", "active")):
             refused = tenantctl(local, command, "acme")
             assert refused.returncode == 3, refused.stderr
             assert refused.stderr.startswith(f"tenantctl: tenant acme is {state}; only a failed")
-    finally:
-        for fd in locks:
-            os.close(fd)
     assert local.registry.operations() == []  # a refused command leaves no claim
