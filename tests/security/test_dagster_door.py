@@ -1,0 +1,367 @@
+"""Finding 2 of the security review: the Dagster webserver was an open side door.
+
+Anyone who reached its port could `launchRun` a decommission of another org's tenant with any
+`requested_by`, bypassing roles and the tenant's operation claim; a mutation sent as a GET with
+a foreign `Origin` executed too, so any web page open in an operator's browser could act. Now
+the UI answers only behind the API server's door (`tenant_pipelines/api/dagster_door.py`).
+
+Each test attacks every GraphQL endpoint the running platform listens on (any TCP port its
+processes hold, at `/graphql` and `/dagster/graphql`), so it fails on a platform that still has
+a webserver port of its own.
+"""
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from dagster import DagsterRunStatus, RunsFilter
+from dagster_graphql import DagsterGraphQLClientError
+from gql import Client, GraphQLRequest
+from gql.transport.requests import RequestsHTTPTransport
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tenant_pipelines.localstack import leftovers
+from tests.stack_helpers import Stack, local_stack, write_fault_plan
+
+pytestmark = pytest.mark.e2e
+
+ORG = "doors"
+EVIL = "http://evil.example"
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams) {
+  launchRunReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("door")
+    plan = tmp / "faults.json"
+    write_fault_plan(plan, [])
+    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
+        running.fault_plan = plan
+        running.start()
+        yield running
+        assert running.stop() == 0
+
+
+def provision(stack: Stack, slug: str, wanted: str = "active") -> dict[str, Any]:
+    token = stack.admin_token()
+    body = {"slug": slug, "org": ORG, "plan": "team", "admin_email": f"a@{slug}.example.com"}
+    answer = stack.api("POST", "/v1/tenants", token, body)
+    assert answer.status_code == 202, answer.text
+    return stack.wait_for_state(slug, {wanted})
+
+
+def tenant_id(stack: Stack, slug: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(stack.data_dir / "registry.db") as db:
+        row = db.execute(
+            "SELECT tenant_id FROM tenants WHERE slug = ? AND live_slug IS NOT NULL", (slug,)
+        ).fetchone()
+    return str(row[0])
+
+
+def decommission_params(stack: Stack, slug: str, **tags: str) -> dict[str, Any]:
+    config = {"tenant_id": tenant_id(stack, slug), "slug": slug, "org": ORG}
+    return {
+        "selector": {
+            "repositoryLocationName": "tenant_pipelines",
+            "repositoryName": "__repository__",
+            "jobName": "decommission_tenant",
+        },
+        "runConfigData": {"ops": {"decommission": {"config": config}}},
+        "executionMetadata": {
+            "tags": [{"key": k, "value": v} for k, v in {"tenant": slug, **tags}.items()]
+        },
+    }
+
+
+def listening_ports(stack: Stack) -> set[int]:
+    """Every TCP port a process of this platform listens on."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    ports = set()
+    for pid in leftovers.marked(str(stack.data_dir.resolve())):
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = fd.readlink().name
+            except OSError:
+                continue
+            if (match := re.fullmatch(r"socket:\[(\d+)\]", target)) and match[1] in inodes:
+                ports.add(inodes[match[1]])
+    assert stack.api_port in ports, ports
+    return ports
+
+
+def graphql_urls(stack: Stack) -> list[str]:
+    ports = sorted(listening_ports(stack) - {stack.edge_port})
+    return [
+        f"http://127.0.0.1:{p}{path}" for p in ports for path in ("/graphql", "/dagster/graphql")
+    ]
+
+
+def decommission_runs(stack: Stack, slug: str) -> list[Any]:
+    instance = stack.instance()
+    try:
+        filters = RunsFilter(job_name="decommission_tenant", tags={"tenant": slug})
+        return list(instance.get_runs(filters=filters))
+    finally:
+        instance.dispose()
+
+
+def session(stack: Stack, token: str) -> requests.Session:
+    """A browser's console session: the login form, its CSRF token, the cookie."""
+    browser = requests.Session()
+    page = browser.get(f"{stack.api_base}/console/login", timeout=30).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    answer = browser.post(
+        f"{stack.api_base}/console/login",
+        data={"csrf_token": csrf[1], "token": token},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert answer.status_code == 303, answer.text
+    return browser
+
+
+def test_no_port_of_the_platform_launches_runs_without_the_door(stack: Stack) -> None:
+    """Old code: the webserver's port ran this decommission for anyone, naming `mallory`."""
+    provision(stack, "open-port")
+    params = decommission_params(stack, "open-port", requested_by="mallory")
+    for url in graphql_urls(stack):
+        answer = requests.post(url, json={"query": LAUNCH, "variables": {"params": params}})
+        assert answer.status_code in (401, 404), (url, answer.status_code, answer.text[:300])
+    assert decommission_runs(stack, "open-port") == []
+    assert stack.cli_json("status", "open-port")["state"] == "active"  # type: ignore[index]
+
+
+def test_a_mutation_sent_as_a_get_from_another_origin_does_nothing(stack: Stack) -> None:
+    """A page of another origin can make the operator's browser send GETs with its cookie:
+    old code executed a mutation sent that way."""
+    provision(stack, "get-mutation")
+    params = decommission_params(stack, "get-mutation")
+    query = urlencode({"query": LAUNCH, "variables": json.dumps({"params": params})})
+    browser = session(stack, stack.token("platform-admin", subject="olga"))
+    for url in graphql_urls(stack):
+        answer = browser.get(f"{url}?{query}", headers={"Origin": EVIL}, timeout=30)
+        assert answer.status_code in (404, 405), (url, answer.status_code, answer.text[:300])
+    assert decommission_runs(stack, "get-mutation") == []
+    assert stack.cli_json("status", "get-mutation")["state"] == "active"  # type: ignore[index]
+
+
+def test_a_session_posts_only_from_its_own_origin_and_only_json(stack: Stack) -> None:
+    provision(stack, "cross-post")
+    params = decommission_params(stack, "cross-post")
+    browser = session(stack, stack.token("platform-admin", subject="olga"))
+    url = f"{stack.api_base}/dagster/graphql"
+    body = {"query": LAUNCH, "variables": {"params": params}}
+    foreign = browser.post(url, json=body, headers={"Origin": EVIL}, timeout=30)
+    assert foreign.status_code == 403 and "cross-origin" in foreign.json()["error"]
+    no_origin = browser.post(url, json=body, timeout=30)
+    assert no_origin.status_code == 403
+    form = browser.post(
+        url,
+        data={"query": LAUNCH},
+        headers={"Origin": stack.api_base},
+        timeout=30,
+    )
+    assert form.status_code == 415
+    assert decommission_runs(stack, "cross-post") == []
+    own = browser.post(url, json=body, headers={"Origin": stack.api_base}, timeout=30)
+    assert own.status_code == 200, own.text
+    assert own.json()["data"]["launchRun"]["__typename"] == "LaunchRunSuccess"
+    assert stack.wait_for_state("cross-post", {"decommissioned"})["state"] == "decommissioned"
+
+
+@pytest.mark.parametrize("role", ["org-admin", "viewer"])
+def test_only_a_platform_admin_passes_the_door(stack: Stack, role: str) -> None:
+    token = stack.token(role, ORG, subject=f"{role}-at-door")
+    url = f"{stack.api_base}/dagster/graphql"
+    by_token = requests.post(
+        url, json={"query": "{ version }"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert by_token.status_code == 403 and "may not open the Dagster UI" in by_token.text
+    browser = session(stack, token)
+    page = browser.get(f"{stack.api_base}/dagster/runs", headers={"Accept": "text/html"})
+    assert page.status_code == 403
+    nobody = requests.get(
+        f"{stack.api_base}/dagster/runs", headers={"Accept": "text/html"}, allow_redirects=False
+    )
+    assert nobody.status_code == 303
+    assert nobody.headers["location"] == "/console/login?next=/dagster/runs"
+
+
+def test_a_launch_at_the_door_is_the_callers_whatever_tag_it_carries(stack: Stack) -> None:
+    """dagster-graphql's client, with a platform-admin token: it launches, and the run (and the
+    feed) name the token's subject, not the `requested_by` the script claimed."""
+    provision(stack, "claimed-name")
+    client = stack.graphql_client()
+    config = decommission_params(stack, "claimed-name")["runConfigData"]
+    run_id = client.submit_job_execution(
+        "decommission_tenant",
+        run_config=config,
+        tags={"tenant": "claimed-name", "requested_by": "mallory"},
+    )
+    assert stack.wait_for_state("claimed-name", {"decommissioned"})["state"] == "decommissioned"
+    [run] = decommission_runs(stack, "claimed-name")
+    assert run.run_id == run_id and run.tags["requested_by"] == "stack-admin"
+    [started] = stack.cli_json_lines(
+        "audit", "--tenant", "claimed-name", "--type", "tenant.decommission.started"
+    )
+    assert started["details"]["requested_by"] == "stack-admin"
+
+
+def test_decommission_from_the_ui_while_a_retry_is_in_flight_fails_naming_the_retry(
+    stack: Stack,
+) -> None:
+    """The UI's launches take the tenant's operation claim, as the CLI's and the API's do."""
+    assert stack.fault_plan is not None
+    slug = "claim-door"
+    write_fault_plan(stack.fault_plan, [{"phase": "deploy", "tenant": slug, "mode": "permanent"}])
+    provision(stack, slug, wanted="failed")
+    wait_compensated(stack, slug)
+    write_fault_plan(stack.fault_plan, [{"phase": "deploy", "tenant": slug, "mode": "hang"}])
+    retry = stack.cli_json("retry", slug)
+    retry_run = str(retry["run_id"])  # type: ignore[index]
+    ledger_before = stack.cli_json("diagnose", slug)["ledger"]  # type: ignore[index]
+    client = stack.graphql_client()
+    config = decommission_params(stack, slug)["runConfigData"]
+    with pytest.raises(DagsterGraphQLClientError) as refused:
+        client.submit_job_execution("decommission_tenant", run_config=config, tags={"tenant": slug})
+    assert f"has a retry in flight (run {retry_run})" in str(refused.value)
+    assert decommission_runs(stack, slug) == []
+    assert stack.cli_json("diagnose", slug)["ledger"] == ledger_before  # type: ignore[index]
+    write_fault_plan(stack.fault_plan, [])  # the retry's deploy goes on
+    assert stack.wait_for_state(slug, {"active"})["state"] == "active"
+
+
+def wait_compensated(stack: Stack, slug: str) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        found = stack.cli_json_lines("audit", "--tenant", slug, "--type", "*.compensation_finished")
+        if found:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{slug} was not compensated")
+
+
+def test_scripts_relaunch_a_failed_run_from_failure_at_the_door(stack: Stack) -> None:
+    """What a script sends for the UI's "Re-execute from failure", with dagster-graphql's
+    transport and a platform-admin token: the tenant ends active, the run is the token's."""
+    assert stack.fault_plan is not None
+    slug = "script-retry"
+    write_fault_plan(
+        stack.fault_plan, [{"phase": "mark_active", "tenant": slug, "mode": "permanent"}]
+    )
+    failed = provision(stack, slug, wanted="failed")
+    wait_compensated(stack, slug)
+    write_fault_plan(stack.fault_plan, [])
+    transport = RequestsHTTPTransport(
+        url=stack.dagster_graphql_url,
+        headers={"Authorization": f"Bearer {stack.admin_token()}"},
+        timeout=60,
+    )
+    params = {"parentRunId": failed["last_run_id"], "strategy": "FROM_FAILURE"}
+    request = GraphQLRequest(REEXECUTE, variable_values={"params": params})
+    answer = Client(transport=transport).execute(request)
+    result = answer["launchRunReexecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    assert stack.wait_for_state(slug, {"active"})["state"] == "active"
+    instance = stack.instance()
+    try:
+        run = instance.get_run_by_id(result["run"]["runId"])
+        assert run is not None and run.tags["requested_by"] == "stack-admin"
+        assert run.parent_run_id == failed["last_run_id"]
+        while not run.is_finished:
+            time.sleep(0.2)
+            run = instance.get_run_by_id(run.run_id)
+            assert run is not None
+        assert run.status == DagsterRunStatus.SUCCESS
+    finally:
+        instance.dispose()
+
+
+def ws_url(stack: Stack) -> str:
+    return f"ws://127.0.0.1:{stack.api_port}/dagster/graphql"
+
+
+def test_the_websocket_takes_no_mutation_and_no_foreign_origin(stack: Stack) -> None:
+    token = stack.token("platform-admin", subject="wendy")
+    browser = session(stack, token)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    with pytest.raises(InvalidStatus):  # the handshake is refused
+        connect(
+            ws_url(stack),
+            subprotocols=["graphql-ws"],  # type: ignore[list-item]
+            additional_headers={"Cookie": cookie, "Origin": EVIL},
+            open_timeout=10,
+        )
+    provision(stack, "ws-mutation")
+    params = decommission_params(stack, "ws-mutation")
+    with connect(
+        ws_url(stack),
+        subprotocols=["graphql-ws"],  # type: ignore[list-item]
+        additional_headers={"Authorization": f"Bearer {token}"},
+        open_timeout=10,
+    ) as socket:
+        socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(socket.recv(timeout=10))["type"] == "connection_ack"
+        start = {"query": LAUNCH, "variables": {"params": params}}
+        socket.send(json.dumps({"id": "1", "type": "start", "payload": start}))
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    assert decommission_runs(stack, "ws-mutation") == []
+
+
+def test_an_open_websocket_ends_when_its_token_is_revoked(stack: Stack) -> None:
+    issued = stack.cli_json("token", "create", "--subject", "rita", "--role", "platform-admin")
+    token, token_id = str(issued["token"]), str(issued["token_id"])  # type: ignore[index]
+    with connect(
+        ws_url(stack),
+        subprotocols=["graphql-ws"],  # type: ignore[list-item]
+        additional_headers={"Authorization": f"Bearer {token}"},
+        open_timeout=10,
+    ) as socket:
+        socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(socket.recv(timeout=10))["type"] == "connection_ack"
+        revoked = threading.Event()
+
+        def revoke() -> None:
+            stack.cli("token", "revoke", token_id)
+            revoked.set()
+
+        threading.Thread(target=revoke).start()
+        assert revoked.wait(60)
+        ended_at = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                socket.recv(timeout=5)
+        assert time.monotonic() - ended_at < 2.0
