@@ -19,7 +19,7 @@ from tenant_pipelines.registry.store import TenantRegistry
 
 
 class Launcher(Protocol):
-    """Starts a run of one of this code location's jobs; its run id. The webserver's API
+    """Starts a run of one of this code location's jobs; its run id. Dagster's GraphQL API
     (`DagsterApi`) does, and so does the API server itself (`runtime.direct_launch`)."""
 
     def launch(

@@ -6,7 +6,7 @@ and per run, a `tail -F` and a Python watcher process (four processes, one of th
 interpreter start). Profiled with py-spy during a burst of provisioning runs, those watchers were
 a fifth of all the CPU the runs used. This manager keeps the capture, the files, their layout and
 the UI's view of them, and drops only the mirror: the worker's own output (the API server's or
-webserver's log) no longer repeats what the steps printed.
+the daemon's log) no longer repeats what the steps printed.
 """
 
 import sys

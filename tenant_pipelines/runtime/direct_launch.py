@@ -1,8 +1,8 @@
 """Creating and submitting runs from a long-lived process that has the code location imported
-(the API server), instead of through the webserver's GraphQL API.
+(the API server), instead of through Dagster's GraphQL API.
 
-A GraphQL launch asks the webserver, which asks the code server for the job's snapshots: about
-0.2 s of CPU a run, and the webserver serves the launches of a burst one by one. Here the job is
+A GraphQL launch asks the code server for the job's snapshots: about 0.2 s of CPU a run, and
+the launches of a burst are served one by one. Here the job is
 built in this process (10 ms) and the run is created with the same origins the webserver would
 give it, read from the same workspace.yaml: the UI shows it in the code location, the daemon
 and run retries treat it like any other, and `tenantctl retry` re-executes it. It is submitted

@@ -12,9 +12,10 @@ under one lock file per instance, so concurrent submitters, in any process on th
 take the same slot. The daemon starts only queued runs, and a plan with queued runs is left to
 it, so per-plan limits hold on both paths. (The global limit can be passed by one run for a
 moment, when the daemon starts a queued run of another plan during a decision here: it reads its
-counts once per loop.) Only the platform's long-lived processes (webserver,
-daemon: `LAUNCH_NOW_ENV`) launch this way; elsewhere (a run worker submitting a compensation)
-the run is enqueued, so no run's process has to outlive the one that launched it.
+counts once per loop.) Only the platform's long-lived processes (the API server, which serves
+the Dagster UI too, and the daemon: `LAUNCH_NOW_ENV`) launch this way; elsewhere (a run worker
+submitting a compensation) the run is enqueued, so no run's process has to outlive the one that
+launched it.
 
 A run launched from the Dagster UI is first admitted (`orchestration.admission`): it carries the
 door's caller as `requested_by` and holds its tenant's operation claim, as the API's runs do.

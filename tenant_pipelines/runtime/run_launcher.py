@@ -42,9 +42,9 @@ CLAIM_LOCK_FILE = ".run-launch.lock"
 
 
 def main_script_imports() -> set[str]:
-    """The modules the launching process's main script imports (for `dagster-webserver`,
-    `dagster_webserver.cli`). Every child a fork server makes runs the parent's main script
-    again before the run's code (multiprocessing's "spawn" preparation); with those modules
+    """The modules the launching process's main script imports (the API server's
+    `tenant_pipelines.api.__main__`). Every child a fork server makes runs the parent's main
+    script again before the run's code (multiprocessing's "spawn" preparation); with those modules
     preloaded that costs milliseconds instead of importing a web stack for each run (~1.5 s)."""
     path = getattr(sys.modules["__main__"], "__file__", None)
     try:
@@ -112,8 +112,8 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
 
     def register_instance(self, instance: DagsterInstance) -> None:
         """In the platform's long-lived processes, start the fork server now (about 2 s), so
-        that the first run after `tenantctl up` does not wait for it: `up` asks the webserver
-        for its launcher before it says the platform is up."""
+        that the first run after `tenantctl up` does not wait for it: the API server opens its
+        instance (and so this launcher) before it answers `/healthz`, which `up` waits for."""
         super().register_instance(instance)
         if os.environ.get(LAUNCH_NOW_ENV) == "1":
             self.warm()
