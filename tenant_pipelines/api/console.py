@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import SESSION_TOKEN_ID, Ctx, session_caller
@@ -106,7 +107,8 @@ async def login(request: Request, ctx: Ctx) -> Response:
     form = await checked_form(request)
     target = local_target(form.get("next"))
     try:
-        caller = ctx.registry.authenticate(form.get("token", "").strip())
+        token = form.get("token", "").strip()
+        caller = await run_in_threadpool(ctx.registry.authenticate, token)
     except NotAuthenticated as error:
         return page(request, "login.html", status=401, error=str(error), next=target)
     request.session.clear()
@@ -155,7 +157,7 @@ async def new_tenant(request: Request, ctx: Ctx) -> Response:
     values = {name: form.get(name, "").strip() for name in FORM_FIELDS}
     try:
         fields = TenantFields.model_validate(values)
-        submission = tenants.submit(ctx, caller, fields, None)
+        submission = await run_in_threadpool(tenants.submit, ctx, caller, fields, None)
     except ValidationError as error:
         errors = {field: rule for field, rule in reversed(field_errors(error))}
         return _form(request, caller, values, errors, status=422)
@@ -198,7 +200,7 @@ async def _act(request: Request, ctx: Ctx, slug: str, action: Any, done: str) ->
     caller = caller_or_login(request, ctx)
     await checked_form(request)
     try:
-        run_id = action(ctx, caller, slug)
+        run_id = await run_in_threadpool(action, ctx, caller, slug)  # it waits on the registry
         request.session[FLASH] = f"{done} (run {run_id[:8]})"
     except TenantPipelinesError as refusal:
         request.session[FLASH] = str(refusal)
