@@ -16,6 +16,7 @@ from tenant_pipelines.domain.access import Caller, NotAuthenticated
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `tenantctl token create`.")
 SESSION_TOKEN_ID = "token_id"
+SESSION_CSRF = "csrf"  # the session's CSRF token: console forms, the Dagster UI's requests
 
 
 def context(request: Request) -> ApiContext:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tenant_pipelines.api import tenants
-from tenant_pipelines.api.auth import SESSION_TOKEN_ID, Ctx, session_caller
+from tenant_pipelines.api.auth import SESSION_CSRF, SESSION_TOKEN_ID, Ctx, session_caller
 from tenant_pipelines.api.console_views import detail_view, list_view
 from tenant_pipelines.api.errors import InvalidInput
 from tenant_pipelines.domain.access import Caller, NotAuthenticated
@@ -27,7 +27,7 @@ from tenant_pipelines.domain.states import TenantState
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/console", include_in_schema=False)
-CSRF = "csrf"
+CSRF = SESSION_CSRF
 FLASH = "flash"
 FORM_FIELDS = ("slug", "org", "plan", "admin_email")
 

@@ -7,11 +7,13 @@ its own, so nothing reaches it but through this ASGI middleware, which lets a re
 - from a platform-admin: a console session (the cookie of `/console/login`) or an API token
   (`Authorization: Bearer`, for scripts such as dagster-graphql's `DagsterGraphQLClient`);
   anyone else gets 401 (a browser is sent to the console's login) or 403;
-- for a session, only same-origin writes: any request but a read, and every websocket, must come
-  from a page of this origin (`Origin`); GraphQL bodies only as JSON (which a page of another
-  origin cannot send without a CORS preflight, never granted here), GraphQL mutations and
-  subscriptions never by GET. With the SameSite=Strict session cookie, no page of another origin
-  (a tenant's own page in the operator's browser included) can act through the UI;
+- for a session, only same-origin writes carrying the session's CSRF token: any request but a
+  read must come from a page of this origin (`Origin`) with the token in `X-CSRF-Token` (the
+  UI's pages get a small script, under the page's own CSP nonce, that adds it to their
+  same-origin requests), every websocket from this origin; GraphQL bodies only as JSON (which a
+  page of another origin cannot send without a CORS preflight, never granted here), GraphQL
+  mutations never by GET nor on the websocket. With the SameSite=Strict session cookie, no page
+  of another origin (a tenant's own page in the operator's browser included) can act here;
 - never for what would rewrite the audit feed (the run logs are the feed: deleting runs, wiping
   or reporting asset events) or run the sensors' side effects outside the daemon (`REFUSED_*`).
 
@@ -21,7 +23,10 @@ the caller's (`orchestration.admission`). An open websocket (the UI's live run v
 within `RECHECK_S` once its session or token no longer admits it.
 """
 
+import hmac
 import json
+import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +38,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tenant_pipelines.api.auth import caller_of_session
+from tenant_pipelines.api.auth import SESSION_CSRF, caller_of_session
 from tenant_pipelines.api.context import DAGSTER_UI_PATH, ApiContext
 from tenant_pipelines.domain.access import (
     Caller,
@@ -45,6 +50,7 @@ from tenant_pipelines.domain.errors import RegistryUnavailable
 from tenant_pipelines.orchestration.admission import DOOR_SCOPE_KEY, DoorCaller
 
 GRAPHQL_PATH = f"{DAGSTER_UI_PATH}/graphql"
+CSRF_HEADER = "x-csrf-token"
 MAX_GRAPHQL_BODY_BYTES = 4 << 20
 RECHECK_S = 1.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -121,6 +127,8 @@ class DagsterDoor:
         scope[DOOR_SCOPE_KEY] = DoorCaller(door_pass.caller.subject, self.ctx.registry)
         if scope["type"] == "websocket":
             await self._websocket(ui.app, scope, receive, send, door_pass)
+        elif door_pass.by_session and scope["method"] == "GET":
+            await ui.app(scope, receive, _csrf_into_pages(send, session_csrf(door_pass.session)))
         else:
             await ui.app(scope, receive, send)
 
@@ -188,8 +196,13 @@ async def _checked_http(scope: Scope, receive: Receive, door_pass: DoorPass) -> 
     path, method = scope["path"], scope["method"]
     if path.startswith(REFUSED_PATHS):
         raise Refusal(403, "reporting asset events would rewrite the audit feed; refused")
-    if door_pass.by_session and method not in SAFE_METHODS and not _same_origin(scope):
-        raise Refusal(403, "cross-origin request refused: act from the Dagster UI's own pages")
+    if door_pass.by_session and method not in SAFE_METHODS:
+        if not _same_origin(scope):
+            raise Refusal(403, "cross-origin request refused: act from the Dagster UI's own pages")
+        sent = Headers(scope=scope).get(CSRF_HEADER, "")
+        expected = door_pass.session.get(SESSION_CSRF)
+        if not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+            raise Refusal(403, "the session's CSRF token is missing: reload the Dagster UI")
     if path != GRAPHQL_PATH:
         return receive
     if method in SAFE_METHODS:
@@ -287,6 +300,62 @@ def _ws_query(message: Message) -> str | None:
     payload = data.get("payload") if isinstance(data, dict) else None
     query = payload.get("query") if isinstance(payload, dict) else None
     return query if isinstance(query, str) else None
+
+
+def session_csrf(session: dict[str, Any]) -> str:
+    """The session's CSRF token, made now if the session has none yet (it is saved with it)."""
+    token = session.get(SESSION_CSRF)
+    if not isinstance(token, str):
+        token = session[SESSION_CSRF] = secrets.token_urlsafe(32)
+    return token
+
+
+# Added to every same-origin request of the UI's pages: the session's CSRF token.
+CSRF_SCRIPT = (
+    "(()=>{{const t='{token}',f=window.fetch;window.fetch=(i,o={{}})=>{{"
+    "const u=new URL(typeof i==='string'?i:i.url,location.href);"
+    "if(u.origin===location.origin){{const h=new Headers(o.headers||(i instanceof Request?"
+    "i.headers:undefined));h.set('X-CSRF-Token',t);o={{...o,headers:h}};}}return f(i,o);}};}})();"
+)
+NONCE = re.compile(rb'nonce="([A-Za-z0-9+/=_-]+)"')
+
+
+def _csrf_into_pages(send: Send, token: str) -> Send:
+    """A send that adds the CSRF script to the UI's HTML pages, under the page's own nonce."""
+    held: list[Message] = []
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = Headers(raw=message.get("headers", []))
+            if headers.get("content-type", "").startswith("text/html"):
+                held.append(message)
+                return
+        elif held and message["type"] == "http.response.body":
+            held.append(message)
+            if message.get("more_body", False):
+                return
+            start, *parts = held
+            held.clear()
+            body = _with_csrf_script(b"".join(p.get("body", b"") for p in parts), token)
+            await send(_with_length(start, len(body)))
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return sending
+
+
+def _with_csrf_script(page: bytes, token: str) -> bytes:
+    nonce = NONCE.search(page)
+    if nonce is None or b"<head>" not in page:
+        return page  # a page without a nonce runs no script of ours (nor any inline one)
+    script = f'<script nonce="{nonce[1].decode()}">{CSRF_SCRIPT.format(token=token)}</script>'
+    return page.replace(b"<head>", b"<head>" + script.encode(), 1)
+
+
+def _with_length(start: Message, length: int) -> Message:
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    return {**start, "headers": [*headers, (b"content-length", str(length).encode())]}
 
 
 def _same_origin(scope: Scope) -> bool:

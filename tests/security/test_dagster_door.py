@@ -186,15 +186,20 @@ def test_a_session_posts_only_from_its_own_origin_and_only_json(stack: Stack) ->
     assert foreign.status_code == 403 and "cross-origin" in foreign.json()["error"]
     no_origin = browser.post(url, json=body, timeout=30)
     assert no_origin.status_code == 403
-    form = browser.post(
-        url,
-        data={"query": LAUNCH},
-        headers={"Origin": stack.api_base},
-        timeout=30,
-    )
+    no_csrf = browser.post(url, json=body, headers={"Origin": stack.api_base}, timeout=30)
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["error"]
+    # The UI's pages carry the session's token (a script under the page's CSP nonce).
+    page = browser.get(f"{stack.api_base}/dagster/runs", headers={"Accept": "text/html"})
+    nonce = re.search(r"script-src 'nonce-([^']+)'", page.headers["content-security-policy"])
+    token = re.search(r"<script nonce=\"([^\"]+)\">\(\(\)=>\{const t='([^']+)'", page.text)
+    assert nonce is not None and token is not None and token[1] == nonce[1]
+    headers = {"Origin": stack.api_base, "X-CSRF-Token": token[2]}
+    form = browser.post(url, data={"query": LAUNCH}, headers=headers, timeout=30)
     assert form.status_code == 415
+    wrong = browser.post(url, json=body, headers={**headers, "X-CSRF-Token": "x"}, timeout=30)
+    assert wrong.status_code == 403
     assert decommission_runs(stack, "cross-post") == []
-    own = browser.post(url, json=body, headers={"Origin": stack.api_base}, timeout=30)
+    own = browser.post(url, json=body, headers=headers, timeout=30)
     assert own.status_code == 200, own.text
     assert own.json()["data"]["launchRun"]["__typename"] == "LaunchRunSuccess"
     assert stack.wait_for_state("cross-post", {"decommissioned"})["state"] == "decommissioned"
