@@ -9,6 +9,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from tenant_pipelines.api import console, errors, local, v1
 from tenant_pipelines.api.context import Addresses, ApiContext
+from tenant_pipelines.api.headers import SecurityHeaders
 from tenant_pipelines.settings import Settings
 
 SESSION_COOKIE = "tp_console"
@@ -36,6 +37,7 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
         redoc_url=None,
     )
     app.state.context = ctx
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(
         SessionMiddleware,
         secret_key=ctx.session_secret,
