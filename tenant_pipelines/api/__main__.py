@@ -8,6 +8,7 @@ import uvicorn
 
 from tenant_pipelines.api.app import create_app
 from tenant_pipelines.api.context import Addresses
+from tenant_pipelines.api.logs import log_config
 from tenant_pipelines.settings import Settings
 
 
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     addresses = Addresses(args.edge_port, args.workspace)
     app = create_app(Settings.from_env(), addresses)
-    # Access lines name method, path and status only: tokens travel in headers and bodies.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # Access lines name method, path (no query string, secrets masked) and status only.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=log_config())
     return 0
 
 

@@ -10,6 +10,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from tenant_pipelines.api import console, errors, local, v1
 from tenant_pipelines.api.context import Addresses, ApiContext
 from tenant_pipelines.api.dagster_door import DagsterDoor
+from tenant_pipelines.api.headers import SecurityHeaders
 from tenant_pipelines.settings import Settings
 
 SESSION_COOKIE = "tp_console"
@@ -37,8 +38,10 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
         redoc_url=None,
     )
     app.state.context = ctx
-    # Inside the session middleware: the door reads the console session.
+    # Innermost first: the door reads the console session; every answer, the Dagster UI's
+    # included, gets the browser hardening headers.
     app.add_middleware(DagsterDoor, ctx=ctx)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(
         SessionMiddleware,
         secret_key=ctx.session_secret,

@@ -10,15 +10,26 @@ Run as `python -m tenant_pipelines.localstack.edge --port M --data-dir D`.
 import argparse
 import errno
 import http.client
+import io
 import json
 import signal
 import sys
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 from resources.route_table import lookup_route
 from resources.workload_state import read_endpoint
+from tenant_pipelines.localstack.request_head import (
+    Refused,
+    RequestHead,
+    TimedSocketReader,
+    check_framing,
+    read_head,
+)
 from tenant_pipelines.support.loopback import LoopbackServer
+from tenant_pipelines.support.redact import loggable_target, mask_secrets
 
 PROXY_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 60.0
@@ -37,6 +48,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+RELAYED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Set again by this server on every response it sends.
 OWN_RESPONSE_HEADERS = frozenset({"server", "date", "content-length"})
 
@@ -50,10 +62,53 @@ def host_name(header: str) -> str:
 
 
 class EdgeHandler(BaseHTTPRequestHandler):
-    """Decides per request: health, unknown host, inactive tenant, or relay to the workload."""
+    """Decides per request: refused as malformed, health, unknown host, inactive tenant, or
+    relayed to the workload. One request per connection (HTTP/1.0 answers)."""
 
     server: "EdgeServer"
     timeout = CLIENT_TIMEOUT_S
+    head: RequestHead  # the request being served, once read and checked
+    body: bytes
+    default_request_version = "HTTP/1.0"  # a refusal before the version is known has a status line
+
+    def setup(self) -> None:
+        super().setup()
+        self.input = TimedSocketReader(self.connection, self.server.client_timeout_s)
+        self.connection.settimeout(self.server.client_timeout_s)
+        self.rfile.close()  # the base class's reader: this one keeps deadlines
+        self.rfile = io.BufferedReader(self.input)
+        self.command, self.path, self.refusal = "", "", ""
+        self.request_version = self.default_request_version
+
+    def handle_one_request(self) -> None:
+        """Read the head within its limits and deadline, check it, then serve: whatever the
+        client sent, it hears a status or sees the connection close, never a traceback."""
+        self.close_connection = True
+        try:
+            with self.input.deadline(self.server.client_timeout_s):
+                head = read_head(self.rfile)
+            if head is not None:
+                self._serve(head)
+        except Refused as refused:
+            self._refuse(refused)
+        except TimeoutError:
+            self.log_error("closed a connection whose request did not arrive in time")
+
+    def _serve(self, head: RequestHead) -> None:
+        self.command, self.path, self.request_version = head.method, head.target, head.version
+        if head.method not in RELAYED_METHODS:
+            allow = ", ".join(sorted(RELAYED_METHODS))
+            self._send_json(405, {"error": f"{head.method} is not served"}, {"Allow": allow})
+            return
+        length = check_framing(head)
+        self.head, self.body = head, self.rfile.read(length) if length else b""
+        if len(self.body) < length:
+            raise Refused(400, "the request ended before its body did")
+        self._dispatch()
+
+    def _refuse(self, refused: Refused) -> None:
+        self.refusal = refused.reason
+        self._send_json(refused.status, {"error": refused.reason})
 
     def _dispatch(self) -> None:
         """Every request gets an answer: whatever stops the edge from serving one (registry
@@ -61,7 +116,7 @@ class EdgeHandler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] == HEALTH_PATH:
             self._send_json(200, {"status": "ok"})
             return
-        host = host_name(self.headers.get("Host") or "")
+        host = host_name(self.head.host)
         try:
             self._route(host)
         except Exception as error:  # any cause: the client must hear why, not a reset
@@ -80,24 +135,17 @@ class EdgeHandler(BaseHTTPRequestHandler):
         else:
             self._relay(port, host, route.tenant_key)
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
-
     def _relay(self, port: int, host: str, tenant_key: str) -> None:
         """Forward the request as received and send back whatever the workload answered."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self._send_json(411, {"error": "chunked request bodies are not supported"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else None
         upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=PROXY_TIMEOUT_S)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
+            for name, value in self.head.fields:
                 if name.lower() not in HOP_BY_HOP:
                     upstream.putheader(name, value)
             upstream.putheader("X-Forwarded-For", self.client_address[0])
             upstream.putheader("X-Forwarded-Host", host)
-            upstream.endheaders(body)
+            upstream.endheaders(self.body or None)
             response = upstream.getresponse()
             data = response.read()
         except TimeoutError:
@@ -121,18 +169,31 @@ class EdgeHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _send_json(self, status: int, body: dict[str, object]) -> None:
+    def _send_json(
+        self, status: int, body: dict[str, object], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """One line per answer: method, path (no query string, secrets masked), status, and the
+        reason of a refusal. Never a header: tokens and cookies travel there."""
+        if self.path.split("?", 1)[0] == HEALTH_PATH:
+            return
+        status = code.value if isinstance(code, HTTPStatus) else code
+        line = f'"{self.command or "-"} {loggable_target(self.path) or "-"}" {status}'
+        self.log_message("%s", f"{line} ({self.refusal})" if self.refusal else line)
+
     def log_message(self, format: str, *args: object) -> None:
-        if self.path.split("?", 1)[0] != HEALTH_PATH:
-            super().log_message(format, *args)
+        # The base class escapes control characters; masking keeps secrets out of the rest.
+        super().log_message("%s", mask_secrets(format % args))
 
 
 class EdgeServer(LoopbackServer):
@@ -140,14 +201,24 @@ class EdgeServer(LoopbackServer):
 
     request_queue_size = 128
 
-    def __init__(self, port: int, data_dir: str) -> None:
+    def __init__(
+        self, port: int, data_dir: str, client_timeout_s: float = CLIENT_TIMEOUT_S
+    ) -> None:
         self.data_dir = data_dir
+        self.client_timeout_s = client_timeout_s
         super().__init__(port, EdgeHandler)
 
+    def handle_error(self, request: object, client_address: Any) -> None:
+        """A connection that broke mid-answer (the client left) is one line in the log, not a
+        traceback: the edge keeps serving either way."""
+        error = sys.exc_info()[1]
+        reason = mask_secrets(f"{type(error).__name__}: {error}")
+        print(f"edge: connection from {client_address[0]} ended: {reason}", file=sys.stderr)
 
-def serve(port: int, data_dir: str) -> None:
+
+def serve(port: int, data_dir: str, client_timeout_s: float = CLIENT_TIMEOUT_S) -> None:
     """Serve until SIGTERM or SIGINT; raises OSError if the port cannot be bound."""
-    server = EdgeServer(port, data_dir)
+    server = EdgeServer(port, data_dir, client_timeout_s)
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever, which runs in this thread: ask from another one.
@@ -170,9 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge", description="The local edge gateway.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=CLIENT_TIMEOUT_S,
+        help="seconds a client has to send a request's head, and for each read and write after",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.port, args.data_dir)
+        serve(args.port, args.data_dir, args.client_timeout)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             print(f"edge: port {args.port} is already in use", file=sys.stderr)

@@ -1,7 +1,9 @@
 """The tenant console in a real browser (Playwright driving Debian's Chromium) against the whole
 stack: log in, submit, watch the timeline fill in live, open the admin console, fail and retry,
 decommission, and what another org or a viewer is shown. The words checked are the contract
-(DESIGN.md section 10). Set TENANT_CONSOLE_SCREENSHOTS=DIR to keep the screenshots."""
+(DESIGN.md section 10). Every test fails on a Content-Security-Policy violation in any page it
+opened (an inline script or style added later). Set TENANT_CONSOLE_SCREENSHOTS=DIR to keep the
+screenshots."""
 
 import os
 import re
@@ -10,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.stack_helpers import Stack, local_stack, write_fault_plan
 
@@ -28,6 +37,32 @@ CHROMIUM_ARGS = [
 ]
 ORG = "widgets"
 WAIT_MS = 90_000
+# Chromium logs each violation to the console; the event also names the directive.
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation", (event) =>
+  console.error(`CSP violation on ${document.location.href}: ${event.violatedDirective}`));"""
+csp_violations: list[str] = []
+
+
+def new_context(browser: Browser, **options: object) -> BrowserContext:
+    """A browser context whose pages report every Content-Security-Policy violation."""
+    context = browser.new_context(**options)  # type: ignore[arg-type]
+    context.add_init_script(CSP_REPORTER)
+    context.on("console", _note_violation)
+    return context
+
+
+def _note_violation(message: ConsoleMessage) -> None:
+    if message.type == "error" and (
+        "Content Security Policy" in message.text or message.text.startswith("CSP violation")
+    ):
+        csp_violations.append(f"{message.location.get('url')}: {message.text}")
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violation() -> Iterator[None]:
+    csp_violations.clear()
+    yield
+    assert not csp_violations, "\n".join(csp_violations)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +96,7 @@ def tokens(stack: Stack) -> dict[str, str]:
 
 
 def logged_in(browser: Browser, stack: Stack, token: str, **options: object) -> BrowserContext:
-    context = browser.new_context(**options)  # type: ignore[arg-type]
+    context = new_context(browser, **options)
     page = context.new_page()
     page.goto(f"{stack.api_base}/console/tenants")
     expect(page).to_have_url(re.compile(r"/console/login$"))  # no session yet
@@ -240,6 +275,19 @@ def test_a_viewer_reads_but_gets_no_buttons(
     context.close()
 
 
+def test_choosing_a_state_filters_the_list_at_once(
+    stack: Stack, browser: Browser, tokens: dict[str, str]
+) -> None:
+    context = logged_in(browser, stack, tokens["org-admin"])
+    page = context.new_page()
+    page.goto(f"{stack.api_base}/console/tenants")
+    page.select_option("#state", "active")  # the script submits the filter; no button press
+    expect(page).to_have_url(re.compile(r"/console/tenants\?state=active$"))
+    states = page.locator("table.tenants td[data-label=State]").all_inner_texts()
+    assert states and all(state == "Active" for state in states)
+    context.close()
+
+
 def test_the_audit_feed_filters_by_type_glob(
     stack: Stack, browser: Browser, tokens: dict[str, str]
 ) -> None:
@@ -259,7 +307,7 @@ def test_the_audit_feed_filters_by_type_glob(
 
 
 def test_a_bad_token_is_refused_at_login(stack: Stack, browser: Browser) -> None:
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     page.goto(f"{stack.api_base}/console/login")
     page.fill("#token", "tp_0000_not-a-token")

@@ -69,10 +69,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_edge(port: int, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_edge(port: int, data_dir: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "tenant_pipelines.localstack.edge", "--port", str(port)]
     with open(log, "wb") as out:
-        return subprocess.Popen([*command, "--data-dir", str(data_dir)], stdout=out, stderr=out)
+        return subprocess.Popen(
+            [*command, "--data-dir", str(data_dir), *options], stdout=out, stderr=out
+        )
 
 
 def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:

@@ -1,5 +1,7 @@
-// The console's only script: keeps a tenant's page live while it is not at rest, and asks
-// before a destructive action. No build step; the page works (without live updates) without it.
+// The console's only script: keeps a tenant's page live while it is not at rest, asks before a
+// destructive action, and submits a filter as soon as it changes. No build step; the page works
+// (without live updates) without it. The pages carry no inline script or handler: the
+// Content-Security-Policy forbids them, so every behaviour lives here.
 "use strict";
 
 const POLL_MS = 1000;
@@ -30,6 +32,13 @@ document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
     event.preventDefault();
+  }
+});
+
+document.addEventListener("change", (event) => {
+  const field = event.target;
+  if (field.form && field.hasAttribute && field.hasAttribute("data-submit-on-change")) {
+    field.form.submit();
   }
 });
 

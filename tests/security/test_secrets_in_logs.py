@@ -1,0 +1,168 @@
+"""Issue 18, finding 8 (its log part): a token sent in a query string was written verbatim to
+`logs/api.log`. Now no request, whatever it carries and wherever (query string, path, header,
+cookie, form body), leaves a trace of a secret in the API server's log, as `tenantctl up` starts
+it writing to a file, nor in the edge's log: each access line names the path without its query
+string, with anything shaped like a secret masked, and never a header."""
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tenant_pipelines.api.context import SESSION_KEY_FILE
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
+from tests.api_helpers import ApiServer, api_server, platform_env
+from tests.integration.test_api import grant
+from tests.integration.test_edge import free_port, start_edge, wait_until_up
+
+pytestmark = pytest.mark.integration
+
+LOG_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Secrets:
+    token: str  # a real platform-admin token
+    operator_key: str
+    session_key: str
+
+    def parts(self) -> dict[str, str]:
+        """What must never be in a log: the token's secret part (its id names it) and the keys."""
+        return {
+            "token secret": self.token.removeprefix("tp_").split("_", 1)[1],
+            "operator key": self.operator_key,
+            "session key": self.session_key,
+        }
+
+
+@dataclass
+class Platform:
+    server: ApiServer
+    data_dir: Path
+    secrets: Secrets
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    tmp = tmp_path_factory.mktemp("logs")
+    env = platform_env(tmp / "data", tmp / "dagster")
+    settings = Settings.from_env(env)
+    settings.data_dir.mkdir(parents=True)
+    registry = TenantRegistry.open(settings.db_url)
+    token = grant(registry, "platform-admin")
+    registry.close()
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir()
+    with api_server(env, log_dir / "api.log") as server:
+        key = read_operator_key(settings.data_dir)
+        assert key is not None
+        session_key = (settings.data_dir / SESSION_KEY_FILE).read_text().strip()
+        yield Platform(server, settings.data_dir, Secrets(token, key, session_key))
+
+
+def carriers(secret: str) -> list[tuple[str, str, dict[str, object]]]:
+    """(method, path, requests options): every place a request can carry `secret`."""
+    return [
+        ("GET", f"/v1/tenants?token={secret}", {}),
+        ("GET", f"/v1/tenants?x=1&access_token={secret}#frag", {}),
+        ("GET", f"/console/tenants?token={secret}", {}),
+        ("GET", f"/local/tenants?key={secret}", {}),
+        ("GET", f"/v1/tenants/{secret}", {}),
+        ("GET", f"/v1/tenants/{secret}/events", {}),
+        ("GET", f"/{secret}", {}),
+        ("GET", "/v1/tenants", {"headers": {"Authorization": f"Bearer {secret}"}}),
+        ("GET", "/local/tenants", {"headers": {OPERATOR_KEY_HEADER: secret}}),
+        ("GET", "/console/tenants", {"cookies": {"tp_console": secret}}),
+        ("GET", "/v1/tenants", {"headers": {"X-Anything": secret, "User-Agent": secret}}),
+        ("POST", "/console/login", {"data": {"token": secret, "csrf_token": "x"}}),
+        ("POST", "/v1/tenants", {"json": {"slug": secret, "org": "acme", "plan": "team"}}),
+    ]
+
+
+def wait_for_line(log: Path, text: str, times: int = 1) -> str:
+    """The log's contents once `text` is in it `times` times (lines are written as requests
+    end)."""
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    while time.monotonic() < deadline:
+        contents = log.read_text(errors="replace")
+        if contents.count(text) >= times:
+            return contents
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never reached {log}")
+
+
+def assert_no_secret(contents: str, secrets: Secrets) -> None:
+    for name, part in secrets.parts().items():
+        assert part not in contents, f"the {name} is in the log"
+
+
+@pytest.mark.parametrize("which", ["token", "operator_key", "session_key"])
+def test_the_api_servers_log_holds_no_secret_whatever_carries_it(
+    platform: Platform, which: str
+) -> None:
+    secret = getattr(platform.secrets, which)
+    for method, path, options in carriers(secret):
+        requests.request(
+            method, platform.server.base + path, timeout=30, allow_redirects=False, **options
+        )
+    marker = f"/v1/marker-{which}"
+    requests.get(f"{platform.server.base}{marker}?token={secret}", timeout=30)
+    contents = wait_for_line(platform.server.log, marker)
+    assert_no_secret(contents, platform.secrets)
+    assert '"GET /v1/tenants HTTP/1.1" 401' in contents  # the lines are there, cut to the path
+    assert "?" not in "".join(line for line in contents.splitlines() if '"GET ' in line)
+
+
+def test_a_real_tokens_query_string_is_cut_but_its_request_still_served(
+    platform: Platform,
+) -> None:
+    token = platform.secrets.token
+    served = '"GET /v1/tenants HTTP/1.1" 200'
+    before = platform.server.log.read_text().count(served)
+    answer = requests.get(
+        f"{platform.server.base}/v1/tenants?state=active&token={token}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    contents = wait_for_line(platform.server.log, served, before + 1)
+    assert_no_secret(contents, platform.secrets)
+
+
+@pytest.fixture
+def edge_log(platform: Platform) -> Iterator[tuple[int, Path]]:
+    port, log = free_port(), platform.data_dir / "logs" / "edge.log"
+    process = start_edge(port, platform.data_dir, log)
+    try:
+        wait_until_up(port, process)
+        yield port, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_the_edges_log_holds_no_secret_whatever_carries_it(
+    platform: Platform, edge_log: tuple[int, Path]
+) -> None:
+    port, log = edge_log
+    secrets = platform.secrets
+    for secret in secrets.parts().values():
+        for method, path, options in carriers(secret):
+            headers = {"Host": "acme-corp.localhost", **options.pop("headers", {})}  # type: ignore[dict-item]
+            url = f"http://127.0.0.1:{port}{path}"
+            requests.request(method, url, headers=headers, timeout=30, **options)
+    requests.get(f"http://127.0.0.1:{port}/edge-marker?token={secrets.token}", timeout=30)
+    contents = wait_for_line(log, "/edge-marker")
+    assert_no_secret(contents, secrets)
+    assert '"GET /v1/tenants" 404' in contents  # the lines are there, cut to the path
