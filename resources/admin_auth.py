@@ -1,21 +1,21 @@
 """Sign-in rules of a tenant's admin console: passwords, invitations, sessions, form tokens and
 the bound on guessing.
 
-Pure logic, standard library only, no I/O: the tenant's workload imports it (a tenant costs a few
-megabytes, so no `secrets`, whose `random` import alone costs a fifth of one), and the unit tests
-run it without a server. Every time is passed in: wall-clock `datetime`s for what is stored
+Pure logic, standard library only, no I/O: the tenant's workload imports it, and the unit tests
+run it without a server. A tenant costs a few megabytes, so only modules the workload loads anyway
+plus `hashlib`: no `dataclasses` (its `inspect` import alone costs 1.4 MB a tenant), `secrets` or
+`base64` (tokens are hex). Every time is passed in: wall-clock `datetime`s for what is stored
 (invitation expiry), `time.monotonic()` seconds for what lives in memory (sessions, attempts).
 """
 
-import base64
 import hashlib
 import hmac
 import os
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import NamedTuple
 
 # PBKDF2-HMAC-SHA256 rather than scrypt: scrypt's memory hardness is its point, and at OWASP's
 # parameters it takes 16-64 MiB per hash, which a workload capped at 64 MB (free plan) cannot spare
@@ -42,16 +42,8 @@ FAILURE_WINDOW_S = 5 * 60
 
 
 def new_token() -> str:
-    """256 random bits, URL-safe: session ids, CSRF tokens, form bindings."""
-    return _b64(os.urandom(TOKEN_BYTES))
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """256 random bits in hex: session ids, CSRF tokens, form bindings."""
+    return os.urandom(TOKEN_BYTES).hex()
 
 
 def hash_password(
@@ -60,7 +52,7 @@ def hash_password(
     """`pbkdf2_sha256$<iterations>$<salt>$<digest>`, with a fresh random salt per call."""
     salt = os.urandom(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return "$".join((PASSWORD_SCHEME, str(iterations), _b64(salt), _b64(digest)))
+    return "$".join((PASSWORD_SCHEME, str(iterations), salt.hex(), digest.hex()))
 
 
 def verify_password(password: str, stored: str | None) -> bool:
@@ -87,7 +79,7 @@ def _parse_hash(stored: str | None) -> tuple[int, bytes, bytes] | None:
         count = int(iterations)
         if scheme != PASSWORD_SCHEME or not 0 < count <= MAX_STORED_ITERATIONS:
             return None
-        return count, _unb64(salt), _unb64(digest)
+        return count, bytes.fromhex(salt), bytes.fromhex(digest)
     except ValueError:
         return None
 
@@ -103,8 +95,7 @@ def password_problem(password: str, confirmation: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
     """The tenant's admin as its identity store holds it."""
 
     email: str
@@ -143,12 +134,16 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-@dataclass
 class Session:
-    email: str
-    csrf_token: str
-    started: float
-    last_seen: float
+    """A signed-in admin; `csrf_token` goes into the forms of the session's pages."""
+
+    __slots__ = ("csrf_token", "email", "last_seen", "started")
+
+    def __init__(self, email: str, csrf_token: str, started: float) -> None:
+        self.email = email
+        self.csrf_token = csrf_token
+        self.started = started
+        self.last_seen = started
 
 
 class SessionStore:
@@ -174,7 +169,7 @@ class SessionStore:
             while len(self._sessions) >= self.capacity:
                 oldest = min(self._sessions, key=lambda key: self._sessions[key].started)
                 del self._sessions[oldest]
-            self._sessions[_digest(session_id)] = Session(email, new_token(), now, now)
+            self._sessions[_digest(session_id)] = Session(email, new_token(), now)
         return session_id
 
     def get(self, session_id: str | None, now: float) -> Session | None:
@@ -214,7 +209,7 @@ class FormTokens:
         self._key = key or os.urandom(TOKEN_BYTES)
 
     def token_for(self, binding: str) -> str:
-        return _b64(hmac.new(self._key, f"form:{binding}".encode(), hashlib.sha256).digest())
+        return hmac.new(self._key, f"form:{binding}".encode(), hashlib.sha256).hexdigest()
 
     def valid(self, binding: str | None, token: str | None) -> bool:
         if not binding or not token:
@@ -222,13 +217,11 @@ class FormTokens:
         return hmac.compare_digest(self.token_for(binding).encode(), token.encode())
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(NamedTuple):
     client: str
     at: float
 
 
-@dataclass
 class AttemptLimiter:
     """Bounds guessing of codes and passwords: at most `per_client` failures per client and
     `overall` failures in all within `window_s`; beyond either, attempts are refused until the
@@ -239,12 +232,18 @@ class AttemptLimiter:
     (one key derivation per attempt) is bounded.
     """
 
-    per_client: int = FAILURES_PER_CLIENT
-    overall: int = FAILURES_OVERALL
-    window_s: float = FAILURE_WINDOW_S
-    _clients: dict[str, deque[float]] = field(default_factory=dict)
-    _all: deque[float] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(
+        self,
+        per_client: int = FAILURES_PER_CLIENT,
+        overall: int = FAILURES_OVERALL,
+        window_s: float = FAILURE_WINDOW_S,
+    ) -> None:
+        self.per_client = per_client
+        self.overall = overall
+        self.window_s = window_s
+        self._clients: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
+        self._lock = threading.Lock()
 
     def begin(self, client: str, now: float) -> Attempt | float:
         """The attempt, counted; or how many seconds until one is allowed again."""

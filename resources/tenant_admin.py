@@ -20,8 +20,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from resources import admin_pages as pages
@@ -71,8 +71,7 @@ USED = "This invitation has already been used: sign in with the password you cho
 TOO_MANY = "Too many failed attempts: try again in {} minute(s)."
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One request as the workload read it: header names lower-case, the path without query."""
 
     method: str
@@ -122,8 +121,7 @@ class Request:
         return {name: values[0] for name, values in fields.items()}
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     status: int
     content_type: str
     body: bytes

@@ -4,7 +4,6 @@ which tests/integration/test_tenant_admin_workload.py drives through a real work
 
 import re
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -42,8 +41,7 @@ class MemoryAccounts:
         with self._lock:
             if self.account.invitation_redeemed_at is not None:
                 return False
-            self.account = replace(
-                self.account,
+            self.account = self.account._replace(
                 status="active",
                 password_hash=password_hash,
                 invitation_redeemed_at=now,
@@ -244,7 +242,7 @@ def test_two_redemptions_at_once_let_exactly_one_in(admin: TenantAdmin) -> None:
 def test_an_expired_invitation_is_refused_with_its_date(
     admin: TenantAdmin, accounts: MemoryAccounts
 ) -> None:
-    accounts.account = replace(accounts.account, invitation_expires_at=NOW - timedelta(hours=1))
+    accounts.account = accounts.account._replace(invitation_expires_at=NOW - timedelta(hours=1))
     browser = Browser(admin)
     browser.send("GET", "/admin/invitation")
     expired = browser.post("/admin/invitation", email=EMAIL, code=CODE)
