@@ -106,7 +106,7 @@ class Account(NamedTuple):
     password_hash: str | None
 
 
-class Invitation(Enum):
+class InvitationCheck(Enum):
     """What an invitation code is worth, checked in this order: only someone holding the right
     code learns that it was used or has expired."""
 
@@ -116,17 +116,17 @@ class Invitation(Enum):
     EXPIRED = "expired"
 
 
-def check_invitation(account: Account | None, code: str, now: datetime) -> Invitation:
+def check_invitation(account: Account | None, code: str, now: datetime) -> InvitationCheck:
     """Judge a code typed for an account (None: no admin has the email typed)."""
     expected = (account.invitation_token if account else None) or new_token()
     if account is None or not hmac.compare_digest(code.encode(), expected.encode()):
-        return Invitation.WRONG
+        return InvitationCheck.WRONG
     if account.invitation_redeemed_at is not None or account.password_hash is not None:
-        return Invitation.USED
+        return InvitationCheck.USED
     expires = account.invitation_expires_at
     if expires is None or now >= expires:
-        return Invitation.EXPIRED
-    return Invitation.VALID
+        return InvitationCheck.EXPIRED
+    return InvitationCheck.VALID
 
 
 def _digest(token: str) -> bytes:

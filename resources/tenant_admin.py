@@ -16,22 +16,20 @@ client and in all (`admin_auth.AttemptLimiter`). Nothing here logs; the workload
 the path without its query and the status only.
 """
 
-import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
-from urllib.parse import parse_qs, urlsplit
 
 from resources import admin_pages as pages
 from resources.admin_accounts import Accounts, AccountsOutdated, AccountsUnavailable
 from resources.admin_auth import (
     MIN_PASSWORD_CHARS,
+    Account,
     Attempt,
     AttemptLimiter,
     FormTokens,
-    Invitation,
+    InvitationCheck,
     Session,
     SessionStore,
     check_invitation,
@@ -41,24 +39,21 @@ from resources.admin_auth import (
     tokens_match,
     verify_password,
 )
+from resources.admin_http import (
+    CONSOLE,
+    HTML,
+    MAX_CLIENT_CHARS,
+    SECURITY_HEADERS,
+    Request,
+    Response,
+    json_answer,
+    see_other,
+    set_cookie,
+)
 
 SESSION_COOKIE = "tadmin_session"
 FORM_COOKIE = "tadmin_form"
-CONSOLE = "/admin"
 SIGN_IN = "/admin/sign-in"
-MAX_FORM_FIELDS = 10
-MAX_CLIENT_CHARS = 64
-HTML = "text/html; charset=utf-8"
-SECURITY_HEADERS = (
-    ("Cache-Control", "no-store"),
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-    ("X-Frame-Options", "DENY"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
-)
 OUTDATED = (
     "Nobody can sign in yet: this tenant's identity store predates the admin sign-in."
     " The platform team upgrades it when the platform next starts."
@@ -69,80 +64,6 @@ WRONG_CODE = "The email address or the invitation code is wrong."
 WRONG_PASSWORD = "The email address or the password is wrong."
 USED = "This invitation has already been used: sign in with the password you chose."
 TOO_MANY = "Too many failed attempts: try again in {} minute(s)."
-
-
-class Request(NamedTuple):
-    """One request as the workload read it: header names lower-case, the path without query."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-    peer: str
-
-    def cookie(self, name: str) -> str | None:
-        for pair in self.headers.get("cookie", "").split(";"):
-            key, _, value = pair.strip().partition("=")
-            if key == name and value:
-                return value
-        return None
-
-    @property
-    def client(self) -> str:
-        """Whom attempts are counted for: the address the edge saw (the last X-Forwarded-For
-        it appends), else the peer. A local process can fake it, which the overall limit meets."""
-        forwarded = self.headers.get("x-forwarded-for", "").rsplit(",", 1)[-1].strip()
-        return (forwarded or self.peer)[:MAX_CLIENT_CHARS]
-
-    @property
-    def https(self) -> bool:
-        return self.headers.get("x-forwarded-proto", "").strip().lower() == "https"
-
-    @property
-    def wants_html(self) -> bool:
-        return "text/html" in self.headers.get("accept", "")
-
-    @property
-    def same_origin(self) -> bool:
-        """No Origin (then the CSRF token decides) or one naming this very host."""
-        origin = self.headers.get("origin")
-        if origin is None:
-            return True
-        return urlsplit(origin).netloc.lower() == self.headers.get("host", "").lower()
-
-    def form(self) -> dict[str, str] | None:
-        """The url-encoded form's fields (first value of each); None if it is not one."""
-        if "application/x-www-form-urlencoded" not in self.headers.get("content-type", ""):
-            return None
-        try:
-            fields = parse_qs(self.body.decode(), max_num_fields=MAX_FORM_FIELDS)
-        except ValueError:  # not UTF-8, or too many fields
-            return None
-        return {name: values[0] for name, values in fields.items()}
-
-
-class Response(NamedTuple):
-    status: int
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def _cookie(request: Request, name: str, value: str, max_age: int) -> tuple[str, str]:
-    secure = "; Secure" if request.https else ""
-    return (
-        "Set-Cookie",
-        f"{name}={value}; Path={CONSOLE}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
-    )
-
-
-def _see_other(location: str, *headers: tuple[str, str]) -> Response:
-    return Response(303, HTML, b"", (("Location", location), *headers, *SECURITY_HEADERS))
-
-
-def _json(status: int, body: dict[str, str], *headers: tuple[str, str]) -> Response:
-    data = json.dumps(body).encode()
-    return Response(status, "application/json", data, (*headers, *SECURITY_HEADERS))
 
 
 class TenantAdmin:
@@ -178,15 +99,15 @@ class TenantAdmin:
         """Route, check the method and, for a POST, the origin; then the route's own checks."""
         route = self.routes.get(request.path)
         if route is None:
-            return _json(404, {"error": "not found", "path": request.path})
+            return json_answer(404, {"error": "not found", "path": request.path})
         methods, action = route
         method = "GET" if request.method == "HEAD" else request.method
         if method not in methods:
             allowed = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
             message = f"{request.method} is not allowed on {request.path}"
-            return _json(405, {"error": message}, ("Allow", allowed))
+            return json_answer(405, {"error": message}, ("Allow", allowed))
         if method == "POST" and not request.same_origin:
-            return _json(403, {"error": "a form from another site is refused"})
+            return json_answer(403, {"error": "a form from another site is refused"})
         return action(request)
 
     # --- the console and sessions ---
@@ -202,18 +123,18 @@ class TenantAdmin:
             )
             return Response(200, HTML, page, SECURITY_HEADERS)
         if request.wants_html:
-            return _see_other(SIGN_IN)
+            return see_other(SIGN_IN)
         message = f"sign in first: open {SIGN_IN} in a browser"
-        return _json(401, {"error": message, "tenant": self.tenant_key})
+        return json_answer(401, {"error": message, "tenant": self.tenant_key})
 
     def _signed_in(self, request: Request, email: str) -> Response:
         """A new session (a new id: none chosen before sign-in survives it), then the console."""
         session_id = self.sessions.start(email, self.clock())
         lifetime = int(self.sessions.lifetime_s)
-        return _see_other(
+        return see_other(
             CONSOLE,
-            _cookie(request, SESSION_COOKIE, session_id, lifetime),
-            _cookie(request, FORM_COOKIE, "", 0),
+            set_cookie(request, SESSION_COOKIE, session_id, lifetime),
+            set_cookie(request, FORM_COOKIE, "", 0),
         )
 
     def _sign_out(self, request: Request) -> Response:
@@ -222,9 +143,9 @@ class TenantAdmin:
         form = request.form() or {}
         if session is not None:
             if not tokens_match(form.get("csrf_token"), session.csrf_token):
-                return _json(403, {"error": FORM_EXPIRED})
+                return json_answer(403, {"error": FORM_EXPIRED})
             self.sessions.end(session_id)
-        return _see_other(SIGN_IN, _cookie(request, SESSION_COOKIE, "", 0))
+        return see_other(SIGN_IN, set_cookie(request, SESSION_COOKIE, "", 0))
 
     # --- the forms before a session ---
 
@@ -232,7 +153,7 @@ class TenantAdmin:
         if request.method == "POST":
             return self._form_post(request, self._check_password, self._sign_in_page)
         if self._session(request) is not None:
-            return _see_other(CONSOLE)
+            return see_other(CONSOLE)
         return self._sign_in_page(request, 200)
 
     def _invitation(self, request: Request) -> Response:
@@ -260,8 +181,7 @@ class TenantAdmin:
         if not isinstance(attempt, Attempt):
             seconds = max(1, math.ceil(attempt))
             response = again(request, 429, error=TOO_MANY.format(math.ceil(seconds / 60)))
-            retry = ("Retry-After", str(seconds))
-            return Response(response.status, HTML, response.body, (*response.headers, retry))
+            return response._replace(headers=(*response.headers, ("Retry-After", str(seconds))))
         try:
             return check(request, form, attempt)
         except AccountsOutdated:
@@ -278,46 +198,46 @@ class TenantAdmin:
             return self._signed_in(request, account.email)
         return self._sign_in_page(request, 401, email=email, error=WRONG_PASSWORD)
 
-    def _invitation_refused(
+    def _valid_invitation(
         self, request: Request, form: dict[str, str], attempt: Attempt
-    ) -> Response | None:
-        """Why the form's email and code do not admit a redemption now, as the page to show."""
+    ) -> Account | Response:
+        """The admin whose invitation the form's email and code redeem now, or the page saying
+        why they do not."""
         email, code = form.get("email", ""), form.get("code", "").strip()
         account = self.accounts.find_admin(email) if email else None
         verdict = check_invitation(account, code, self.wall_clock())
-        if verdict is Invitation.WRONG:
+        if account is None or verdict is InvitationCheck.WRONG:
             return self._invitation_page(request, 401, email=email, error=WRONG_CODE)
         self.limiter.succeeded(attempt)  # the right code: no guess, whatever follows
-        if verdict is Invitation.USED:
+        if verdict is InvitationCheck.USED:
             return self._sign_in_page(request, 409, email=email, error=USED)
-        if verdict is Invitation.EXPIRED:
-            when = account.invitation_expires_at if account else None
+        if verdict is InvitationCheck.EXPIRED:
+            when = account.invitation_expires_at
             if when is None:  # a store from before invitations expired
                 return self._invitation_page(request, 503, email=email, error=OUTDATED)
             expired = f"This invitation expired on {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC."
             error = f"{expired} Ask the platform team for a new invitation."
             return self._invitation_page(request, 410, email=email, error=error)
-        return None
+        return account
 
     def _check_code(self, request: Request, form: dict[str, str], attempt: Attempt) -> Response:
-        refused = self._invitation_refused(request, form, attempt)
-        if refused is not None:
-            return refused
+        found = self._valid_invitation(request, form, attempt)
+        if isinstance(found, Response):
+            return found
         return self._password_page(request, 200, form)
 
     def _set_password(self, request: Request, form: dict[str, str], attempt: Attempt) -> Response:
-        refused = self._invitation_refused(request, form, attempt)
-        if refused is not None:
-            return refused
+        """Redeem the invitation with the new password; exactly one of concurrent tries wins."""
+        found = self._valid_invitation(request, form, attempt)
+        if isinstance(found, Response):
+            return found
         password, confirmation = form.get("password", ""), form.get("confirm", "")
         problem = password_problem(password, confirmation)
         if problem is not None:
             return self._password_page(request, 400, form, error=problem)
-        account = self.accounts.find_admin(form.get("email", ""))
-        assert account is not None  # the invitation was just found valid for it
-        if not self.accounts.redeem(account, hash_password(password), self.wall_clock()):
-            return self._sign_in_page(request, 409, email=account.email, error=USED)
-        return self._signed_in(request, account.email)
+        if not self.accounts.redeem(found, hash_password(password), self.wall_clock()):
+            return self._sign_in_page(request, 409, email=found.email, error=USED)
+        return self._signed_in(request, found.email)
 
     # --- pages that carry a form token ---
 
@@ -328,7 +248,7 @@ class TenantAdmin:
             return self.forms.token_for(binding), ()
         binding = new_token()
         lifetime = int(self.sessions.lifetime_s)
-        return self.forms.token_for(binding), (_cookie(request, FORM_COOKIE, binding, lifetime),)
+        return self.forms.token_for(binding), (set_cookie(request, FORM_COOKIE, binding, lifetime),)
 
     def _html(self, request: Request, status: int, render: Callable[[str], bytes]) -> Response:
         token, cookies = self._form_token(request)

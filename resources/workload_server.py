@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from resources.admin_accounts import Accounts, PostgresAccounts, SQLiteAccounts
-from resources.tenant_admin import Request, Response, TenantAdmin
+from resources.admin_http import Request, Response
+from resources.tenant_admin import TenantAdmin
 from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.files import write_atomically
 from tenant_pipelines.support.procs import lower_priority

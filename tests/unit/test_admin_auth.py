@@ -15,7 +15,7 @@ from resources.admin_auth import (
     Attempt,
     AttemptLimiter,
     FormTokens,
-    Invitation,
+    InvitationCheck,
     SessionStore,
     check_invitation,
     hash_password,
@@ -110,23 +110,23 @@ def test_a_long_enough_confirmed_password_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("account", "code", "verdict"),
     [
-        (pending(), CODE, Invitation.VALID),
-        (pending(), CODE + "x", Invitation.WRONG),
-        (pending(), "", Invitation.WRONG),
-        (None, CODE, Invitation.WRONG),
-        (pending(invitation_token=None), "", Invitation.WRONG),
-        (pending(invitation_redeemed_at=NOW), CODE, Invitation.USED),
-        (pending(password_hash="pbkdf2_sha256$1$a$b"), CODE, Invitation.USED),
-        (pending(invitation_expires_at=NOW), CODE, Invitation.EXPIRED),
-        (pending(invitation_expires_at=NOW - timedelta(seconds=1)), CODE, Invitation.EXPIRED),
-        (pending(invitation_expires_at=None), CODE, Invitation.EXPIRED),
+        (pending(), CODE, InvitationCheck.VALID),
+        (pending(), CODE + "x", InvitationCheck.WRONG),
+        (pending(), "", InvitationCheck.WRONG),
+        (None, CODE, InvitationCheck.WRONG),
+        (pending(invitation_token=None), "", InvitationCheck.WRONG),
+        (pending(invitation_redeemed_at=NOW), CODE, InvitationCheck.USED),
+        (pending(password_hash="pbkdf2_sha256$1$a$b"), CODE, InvitationCheck.USED),
+        (pending(invitation_expires_at=NOW), CODE, InvitationCheck.EXPIRED),
+        (pending(invitation_expires_at=NOW - timedelta(seconds=1)), CODE, InvitationCheck.EXPIRED),
+        (pending(invitation_expires_at=None), CODE, InvitationCheck.EXPIRED),
         # Only the right code learns that an invitation was used or has expired.
-        (pending(invitation_redeemed_at=NOW), "guess", Invitation.WRONG),
-        (pending(invitation_expires_at=NOW - timedelta(days=1)), "guess", Invitation.WRONG),
+        (pending(invitation_redeemed_at=NOW), "guess", InvitationCheck.WRONG),
+        (pending(invitation_expires_at=NOW - timedelta(days=1)), "guess", InvitationCheck.WRONG),
     ],
 )
 def test_an_invitation_is_judged_code_first(
-    account: Account | None, code: str, verdict: Invitation
+    account: Account | None, code: str, verdict: InvitationCheck
 ) -> None:
     assert check_invitation(account, code, NOW) is verdict
 

@@ -11,7 +11,8 @@ import pytest
 
 from resources.admin_accounts import AccountsOutdated
 from resources.admin_auth import Account
-from resources.tenant_admin import Request, Response, TenantAdmin
+from resources.admin_http import Request, Response
+from resources.tenant_admin import TenantAdmin
 
 pytestmark = pytest.mark.unit
 
