@@ -53,6 +53,9 @@ class FaultyIdentityStore(_PassThrough, IdentityStore):
     def invitation(self, tenant_key: str) -> Invitation:
         return self.inner.invitation(tenant_key)
 
+    def upgrade(self, tenant_key: str) -> bool:
+        return self.inner.upgrade(tenant_key)
+
 
 class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
     """`ensure` is allocate's last side effect; `open` is mark_active's; `release` obeys the

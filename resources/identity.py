@@ -4,17 +4,25 @@ The first admin is seeded with a one-time invitation token when the store is cre
 is made once, inside the atomically created database, so retries and re-executions never mint a
 second one (the welcome email must keep working). The PostgreSQL store keeps the same tables in a
 per-tenant schema (see `resources.pg_tenant`) and seeds the admin only where none exists yet.
+
+The invitation expires (`INVITATION_LIFETIME` after it is made) and is redeemed once, by the
+tenant's workload (`resources.tenant_admin`), which then stores the admin's password hash. A store
+made before sign-in existed lacks those columns: `ensure` and `upgrade` add them, giving a pending
+invitation a full lifetime from then (it had none before). Until then the workload lets nobody in.
 """
 
 import secrets
 import sqlite3
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
+# The role and status names live with the workload's sign-in, which must not import this module.
+from resources.admin_accounts import ADMIN_ROLE, PENDING_INVITATION, REDEMPTION_COLUMNS
 from resources.base import TenantBackend, resolved
 from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
 from resources.storage import (
@@ -28,15 +36,25 @@ from resources.storage import (
 )
 from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.handles import Handle, ResourceKind
-from tenant_pipelines.domain.mail import Invitation
+from tenant_pipelines.domain.mail import INVITATION_LIFETIME, Invitation
 from tenant_pipelines.domain.plans import get_plan
 from tenant_pipelines.domain.tenant import TenantSpec
 
-ADMIN_ROLE = "admin"
-PENDING_INVITATION = "pending_invitation"
 INVITATION_TOKEN_BYTES = 32
 PG_IDENTITY_SUFFIX = "identity"
 USERS_TABLE = "users"
+SCHEMA_VERSION = 2  # 2: invitation expiry and redemption, password hash
+# Added by `upgrade` to a store of version 1, with their SQLite and PostgreSQL types.
+SIGN_IN_COLUMNS = {
+    "invitation_expires_at": "timestamptz",
+    "invitation_redeemed_at": "timestamptz",
+    "password_hash": "text",
+}
+
+
+def invitation_expiry() -> datetime:
+    """When an invitation made now stops working."""
+    return datetime.now(UTC) + INVITATION_LIFETIME
 
 
 def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
@@ -60,6 +78,11 @@ class IdentityStore(TenantBackend, ABC):
     def invitation(self, tenant_key: str) -> Invitation:
         """The first admin's invitation; raises NotFound if the store does not exist."""
 
+    @abstractmethod
+    def upgrade(self, tenant_key: str) -> bool:
+        """Bring an existing store to the current schema (idempotent); False if there is none.
+        `tenantctl up` calls it for every active tenant before starting its workload."""
+
 
 class LocalSQLiteIdentityStore(IdentityStore):
     """A SQLite users database per tenant under `<data_dir>/identity/`."""
@@ -82,27 +105,40 @@ class LocalSQLiteIdentityStore(IdentityStore):
             conn.execute(
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,"
                 " role TEXT NOT NULL, status TEXT NOT NULL, invitation_token TEXT,"
-                " created_at TEXT NOT NULL)"
+                " created_at TEXT NOT NULL, invitation_expires_at TEXT,"
+                " invitation_redeemed_at TEXT, password_hash TEXT)"
             )
             conn.execute(
                 "INSERT INTO tenant_meta VALUES (?, ?, ?, ?)",
                 (tenant.key, tenant.plan, max_users, now),
             )
             conn.execute(
-                "INSERT INTO users (email, role, status, invitation_token, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO users (email, role, status, invitation_token, created_at,"
+                " invitation_expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     tenant.admin_email,
                     ADMIN_ROLE,
                     PENDING_INVITATION,
                     secrets.token_urlsafe(INVITATION_TOKEN_BYTES),
                     now,
+                    invitation_expiry().isoformat(),
                 ),
             )
-            conn.execute("PRAGMA user_version = 1")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-        create_db_atomically(path, build)
+        if not create_db_atomically(path, build):
+            self.upgrade(tenant.key)
         return self._handle(tenant.key, path)
+
+    def upgrade(self, tenant_key: str) -> bool:
+        path = self.path_for(tenant_key)
+        if not path.exists():
+            return False
+        with open_db(path) as conn:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION:
+                _upgrade_sqlite(conn)
+        return True
 
     def _handle(self, tenant_key: str, path: Path) -> Handle:
         """Read back what is stored; the token stays out of the ledger (it is a secret)."""
@@ -117,28 +153,42 @@ class LocalSQLiteIdentityStore(IdentityStore):
         )
 
     def invitation(self, tenant_key: str) -> Invitation:
-        path = self.path_for(tenant_key)
-        if not path.exists():
+        if not self.upgrade(tenant_key):  # a run begun by an older version allocated it
             raise NotFound(f"tenant {tenant_key!r} has no identity store")
-        return self._first_admin(path)
+        return self._first_admin(self.path_for(tenant_key))
 
     @staticmethod
     def _first_admin(path: Path) -> Invitation:
         with open_db(path) as conn:
             row = conn.execute(
-                "SELECT email, invitation_token, status FROM users WHERE role = ?"
-                " ORDER BY id LIMIT 1",
+                "SELECT email, invitation_token, status, invitation_expires_at FROM users"
+                " WHERE role = ? ORDER BY id LIMIT 1",
                 (ADMIN_ROLE,),
             ).fetchone()
         if row is None:
             raise NotFound(f"identity store {path} has no admin")
-        return Invitation(email=row[0], token=row[1], status=row[2])
+        expires_at = datetime.fromisoformat(row[3]) if row[3] else None
+        return Invitation(email=row[0], token=row[1], status=row[2], expires_at=expires_at)
 
     def release(self, tenant_key: str) -> bool:
         return remove_db(self.path_for(tenant_key))
 
     def list_existing(self) -> set[str]:
         return keys_in(Path(self.data_dir) / "identity")
+
+
+def _upgrade_sqlite(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: the sign-in columns; a pending invitation gets a lifetime from now."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+    for column in SIGN_IN_COLUMNS:
+        if column not in present:  # names from the constant above, never from input
+            conn.execute(f"ALTER TABLE users ADD COLUMN {column} TEXT")
+    conn.execute(
+        "UPDATE users SET invitation_expires_at = ?"
+        " WHERE status = ? AND invitation_expires_at IS NULL",
+        (invitation_expiry().isoformat(), PENDING_INVITATION),
+    )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 class PostgresIdentityStore(IdentityStore):
@@ -162,6 +212,7 @@ class PostgresIdentityStore(IdentityStore):
 
         def build(conn: Connection, target: TenantSchema) -> dict[str, Any]:
             _create_tables(conn, target)
+            _grant_sign_in(conn, target)
             run(
                 conn,
                 sql.SQL(
@@ -180,12 +231,21 @@ class PostgresIdentityStore(IdentityStore):
         return self._schemas.ensure(tenant.key, build, read_only=(META_TABLE,))
 
     def invitation(self, tenant_key: str) -> Invitation:
+        if not self.upgrade(tenant_key):  # a run begun by an older version allocated it
+            raise NotFound(f"tenant {tenant_key!r} has no identity store")
+        schemas = self._schemas
+        with schemas.connect() as conn:
+            return _first_admin(conn, schemas.target(tenant_key))
+
+    def upgrade(self, tenant_key: str) -> bool:
         schemas = self._schemas
         target = schemas.target(tenant_key)
-        with schemas.connect() as conn:
+        with schemas.locked(target) as conn:
             if not schemas.exists(conn, target):
-                raise NotFound(f"tenant {tenant_key!r} has no identity store")
-            return _first_admin(conn, target)
+                return False
+            _create_tables(conn, target)
+            _grant_sign_in(conn, target)
+        return True
 
     def release(self, tenant_key: str) -> bool:
         return self._schemas.release(tenant_key)
@@ -207,9 +267,43 @@ def _create_tables(conn: Connection, target: TenantSchema) -> None:
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
             " email text NOT NULL UNIQUE, role text NOT NULL, status text NOT NULL,"
-            " invitation_token text, created_at timestamptz NOT NULL DEFAULT now())"
+            " invitation_token text, created_at timestamptz NOT NULL DEFAULT now(),"
+            " invitation_expires_at timestamptz, invitation_redeemed_at timestamptz,"
+            " password_hash text)"
         ).format(target.table(USERS_TABLE)),
     )
+    users = target.table(USERS_TABLE)
+    for column, kind in SIGN_IN_COLUMNS.items():  # a store of version 1 lacks them
+        run(
+            conn,
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                users, sql.Identifier(column), sql.SQL(kind)
+            ),
+        )
+    run(
+        conn,
+        sql.SQL(
+            "UPDATE {} SET invitation_expires_at = %s"
+            " WHERE status = %s AND invitation_expires_at IS NULL"
+        ).format(users),
+        [invitation_expiry(), PENDING_INVITATION],
+    )
+
+
+def _grant_sign_in(conn: Connection, target: TenantSchema) -> None:
+    """The identity role reads its users and may write only what redeeming an invitation writes
+    (the workload signs its admin in as this role): no insert, no delete, no other column, no
+    sequence. The schema's default privileges would give it all of them."""
+    users, role = target.table(USERS_TABLE), target.ident
+    columns = sql.SQL(", ").join(sql.Identifier(column) for column in REDEMPTION_COLUMNS)
+    statements = (
+        sql.SQL("REVOKE ALL ON {} FROM {}").format(users, role),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(users, role),
+        sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(columns, users, role),
+        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(target.ident, role),
+    )
+    for statement in statements:
+        run(conn, statement)
 
 
 def _seed_admin(conn: Connection, target: TenantSchema, email: str) -> None:
@@ -217,14 +311,15 @@ def _seed_admin(conn: Connection, target: TenantSchema, email: str) -> None:
     run(
         conn,
         sql.SQL(
-            "INSERT INTO {users} (email, role, status, invitation_token) SELECT %s, %s, %s, %s"
-            " WHERE NOT EXISTS (SELECT 1 FROM {users} WHERE role = %s)"
+            "INSERT INTO {users} (email, role, status, invitation_token, invitation_expires_at)"
+            " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM {users} WHERE role = %s)"
         ).format(users=target.table(USERS_TABLE)),
         [
             email,
             ADMIN_ROLE,
             PENDING_INVITATION,
             secrets.token_urlsafe(INVITATION_TOKEN_BYTES),
+            invitation_expiry(),
             ADMIN_ROLE,
         ],
     )
@@ -234,11 +329,12 @@ def _first_admin(conn: Connection, target: TenantSchema) -> Invitation:
     rows = run(
         conn,
         sql.SQL(
-            "SELECT email, invitation_token, status FROM {} WHERE role = %s ORDER BY id LIMIT 1"
+            "SELECT email, invitation_token, status, invitation_expires_at FROM {}"
+            " WHERE role = %s ORDER BY id LIMIT 1"
         ).format(target.table(USERS_TABLE)),
         [ADMIN_ROLE],
     )
     if not rows:
         raise NotFound(f"identity schema {target.name!r} has no admin")
-    email, token, status = rows[0]
-    return Invitation(email=email, token=token, status=status)
+    email, token, status, expires_at = rows[0]
+    return Invitation(email=email, token=token, status=status, expires_at=expires_at)

@@ -13,7 +13,6 @@ every local user can read in /proc.
 """
 
 import argparse
-import html
 import json
 import os
 import resource
@@ -25,6 +24,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from resources.admin_accounts import Accounts, PostgresAccounts, SQLiteAccounts
+from resources.admin_http import Request, Response
+from resources.tenant_admin import TenantAdmin
 from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.files import write_atomically
 from tenant_pipelines.support.procs import lower_priority
@@ -39,7 +41,19 @@ LOOPBACK = "127.0.0.1"
 MAX_LINE_BYTES = 8192
 MAX_HEADERS = 100
 MAX_BODY_BYTES = 1 << 20
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
 
 
 class IdentityUnavailable(Exception):
@@ -109,6 +123,21 @@ def _checked(total: int, admins: int) -> int:
 IdentityReader = SQLiteIdentity | PostgresIdentity
 
 
+def accounts_of(identity: IdentityReader) -> Accounts:
+    """The same store, as the admin console's sign-in reads and redeems it."""
+    if isinstance(identity, SQLiteIdentity):
+        return SQLiteAccounts(identity.path)
+    return PostgresAccounts(identity.dsn, identity.schema)
+
+
+def users_line(identity: IdentityReader) -> str:
+    """What the admin console says of the tenant's users."""
+    try:
+        return f"{identity.count_users()} user(s)"
+    except IdentityUnavailable:
+        return "identity store unavailable"
+
+
 def discovery_document(issuer: str) -> dict[str, object]:
     """The OpenID Provider metadata clients use to find this tenant's endpoints."""
     return {
@@ -140,6 +169,8 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
     timeout = REQUEST_TIMEOUT_S
     command = ""
     path = ""
+    headers: dict[str, str]
+    body = b""
 
     def handle(self) -> None:
         try:
@@ -149,14 +180,14 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
             self._send_json(400, {"error": "bad request"})
             return
         route = self.path.split("?", 1)[0]
-        if self.command not in ("GET", "HEAD"):
+        if route == "/admin" or route.startswith("/admin/"):
+            self._admin(route)
+        elif self.command not in ("GET", "HEAD"):
             self._not_found()
         elif route == "/healthz":
             self._healthz()
         elif route == "/.well-known/openid-configuration":
             self._send_json(200, discovery_document(self.server.issuer))
-        elif route == "/admin":
-            self._admin()
         else:
             self._not_found()
 
@@ -166,17 +197,20 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
         if not line:
             return False
         self.command, self.path, _version = line.decode("latin-1").rstrip("\r\n").split(" ")
-        length = 0
+        self.headers = {}
         for _ in range(MAX_HEADERS):
             header = self.rfile.readline(MAX_LINE_BYTES)
             if header in (b"\r\n", b"\n", b""):
                 break
             name, _, value = header.decode("latin-1").partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
+            name, value = name.strip().lower(), value.strip()
+            if name == "cookie" and name in self.headers:  # several Cookie lines are one list
+                value = f"{self.headers[name]}; {value}"
+            self.headers[name] = value  # otherwise the last wins (the edge appends its own)
+        length = int(self.headers.get("content-length", 0))
         if not 0 <= length <= MAX_BODY_BYTES:
             raise ValueError("request body too large")
-        self.rfile.read(length)
+        self.body = self.rfile.read(length)
         return True
 
     def _healthz(self) -> None:
@@ -190,18 +224,12 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
             return
         self._send_json(200, {"status": "ok", "tenant": self.server.tenant_key})
 
-    def _admin(self) -> None:
-        key = html.escape(self.server.tenant_key)
-        try:
-            users = f"{self.server.identity.count_users()} user(s)"
-        except IdentityUnavailable:
-            users = "identity store unavailable"
-        page = (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{key} admin console"
-            f"</title></head><body><h1>Admin console: {key}</h1>"
-            f"<p>Issuer: {html.escape(self.server.issuer)}</p><p>{users}</p></body></html>"
-        )
-        self._send(200, "text/html; charset=utf-8", page.encode())
+    def _admin(self, route: str) -> None:
+        """The admin console and its sign-in (`resources.tenant_admin`)."""
+        client = self.client_address[0]
+        request = Request(self.command, route, self.headers, self.body, client)
+        answer: Response = self.server.admin.handle(request)
+        self._send(answer.status, answer.content_type, answer.body, answer.headers)
 
     def _not_found(self) -> None:
         self._send_json(404, {"error": "not found", "method": self.command, "path": self.path})
@@ -209,16 +237,20 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
     def _send_json(self, status: int, body: dict[str, object]) -> None:
         self._send(status, "application/json", json.dumps(body).encode())
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _send(
+        self, status: int, content_type: str, body: bytes, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         head = (
             f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
             "Connection: close\r\n\r\n"
         )
         self.wfile.write(head.encode("latin-1") + (b"" if self.command == "HEAD" else body))
-        if self.path.split("?", 1)[0] not in QUIET_PATHS:
+        route = self.path.split("?", 1)[0]  # a query string may carry a secret: never logged
+        if route not in QUIET_PATHS:
             client = self.client_address[0]
-            print(f'{client} "{self.command} {self.path}" {status}', file=sys.stderr, flush=True)
+            print(f'{client} "{self.command} {route}" {status}', file=sys.stderr, flush=True)
 
 
 class WorkloadServer(socketserver.ThreadingTCPServer):
@@ -232,6 +264,9 @@ class WorkloadServer(socketserver.ThreadingTCPServer):
         self.tenant_key = tenant_key
         self.issuer = f"https://{tenant_key}.{domain}"
         self.identity = identity
+        self.admin = TenantAdmin(
+            tenant_key, self.issuer, accounts_of(identity), lambda: users_line(identity)
+        )
 
 
 def write_state(state_file: Path, port: int) -> None:

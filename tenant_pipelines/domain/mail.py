@@ -1,7 +1,13 @@
 """Welcome emails as data: what the saga hands a mailer, and what the mailer answers."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
+
+# How long the first admin's invitation may be redeemed, from the moment it is made (Allocate).
+# Long enough for a weekend and a holiday's mail; short enough that a code left in a mailbox
+# stops working by itself.
+INVITATION_LIFETIME = timedelta(days=7)
 
 
 class EmailKind(StrEnum):
@@ -51,8 +57,10 @@ class SendResult:
 
 @dataclass(frozen=True)
 class Invitation:
-    """The first admin's invitation, as the welcome email needs it."""
+    """The first admin's invitation, as the welcome email needs it. `expires_at` (UTC) is None
+    only for a store made before invitations expired, until the control plane upgrades it."""
 
     email: str
     token: str
     status: str
+    expires_at: datetime | None = None

@@ -29,6 +29,8 @@ class LocalWorkloads:
         registry = self._platform.registry.get()
         restored = []
         for tenant in registry.list_tenants(TenantState.ACTIVE):
+            # A store made by an older version gets the admin sign-in's columns first.
+            self._platform.identity.upgrade(tenant.spec.key)
             handle = self._platform.deployer.ensure(tenant.spec)
             registry.ledger_set(
                 tenant.tenant_id, handle.kind, LedgerState.ALLOCATED, handle=handle.to_json()

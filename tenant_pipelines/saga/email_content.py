@@ -1,11 +1,12 @@
 """The three welcome emails' words: subjects and templates, filled in for one tenant."""
 
 import html
+from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
 from string import Template
 
-from tenant_pipelines.domain.mail import EmailKind, OutgoingEmail
+from tenant_pipelines.domain.mail import INVITATION_LIFETIME, EmailKind, OutgoingEmail
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import TenantSpec
 
@@ -22,13 +23,21 @@ def ledger_kind(kind: str) -> str:
 
 
 def render_email(
-    kind: str, tenant: TenantSpec, domain: str, invitation_token: str, from_email: str
+    kind: str,
+    tenant: TenantSpec,
+    domain: str,
+    invitation_token: str,
+    from_email: str,
+    invitation_expires_at: datetime | None = None,
 ) -> OutgoingEmail:
-    """Fill the kind's text and HTML templates; every value is HTML-escaped in the HTML part."""
+    """Fill the kind's text and HTML templates; every value is HTML-escaped in the HTML part.
+
+    The invitation code travels in the body only, never in a link: the console's sign-in asks
+    the admin to paste it (edges and proxies log URLs)."""
     if kind not in SUBJECTS:
         known = ", ".join(EmailKind)
         raise ValueError(f"unknown email kind {kind!r} (known: {known})")
-    values = _template_values(tenant, domain, invitation_token)
+    values = _template_values(tenant, domain, invitation_token, invitation_expires_at)
     escaped = {name: html.escape(value, quote=True) for name, value in values.items()}
     subject = Template(SUBJECTS[EmailKind(kind)]).substitute(values)
     subject = " ".join(subject.split())  # no line breaks can reach a header
@@ -49,8 +58,14 @@ def render_email(
     )
 
 
-def _template_values(tenant: TenantSpec, domain: str, invitation_token: str) -> dict[str, str]:
+def _template_values(
+    tenant: TenantSpec, domain: str, invitation_token: str, expires_at: datetime | None
+) -> dict[str, str]:
     tenant_url = tenant.url(domain)
+    days = INVITATION_LIFETIME.days
+    expiry = f"{days} days after it was made"
+    if expires_at is not None:
+        expiry = f"{expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     return {
         "slug": tenant.slug,
         "org": tenant.org,
@@ -60,6 +75,7 @@ def _template_values(tenant: TenantSpec, domain: str, invitation_token: str) -> 
         "tenant_url": tenant_url,
         "console_url": f"{tenant_url}/admin",
         "invitation_token": invitation_token,
+        "invitation_expires": expiry,
         "plan_limits": _plan_limits(tenant.plan),
     }
 

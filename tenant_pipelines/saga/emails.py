@@ -64,7 +64,14 @@ def send_welcome_emails(ctx: SagaContext, tenant: TenantSpec) -> list[EmailOutco
         if settled is not None:
             outcomes.append(settled)
             continue
-        message = render_email(kind, tenant, ctx.domain, invitation.token, mailer.from_email)
+        message = render_email(
+            kind,
+            tenant,
+            ctx.domain,
+            invitation.token,
+            mailer.from_email,
+            invitation.expires_at,
+        )
         outcomes.append(_send_one(ctx, tenant, message))
     return outcomes
 

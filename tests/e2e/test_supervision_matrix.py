@@ -93,7 +93,7 @@ def workloads(stack: Stack) -> dict[str, list[int]]:
 def served(stack: Stack, slug: str) -> bool:
     try:
         response = requests.get(
-            f"http://127.0.0.1:{stack.edge_port}/admin",
+            f"http://127.0.0.1:{stack.edge_port}/.well-known/openid-configuration",
             headers={"Host": f"{slug}-{ORG}.localhost"},
             timeout=2,
         )

@@ -194,9 +194,9 @@ def test_the_workload_serves_discovery_admin_and_json_404(
         "id_token_signing_alg_values_supported",
     ):
         assert document[field]
-    status, content_type, body = get(port, "/admin")
-    assert (status, content_type.split(";")[0]) == (200, "text/html")
-    assert b"acme-corp" in body
+    status, content_type, body = get(port, "/admin")  # the console asks for its admin
+    assert (status, content_type) == (401, "application/json")
+    assert json.loads(body)["tenant"] == "acme-corp"
     status, content_type, body = get(port, "/nope?x=1")
     assert (status, content_type, json.loads(body)["path"]) == (
         404,

@@ -1,13 +1,14 @@
 """Local identity stores on real SQLite files: the first admin is seeded once, with one token."""
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from resources.identity import LocalSQLiteIdentityStore
 from tenant_pipelines.domain.errors import NotFound
-from tenant_pipelines.domain.mail import Invitation
+from tenant_pipelines.domain.mail import INVITATION_LIFETIME, Invitation
 from tenant_pipelines.domain.tenant import TenantSpec
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,11 @@ def test_ensure_seeds_the_first_admin_with_a_pending_invitation(
     assert (email, role, status) == ("admin@corp.example", "admin", "pending_invitation")
     assert len(token) >= 32
     assert token not in str(handle.to_json()), "the token is a secret: keep it out of the ledger"
-    assert identity.invitation("acme-corp") == Invitation(email, token, status)
+    invitation = identity.invitation("acme-corp")
+    assert invitation == Invitation(email, token, status, invitation.expires_at)
+    assert invitation.expires_at is not None
+    lifetime = invitation.expires_at - datetime.now(UTC)
+    assert INVITATION_LIFETIME - timedelta(minutes=1) < lifetime <= INVITATION_LIFETIME
 
 
 def test_second_ensure_keeps_the_same_admin_and_token(
@@ -115,3 +120,65 @@ def test_a_crashed_build_is_invisible_and_does_not_block_ensure(
         identity.invitation("acme-corp")
     identity.ensure(tenant())
     assert identity.invitation("acme-corp").status == "pending_invitation"
+
+
+def old_store(path: Path, token: str = "old-code") -> None:
+    """An identity database exactly as the code before the admin sign-in made it (version 1)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE tenant_meta (tenant_key TEXT PRIMARY KEY, plan TEXT NOT NULL,"
+            " max_users INTEGER NOT NULL, created_at TEXT NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,"
+            " role TEXT NOT NULL, status TEXT NOT NULL, invitation_token TEXT,"
+            " created_at TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO tenant_meta VALUES ('acme-corp', 'free', 50, '2024-01-01T00:00:00+00:00')"
+        )
+        conn.execute(
+            "INSERT INTO users (email, role, status, invitation_token, created_at) VALUES"
+            " ('admin@corp.example', 'admin', 'pending_invitation', ?, '2024-01-01')",
+            (token,),
+        )
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def columns(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        found = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+    conn.close()
+    return found
+
+
+def test_upgrade_gives_an_older_store_the_sign_in_columns_and_a_fresh_lifetime(
+    identity: LocalSQLiteIdentityStore, tmp_path: Path
+) -> None:
+    path = identity.path_for("acme-corp")
+    old_store(path)
+    assert "password_hash" not in columns(path)
+
+    assert identity.upgrade("acme-corp") is True
+    assert {"invitation_expires_at", "invitation_redeemed_at", "password_hash"} <= columns(path)
+    invitation = identity.invitation("acme-corp")
+    assert (invitation.token, invitation.status) == ("old-code", "pending_invitation")
+    assert invitation.expires_at is not None
+    assert invitation.expires_at - datetime.now(UTC) > INVITATION_LIFETIME - timedelta(minutes=1)
+
+    assert identity.upgrade("acme-corp") is True  # again: nothing changes
+    assert identity.invitation("acme-corp") == invitation
+    assert identity.upgrade("ghost-corp") is False
+    assert not identity.path_for("ghost-corp").exists()
+
+
+def test_ensure_upgrades_an_older_store_and_keeps_its_invitation(
+    identity: LocalSQLiteIdentityStore,
+) -> None:
+    path = identity.path_for("acme-corp")
+    old_store(path)
+    identity.ensure(tenant())
+    assert "password_hash" in columns(path)
+    assert identity.invitation("acme-corp").token == "old-code"

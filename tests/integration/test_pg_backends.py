@@ -296,12 +296,33 @@ def test_a_tenant_role_reads_and_writes_its_own_schema_only_as_granted(
             )
         with pytest.raises(pg_errors.InsufficientPrivilege):
             cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(a["data"])))
+    # The identity role (the workload's sign-in) reads its users and writes only what redeeming
+    # the invitation writes.
+    users = sql.Identifier(a["identity"], "users")
     with as_role(admin_url, a["identity"]) as cur:
-        cur.execute(insert_user(a["identity"]))
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(users))
+        assert cur.fetchall() == [(1,)]
         cur.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(a["identity"], "users"))
+            sql.SQL(
+                "UPDATE {} SET status = 'active', password_hash = 'h',"
+                " invitation_redeemed_at = now() WHERE role = 'admin'"
+            ).format(users)
         )
-        assert cur.fetchall() == [(2,)]
+        assert cur.rowcount == 1
+        refused = [
+            insert_user(a["identity"]),
+            sql.SQL("DELETE FROM {}").format(users),
+            sql.SQL("UPDATE {} SET email = 'mallory@evil.example'").format(users),
+            sql.SQL("UPDATE {} SET role = 'admin'").format(users),
+            sql.SQL("UPDATE {} SET invitation_token = 'mine'").format(users),
+            sql.SQL("UPDATE {} SET invitation_expires_at = 'infinity'").format(users),
+            sql.SQL("SELECT nextval(pg_get_serial_sequence({}, 'id'))").format(
+                sql.Literal(f'"{a["identity"]}".users')
+            ),
+        ]
+        for statement in refused:
+            with pytest.raises(pg_errors.InsufficientPrivilege):
+                cur.execute(statement)
 
 
 def test_a_tenant_role_cannot_create_objects_in_public_or_its_own_schema(

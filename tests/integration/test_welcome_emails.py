@@ -2,8 +2,10 @@
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -323,6 +325,20 @@ def test_the_three_emails_carry_their_content() -> None:
     assert all(
         e.to == SPEC.admin_email and e.from_email == SENDER for e in (welcome, console, onboarding)
     )
+
+
+def test_the_console_email_says_how_to_redeem_the_code_and_until_when() -> None:
+    paris = timezone(timedelta(hours=1))  # a PostgreSQL session may answer in its own zone
+    expires = datetime(2026, 12, 10, 13, 30, tzinfo=paris)
+    console = render_email("console", SPEC, DOMAIN, TOKEN, SENDER, expires)
+
+    for body in (" ".join(console.text.split()), " ".join(console.html.split())):
+        assert "Redeem your invitation" in body and "paste this invitation code" in body
+        assert "until 2026-12-10 12:30 UTC" in body
+    links = re.findall(r'href="([^"]+)"', console.html)
+    assert links and all(TOKEN not in link and "?" not in link for link in links)
+    undated = render_email("console", SPEC, DOMAIN, TOKEN, SENDER)
+    assert "until 7 days after it was made" in " ".join(undated.text.split())
 
 
 def test_every_value_from_the_request_is_escaped_in_html() -> None:
