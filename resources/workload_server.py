@@ -30,6 +30,7 @@ from resources.tenant_admin import TenantAdmin
 from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.files import write_atomically
 from tenant_pipelines.support.procs import lower_priority
+from tenant_pipelines.support.redact import loggable_target
 
 REQUEST_TIMEOUT_S = 30.0
 QUIET_PATHS = frozenset({"/healthz"})
@@ -247,10 +248,11 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
             "Connection: close\r\n\r\n"
         )
         self.wfile.write(head.encode("latin-1") + (b"" if self.command == "HEAD" else body))
-        route = self.path.split("?", 1)[0]  # a query string may carry a secret: never logged
-        if route not in QUIET_PATHS:
+        if self.path.split("?", 1)[0] not in QUIET_PATHS:
             client = self.client_address[0]
-            print(f'{client} "{self.command} {route}" {status}', file=sys.stderr, flush=True)
+            # The path without its query string, anything shaped like a secret masked.
+            target = loggable_target(self.path)
+            print(f'{client} "{self.command} {target}" {status}', file=sys.stderr, flush=True)
 
 
 class WorkloadServer(socketserver.ThreadingTCPServer):
