@@ -33,7 +33,7 @@ lint: setup
 # The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py).
 test: setup browser lint
 	$(BIN)/pytest -q tests/unit
-	$(BIN)/pytest -q tests/integration tests/e2e
+	$(BIN)/pytest -q tests/integration tests/security tests/e2e
 
 # Full-size benchmarks (figures in README "Performance"); results in bench/results/*.json.
 bench: setup
