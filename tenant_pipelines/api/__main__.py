@@ -8,7 +8,17 @@ import uvicorn
 
 from tenant_pipelines.api.app import create_app
 from tenant_pipelines.api.context import Addresses
+from tenant_pipelines.api.hub import StreamLimits
 from tenant_pipelines.settings import Settings
+
+SHUTDOWN_GRACE_S = 3
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +28,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagster-port", type=int, help="the Dagster webserver, to launch runs")
     parser.add_argument("--edge-port", type=int, help="the edge gateway, for admin console links")
     parser.add_argument("--workspace", type=Path, help="launch runs from here, for this workspace")
+    parser.add_argument(
+        "--streams-per-token",
+        type=_positive,
+        default=StreamLimits.per_token,
+        help="open event streams one token may hold (more: 429)",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=_positive,
+        default=StreamLimits.total,
+        help="open event streams this server holds in all (more: 503)",
+    )
     args = parser.parse_args(argv)
     addresses = Addresses(args.dagster_port, args.edge_port, args.workspace)
-    app = create_app(Settings.from_env(), addresses)
+    limits = StreamLimits(per_token=args.streams_per_token, total=args.max_streams)
+    app = create_app(Settings.from_env(), addresses, stream_limits=limits)
     # Access lines name method, path and status only: tokens travel in headers and bodies.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # Event streams never end by themselves: on shutdown they are cancelled after a grace.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
     return 0
 
 

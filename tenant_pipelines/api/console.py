@@ -1,6 +1,9 @@
 """`/console`: the tenant console, server-rendered (Jinja2) with one small script for the live
 timeline. Every page asks `session_caller`; every form carries the session's CSRF token; the
-words a person sees are the contract (DESIGN.md section 10)."""
+words a person sees are the contract (DESIGN.md section 10). The session lives on the server
+(`api.sessions`): logging in gives it a new id, logging out ends it. Handlers that read a form
+are async; what they ask of the registry or the platform runs in a worker thread, never in the
+event loop that the event streams share."""
 
 import hmac
 import secrets
@@ -12,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import SESSION_TOKEN_ID, Ctx, session_caller
@@ -97,18 +101,18 @@ def login_page(request: Request) -> HTMLResponse:
 async def login(request: Request, ctx: Ctx) -> Response:
     form = await checked_form(request)
     try:
-        caller = ctx.registry.authenticate(form.get("token", "").strip())
+        caller = await run_in_threadpool(ctx.registry.authenticate, form.get("token", "").strip())
     except NotAuthenticated as error:
         return page(request, "login.html", status=401, error=str(error))
     request.session.clear()
-    request.session[SESSION_TOKEN_ID] = caller.token_id
+    request.session[SESSION_TOKEN_ID] = caller.token_id  # a new session id (`api.sessions`)
     return go("/console/tenants")
 
 
 @router.post("/logout")
 async def logout(request: Request) -> RedirectResponse:
     await checked_form(request)
-    request.session.clear()
+    request.session.clear()  # ends the session on the server: the old cookie opens nothing
     return go("/console/login")
 
 
@@ -141,12 +145,12 @@ def _form(
 
 @router.post("/tenants/new")
 async def new_tenant(request: Request, ctx: Ctx) -> Response:
-    caller = caller_or_login(request, ctx)
+    caller = await run_in_threadpool(caller_or_login, request, ctx)
     form = await checked_form(request)
     values = {name: form.get(name, "").strip() for name in FORM_FIELDS}
     try:
         fields = TenantFields.model_validate(values)
-        submission = tenants.submit(ctx, caller, fields, None)
+        submission = await run_in_threadpool(tenants.submit, ctx, caller, fields, None)
     except ValidationError as error:
         errors = {field: rule for field, rule in reversed(field_errors(error))}
         return _form(request, caller, values, errors, status=422)
@@ -186,10 +190,10 @@ async def decommission(request: Request, ctx: Ctx, slug: str) -> RedirectRespons
 
 
 async def _act(request: Request, ctx: Ctx, slug: str, action: Any, done: str) -> RedirectResponse:
-    caller = caller_or_login(request, ctx)
+    caller = await run_in_threadpool(caller_or_login, request, ctx)
     await checked_form(request)
     try:
-        run_id = action(ctx, caller, slug)
+        run_id = await action(ctx, caller, slug)
         request.session[FLASH] = f"{done} (run {run_id[:8]})"
     except TenantPipelinesError as refusal:
         request.session[FLASH] = str(refusal)

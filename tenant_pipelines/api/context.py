@@ -16,7 +16,6 @@ from tenant_pipelines.support.operator_key import operator_key_file, secret_in
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-SESSION_KEY_FILE = "console-session.key"
 LOCAL_DOMAIN = "localhost"
 
 
@@ -99,11 +98,6 @@ class ApiContext:
         if self.settings.domain == LOCAL_DOMAIN and self.addresses.edge_port:
             return f"http://{host}:{self.addresses.edge_port}/admin"
         return f"https://{host}/admin"
-
-    @cached_property
-    def session_secret(self) -> str:
-        """Signs console sessions: made once per data directory, readable by its owner only."""
-        return secret_in(Path(self.settings.data_dir) / SESSION_KEY_FILE)
 
     @cached_property
     def operator_key(self) -> str:
