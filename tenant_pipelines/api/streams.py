@@ -88,7 +88,9 @@ class EventStream(Response):
         # Not Response.__init__: that would announce an empty body (content-length: 0).
         self.status_code = 200
         self.background = None
-        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
+        # The connection ends with the stream: a client sees the end as the connection closing.
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "connection": "close"}
+        self.init_headers(headers)
         self.hub = hub
         self.subscription = subscription
         self.backlog = backlog
