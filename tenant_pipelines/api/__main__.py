@@ -1,6 +1,7 @@
 """`python -m tenant_pipelines.api --port N`: the API server, as `tenantctl up` starts it."""
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -8,10 +9,24 @@ import uvicorn
 
 from tenant_pipelines.api.app import create_app
 from tenant_pipelines.api.context import Addresses
-from tenant_pipelines.api.hub import StreamLimits
+from tenant_pipelines.api.hub import FeedHub, StreamLimits
 from tenant_pipelines.settings import Settings
 
+# Requests still running this long after a stop was asked for are cancelled.
 SHUTDOWN_GRACE_S = 3
+
+
+class StreamEndingServer(uvicorn.Server):
+    """Uvicorn waits for open connections before it stops, and an event stream never ends by
+    itself: end the streams first, each with its reason, so the server stops at once."""
+
+    def __init__(self, config: uvicorn.Config, hub: FeedHub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.hub.close_streams()
+        await super().shutdown(sockets)
 
 
 def _positive(raw: str) -> int:
@@ -45,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     limits = StreamLimits(per_token=args.streams_per_token, total=args.max_streams)
     app = create_app(Settings.from_env(), addresses, stream_limits=limits)
     # Access lines name method, path and status only: tokens travel in headers and bodies.
-    # Event streams never end by themselves: on shutdown they are cancelled after a grace.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level="info",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
+    StreamEndingServer(config, app.state.hub).run()
     return 0
 
 

@@ -205,9 +205,14 @@ class FeedHub:
                 loops.start_soon(self._every, self.poll_s, self.poll)
                 loops.start_soon(self._every, self.token_check_s, self.check_tokens)
         finally:
-            self._running = False
-            for subscription in self._all():
-                subscription.end(STOPPING)
+            self.close_streams()
+
+    def close_streams(self) -> None:
+        """The server is stopping: end every stream now (each says why and closes its
+        connection, so the server need not wait for them) and open no more."""
+        self._running = False
+        for subscription in self._all():
+            subscription.end(STOPPING)
 
     async def poll(self) -> None:
         """Hand what is new in the feed to the streams that want it."""

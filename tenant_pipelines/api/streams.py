@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from tenant_pipelines.api.context import ApiContext
 from tenant_pipelines.api.hub import (
+    FULL,
     Chunk,
     FeedHub,
     Filter,
@@ -140,7 +141,10 @@ async def _until_gone(receive: Receive, left: anyio.Event, scope: anyio.CancelSc
 async def _farewell(send: Send, reason: str) -> None:
     """Say why the stream ends and end the response; a client that does not read gets
     nothing more (the server then closes the connection once what it holds is sent)."""
-    log.info("event stream ended: %s", reason)
+    if reason == FULL:  # uvicorn then also says that the response was not completed
+        log.warning("event stream closed: %s", reason)
+    else:
+        log.info("event stream ended: %s", reason)
     data = f"event: end\ndata: {json.dumps({'reason': reason})}\n\n".encode()
     with anyio.move_on_after(FAREWELL_S):
         await _send(send, data)

@@ -19,7 +19,9 @@ HOURS_8 = timedelta(hours=8)
 
 
 def token(registry: TenantRegistry, days: int = 90) -> str:
-    grant = TokenGrant.parse({"subject": "alice", "role": "platform-admin", "expires_in_days": days})
+    grant = TokenGrant.parse(
+        {"subject": "alice", "role": "platform-admin", "expires_in_days": days}
+    )
     _, record = registry.create_token(grant)
     return record.token_id
 
