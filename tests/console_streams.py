@@ -134,6 +134,13 @@ class RawStream:
             self._read(deadline - time.monotonic())
         return self.received[start:]
 
+    def read_until(self, marker: bytes, within_s: float = 10) -> bool:
+        """Read until `marker` has arrived (True), or the end or the deadline came first."""
+        deadline = time.monotonic() + within_s
+        while marker not in self.received and self._read(deadline - time.monotonic()):
+            pass
+        return marker in self.received
+
     def events(self) -> int:
         return self.received.count(b"\ndata: ")
 
