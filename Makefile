@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m bench.throughput --requests 50
 	$(BIN)/python -m bench.compensation --samples 5
 	$(BIN)/python -m bench.feed --tenants 10000
+	$(BIN)/python -m bench.unread_streams --streams 500 --calls 50 --rounds 3
 
 # Tiny sizes, run by CI to keep the scripts working.
 bench-smoke: setup
@@ -57,3 +58,5 @@ bench-smoke: setup
 	$(BIN)/python -m bench.throughput --requests 4 --json bench/results/smoke-throughput.json
 	$(BIN)/python -m bench.compensation --samples 1 --json bench/results/smoke-compensation.json
 	$(BIN)/python -m bench.feed --tenants 50 --queries 20 --json bench/results/smoke-feed.json
+	$(BIN)/python -m bench.unread_streams --streams 20 --calls 5 --rounds 1 \
+	  --json bench/results/smoke-unread-streams.json

@@ -4,28 +4,37 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
-from starlette.middleware.sessions import SessionMiddleware
 
 from tenant_pipelines.api import console, errors, local, v1
 from tenant_pipelines.api.context import Addresses, ApiContext
 from tenant_pipelines.api.dagster_door import DagsterDoor
 from tenant_pipelines.api.headers import SecurityHeaders
+from tenant_pipelines.api.hub import StreamLimits
+from tenant_pipelines.api.sessions import ServerSessions
+from tenant_pipelines.api.streams import make_hub
 from tenant_pipelines.settings import Settings
 
-SESSION_COOKIE = "tp_console"
-SESSION_MAX_AGE_S = 8 * 3600
 
-
-def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings,
+    addresses: Addresses,
+    secure_cookies: bool = False,
+    stream_limits: StreamLimits | None = None,
+) -> FastAPI:
     ctx = ApiContext(settings, addresses)
+    hub = make_hub(ctx, stream_limits or StreamLimits())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Open the registry and the instance (importing Dagster) before answering /healthz,
         # which `tenantctl up` waits for: the first caller should not pay for them.
         ctx.open()
-        yield
+        async with anyio.create_task_group() as background:
+            await background.start(hub.run)  # event streams follow the feed through it
+            yield
+            background.cancel_scope.cancel()
         ctx.close()
 
     app = FastAPI(
@@ -38,18 +47,12 @@ def create_app(settings: Settings, addresses: Addresses, secure_cookies: bool = 
         redoc_url=None,
     )
     app.state.context = ctx
+    app.state.hub = hub
     # Innermost first: the door reads the console session; every answer, the Dagster UI's
     # included, gets the browser hardening headers.
     app.add_middleware(DagsterDoor, ctx=ctx)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=ctx.session_secret,
-        session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE_S,
-        same_site="strict",
-        https_only=secure_cookies,
-    )
+    app.add_middleware(ServerSessions, store=lambda: ctx.registry, secure_cookies=secure_cookies)
     errors.install(app)
     console.install_handlers(app)
     app.include_router(v1.router)

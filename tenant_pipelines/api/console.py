@@ -1,6 +1,9 @@
 """`/console`: the tenant console, server-rendered (Jinja2) with one small script for the live
 timeline. Every page asks `session_caller`; every form carries the session's CSRF token; the
-words a person sees are the contract (DESIGN.md section 10)."""
+words a person sees are the contract (DESIGN.md section 10). The session lives on the server
+(`api.sessions`): logging in gives it a new id, logging out ends it. Handlers that read a form
+are async; what they ask of the registry or the platform runs in a worker thread, never in the
+event loop that the event streams share."""
 
 import hmac
 import secrets
@@ -112,14 +115,14 @@ async def login(request: Request, ctx: Ctx) -> Response:
     except NotAuthenticated as error:
         return page(request, "login.html", status=401, error=str(error), next=target)
     request.session.clear()
-    request.session[SESSION_TOKEN_ID] = caller.token_id
+    request.session[SESSION_TOKEN_ID] = caller.token_id  # a new session id (`api.sessions`)
     return go(target)
 
 
 @router.post("/logout")
 async def logout(request: Request) -> RedirectResponse:
     await checked_form(request)
-    request.session.clear()
+    request.session.clear()  # ends the session on the server: the old cookie opens nothing
     return go("/console/login")
 
 
@@ -152,7 +155,7 @@ def _form(
 
 @router.post("/tenants/new")
 async def new_tenant(request: Request, ctx: Ctx) -> Response:
-    caller = caller_or_login(request, ctx)
+    caller = await run_in_threadpool(caller_or_login, request, ctx)
     form = await checked_form(request)
     values = {name: form.get(name, "").strip() for name in FORM_FIELDS}
     try:
@@ -197,10 +200,10 @@ async def decommission(request: Request, ctx: Ctx, slug: str) -> RedirectRespons
 
 
 async def _act(request: Request, ctx: Ctx, slug: str, action: Any, done: str) -> RedirectResponse:
-    caller = caller_or_login(request, ctx)
+    caller = await run_in_threadpool(caller_or_login, request, ctx)
     await checked_form(request)
     try:
-        run_id = await run_in_threadpool(action, ctx, caller, slug)  # it waits on the registry
+        run_id = await action(ctx, caller, slug)
         request.session[FLASH] = f"{done} (run {run_id[:8]})"
     except TenantPipelinesError as refusal:
         request.session[FLASH] = str(refusal)

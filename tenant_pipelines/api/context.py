@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
     from tenant_pipelines.runtime.dagster_ui import DagsterUi
 
-SESSION_KEY_FILE = "console-session.key"
 LOCAL_DOMAIN = "localhost"
 DAGSTER_UI_PATH = "/dagster"  # the Dagster UI, behind the door (api.dagster_door)
 
@@ -112,11 +111,6 @@ class ApiContext:
         if self.settings.domain == LOCAL_DOMAIN and self.addresses.edge_port:
             return f"http://{host}:{self.addresses.edge_port}/admin"
         return f"https://{host}/admin"
-
-    @cached_property
-    def session_secret(self) -> str:
-        """Signs console sessions: made once per data directory, readable by its owner only."""
-        return secret_in(Path(self.settings.data_dir) / SESSION_KEY_FILE)
 
     @cached_property
     def operator_key(self) -> str:

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenant_pipelines.api.auth import SESSION_CSRF, caller_of_session
 from tenant_pipelines.api.context import DAGSTER_UI_PATH, ApiContext
+from tenant_pipelines.api.sessions import SESSION_ID_KEY
 from tenant_pipelines.domain.access import (
     Caller,
     Forbidden,
@@ -91,6 +92,7 @@ class DoorPass:
     caller: Caller
     token: str | None = None  # the bearer token, re-checked while a websocket stays open
     session: dict[str, Any] = field(default_factory=dict)
+    session_id: str | None = None  # the stored session, re-checked while a websocket stays open
 
     @property
     def by_session(self) -> bool:
@@ -158,14 +160,15 @@ class DagsterDoor:
         caller = caller_of_session(session, self.ctx)
         if caller is None:
             raise LoginRequired()
-        return DoorPass(caller, session=session)
+        return DoorPass(caller, session=session, session_id=scope.get(SESSION_ID_KEY))
 
     def _still_admitted(self, door_pass: DoorPass) -> bool:
         try:
             if door_pass.token is not None:
                 caller: Caller | None = self.ctx.registry.authenticate(door_pass.token)
             else:
-                caller = caller_of_session(door_pass.session, self.ctx)
+                stored = self.ctx.registry.load_session(door_pass.session_id or "")
+                caller = caller_of_session(stored.data, self.ctx) if stored else None
             if caller is None:
                 return False
             authorize_operator_ui(caller)

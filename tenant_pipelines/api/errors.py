@@ -2,8 +2,9 @@
 
 The status says whose move it is: 401 authenticate, 403 not allowed for this role, 404 unknown
 or another org's, 409 the tenant's state or another operation stands in the way, 422 fix the
-input, 503 the platform behind the API is not there (the webserver, or the registry: the
-sentence names the store and the cause).
+input, 429 the caller holds as many event streams as it may, 503 the platform behind the API is
+not there (the webserver, or the registry: the sentence names the store and the cause) or this
+server is at its limit.
 """
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,15 @@ from tenant_pipelines.domain.errors import (
 from tenant_pipelines.domain.request import field_errors
 from tenant_pipelines.orchestration.graphql import DagsterApiError
 
+
+class TooManyStreams(TenantPipelinesError):
+    """The caller's token holds as many open event streams as one token may."""
+
+
+class ServerBusy(TenantPipelinesError):
+    """This server cannot take more of something right now (event streams): try again later."""
+
+
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (NotAuthenticated, 401),
     (Forbidden, 403),
@@ -39,6 +49,8 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (DagsterApiError, 503),
     (ConfigError, 503),
     (RegistryUnavailable, 503),
+    (TooManyStreams, 429),
+    (ServerBusy, 503),
 ]
 
 

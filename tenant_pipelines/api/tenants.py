@@ -4,17 +4,25 @@ Reads are filtered to what the caller may see (another org's tenant does not exi
 actions are authorized first, then handed to the registry, the intake or the lifecycle code.
 """
 
+import fnmatch
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+
+import anyio
+import anyio.to_thread
 
 from tenant_pipelines.api.context import ApiContext
 from tenant_pipelines.api.errors import InvalidInput
 from tenant_pipelines.domain.access import Action, Caller, authorize, check_visible
-from tenant_pipelines.domain.events import AuditEvent
+from tenant_pipelines.domain.errors import OperationInFlight
+from tenant_pipelines.domain.events import AuditEvent, FeedRecord
 from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.domain.records import OperationKind
 from tenant_pipelines.domain.request import RequestedBy, TenantFields, TenantRequest
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.status import TenantDetail, TenantStatus
@@ -49,21 +57,39 @@ def detail(ctx: ApiContext, caller: Caller, slug: str) -> TenantDetail:
     return TenantDetail(**found.model_dump(), timeline=entries)
 
 
-def tenant_events(ctx: ApiContext, tenant: TenantStatus, type_glob: str | None) -> list[AuditEvent]:
-    """This tenant's feed: its slug's events since it was requested (a slug can be reused)."""
-    events, _ = tenant_events_after(ctx, tenant, type_glob, None)
-    return events
+@dataclass(frozen=True)
+class TenantFeed:
+    """One tenant's events: its slug's, of its org, since it was requested (a slug can be
+    reused, and another org's events never show), of the types asked for."""
+
+    tenant: str
+    org: str
+    since: datetime
+    type_glob: str | None
+
+    def matches(self, event: AuditEvent) -> bool:
+        return (
+            event.tenant == self.tenant
+            and event.org == self.org
+            and datetime.fromisoformat(event.at) >= self.since
+            and (self.type_glob is None or fnmatch.fnmatchcase(event.type, self.type_glob))
+        )
 
 
-def tenant_events_after(
-    ctx: ApiContext, tenant: TenantStatus, type_glob: str | None, cursor: str | None
-) -> tuple[list[AuditEvent], str | None]:
-    events, cursor = feed.read_events(
-        ctx.instance(), tenant=tenant.slug, type_glob=type_glob, cursor=cursor
-    )
+def tenant_feed(tenant: TenantStatus, type_glob: str | None) -> TenantFeed:
     since = datetime.fromisoformat(tenant.created_at)
-    mine = [e for e in events if e.org == tenant.org and datetime.fromisoformat(e.at) >= since]
-    return mine, cursor
+    return TenantFeed(tenant.slug, tenant.org, since, type_glob)
+
+
+def tenant_records(ctx: ApiContext, wants: TenantFeed) -> list[FeedRecord]:
+    """The tenant's feed so far, with each event's place in it (a stream's backlog)."""
+    found, _ = feed.read_records(ctx.instance(), tenant=wants.tenant, type_glob=wants.type_glob)
+    return [record for record in found if wants.matches(record.event)]
+
+
+def tenant_events(ctx: ApiContext, tenant: TenantStatus, type_glob: str | None) -> list[AuditEvent]:
+    """This tenant's feed so far."""
+    return [record.event for record in tenant_records(ctx, tenant_feed(tenant, type_glob))]
 
 
 def visible_events(ctx: ApiContext, caller: Caller, type_glob: str | None) -> list[AuditEvent]:
@@ -136,17 +162,37 @@ def operate_as_operator(ctx: ApiContext, operation: Operation, slug: str, reques
     return launch(ctx.registry, ctx.instance(), ctx.orchestrator, slug, requested_by)
 
 
-def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
+async def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
+    """Re-execute the tenant's failed run (a few registry reads and one in-process GraphQL
+    launch, in a worker thread)."""
+    return await anyio.to_thread.run_sync(_retry, ctx, caller, slug)
+
+
+def _retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.RETRY, tenant.org)
     return lifecycle.retry(ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject)
 
 
-def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
+async def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
+    """Decommission the tenant; a compensation in flight is waited for (as `tenantctl
+    decommission` does, up to its bound) between attempts made in a worker thread, sleeping
+    in the event loop rather than holding the thread."""
+    deadline = time.monotonic() + lifecycle.COMPENSATION_WAIT_S
+    while True:
+        try:
+            return await anyio.to_thread.run_sync(_decommission_now, ctx, caller, slug)
+        except OperationInFlight as busy:
+            if busy.kind != OperationKind.COMPENSATION or time.monotonic() >= deadline:
+                raise
+        await anyio.sleep(lifecycle.WAIT_POLL_S)
+
+
+def _decommission_now(ctx: ApiContext, caller: Caller, slug: str) -> str:
     tenant = visible_status(ctx, caller, slug)
     authorize(caller, Action.DECOMMISSION, tenant.org)
     return lifecycle.decommission(
-        ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject
+        ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject, wait_s=0
     )
 
 

@@ -1,17 +1,21 @@
 """`/v1`: the HTTP API (DESIGN.md section 10). Each handler parses, asks `api.tenants` (which
-authorizes), and answers with the same objects as `tenantctl ... --json`."""
+authorizes), and answers with the same objects as `tenantctl ... --json`.
+
+No handler holds a worker thread for long: the event stream waits in the event loop
+(`api.streams`), and a decommission waiting for a compensation in flight sleeps there too.
+"""
 
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import ApiCaller, Ctx
 from tenant_pipelines.api.errors import ErrorBody, InvalidInput
-from tenant_pipelines.api.streams import EVENT_STREAM, follow
+from tenant_pipelines.api.streams import EVENT_STREAM, Hub, open_stream
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.request import TenantFields
 from tenant_pipelines.domain.states import TenantState
@@ -93,19 +97,26 @@ def tenant_detail(slug: str, caller: ApiCaller, ctx: Ctx) -> TenantDetail:
     "/tenants/{slug}/events",
     response_model=list[AuditEvent],
     responses={
-        **_errors(404, 422),
+        **_errors(404, 422, 429, 503),
         200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}},
     },
 )
-def tenant_events(
-    slug: str, request: Request, caller: ApiCaller, ctx: Ctx, type_glob: TypeGlob = None
+async def tenant_events(
+    slug: str,
+    request: Request,
+    caller: ApiCaller,
+    ctx: Ctx,
+    hub: Hub,
+    type_glob: TypeGlob = None,
 ) -> Any:
-    """The tenant's audit feed; with `Accept: text/event-stream`, followed live (SSE)."""
-    tenant = tenants.visible_status(ctx, caller, slug)
+    """The tenant's audit feed; with `Accept: text/event-stream`, followed live (SSE): 429
+    beyond a token's open streams, 503 beyond the server's."""
+    tenant = await run_in_threadpool(tenants.visible_status, ctx, caller, slug)
     if EVENT_STREAM in request.headers.get("accept", ""):
-        read = lambda cursor: tenants.tenant_events_after(ctx, tenant, type_glob, cursor)  # noqa: E731
-        return StreamingResponse(follow(read), media_type=EVENT_STREAM)
-    return tenants.tenant_events(ctx, tenant, type_glob)
+        wants = tenants.tenant_feed(tenant, type_glob)
+        backlog = lambda: tenants.tenant_records(ctx, wants)  # noqa: E731
+        return await open_stream(hub, caller.token_id, wants, backlog)
+    return await run_in_threadpool(tenants.tenant_events, ctx, tenant, type_glob)
 
 
 @router.get("/events", response_model=list[AuditEvent], responses=_errors(422))
@@ -120,9 +131,9 @@ def events(caller: ApiCaller, ctx: Ctx, type_glob: TypeGlob = None) -> list[Audi
     response_model=RunLaunched,
     responses=_errors(403, 404, 409, 503),
 )
-def retry_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
+async def retry_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
     """Re-execute a failed tenant's run from the failed step."""
-    return RunLaunched(slug=slug, run_id=tenants.retry(ctx, caller, slug))
+    return RunLaunched(slug=slug, run_id=await tenants.retry(ctx, caller, slug))
 
 
 @router.post(
@@ -131,9 +142,9 @@ def retry_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
     response_model=RunLaunched,
     responses=_errors(403, 404, 409, 503),
 )
-def decommission_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
+async def decommission_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
     """Release everything the tenant holds and free its slug."""
-    return RunLaunched(slug=slug, run_id=tenants.decommission(ctx, caller, slug))
+    return RunLaunched(slug=slug, run_id=await tenants.decommission(ctx, caller, slug))
 
 
 @router.get("/tenants/{slug}/diagnosis", response_model=Diagnosis, responses=_errors(404))

@@ -70,6 +70,14 @@ class AuditEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FeedRecord:
+    """An event and its place in the feed (the event log's storage id: later events, higher)."""
+
+    storage_id: int
+    event: AuditEvent
+
+
 def make_event(
     event_type: str,
     *,

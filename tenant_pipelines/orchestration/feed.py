@@ -11,7 +11,7 @@ from typing import Any
 from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance, MetadataValue
 from sqlalchemy.exc import DBAPIError
 
-from tenant_pipelines.domain.events import AuditEvent
+from tenant_pipelines.domain.events import AuditEvent, FeedRecord
 
 AUDIT_ASSET = AssetKey(["tenant_audit"])
 PAGE_SIZE = 1_000
@@ -55,18 +55,18 @@ def _from_metadata(metadata: dict[str, Any]) -> AuditEvent:
     )
 
 
-def read_events(
+def read_records(
     instance: DagsterInstance,
     *,
     tenant: str | None = None,
     type_glob: str | None = None,
     cursor: str | None = None,
-) -> tuple[list[AuditEvent], str | None]:
-    """Events oldest first, after `cursor`; returns them with the cursor to continue from."""
+) -> tuple[list[FeedRecord], str | None]:
+    """Events oldest first, after `cursor`, with their places; and the cursor to continue from."""
     records_filter = AssetRecordsFilter(
         asset_key=AUDIT_ASSET, asset_partitions=[tenant] if tenant else None
     )
-    events: list[AuditEvent] = []
+    found: list[FeedRecord] = []
     while True:
         result = instance.fetch_observations(
             records_filter, limit=PAGE_SIZE, cursor=cursor, ascending=True
@@ -77,10 +77,30 @@ def read_events(
                 continue
             event = _from_metadata(dict(observation.metadata))
             if type_glob is None or fnmatch.fnmatchcase(event.type, type_glob):
-                events.append(event)
+                found.append(FeedRecord(record.storage_id, event))
         cursor = result.cursor or cursor
         if not result.has_more:
-            return events, cursor
+            return found, cursor
+
+
+def read_events(
+    instance: DagsterInstance,
+    *,
+    tenant: str | None = None,
+    type_glob: str | None = None,
+    cursor: str | None = None,
+) -> tuple[list[AuditEvent], str | None]:
+    """Events oldest first, after `cursor`; returns them with the cursor to continue from."""
+    records, cursor = read_records(instance, tenant=tenant, type_glob=type_glob, cursor=cursor)
+    return [record.event for record in records], cursor
+
+
+def feed_end(instance: DagsterInstance) -> str | None:
+    """The cursor after the newest event (None for an empty feed: read from the start)."""
+    newest = instance.fetch_observations(
+        AssetRecordsFilter(asset_key=AUDIT_ASSET), limit=1, ascending=False
+    )
+    return newest.cursor if newest.records else None
 
 
 def feed_instance(instance: DagsterInstance) -> DagsterInstance:

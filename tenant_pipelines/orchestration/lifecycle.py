@@ -197,7 +197,7 @@ def decommission(
                 lambda tenant: _launch_decommission(api, tenant, requested_by),
             )
         except OperationInFlight as busy:
-            if busy.kind != OperationKind.COMPENSATION or time.monotonic() > deadline:
+            if busy.kind != OperationKind.COMPENSATION or time.monotonic() >= deadline:
                 raise
         sleep(WAIT_POLL_S)
 

@@ -165,3 +165,18 @@ api_tokens = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+# Console sessions, kept here so that the browser holds only a random id: a stolen signing key
+# or an old cookie opens nothing once the row is gone (logout, revocation, expiry).
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    # sha256 of the session id the cookie carries: the id itself is never stored.
+    Column("session_hash", String(64), primary_key=True),
+    Column("token_id", String(32)),  # NULL before login (the login form's CSRF token)
+    Column("data", Text, nullable=False),  # the session's JSON object
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_console_sessions_token_id", "token_id"),
+    Index("ix_console_sessions_expires_at", "expires_at"),
+)

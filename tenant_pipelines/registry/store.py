@@ -7,9 +7,9 @@ Every state change is a compare-and-set in SQL; every uniqueness rule is a datab
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
@@ -39,7 +39,7 @@ from tenant_pipelines.domain.states import (
 )
 from tenant_pipelines.domain.tokens import TokenGrant, TokenRecord
 from tenant_pipelines.registry import queries as q
-from tenant_pipelines.registry import tokens
+from tenant_pipelines.registry import sessions, tokens
 from tenant_pipelines.registry.engine import READ_ONLY_OPTION, make_engine, store_errors
 from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.queries import OPS as O
@@ -544,9 +544,11 @@ class TenantRegistry:
             return tokens.all_tokens(conn)
 
     def revoke_token(self, token_id: str) -> TokenRecord:
-        """Raises NotFound; revoking twice is harmless."""
+        """Raises NotFound; revoking twice is harmless. Ends the token's console sessions."""
         with self._write() as conn:
-            return tokens.revoke_token(conn, token_id, q.now())
+            record = tokens.revoke_token(conn, token_id, q.now())
+            sessions.end_token_sessions(conn, token_id)
+            return record
 
     def authenticate(self, token: str) -> Caller:
         """The caller a bearer token stands for; raises NotAuthenticated."""
@@ -557,3 +559,39 @@ class TenantRegistry:
         """The caller of a console session, if its token is still usable."""
         with self._read() as conn:
             return tokens.usable_token(conn, token_id, q.now()).caller()
+
+    def usable_token_ids(self, token_ids: Iterable[str]) -> set[str]:
+        """Which of these tokens may still be used: one query for every open event stream."""
+        with self._read() as conn:
+            return sessions.usable_token_ids(conn, token_ids, q.now())
+
+    # console sessions (`registry.sessions`) -----------------------------------------------
+    def load_session(self, session_id: str) -> sessions.ConsoleSession | None:
+        with self._read() as conn:
+            return sessions.load_session(conn, session_id, q.now())
+
+    def start_session(
+        self,
+        session_id: str,
+        data: Mapping[str, Any],
+        token_id: str | None,
+        lifetime: timedelta,
+        replaces: str | None = None,
+    ) -> datetime:
+        """Record a new session, ending `replaces`; when it expires."""
+        with self._write() as conn:
+            return sessions.start_session(
+                conn, session_id, data, token_id, now=q.now(), lifetime=lifetime, replaces=replaces
+            )
+
+    def save_session(self, session_id: str, data: Mapping[str, Any]) -> bool:
+        with self._write() as conn:
+            return sessions.save_session(conn, session_id, data, q.now())
+
+    def end_session(self, session_id: str) -> None:
+        with self._write() as conn:
+            sessions.end_session(conn, session_id)
+
+    def purge_sessions(self, max_anonymous: int) -> int:
+        with self._write() as conn:
+            return sessions.purge_sessions(conn, q.now(), max_anonymous)

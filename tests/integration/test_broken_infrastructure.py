@@ -241,7 +241,7 @@ def test_a_full_disk_at_validate_is_explained_and_recovered(
     token, _ = local.registry.create_token(
         TokenGrant.parse({"subject": "ops", "role": "platform-admin"})
     )
-    # Started before the disk fills: a first start writes the console's session key there.
+    # Started before the disk fills: a first start writes the operator key there.
     with api_server(env, tmp_path / "api.log") as server:
         filler = fill(local.settings.data_dir)
         _, success, _ = local.provision(record.request_id)  # Validate cannot write: fails

@@ -15,7 +15,7 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0004"
+HEAD = "0006_console_sessions"
 TABLES = {
     "requests",
     "tenants",
@@ -23,6 +23,7 @@ TABLES = {
     "compensations",
     "api_tokens",
     "operations",
+    "console_sessions",
     migrate.VERSION_TABLE,
 }
 
