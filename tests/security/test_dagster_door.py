@@ -370,3 +370,31 @@ def test_an_open_websocket_ends_when_its_token_is_revoked(stack: Stack) -> None:
             while True:
                 socket.recv(timeout=5)
         assert time.monotonic() - ended_at < 2.0
+
+
+def test_an_open_websocket_ends_when_its_session_logs_out(stack: Stack) -> None:
+    browser = session(stack, stack.token("platform-admin", subject="lola"))
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    with connect(
+        ws_url(stack),
+        subprotocols=["graphql-ws"],  # type: ignore[list-item]
+        additional_headers={"Cookie": cookie, "Origin": stack.api_base},
+        open_timeout=10,
+    ) as socket:
+        socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(socket.recv(timeout=10))["type"] == "connection_ack"
+        page = browser.get(f"{stack.api_base}/console/tenants", timeout=30).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf is not None
+        out = browser.post(
+            f"{stack.api_base}/console/logout",
+            data={"csrf_token": csrf[1]},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert out.status_code == 303
+        ended_at = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                socket.recv(timeout=5)
+        assert time.monotonic() - ended_at < 2.0

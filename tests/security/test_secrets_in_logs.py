@@ -4,6 +4,7 @@ cookie, form body), leaves a trace of a secret in the API server's log, as `tena
 it writing to a file, nor in the edge's log: each access line names the path without its query
 string, with anything shaped like a secret masked, and never a header."""
 
+import re
 import signal
 import subprocess
 import time
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tenant_pipelines.api.context import SESSION_KEY_FILE
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
@@ -31,14 +31,14 @@ LOG_TIMEOUT_S = 10.0
 class Secrets:
     token: str  # a real platform-admin token
     operator_key: str
-    session_key: str
+    session_id: str  # a live console session's cookie value
 
     def parts(self) -> dict[str, str]:
         """What must never be in a log: the token's secret part (its id names it) and the keys."""
         return {
             "token secret": self.token.removeprefix("tp_").split("_", 1)[1],
             "operator key": self.operator_key,
-            "session key": self.session_key,
+            "session id": self.session_id,
         }
 
 
@@ -63,8 +63,25 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with api_server(env, log_dir / "api.log") as server:
         key = read_operator_key(settings.data_dir)
         assert key is not None
-        session_key = (settings.data_dir / SESSION_KEY_FILE).read_text().strip()
-        yield Platform(server, settings.data_dir, Secrets(token, key, session_key))
+        yield Platform(
+            server, settings.data_dir, Secrets(token, key, console_session(server, token))
+        )
+
+
+def console_session(server: ApiServer, token: str) -> str:
+    """The cookie of a real console login: a session id is as good as the token behind it."""
+    browser = requests.Session()
+    page = browser.get(f"{server.base}/console/login", timeout=30).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    answer = browser.post(
+        f"{server.base}/console/login",
+        data={"csrf_token": csrf[1], "token": token},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert answer.status_code == 303
+    return str(browser.cookies["tp_console"])
 
 
 def carriers(secret: str) -> list[tuple[str, str, dict[str, object]]]:
@@ -103,7 +120,7 @@ def assert_no_secret(contents: str, secrets: Secrets) -> None:
         assert part not in contents, f"the {name} is in the log"
 
 
-@pytest.mark.parametrize("which", ["token", "operator_key", "session_key"])
+@pytest.mark.parametrize("which", ["token", "operator_key", "session_id"])
 def test_the_api_servers_log_holds_no_secret_whatever_carries_it(
     platform: Platform, which: str
 ) -> None:
