@@ -15,7 +15,7 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0004"
+HEAD = "0005_tenant_keys"
 TABLES = {
     "requests",
     "tenants",
