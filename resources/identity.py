@@ -134,7 +134,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
             raise NotFound(f"identity store {path} has no admin")
         return Invitation(email=row[0], token=row[1], status=row[2])
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         return remove_db(self.path_for(tenant_key))
 
     def list_existing(self) -> set[str]:
@@ -177,7 +177,7 @@ class PostgresIdentityStore(IdentityStore):
             admin = _first_admin(conn, target)
             return {"admin_email": admin.email, "max_users": stored}
 
-        return self._schemas.ensure(tenant.key, build, read_only=(META_TABLE,))
+        return self._schemas.ensure(tenant, build, read_only=(META_TABLE,))
 
     def invitation(self, tenant_key: str) -> Invitation:
         schemas = self._schemas
@@ -187,8 +187,8 @@ class PostgresIdentityStore(IdentityStore):
                 raise NotFound(f"tenant {tenant_key!r} has no identity store")
             return _first_admin(conn, target)
 
-    def release(self, tenant_key: str) -> bool:
-        return self._schemas.release(tenant_key)
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        return self._schemas.release(tenant_key, tenant_id)
 
     def list_existing(self) -> set[str]:
         return self._schemas.list_existing()
