@@ -20,9 +20,8 @@ on the schema and the role, so listing maps back to tenant keys without parsing 
 same-named object that is not ours is never adopted or dropped. The comment also names the tenant
 id the pair was made for: `ensure` refuses a pair made for another tenant id under the same key,
 and `release` given a tenant id leaves it; a pair from before comments carried the tenant id is
-claimed by the first tenant that ensures it. Objects made before names
-carried the deployment (`t_<slug>_<org>_<suffix>`, a marker without `deployment`) are still listed
-and released.
+claimed by the first tenant that ensures it. Objects made before names carried the deployment
+(`t_<slug>_<org>_<suffix>`, a marker without `deployment`) are still listed and released.
 """
 
 import hashlib
