@@ -35,11 +35,15 @@ class TenantBackend(ConfigurableResource, ABC):
 
     @abstractmethod
     def ensure(self, tenant: TenantSpec) -> Handle:
-        """Create the tenant's thing if missing; return it as it is. Safe to call again."""
+        """Create the tenant's thing if missing, recording the tenant id it is made for; return
+        it as it is. Safe to call again. A thing under the key made for another tenant id is
+        refused (`OwnedByAnotherTenant`, a permanent error) and left as it was."""
 
     @abstractmethod
-    def release(self, tenant_key: str) -> bool:
-        """Remove the tenant's thing if present; True if something was removed."""
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        """Remove the tenant's thing if present; True if something was removed. With a tenant
+        id, a thing made for another tenant id is left untouched (False); None is the
+        operator's cleanup by key alone."""
 
     @abstractmethod
     def list_existing(self) -> set[str]:

@@ -228,7 +228,7 @@ class LocalProcessDeployer(WorkloadDeployer):
                 raise ReadinessTimeout(key, timeout_s)
             time.sleep(POLL_INTERVAL_S)
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         mine = {pid: key for pid, key in _running(self.data_dir).items() if key == tenant_key}
         stopped = _stop(mine, self.data_dir)
         state_file = state_path(self.data_dir, tenant_key)

@@ -32,8 +32,8 @@ class _PassThrough:
     def ensure(self, tenant: TenantSpec) -> Handle:
         return self.inner.ensure(tenant)
 
-    def release(self, tenant_key: str) -> bool:
-        return self.inner.release(tenant_key)
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        return self.inner.release(tenant_key, tenant_id)
 
     def list_existing(self) -> set[str]:
         return self.inner.list_existing()
@@ -72,9 +72,9 @@ class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
         raise_injected(self.plan_path, "mark_active", tenant.slug)
         return self.inner.open(tenant)
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         raise_injected(self.plan_path, "release", tenant_key)
-        return self.inner.release(tenant_key)
+        return self.inner.release(tenant_key, tenant_id)
 
     def is_open(self, tenant_key: str) -> bool:
         return self.inner.is_open(tenant_key)
@@ -106,3 +106,6 @@ class FaultyMailer(Mailer):
         if fault is not None:
             return SendResult(False, None, None, INJECTED_REASON, 0)
         return self.inner.send(message)
+
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        return self.inner.release(tenant_key, tenant_id)

@@ -170,7 +170,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
         expires_at = datetime.fromisoformat(row[3]) if row[3] else None
         return Invitation(email=row[0], token=row[1], status=row[2], expires_at=expires_at)
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         return remove_db(self.path_for(tenant_key))
 
     def list_existing(self) -> set[str]:
@@ -228,7 +228,7 @@ class PostgresIdentityStore(IdentityStore):
             admin = _first_admin(conn, target)
             return {"admin_email": admin.email, "max_users": stored}
 
-        return self._schemas.ensure(tenant.key, build, read_only=(META_TABLE,))
+        return self._schemas.ensure(tenant, build, read_only=(META_TABLE,))
 
     def invitation(self, tenant_key: str) -> Invitation:
         if not self.upgrade(tenant_key):  # a run begun by an older version allocated it
@@ -247,8 +247,8 @@ class PostgresIdentityStore(IdentityStore):
             _grant_sign_in(conn, target)
         return True
 
-    def release(self, tenant_key: str) -> bool:
-        return self._schemas.release(tenant_key)
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        return self._schemas.release(tenant_key, tenant_id)
 
     def list_existing(self) -> set[str]:
         return self._schemas.list_existing()

@@ -1,9 +1,11 @@
 """Mail to a tenant's first admin: one interface, two backends.
 
 `OutboxMailer` (the embedded default) writes each email as a standard RFC 5322 `.eml` file that a
-person can open in any mail client; `SendGridMailer` sends through SendGrid's v3 Mail Send with the
-official client. A backend only delivers: whether an email may go out at all (at most once per
-tenant) is decided from the ledger by `tenant_pipelines.saga.emails`.
+person can open in any mail client, in a folder per tenant key that records the tenant id it is
+for (another tenant id's folder is never written; decommission releases the record);
+`SendGridMailer` sends through SendGrid's v3 Mail Send with the official client. A backend only
+delivers: whether an email may go out at all (at most once per tenant) is decided from the
+ledger by `tenant_pipelines.saga.emails`.
 
 Configuration (chosen in `tenant_pipelines.orchestration.platform`): `SENDGRID_API_KEY` selects
 SendGrid and reaches `SendGridMailer.api_key` only through `EnvVar`; `SENDGRID_FROM` is the
@@ -14,6 +16,7 @@ lives under `TENANT_DATA_DIR`.
 import http.client
 import json
 import logging
+import os
 import time
 import urllib.error
 from abc import ABC, abstractmethod
@@ -45,6 +48,7 @@ BACKOFF_BASE_S = 1.0  # first wait before a retry when the server gives no Retry
 BACKOFF_MAX_S = 16.0
 MAX_REASON_CHARS = 300
 OUTBOX_DIR = "outbox"
+OWNER_FILE = ".tenant-id"  # in a tenant's outbox folder: the tenant id it belongs to
 MAIL_CATEGORY = "tenant-onboarding"
 CLIENT_LOGGER = "python_http_client.client"
 
@@ -58,9 +62,15 @@ class Mailer(ConfigurableResource, ABC):
     def send(self, message: OutgoingEmail) -> SendResult:
         """Deliver `message` once (retrying only where that cannot duplicate it)."""
 
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        """Forget what this mailer keeps for the tenant (at decommission), so that a later
+        tenant of the same key may receive mail; True if there was something to forget."""
+        return False
+
 
 class OutboxMailer(Mailer):
-    """Writes `<data_dir>/outbox/<tenant_key>/<kind>.eml`, replacing it atomically."""
+    """Writes `<data_dir>/outbox/<tenant_key>/<kind>.eml`, replacing it atomically. The folder's
+    `.tenant-id` names the tenant it belongs to, claimed by the first email written there."""
 
     data_dir: str = Field(description="TENANT_DATA_DIR; the outbox is its `outbox/` folder.")
 
@@ -72,10 +82,50 @@ class OutboxMailer(Mailer):
             return SendResult(False, None, None, "tenant key or kind is not a safe file name", 0)
         path = self.outbox_path(message.tenant_key, message.kind)
         try:
+            owner = claim_folder(path.parent, message.tenant_id)
+            if owner != message.tenant_id:
+                reason = f"the outbox {path.parent} belongs to another tenant; nothing written"
+                return SendResult(False, None, None, reason, 0)
             write_atomically(path, to_eml(message).as_bytes(policy=SMTP), durable=True)
         except OSError as error:
             return SendResult(False, None, None, f"cannot write {path}: {error.strerror}", 1)
         return SendResult(True, None, str(path), None, 1)
+
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        """Drop the folder's record of this tenant (its emails stay, as a mailbox keeps mail)."""
+        if not is_tenant_key(tenant_key):
+            return False
+        record = Path(self.data_dir) / OUTBOX_DIR / tenant_key / OWNER_FILE
+        if _read_owner(record) != tenant_id:
+            return False
+        record.unlink(missing_ok=True)
+        return True
+
+
+def claim_folder(folder: Path, tenant_id: str) -> str:
+    """The tenant id a tenant's outbox folder belongs to, claiming it for `tenant_id` if nobody
+    has: the record is linked into place, so of two racing claims exactly one wins."""
+    record = folder / OWNER_FILE
+    owner = _read_owner(record)
+    if owner is not None:
+        return owner
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{OWNER_FILE}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    tmp.write_text(tenant_id)
+    try:
+        os.link(tmp, record)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _read_owner(record) or ""
+
+
+def _read_owner(record: Path) -> str | None:
+    try:
+        return record.read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def to_eml(message: OutgoingEmail) -> EmailMessage:

@@ -14,12 +14,14 @@ USAGE on its own schema plus row privileges on its tables (now and, via default 
 Control-plane metadata tables stay read-only to it. Nothing is secret, so handles carry no
 password: whoever runs the workload grants it login separately.
 
-Every name is a function of the deployment and the tenant key alone (release and listing receive
-only the key) and always goes through `psycopg2.sql.Identifier`. Ownership is recorded in a JSON
-comment on the schema and the role, so listing maps back to tenant keys without parsing names,
-and a same-named object that is not ours is never adopted or dropped. Objects made before names
-carried the deployment (`t_<slug>_<org>_<suffix>`, a marker without `deployment`) are still listed
-and released.
+Every name is a function of the deployment and the tenant key alone (listing receives only the
+key) and always goes through `psycopg2.sql.Identifier`. Ownership is recorded in a JSON comment
+on the schema and the role, so listing maps back to tenant keys without parsing names, and a
+same-named object that is not ours is never adopted or dropped. The comment also names the tenant
+id the pair was made for: `ensure` refuses a pair made for another tenant id under the same key,
+and `release` given a tenant id leaves it; a pair from before comments carried the tenant id is
+claimed by the first tenant that ensures it. Objects made before names carried the deployment
+(`t_<slug>_<org>_<suffix>`, a marker without `deployment`) are still listed and released.
 """
 
 import hashlib
@@ -37,8 +39,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
 from tenant_pipelines.domain.errors import PermanentError
-from tenant_pipelines.domain.handles import Handle
-from tenant_pipelines.domain.tenant import check_tenant_key
+from tenant_pipelines.domain.handles import Handle, check_made_for, may_act_on
+from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key
 from tenant_pipelines.support.db_url import normalize_url
 
 APP = "tenant-pipelines"
@@ -54,6 +56,7 @@ TABLE_PRIVILEGES = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
 SEQUENCE_PRIVILEGES = sql.SQL("USAGE, SELECT, UPDATE")
 WRITE_PRIVILEGES = sql.SQL("INSERT, UPDATE, DELETE")
 PUBLIC_SCHEMA = "public"
+OWNER_FIELD = "tenant_id"  # of a marker: the tenant id the schema and role were made for
 
 
 class ForeignObject(PermanentError):
@@ -93,6 +96,7 @@ class TenantSchema:
     tenant_key: str
     name: str
     deployment: str = ""
+    tenant_id: str | None = None  # whom the pair is (to be) made for; None: any (listing)
 
     @property
     def ident(self) -> sql.Identifier:
@@ -102,10 +106,16 @@ class TenantSchema:
         return sql.Identifier(self.name, table)
 
     def marker(self, database: str) -> dict[str, str]:
+        """What says the pair is this control plane's, for this key (the tenant id aside)."""
         marker = {"app": APP, "kind": self.kind, "tenant_key": self.tenant_key}
         if self.deployment:
             marker["deployment"] = self.deployment
         return {**marker, "database": database}
+
+    def comment(self, database: str) -> dict[str, str]:
+        """The marker as written on the schema and the role: with the tenant id."""
+        marker = self.marker(database)
+        return {**marker, OWNER_FIELD: self.tenant_id} if self.tenant_id else marker
 
     def details(self) -> dict[str, Any]:
         return {"schema": self.name, "role": self.name}
@@ -144,15 +154,16 @@ class PgTenantSchemas:
         self.suffix = suffix
         self.deployment = deployment
 
-    def target(self, tenant_key: str) -> TenantSchema:
+    def target(self, tenant_key: str, tenant_id: str | None = None) -> TenantSchema:
         name = object_name(tenant_key, self.suffix, self.deployment)
-        return TenantSchema(self.kind, tenant_key, name, self.deployment)
+        return TenantSchema(self.kind, tenant_key, name, self.deployment, tenant_id)
 
-    def legacy_target(self, tenant_key: str) -> TenantSchema | None:
+    def legacy_target(self, tenant_key: str, tenant_id: str | None = None) -> TenantSchema | None:
         """The same tenant's objects as named before names carried the deployment."""
         if not self.deployment:
             return None
-        return TenantSchema(self.kind, tenant_key, object_name(tenant_key, self.suffix))
+        name = object_name(tenant_key, self.suffix)
+        return TenantSchema(self.kind, tenant_key, name, tenant_id=tenant_id)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -168,9 +179,12 @@ class PgTenantSchemas:
             run(conn, sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [lock_key])
             yield conn
 
-    def ensure(self, tenant_key: str, build: Build, read_only: Sequence[str] = ()) -> Handle:
-        """Create what is missing (role, schema, grants, tables via `build`); describe it all."""
-        target = self.target(tenant_key)
+    def ensure(self, tenant: TenantSpec, build: Build, read_only: Sequence[str] = ()) -> Handle:
+        """Create what is missing (role, schema, grants, tables via `build`); describe it all.
+        A pair made for another tenant id raises `OwnedByAnotherTenant`, in one transaction
+        with everything else: nothing is changed."""
+        tenant_key = tenant.key
+        target = self.target(tenant_key, tenant.tenant_id)
         with self.locked(target) as conn:
             database = current_database(conn)
             ensure_role(conn, target, database)
@@ -188,19 +202,20 @@ class PgTenantSchemas:
         details = {**target.details(), **extra}
         return Handle(kind=self.kind, tenant_key=tenant_key, name=target.name, details=details)
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         """Drop the schema (CASCADE), the role's remaining grants, then the role (and those of
-        the older, unprefixed name, if this tenant has them)."""
-        legacy = self.legacy_target(tenant_key)
+        the older, unprefixed name, if this tenant has them). With a tenant id, a pair made for
+        another tenant id is left as it is."""
+        legacy = self.legacy_target(tenant_key, tenant_id)
         released = self._release(legacy) if legacy is not None else False
-        return self._release(self.target(tenant_key)) or released
+        return self._release(self.target(tenant_key, tenant_id)) or released
 
     def _release(self, target: TenantSchema) -> bool:
         with self.locked(target) as conn:
-            ours = target.marker(current_database(conn))
-            # Only what we made: a same-named object of someone else's is left alone.
-            schema = schema_marker(conn, target.name) == ours
-            role = role_marker(conn, target.name) == ours
+            database = current_database(conn)
+            # Only what we made, for this tenant: someone else's same-named object is left alone.
+            schema = is_ours(schema_marker(conn, target.name), target, database)
+            role = is_ours(role_marker(conn, target.name), target, database)
             if schema:
                 run(conn, sql.SQL("DROP SCHEMA {} CASCADE").format(target.ident))
             if role:
@@ -271,16 +286,35 @@ def role_marker(conn: Connection, name: str) -> dict[str, Any] | None:
     return (parse_marker(rows[0][0]) or {}) if rows else None
 
 
-def check_ours(marker: dict[str, Any], target: TenantSchema, database: str) -> None:
-    if marker != target.marker(database):
+def is_ours(marker: dict[str, Any] | None, target: TenantSchema, database: str) -> bool:
+    """Whether an object (its marker; None: absent) is this control plane's for this key and
+    may be acted on for the target's tenant id."""
+    if marker is None:
+        return False
+    made_for = marker.get(OWNER_FIELD)
+    base = {k: v for k, v in marker.items() if k != OWNER_FIELD}
+    return base == target.marker(database) and may_act_on(made_for, target.tenant_id)
+
+
+def check_ours(
+    conn: Connection, what: str, marker: dict[str, Any], target: TenantSchema, database: str
+) -> None:
+    """Refuse an existing object that is not ours, or ours for another tenant id; claim one made
+    before markers named the tenant id."""
+    if {k: v for k, v in marker.items() if k != OWNER_FIELD} != target.marker(database):
         raise ForeignObject(
             f"{target.name!r} exists but was not created for tenant {target.tenant_key!r}"
             f" ({target.kind}) in database {database!r}: refusing to adopt or drop it"
         )
+    made_for = marker.get(OWNER_FIELD)
+    if target.tenant_id is not None:
+        check_made_for(made_for, target.tenant_id, target.kind, target.name, target.tenant_key)
+        if made_for is None:
+            comment_on(conn, what, target, database)
 
 
 def comment_on(conn: Connection, what: str, target: TenantSchema, database: str) -> None:
-    comment = json.dumps(target.marker(database), sort_keys=True)
+    comment = json.dumps(target.comment(database), sort_keys=True)
     run(
         conn,
         sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(what), target.ident, sql.Literal(comment)),
@@ -305,13 +339,13 @@ def ensure_role(conn: Connection, target: TenantSchema, database: str) -> None:
                 return
         except (pg_errors.DuplicateObject, pg_errors.UniqueViolation):
             marker = role_marker(conn, target.name) or {}
-    check_ours(marker, target, database)
+    check_ours(conn, "ROLE", marker, target, database)
 
 
 def ensure_schema(conn: Connection, target: TenantSchema, database: str) -> None:
     marker = schema_marker(conn, target.name)
     if marker is not None:
-        check_ours(marker, target, database)
+        check_ours(conn, "SCHEMA", marker, target, database)
         return
     # Owned by the admin running this: the tenant role can use the schema, never alter or drop it.
     run(conn, sql.SQL("CREATE SCHEMA {}").format(target.ident))

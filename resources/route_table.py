@@ -18,9 +18,12 @@ SCHEMA = (
     " host TEXT PRIMARY KEY,"
     " tenant_key TEXT NOT NULL UNIQUE,"
     f" state TEXT NOT NULL CHECK (state IN ('{CLOSED}', '{OPEN}')),"
-    " updated_at TEXT NOT NULL)"
+    " updated_at TEXT NOT NULL,"
+    " tenant_id TEXT)"  # whom the route was made for; NULL: made before routes recorded it
 )
+# What the edge reads on every request; a table from before `tenant_id` reads the same.
 COLUMNS = "host, tenant_key, state, updated_at"
+OWNER_COLUMN = "tenant_id"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Route:
     tenant_key: str
     state: str
     updated_at: str
+    tenant_id: str | None = None  # read by the traffic boundary, not by the edge
 
     @property
     def is_open(self) -> bool:

@@ -5,6 +5,9 @@ and linked into place, so a crash never leaves a half-built database under the t
 two racing ensures end with exactly one database (the loser adopts the winner's). The helpers for
 that are shared with the identity store, which keeps per-tenant files the same way.
 
+Each database records the tenant id it was made for (`tenant_meta.tenant_id`): a database under
+the key that another tenant id made is neither adopted by `ensure` nor removed by `release`.
+
 The PostgreSQL backend gives each tenant a schema and a role instead (see `resources.pg_tenant`).
 """
 
@@ -22,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from resources.base import TenantBackend, resolved
 from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
-from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.handles import Handle, ResourceKind, check_made_for, may_act_on
 from tenant_pipelines.domain.plans import get_plan
 from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
 from tenant_pipelines.support import sqlite as sqlite_files
@@ -31,6 +34,7 @@ DB_SUFFIX = ".db"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 PG_DATA_SUFFIX = "data"
 META_TABLE = "tenant_meta"
+OWNER_COLUMN = "tenant_id"  # of META_TABLE: the tenant id the database was made for
 
 
 def utc_now() -> str:
@@ -84,6 +88,44 @@ def remove_db(path: Path) -> bool:
     for debris in path.parent.glob(f".{path.name}.*.tmp*"):
         _remove_quietly(debris)
     return existed
+
+
+def made_for(conn: sqlite3.Connection) -> str | None:
+    """The tenant id a tenant database was made for (`tenant_meta.tenant_id`); None for one made
+    before databases recorded it."""
+    if not _has_owner_column(conn):
+        return None
+    row = conn.execute(f"SELECT {OWNER_COLUMN} FROM {META_TABLE} LIMIT 1").fetchone()
+    return None if row is None else row[0]
+
+
+def claim_db(path: Path, tenant: TenantSpec, kind: str) -> None:
+    """Refuse a tenant database made for another tenant id (`OwnedByAnotherTenant`, nothing
+    changed); one made before databases recorded their tenant is claimed by this tenant."""
+    with open_db(path) as conn:
+        owner = made_for(conn)
+        check_made_for(owner, tenant.tenant_id, kind, str(path), tenant.key)
+        if owner is None:
+            if not _has_owner_column(conn):
+                conn.execute(f"ALTER TABLE {META_TABLE} ADD COLUMN {OWNER_COLUMN} TEXT")
+            conn.execute(f"UPDATE {META_TABLE} SET {OWNER_COLUMN} = ?", (tenant.tenant_id,))
+
+
+def _has_owner_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == OWNER_COLUMN for row in conn.execute(f"PRAGMA table_info({META_TABLE})"))
+
+
+def release_db(path: Path, tenant_id: str | None) -> bool:
+    """Remove a tenant database unless it was made for another tenant id than `tenant_id`."""
+    if tenant_id is not None and path.exists():
+        try:
+            with sqlite_files.transaction(path, "ro") as conn:
+                owner = made_for(conn)
+        except sqlite3.DatabaseError:
+            owner = None  # unreadable: nothing says whose it is, and it is in the way
+        if not may_act_on(owner, tenant_id):
+            return False
+    return remove_db(path)
 
 
 def keys_in(directory: Path) -> set[str]:
@@ -141,15 +183,17 @@ class LocalSQLiteStorage(StorageBackend):
         def build(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "CREATE TABLE tenant_meta (tenant_key TEXT PRIMARY KEY, plan TEXT NOT NULL,"
-                " quota_mb INTEGER NOT NULL, created_at TEXT NOT NULL)"
+                " quota_mb INTEGER NOT NULL, created_at TEXT NOT NULL, tenant_id TEXT)"
             )
             conn.execute(
-                "INSERT INTO tenant_meta VALUES (?, ?, ?, ?)",
-                (tenant.key, tenant.plan, quota_mb, utc_now()),
+                "INSERT INTO tenant_meta (tenant_key, plan, quota_mb, created_at, tenant_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (tenant.key, tenant.plan, quota_mb, utc_now(), tenant.tenant_id),
             )
-            conn.execute("PRAGMA user_version = 1")
+            conn.execute("PRAGMA user_version = 2")
 
         create_db_atomically(path, build)
+        claim_db(path, tenant, self.kind)
         return self._handle(tenant.key, path)
 
     def _handle(self, tenant_key: str, path: Path) -> Handle:
@@ -160,8 +204,8 @@ class LocalSQLiteStorage(StorageBackend):
             kind=self.kind, tenant_key=tenant_key, name=str(path), details={"quota_mb": quota_mb}
         )
 
-    def release(self, tenant_key: str) -> bool:
-        return remove_db(self.path_for(tenant_key))
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        return release_db(self.path_for(tenant_key), tenant_id)
 
     def list_existing(self) -> set[str]:
         return keys_in(self._dir)
@@ -209,10 +253,10 @@ class PostgresSchemaStorage(StorageBackend):
             [(stored,)] = run(conn, sql.SQL("SELECT quota_mb FROM {}").format(meta))
             return {"quota_mb": stored}
 
-        return self._schemas.ensure(tenant.key, build, read_only=(META_TABLE,))
+        return self._schemas.ensure(tenant, build, read_only=(META_TABLE,))
 
-    def release(self, tenant_key: str) -> bool:
-        return self._schemas.release(tenant_key)
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        return self._schemas.release(tenant_key, tenant_id)
 
     def list_existing(self) -> set[str]:
         return self._schemas.list_existing()

@@ -5,6 +5,11 @@ so nothing is served before the workload passes readiness; Mark active opens it.
 shared by many processes (run workers write, the edge reads on every request), hence WAL mode
 (readers never wait for the writer), a busy timeout, and writers that take the write lock up front
 (`BEGIN IMMEDIATE`): `support.sqlite`.
+
+Each route records the tenant id it was made for: `ensure` and `open` refuse a route under the key
+that another tenant id made, and `release` given a tenant id leaves it. A table from before routes
+recorded it gets the column on its first write; its routes are claimed by the tenant that next
+ensures them.
 """
 
 import contextlib
@@ -18,6 +23,7 @@ from resources.route_table import (  # noqa: F401 - the table's names, where the
     CLOSED,
     COLUMNS,
     OPEN,
+    OWNER_COLUMN,
     SCHEMA,
     Route,
     lookup_route,
@@ -26,7 +32,7 @@ from resources.route_table import (  # noqa: F401 - the table's names, where the
 )
 from resources.storage import utc_now
 from tenant_pipelines.domain.errors import PermanentError
-from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.handles import Handle, ResourceKind, check_made_for, may_act_on
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import sqlite as sqlite_files
 
@@ -62,21 +68,29 @@ class LocalEdgeRoutes(TrafficBoundary):
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite_files.transaction(self._path, "rwc", wal=True) as conn:
             conn.execute(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(routes)")}
+            if OWNER_COLUMN not in columns:  # a table from before routes recorded their tenant
+                conn.execute(f"ALTER TABLE routes ADD COLUMN {OWNER_COLUMN} TEXT")
             yield conn
 
     def _add_closed(self, conn: sqlite3.Connection, tenant: TenantSpec) -> Route:
-        """Insert the route closed unless it exists; an existing route keeps its state."""
+        """Insert the route closed unless it exists; an existing route keeps its state. One made
+        for another tenant id raises OwnedByAnotherTenant (the transaction changes nothing)."""
         host = tenant.host(self.domain)
         conn.execute(
-            f"INSERT INTO routes ({COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (host, tenant.key, CLOSED, utc_now()),
+            f"INSERT INTO routes ({ROUTE_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (host, tenant.key, CLOSED, utc_now(), tenant.tenant_id),
         )
-        row = conn.execute(
-            f"SELECT {COLUMNS} FROM routes WHERE tenant_key = ?", (tenant.key,)
-        ).fetchone()
-        if row is None:
+        route = _route_of(conn, tenant.key)
+        if route is None:
             raise PermanentError(f"host {host!r} is already routed to another tenant")
-        return Route(*row)
+        check_made_for(route.tenant_id, tenant.tenant_id, self.kind, route.host, tenant.key)
+        if route.tenant_id is None:
+            conn.execute(
+                f"UPDATE routes SET {OWNER_COLUMN} = ? WHERE tenant_key = ?",
+                (tenant.tenant_id, tenant.key),
+            )
+        return route
 
     def _handle(self, route: Route) -> Handle:
         return Handle(
@@ -100,26 +114,25 @@ class LocalEdgeRoutes(TrafficBoundary):
                     "UPDATE routes SET state = ?, updated_at = ? WHERE tenant_key = ?",
                     (OPEN, now, tenant.key),
                 )
-                route = Route(route.host, route.tenant_key, OPEN, now)
+                route = Route(route.host, route.tenant_key, OPEN, now, tenant.tenant_id)
         return self._handle(route)
 
     def is_open(self, tenant_key: str) -> bool:
-        route = self._route_of(tenant_key)
-        return route is not None and route.is_open
-
-    def _route_of(self, tenant_key: str) -> Route | None:
         if not self._path.exists():
-            return None
+            return False
         with reading(self._path) as conn:
             row = conn.execute(
-                f"SELECT {COLUMNS} FROM routes WHERE tenant_key = ?", (tenant_key,)
+                "SELECT state FROM routes WHERE tenant_key = ?", (tenant_key,)
             ).fetchone()
-        return Route(*row) if row else None
+        return row is not None and row[0] == OPEN
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         if not self._path.exists():
             return False
         with self._write() as conn:
+            route = _route_of(conn, tenant_key)
+            if route is None or not may_act_on(route.tenant_id, tenant_id):
+                return False
             deleted = conn.execute("DELETE FROM routes WHERE tenant_key = ?", (tenant_key,))
             return deleted.rowcount > 0
 
@@ -128,3 +141,13 @@ class LocalEdgeRoutes(TrafficBoundary):
             return set()
         with reading(self._path) as conn:
             return {key for (key,) in conn.execute("SELECT tenant_key FROM routes")}
+
+
+# The writer's view of a route: the edge's columns and whom it was made for.
+ROUTE_COLUMNS = f"{COLUMNS}, {OWNER_COLUMN}"
+
+
+def _route_of(conn: sqlite3.Connection, tenant_key: str) -> Route | None:
+    query = f"SELECT {ROUTE_COLUMNS} FROM routes WHERE tenant_key = ?"
+    row = conn.execute(query, (tenant_key,)).fetchone()
+    return Route(*row) if row else None

@@ -13,7 +13,7 @@ from typing import Any
 
 from tenant_pipelines.domain.errors import NotFound, SlugTaken
 from tenant_pipelines.domain.events import AuditEvent
-from tenant_pipelines.domain.handles import Handle, ResourceKind
+from tenant_pipelines.domain.handles import Handle, ResourceKind, check_made_for, may_act_on
 from tenant_pipelines.domain.mail import Invitation, OutgoingEmail, SendResult
 from tenant_pipelines.domain.records import (
     CompensationRecord,
@@ -31,7 +31,7 @@ from tenant_pipelines.domain.states import (
     check_request_transition,
     check_tenant_transition,
 )
-from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.domain.tenant import TenantSpec, tenant_key
 from tenant_pipelines.saga.context import Backends, SagaContext
 
 
@@ -57,6 +57,7 @@ class InMemoryRegistry:
         self.requests: dict[str, RequestRecord] = {}
         self.tenants: dict[str, TenantRecord] = {}
         self.live_slugs: dict[str, str] = {}  # slug -> tenant_id, until decommissioned
+        self.live_keys: dict[str, str] = {}  # tenant key -> tenant_id, until decommissioned
         self.entries: dict[tuple[str, str], LedgerEntry] = {}
         self.compensations: dict[str, CompensationRecord] = {}
         self.operations: dict[str, tuple[str, str | None]] = {}
@@ -117,6 +118,9 @@ class InMemoryRegistry:
                 return tenant
         if request.slug in self.live_slugs:
             raise SlugTaken(request.slug)
+        key = tenant_key(request.slug, request.org)
+        if key in self.live_keys:
+            raise SlugTaken(request.slug, request.org, key)
         moment = self._now()
         tenant = TenantRecord(
             tenant_id=str(uuid.uuid4()),
@@ -134,6 +138,7 @@ class InMemoryRegistry:
         )
         self.tenants[tenant.tenant_id] = tenant
         self.live_slugs[tenant.slug] = tenant.tenant_id
+        self.live_keys[key] = tenant.tenant_id
         self._update_request(self.requests[request.request_id], tenant_id=tenant.tenant_id)
         return tenant
 
@@ -165,6 +170,7 @@ class InMemoryRegistry:
             changes.update(failed_step=None, failure_reason=None)
         if target == TenantState.DECOMMISSIONED:
             self.live_slugs.pop(tenant.slug, None)
+            self.live_keys.pop(tenant.spec.key, None)
         return self._update_tenant(tenant, **changes)
 
     def _update_tenant(self, tenant: TenantRecord, **changes: Any) -> TenantRecord:
@@ -272,16 +278,19 @@ class Journal:
 
 
 class InMemoryBackend:
-    """A backend holding one thing per tenant key; `fail` makes calls raise the given errors."""
+    """A backend holding one thing per tenant key, recording the tenant id it was made for;
+    `fail` makes calls raise the given errors."""
 
     def __init__(self, kind: str, journal: Journal) -> None:
         self._kind = kind
         self.journal = journal
         self.things: dict[str, int] = {}  # key -> how many times it was created (must stay 1)
+        self.made_for: dict[str, str] = {}  # key -> the tenant id it was made for
         self.created = 0
         self.fail_ensure: list[Exception] = []  # raised by the next ensure calls, in order
         self.fail_release: list[Exception] = []
         self.opened: set[str] = set()
+        self.released_for: list[str | None] = []  # the tenant id each release was asked for
 
     @property
     def kind(self) -> str:
@@ -291,8 +300,12 @@ class InMemoryBackend:
         self.journal.calls.append((self.kind, "ensure", tenant.key))
         if self.fail_ensure:
             raise self.fail_ensure.pop(0)
+        check_made_for(
+            self.made_for.get(tenant.key), tenant.tenant_id, self.kind, tenant.key, tenant.key
+        )
         if tenant.key not in self.things:
             self.things[tenant.key] = 1
+            self.made_for[tenant.key] = tenant.tenant_id
             self.created += 1
         return Handle(self.kind, tenant.key, f"{self.kind}/{tenant.key}", self.details(tenant.key))
 
@@ -300,11 +313,15 @@ class InMemoryBackend:
         """What the backend reports of the thing as it is now."""
         return {}
 
-    def release(self, tenant_key: str) -> bool:
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         self.journal.calls.append((self.kind, "release", tenant_key))
+        self.released_for.append(tenant_id)
         if self.fail_release:
             raise self.fail_release.pop(0)
+        if not may_act_on(self.made_for.get(tenant_key), tenant_id):
+            return False
         self.opened.discard(tenant_key)
+        self.made_for.pop(tenant_key, None)
         return self.things.pop(tenant_key, None) is not None
 
     def list_existing(self) -> set[str]:
@@ -334,7 +351,7 @@ class InMemoryTraffic(InMemoryBackend):
         self.journal.calls.append((self.kind, "open", tenant.key))
         if self.fail_open:
             raise self.fail_open.pop(0)
-        self.ensure(tenant)
+        self.ensure(tenant)  # refuses another tenant id's route before opening anything
         self.opened.add(tenant.key)
         return Handle(self.kind, tenant.key, f"{self.kind}/{tenant.key}", self.details(tenant.key))
 
@@ -347,6 +364,11 @@ class InMemoryMailer:
     def __init__(self) -> None:
         self.delivered: list[OutgoingEmail] = []
         self.answers: list[SendResult | Exception] = []
+        self.released: list[tuple[str, str]] = []  # (tenant key, tenant id) at decommission
+
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        self.released.append((tenant_key, tenant_id))
+        return True
 
     def send(self, message: OutgoingEmail) -> SendResult:
         answer = self.answers.pop(0) if self.answers else None
@@ -391,11 +413,13 @@ class World:
             clock=self.clock,
         )
 
-    def request(self, slug: str = "acme", plan: str = "team", role: str = "org-admin") -> str:
+    def request(
+        self, slug: str = "acme", plan: str = "team", role: str = "org-admin", org: str = "widgets"
+    ) -> str:
         request = TenantRequest.parse(
             {
                 "slug": slug,
-                "org": "widgets",
+                "org": org,
                 "plan": plan,
                 "admin_email": f"admin@{slug}.example.com",
                 "requested_by": {"subject": "alice", "role": role},

@@ -19,7 +19,7 @@ import anyio.to_thread
 from tenant_pipelines.api.context import ApiContext
 from tenant_pipelines.api.errors import InvalidInput
 from tenant_pipelines.domain.access import Action, Caller, authorize, check_visible
-from tenant_pipelines.domain.errors import OperationInFlight
+from tenant_pipelines.domain.errors import OperationInFlight, SlugInUse, sees_every_org
 from tenant_pipelines.domain.events import AuditEvent, FeedRecord
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.records import OperationKind
@@ -112,7 +112,10 @@ def submit(
     )
     launcher = ctx.launcher
     launch = intake.launching(ctx.registry, launcher, log.warning) if launcher else None
-    return intake.submit(ctx.registry, request, launch)
+    try:
+        return intake.submit(ctx.registry, request, launch)
+    except SlugInUse as taken:  # the holder is named only to a caller who sees its org
+        raise taken.told_to(caller.sees) from None
 
 
 def submit_as_operator(
@@ -127,7 +130,10 @@ def submit_as_operator(
         if ctx.launcher is not None and ctx.registry.mark_launched(request_id):
             start_after_answer(request_id)
 
-    return intake.submit(ctx.registry, request, claim)
+    try:
+        return intake.submit(ctx.registry, request, claim)
+    except SlugInUse as taken:  # the operator sees every org
+        raise taken.told_to(sees_every_org) from None
 
 
 def start_claimed(ctx: ApiContext, request_id: str) -> None:

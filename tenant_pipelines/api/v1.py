@@ -16,6 +16,7 @@ from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import ApiCaller, Ctx
 from tenant_pipelines.api.errors import ErrorBody, InvalidInput
 from tenant_pipelines.api.streams import EVENT_STREAM, Hub, open_stream
+from tenant_pipelines.domain.errors import RequestIdTaken
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.request import TenantFields
 from tenant_pipelines.domain.states import TenantState
@@ -67,7 +68,10 @@ def submit_tenant(
 ) -> dict[str, Any]:
     """Submit a new tenant; the Idempotency-Key (a UUID) becomes the request id."""
     request_id = _request_id(idempotency_key)
-    return tenants.submit(ctx, caller, body, request_id).to_json()
+    try:
+        return tenants.submit(ctx, caller, body, request_id).to_json()
+    except RequestIdTaken:  # another caller's key: nothing of its request is said
+        raise RequestIdTaken(f"this {IDEMPOTENCY_KEY}") from None
 
 
 def _request_id(key: str | None) -> uuid.UUID | None:

@@ -30,6 +30,7 @@ from tenant_pipelines.domain.errors import (
     RequestConflict,
     SlugInUse,
     TenantPipelinesError,
+    sees_every_org,
 )
 from tenant_pipelines.domain.states import RequestState, TenantState
 from tenant_pipelines.settings import Settings
@@ -111,7 +112,9 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
         raise UsageError(describe_validation_error(error)) from None
     try:
         submission = submit_request(_registry(settings), request, None)
-    except (RequestConflict, SlugInUse) as conflict:
+    except SlugInUse as taken:  # the operator sees every org
+        raise UsageError(str(taken.told_to(sees_every_org))) from None
+    except RequestConflict as conflict:
         raise UsageError(str(conflict)) from None
     return submission.to_json()
 

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tenant_pipelines.domain.errors import OwnedByAnotherTenant
+
 
 class ResourceKind(StrEnum):
     """The ledger kinds of the tenant backends, in the order allocation creates them."""
@@ -30,3 +32,18 @@ class Handle:
             "name": self.name,
             "details": dict(self.details),
         }
+
+
+def may_act_on(made_for: str | None, tenant_id: str | None) -> bool:
+    """Whether a resource recorded as made for `made_for` may be acted on for `tenant_id`.
+
+    `made_for` None: made before backends recorded it (the first tenant to ensure it claims it).
+    `tenant_id` None: the operator's own cleanup (inventory), which names keys only.
+    """
+    return made_for is None or tenant_id is None or made_for == tenant_id
+
+
+def check_made_for(made_for: str | None, tenant_id: str, kind: str, name: str, key: str) -> None:
+    """`ensure` refuses what was made for another tenant id, before it changes anything."""
+    if not may_act_on(made_for, tenant_id):
+        raise OwnedByAnotherTenant(kind, name, key)

@@ -40,6 +40,7 @@ class OutgoingEmail:
     text: str
     html: str
     idempotency_key: str  # f"{request_id}:email:{kind}", carried to the provider for tracing
+    tenant_id: str  # the tenant it is for: a mailer keeping files per key checks whose they are
 
 
 @dataclass(frozen=True)

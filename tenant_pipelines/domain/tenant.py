@@ -20,6 +20,12 @@ def check_tenant_key(value: str) -> str:
     return value
 
 
+def tenant_key(slug: str, org: str) -> str:
+    """`<slug>-<org>`: one key for many splits (`shop-prod` + `zeta`, `shop` + `prod-zeta`),
+    which is why the registry reserves the key itself, not only the slug."""
+    return f"{slug}-{org}"
+
+
 class TenantSpec(BaseModel):
     """What every phase and backend needs to know about one tenant."""
 
@@ -35,7 +41,7 @@ class TenantSpec(BaseModel):
     @property
     def key(self) -> str:
         """The tenant's name in every backend: `<slug>-<org>`, a DNS label."""
-        return f"{self.slug}-{self.org}"
+        return tenant_key(self.slug, self.org)
 
     def host(self, domain: str) -> str:
         return f"{self.key}.{domain}"

@@ -3,12 +3,13 @@
 import importlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Row, Table, func, select, text, update
 
-from tenant_pipelines.domain.errors import NotFound
+from tenant_pipelines.domain.errors import Holder, NotFound
 from tenant_pipelines.domain.records import (
     CompensationRecord,
     LedgerEntry,
@@ -17,6 +18,7 @@ from tenant_pipelines.domain.records import (
     TenantRecord,
 )
 from tenant_pipelines.domain.states import LIVE_LEDGER_STATES, RequestState, TenantState
+from tenant_pipelines.domain.tenant import tenant_key
 from tenant_pipelines.registry import schema
 
 if TYPE_CHECKING:  # its models (and email validation) load only where requests are parsed
@@ -24,8 +26,9 @@ if TYPE_CHECKING:  # its models (and email validation) load only where requests 
 
 R, T, L, C = schema.requests, schema.tenants, schema.ledger, schema.compensations
 OPS = schema.operations
-# live_slug is the reservation mechanism, not part of the record.
-TENANT_COLUMNS = [c for c in T.c if c.name != "live_slug"]
+# live_slug and live_key are the reservation mechanism, not part of the record.
+TENANT_COLUMNS = [c for c in T.c if c.name not in ("live_slug", "live_key")]
+WAITING = [RequestState.PENDING.value, RequestState.LAUNCHED.value]
 
 
 def now() -> datetime:
@@ -71,28 +74,64 @@ def find_operation(conn: Connection, tenant_id: str) -> OperationRecord | None:
     return None if row is None else OperationRecord(**row._mapping)
 
 
-def slug_holder(conn: Connection, slug: str, request_id: str) -> str | None:
-    """What holds `slug` besides this request: a live tenant, or another request in flight
-    (pending or launched, no tenant yet); None when the slug is free."""
-    tenant = find_tenant(conn, (T.c.live_slug == slug) & (T.c.request_id != request_id))
-    if tenant is not None:
-        return f"tenant {tenant.slug} ({tenant.state})"
-    waiting = [RequestState.PENDING.value, RequestState.LAUNCHED.value]
-    query = select(R.c.request_id).where(
-        R.c.slug == slug,
+@dataclass(frozen=True)
+class Taken:
+    """What holds a new request's slug or tenant key; `key` set when only the key collides."""
+
+    holder: Holder
+    key: str | None = None
+
+
+def name_holder(conn: Connection, slug: str, org: str, request_id: str) -> Taken | None:
+    """What holds `slug`, or the key `<slug>-<org>` under another split, besides this request:
+    a live tenant, or another request in flight (pending or launched, no tenant yet); None when
+    both are free."""
+    key = tenant_key(slug, org)
+    others = T.c.request_id != request_id
+    if tenant := find_tenant(conn, (T.c.live_slug == slug) & others):
+        return Taken(_tenant_holder(tenant))
+    if request := _request_in_flight(conn, R.c.slug == slug, request_id):
+        return Taken(_request_holder(request))
+    if tenant := find_tenant(conn, (T.c.live_key == key) & others):
+        return Taken(_tenant_holder(tenant), key)
+    if request := _request_in_flight(conn, request_key() == key, request_id):
+        return Taken(_request_holder(request), key)
+    return None
+
+
+def request_key() -> ColumnElement[str]:
+    """A request's tenant key, `<slug>-<org>`, in SQL (`||` on SQLite and PostgreSQL)."""
+    return R.c.slug.concat("-").concat(R.c.org)
+
+
+def _request_in_flight(
+    conn: Connection, condition: ColumnElement[bool], request_id: str
+) -> RequestRecord | None:
+    query = select(R).where(
+        condition,
         R.c.request_id != request_id,
-        R.c.state.in_(waiting),
+        R.c.state.in_(WAITING),
         R.c.tenant_id.is_(None),
     )
-    other = conn.execute(query.limit(1)).scalar()
-    return None if other is None else f"request {other}, in flight"
+    row = conn.execute(query.limit(1)).first()
+    return None if row is None else request_record(row)
 
 
-def lock_slug(conn: Connection, slug: str) -> None:
-    """Serialize submissions for one slug until the transaction ends. SQLite transactions that
-    write already hold the database's write lock (BEGIN IMMEDIATE); PostgreSQL needs a lock."""
+def _tenant_holder(tenant: TenantRecord) -> Holder:
+    return Holder("tenant", tenant.slug, tenant.org, tenant.state)
+
+
+def _request_holder(request: RequestRecord) -> Holder:
+    return Holder("request", request.request_id, request.org, request.state)
+
+
+def lock_names(conn: Connection, slug: str, org: str) -> None:
+    """Serialize submissions for one slug, and for one tenant key, until the transaction ends.
+    SQLite transactions that write already hold the database's write lock (BEGIN IMMEDIATE);
+    PostgreSQL needs locks: always the slug's first, then the key's, so none waits in a cycle."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"slug:{slug}"})
+        for name in (f"slug:{slug}", f"key:{tenant_key(slug, org)}"):
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
 
 def fetch_request(conn: Connection, request_id: str) -> RequestRecord:
@@ -154,6 +193,7 @@ def new_tenant_row(request: RequestRecord) -> dict[str, Any]:
         "admin_email": request.admin_email,
         "state": TenantState.PROVISIONING.value,
         "live_slug": request.slug,
+        "live_key": tenant_key(request.slug, request.org),
         "created_at": moment,
         "updated_at": moment,
     }

@@ -92,6 +92,9 @@ tenants = Table(
     Column("state", String(20), nullable=False),
     # = slug until decommissioned, then NULL: the unique constraint is the slug reservation.
     Column("live_slug", String(30)),
+    # = `<slug>-<org>` until decommissioned, then NULL: the reservation of the tenant key, which
+    # one key admits many splits of (`shop-prod` + `zeta`, `shop` + `prod-zeta`).
+    Column("live_key", String(63)),
     Column("last_run_id", String(64)),
     Column("failed_step", String(64)),
     Column("failure_reason", Text),
@@ -100,6 +103,8 @@ tenants = Table(
     CheckConstraint(_in("state", list(TenantState)), name="ck_tenants_state"),
     UniqueConstraint("request_id", name="uq_tenants_request_id"),
     UniqueConstraint("live_slug", name="uq_tenants_live_slug"),
+    # A unique index rather than a constraint: SQLite adds it without rebuilding the table.
+    Index("uq_tenants_live_key", "live_key", unique=True),
     Index("ix_tenants_slug", "slug"),
     Index("ix_tenants_state", "state"),
 )

@@ -19,9 +19,11 @@ from tenant_pipelines.domain.errors import (
     NotFound,
     OperationInFlight,
     RequestConflict,
+    RequestIdTaken,
     SlugInUse,
     SlugTaken,
 )
+from tenant_pipelines.domain.plans import Role
 from tenant_pipelines.domain.records import (
     CompensationRecord,
     LedgerEntry,
@@ -37,6 +39,7 @@ from tenant_pipelines.domain.states import (
     check_request_transition,
     check_tenant_transition,
 )
+from tenant_pipelines.domain.tenant import tenant_key
 from tenant_pipelines.domain.tokens import TokenGrant, TokenRecord
 from tenant_pipelines.registry import queries as q
 from tenant_pipelines.registry import sessions, tokens
@@ -70,6 +73,20 @@ def _required(entry: LedgerEntry | None) -> LedgerEntry:
 def retry_marker(root_run_id: str) -> str:
     """A request's run_id while a retry re-executes the run chain `root_run_id`."""
     return f"{RETRY_MARKER}{root_run_id}"
+
+
+def _same_caller(record: RequestRecord, values: dict[str, Any]) -> bool:
+    """Whether a request id comes back from the caller who submitted it: the same subject and
+    role and, for a role bound to one org, the same org (a subject's name is not unique across
+    orgs; a platform-admin's is its own everywhere)."""
+    same = record.subject == values["subject"] and record.role == values["role"]
+    return same and (record.role == Role.PLATFORM_ADMIN or record.org == values["org"])
+
+
+def _in_use(request: "TenantRequest", taken: q.Taken) -> SlugInUse:
+    if taken.key is None:
+        return SlugInUse(request.slug, taken.holder)
+    return SlugInUse(request.slug, taken.holder, org=request.org, taken_key=taken.key)
 
 
 def _required_op(operation: OperationRecord | None) -> OperationRecord:
@@ -121,22 +138,30 @@ class TenantRegistry:
     def submit_request(
         self, request: "TenantRequest", *, exclusive_slug: bool = False
     ) -> tuple[RequestRecord, bool]:
-        """Record a pending request; (record, created). The same id again returns the existing
-        record with created=False; the same id with other content raises RequestConflict.
+        """Record a pending request; (record, created). The same id again from the same caller
+        returns the existing record with created=False, or raises RequestConflict naming the
+        fields that differ; the id of another caller's request raises RequestIdTaken, which
+        says nothing of that request.
 
-        exclusive_slug (submission): a new request whose slug a live tenant or another request
-        in flight holds raises SlugInUse and records nothing. The check and the insert are one
-        serialized transaction per slug; Validate's reservation still decides any other path.
+        exclusive_slug (submission): a new request whose slug, or whose tenant key under any
+        split, a live tenant or another request in flight holds raises SlugInUse and records
+        nothing. The check and the insert are one transaction serialized per slug and per key;
+        Validate's reservation still decides any other path.
         """
         values = q.new_request_row(request)
         with self._write() as conn:
             if exclusive_slug:
-                q.lock_slug(conn, request.slug)
+                q.lock_names(conn, request.slug, request.org)
             created = q.insert_if_absent(conn, R, values)
             mine = values["request_id"]
-            if created and exclusive_slug and (holder := q.slug_holder(conn, request.slug, mine)):
-                raise SlugInUse(request.slug, holder)  # rolls the insert back
+            taken = None
+            if created and exclusive_slug:
+                taken = q.name_holder(conn, request.slug, request.org, mine)
+            if taken is not None:
+                raise _in_use(request, taken)  # rolls the insert back
             record = q.fetch_request(conn, values["request_id"])
+        if not _same_caller(record, values):
+            raise RequestIdTaken()
         differing = [f for f in _REQUEST_CONTENT if getattr(record, f) != values[f]]
         if differing:
             raise RequestConflict(
@@ -241,9 +266,10 @@ class TenantRegistry:
 
     # tenants ------------------------------------------------------------------------------
     def reserve_tenant(self, request: RequestRecord) -> TenantRecord:
-        """Insert the tenant (state provisioning) for this request; the slug is reserved by a
-        unique constraint among tenants not decommissioned. Idempotent for the same request.
-        Raises SlugTaken if another live tenant holds the slug."""
+        """Insert the tenant (state provisioning) for this request; the slug and the tenant key
+        `<slug>-<org>` are reserved by unique constraints among tenants not decommissioned.
+        Idempotent for the same request. Raises SlugTaken if another live tenant holds the slug
+        or the key (saying nothing of that tenant: the refused request's org reads it)."""
         mine = T.c.request_id == request.request_id
         while True:
             with self._write() as conn:
@@ -258,6 +284,9 @@ class TenantRegistry:
                     return existing  # the same request, reserved concurrently
                 if q.find_tenant(conn, T.c.live_slug == request.slug):
                     raise SlugTaken(request.slug)
+                key = tenant_key(request.slug, request.org)
+                if q.find_tenant(conn, T.c.live_key == key):
+                    raise SlugTaken(request.slug, request.org, key)
             # The holder was decommissioned (or rolled back) in between: try again.
 
     def get_tenant(self, slug: str) -> TenantRecord:
@@ -300,7 +329,7 @@ class TenantRegistry:
     ) -> TenantRecord:
         """Move the tenant to `target` atomically (CAS on the current state). Already in
         `target`: no-op. Invalid transition: InvalidTransition. Leaving `failed` clears
-        failed_step/failure_reason; reaching decommissioned frees the slug."""
+        failed_step/failure_reason; reaching decommissioned frees the slug and the key."""
         target = TenantState(target).value  # plain str for every driver; unknown: ValueError
         while True:
             with self._write() as conn:
@@ -314,7 +343,7 @@ class TenantRegistry:
                 elif current.state == TenantState.FAILED:
                     values.update(failed_step=None, failure_reason=None)
                 if target == TenantState.DECOMMISSIONED:
-                    values["live_slug"] = None
+                    values.update(live_slug=None, live_key=None)
                 key = T.c.tenant_id == tenant_id
                 if q.compare_and_set(conn, T, key, values, state=current.state):
                     return q.fetch_tenant(conn, tenant_id)

@@ -48,7 +48,8 @@ def release_all(ctx: SagaContext, tenant: TenantSpec, event_type: str, step: Ste
             tenant.tenant_id, entry.kind, LedgerState.RELEASING, run_id=ctx.run_id
         )
         try:
-            removed = backends[entry.kind].release(tenant.key)
+            # The tenant id: a thing under this key made for another tenant is left alone.
+            removed = backends[entry.kind].release(tenant.key, tenant.tenant_id)
         except Exception as error:
             ctx.event(event_type, tenant, step, kind=entry.kind, released=False, error=str(error))
             failures.append(ReleaseFailure(entry.kind, error))
@@ -110,7 +111,7 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
 
 
 def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
-    """Release whatever remains and free the slug."""
+    """Release whatever remains and free the slug and the key."""
     record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
     if record.state == TenantState.PROVISIONING:
         raise PermanentError(f"tenant {tenant.slug} is provisioning; wait for it to finish")
@@ -123,6 +124,8 @@ def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
             requested_by=ctx.requested_by,
         )
     released = release_all(ctx, tenant, EventType.DECOMMISSION_RELEASED, Step.DECOMMISSION)
+    # What the mailer keeps per key (the outbox's record of its tenant) goes with the key.
+    ctx.backends.mailer.release(tenant.key, tenant.tenant_id)
     ctx.registry.transition(tenant.tenant_id, TenantState.DECOMMISSIONED)
     ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
     ctx.event(EventType.DECOMMISSION_COMPLETED, tenant, Step.DECOMMISSION, released=released)

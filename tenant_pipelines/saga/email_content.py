@@ -55,6 +55,7 @@ def render_email(
         text=_template(f"{kind}.txt").substitute(values),
         html=page,
         idempotency_key=f"{tenant.request_id}:{ledger_kind(kind)}",
+        tenant_id=tenant.tenant_id,
     )
 
 

@@ -26,14 +26,16 @@ class Clock(Protocol):
 
 
 class TenantBackend(Protocol):
-    """Holds one thing per tenant, named by the tenant key; ensure and release are idempotent."""
+    """Holds one thing per tenant, named by the tenant key; ensure and release are idempotent.
+    Each thing records the tenant id it was made for: `ensure` refuses another tenant id's
+    (a permanent error, nothing changed), `release` with a tenant id leaves it (False)."""
 
     @property
     def kind(self) -> str: ...
 
     def ensure(self, tenant: TenantSpec) -> Handle: ...
 
-    def release(self, tenant_key: str) -> bool: ...
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool: ...
 
     def list_existing(self) -> set[str]: ...
 
@@ -51,6 +53,8 @@ class Mailer(Protocol):
     def from_email(self) -> str: ...
 
     def send(self, message: OutgoingEmail) -> SendResult: ...
+
+    def release(self, tenant_key: str, tenant_id: str) -> bool: ...
 
 
 class Registry(Protocol):

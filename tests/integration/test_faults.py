@@ -233,6 +233,7 @@ def email(slug: str = "acme") -> OutgoingEmail:
         text="Welcome.",
         html="<p>Welcome.</p>",
         idempotency_key="r-1:email:welcome",
+        tenant_id=f"t-{slug}",
     )
 
 

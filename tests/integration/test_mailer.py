@@ -48,6 +48,7 @@ def message(kind: str = "welcome", **changes: str) -> OutgoingEmail:
         "text": "Hello,\n\nWelcome aboard.\n",
         "html": "<p>Welcome aboard.</p>",
         "idempotency_key": f"req-1:email:{kind}",
+        "tenant_id": "tenant-1",
     }
     fields.update(changes)
     return OutgoingEmail(**fields)
@@ -220,7 +221,8 @@ def test_the_outbox_writes_a_standard_multipart_eml(tmp_path: Path) -> None:
     assert eml["Message-ID"] and eml["Date"]
     text, html = (part.get_content() for part in eml.iter_parts())
     assert HOSTILE in text and "<script>" not in html
-    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    # No temporary file left behind; the folder records whose it is.
+    assert sorted(p.name for p in path.parent.iterdir()) == [".tenant-id", "welcome.eml"]
 
 
 def test_the_outbox_replaces_an_email_atomically_and_refuses_unsafe_names(tmp_path: Path) -> None:
@@ -228,7 +230,7 @@ def test_the_outbox_replaces_an_email_atomically_and_refuses_unsafe_names(tmp_pa
     mailer.send(message(subject="first"))
     mailer.send(message(subject="second"))
 
-    [path] = (tmp_path / "outbox" / "acme-globex").iterdir()
+    [path] = (tmp_path / "outbox" / "acme-globex").glob("*.eml")
     assert read_eml(path)["Subject"] == "second"
     refused = mailer.send(message(tenant_key="../escape"))
     assert not refused.ok and "safe file name" in (refused.reason or "")

@@ -88,7 +88,7 @@ def test_slug_taken_is_rejected_and_leaves_the_owner_alone(local_platform: Local
     assert local.provision(first.request_id)[1]
     second = local.submit(org="gadgets")
     assert not local.provision(second.request_id)[1]
-    assert "already taken" in (local.registry.get_request(second.request_id).reason or "")
+    assert local.registry.get_request(second.request_id).reason == "slug acme is not available"
     assert local.registry.get_tenant("acme").org == "widgets"
     assert local.existing()["storage"] == {"acme-widgets"}
 

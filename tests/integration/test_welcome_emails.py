@@ -277,7 +277,10 @@ def test_the_outbox_holds_three_readable_emails_with_hostile_values_escaped(
     run_phase(registry, mailer, tenant, events, token=HOSTILE)
 
     outbox = tmp_path / "outbox" / "acme-globex"
-    assert sorted(p.name for p in outbox.iterdir()) == sorted(f"{k}.eml" for k in EMAIL_KINDS)
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        [".tenant-id", *(f"{k}.eml" for k in EMAIL_KINDS)]
+    )
+    assert (outbox / ".tenant-id").read_text() == tenant.tenant_id
     for kind in EMAIL_KINDS:
         eml = read_eml(outbox / f"{kind}.eml")
         assert eml["To"] == ADMIN

@@ -1,14 +1,14 @@
 """Console sessions kept server-side: the cookie carries only a random id.
 
 Revision ID: 0006_console_sessions
-Revises: 0004
+Revises: 0005_tenant_keys
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_console_sessions"
-down_revision = "0004"
+down_revision = "0005_tenant_keys"
 branch_labels = None
 depends_on = None
 
