@@ -103,3 +103,15 @@ class RegistryUnavailable(TenantPipelinesError):
 
 class ConfigError(PermanentError):
     """The environment asks for something impossible or contradictory: fix it, retrying cannot."""
+
+
+class ForeignResource(PermanentError):
+    """A backend holds something under the tenant's key that was made for another tenant id:
+    never adopted, changed or released on this tenant's behalf."""
+
+    def __init__(self, what: str, tenant_key: str) -> None:
+        super().__init__(
+            f"the {what} under key {tenant_key!r} was made for another tenant;"
+            " refusing to adopt, change or release it"
+        )
+        self.tenant_key = tenant_key

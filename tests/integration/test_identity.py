@@ -39,7 +39,7 @@ def test_ensure_seeds_the_first_admin_with_a_pending_invitation(
 ) -> None:
     handle = identity.ensure(tenant())
 
-    path = tmp_path / "identity" / "acme-corp.db"
+    path = tmp_path / "identity" / "acme-corp" / "identity.db"
     assert (handle.kind, handle.tenant_key, handle.name) == ("identity", "acme-corp", str(path))
     assert handle.details["admin_email"] == "admin@corp.example"
     [(email, role, status, token)] = users(path)
@@ -88,7 +88,7 @@ def test_listing_and_release_are_idempotent(
     assert identity.release("acme-corp") is True
     assert identity.release("acme-corp") is False
     assert identity.list_existing() == {"beta-labs"}
-    assert sorted(p.name for p in (tmp_path / "identity").iterdir()) == ["beta-labs.db"]
+    assert sorted(p.name for p in (tmp_path / "identity").iterdir()) == ["beta-labs"]
     with pytest.raises(NotFound):
         identity.invitation("acme-corp")
 
@@ -106,9 +106,9 @@ def test_a_store_recreated_after_release_gets_a_fresh_token(
 def test_a_crashed_build_is_invisible_and_does_not_block_ensure(
     identity: LocalSQLiteIdentityStore, tmp_path: Path
 ) -> None:
-    directory = tmp_path / "identity"
-    directory.mkdir()
-    (directory / ".acme-corp.db.4242.deadbeef.tmp").write_bytes(b"SQLite format 3\x00partial")
+    directory = tmp_path / "identity" / "acme-corp"
+    directory.mkdir(parents=True)
+    (directory / ".identity.db.4242.deadbeef.tmp").write_bytes(b"SQLite format 3\x00partial")
 
     assert identity.list_existing() == set()
     with pytest.raises(NotFound):

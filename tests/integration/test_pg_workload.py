@@ -1,5 +1,5 @@
 """TENANT_BACKENDS=postgres: how the backends are chosen, and a local workload whose identity store
-is a PostgreSQL schema (it checks it as the tenant's role, the DSN passed outside argv)."""
+is a PostgreSQL schema (it logs in as the tenant's identity role, the DSN passed outside argv)."""
 
 import http.client
 import uuid
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from dagster import EnvVar
+from psycopg2.extensions import parse_dsn
 from sqlalchemy.engine import make_url
 
 from resources.deployer import LocalProcessDeployer
@@ -124,7 +125,10 @@ def test_workload_checks_its_identity_schema_with_the_dsn_outside_argv(
     assert "--identity-db" not in argv
     assert not any(SECRET in arg for arg in argv), "argv is world-readable"
     environ = environ_of(pid)
-    assert SECRET in environ["TENANT_WORKLOAD_IDENTITY_DSN"]
+    dsn = parse_dsn(environ["TENANT_WORKLOAD_IDENTITY_DSN"])
+    assert dsn["user"] == pg_identity_schema(spec.key), "it logs in as its identity role"
+    assert len(dsn["password"]) == 64, "with a password the platform derived for the role"
+    assert not any(SECRET in value for value in environ.values()), "not as the server's admin"
     for control_plane_only in ("TENANT_BACKENDS_PG_URL", "TENANT_DB_URL"):
         assert control_plane_only not in environ
     assert deployer.list_existing() == {spec.key}
