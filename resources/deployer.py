@@ -47,7 +47,7 @@ from resources.workload_state import (  # noqa: F401 - read_endpoint: where it a
     workloads_dir,
     write_state,
 )
-from resources.workload_uids import workload_uid
+from resources.workload_uids import recorded_uids, workload_uid
 from tenant_pipelines.domain.errors import ConfigError, ForeignResource, ReadinessTimeout
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.plans import get_plan
@@ -81,9 +81,31 @@ def _home_of(package: str) -> str:
 
 
 def _running(data_dir: str | Path) -> dict[int, str]:
-    """PID -> tenant key of every workload process that belongs to this data directory."""
-    owners = {pid: owner(pid, data_dir) for pid in procs.pids()}
-    return {pid: key for pid, key in owners.items() if key}
+    """PID -> tenant key of every workload process of this data directory.
+
+    Its command line names the tenant, but a process of a workload's uid may write any command
+    line: it counts only if it runs as the platform's user (a workload not yet confined, or any
+    on a platform that is not root) or as the uid recorded for that very tenant key.
+    """
+    uids = recorded_uids(data_dir)
+    found = {}
+    for pid in procs.pids():
+        key = owner(pid, data_dir)
+        credentials = procs.credentials(pid) if key else None
+        uid = credentials.uid if credentials else None
+        if key and (uid == os.geteuid() or (uid in uids and uids[uid][0] == key)):
+            found[pid] = key
+    return found
+
+
+def _started_for(pid: int, data_dir: str | Path) -> str | None:
+    """The tenant id a workload process was started for: the one its uid was handed out to, or,
+    for a process of the platform's own user, the one its command line names."""
+    credentials = procs.credentials(pid)
+    uid = credentials.uid if credentials else None
+    if uid is not None and uid != os.geteuid():
+        return recorded_uids(data_dir).get(uid, ("", None))[1]
+    return (workload_args(pid) or {}).get("tenant-id")
 
 
 def _healthy(port: int, tenant_key: str) -> bool:
@@ -208,9 +230,7 @@ class LocalProcessDeployer(WorkloadDeployer):
         platform wrote it), or a live workload process was started for another tenant id."""
         if recorded_tenant_id(state_path(self.data_dir, tenant_key)) not in (None, tenant_id):
             return True
-        started_for = {
-            (workload_args(pid) or {}).get("tenant-id") for pid in self._pids_of(tenant_key)
-        }
+        started_for = {_started_for(pid, self.data_dir) for pid in self._pids_of(tenant_key)}
         return bool(started_for - {None, tenant_id})
 
     def _pids_of(self, tenant_key: str) -> list[int]:

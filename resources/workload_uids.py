@@ -13,6 +13,7 @@ a redeploy), and a uid is never handed out again, not even after its tenant is d
 whatever it might still own stays out of the next tenant's reach. The range holds 268 million.
 """
 
+import os
 from pathlib import Path
 
 from tenant_pipelines.domain.errors import ConfigError
@@ -62,3 +63,18 @@ def workload_uid(
             (uid, where, tenant.tenant_id, tenant.key),
         )
         return uid
+
+
+def recorded_uids(data_dir: str | Path, record: Path = HOST_RECORD) -> dict[int, tuple[str, str]]:
+    """uid -> (tenant key, tenant id) of every workload uid handed out for this data directory
+    (none if nothing was ever handed out on this host, or for a process that is not root: only
+    root hands them out, and only root may read the record). A process's uid, unlike its command
+    line, is not the process's to choose: this says whose workload a process really is."""
+    if os.geteuid() != 0 or not record.exists():
+        return {}
+    with sqlite.transaction(record, "ro") as conn:
+        rows = conn.execute(
+            "SELECT uid, tenant_key, tenant_id FROM workload_uids WHERE data_dir = ?",
+            (str(Path(data_dir).resolve()),),
+        ).fetchall()
+    return {int(uid): (str(key), str(tenant_id)) for uid, key, tenant_id in rows}

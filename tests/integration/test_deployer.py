@@ -432,3 +432,32 @@ def test_the_edge_relays_only_to_the_socket_the_deployer_bound(
         assert read_endpoint(data_dir, "acme-corp") is None, change
     path.write_text(json.dumps(good))
     assert read_endpoint(data_dir, "acme-corp") == good["port"]
+
+
+def test_a_process_of_a_workloads_uid_cannot_pass_for_another_tenants_workload(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    """Command lines are the process's to write; uids are not: a process of one tenant's uid
+    claiming another tenant's key (and another tenant id) is neither listed, nor signalled, nor
+    able to make the deployer refuse the real tenant."""
+    for spec in (tenant("acme", "corp"), tenant("evil", "corp")):
+        identity.ensure(spec)
+    acme = deployer.ensure(tenant("acme", "corp"))
+    evil_uid = deployer.ensure(tenant("evil", "corp")).details["uid"]
+    claim = ["resources.workload_server", "--tenant-key", "acme-corp", "--tenant-id", "t-evil"]
+    claim += ["--state-file", str(data_dir / "workloads" / "acme-corp.json")]
+    as_evil = ["setpriv", f"--reuid={evil_uid}", f"--regid={evil_uid}", "--clear-groups", "--"]
+    forger = subprocess.Popen([*as_evil, "sh", "-c", "while :; do sleep 1; done", *claim])
+    try:
+        deadline = time.monotonic() + 5
+        while b"resources.workload_server" not in Path(f"/proc/{forger.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert deployer.ensure(tenant("acme", "corp")) == acme
+        assert deployer.list_existing() == {"acme-corp", "evil-corp"}
+        assert deployer.release("acme-corp", "t-acme") is True
+        assert deployer.stop_all() == ["evil-corp"]
+        assert forger.poll() is None, "a process that is no workload was signalled"
+    finally:
+        forger.kill()
+        forger.wait()

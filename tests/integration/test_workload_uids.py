@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.workload_uids import FIRST_UID, LAST_UID, workload_uid
+from resources.workload_uids import FIRST_UID, LAST_UID, recorded_uids, workload_uid
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.tenant import TenantSpec
 
@@ -64,3 +64,12 @@ def test_an_exhausted_range_is_a_clear_error_that_hands_out_nothing(
     with pytest.raises(ConfigError, match=rf"no workload uid is left in {first}-{first}"):
         workload_uid(tmp_path, tenant("beta"), record, first=first, last=first)
     assert workload_uid(tmp_path, tenant("acme"), record, first=first, last=first) == first
+
+
+def test_the_record_says_whose_each_uid_is_for_one_data_directory(
+    tmp_path: Path, record: Path
+) -> None:
+    one = workload_uid(tmp_path / "data", tenant("acme"), record)
+    workload_uid(tmp_path / "elsewhere", tenant("beta"), record)
+    assert recorded_uids(tmp_path / "data", record) == {one: ("acme-corp", "t-acme")}
+    assert recorded_uids(tmp_path / "none", tmp_path / "missing.db") == {}
