@@ -191,18 +191,20 @@ class LocalProcessDeployer(WorkloadDeployer):
     readiness_timeout_s: float | None = None
 
     def ensure(self, tenant: TenantSpec) -> Handle:
-        if self._held_by_another(tenant.key, tenant.tenant_id):
-            raise ForeignResource("workload", tenant.key)
-        uid = self._uid(tenant)
         state = read_state(state_path(self.data_dir, tenant.key))
         if (
             state
-            and (state.tenant_id, state.uid) == (tenant.tenant_id, uid)
+            and state.tenant_id == tenant.tenant_id
             and is_live(state, self.data_dir, tenant.key)
+            and state.uid == self._uid(tenant)
             and _healthy(state.port, tenant.key)
         ):
             return self._handle(tenant.key, state)
-        self._stop_key(tenant.key)  # a stale state file, or a workload that stopped answering
+        pids = self._pids_of(tenant.key)
+        if self._held_by_another(tenant.key, tenant.tenant_id, pids):
+            raise ForeignResource("workload", tenant.key)  # before anything changes
+        uid = self._uid(tenant)
+        self._stop_key(tenant.key, pids)  # a stale state file, or a workload that stopped answering
         timeout_s = self.readiness_timeout_s or get_plan(tenant.plan).readiness_timeout_s
         listener = _listener()
         try:
@@ -225,12 +227,12 @@ class LocalProcessDeployer(WorkloadDeployer):
             return workload_uid(self.data_dir, tenant)
         return os.geteuid()
 
-    def _held_by_another(self, tenant_key: str, tenant_id: str) -> bool:
+    def _held_by_another(self, tenant_key: str, tenant_id: str, pids: list[int]) -> bool:
         """Whether the workload under the key is another tenant's: its state file says so (the
-        platform wrote it), or a live workload process was started for another tenant id."""
+        platform wrote it), or one of its live processes `pids` was started for another id."""
         if recorded_tenant_id(state_path(self.data_dir, tenant_key)) not in (None, tenant_id):
             return True
-        started_for = {_started_for(pid, self.data_dir) for pid in self._pids_of(tenant_key)}
+        started_for = {_started_for(pid, self.data_dir) for pid in pids}
         return bool(started_for - {None, tenant_id})
 
     def _pids_of(self, tenant_key: str) -> list[int]:
@@ -326,13 +328,13 @@ class LocalProcessDeployer(WorkloadDeployer):
     def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         """Stop the tenant's workload and remove its state file; with `tenant_id`, a workload
         recorded for another tenant is left running (False)."""
-        if tenant_id is not None and self._held_by_another(tenant_key, tenant_id):
+        pids = self._pids_of(tenant_key)
+        if tenant_id is not None and self._held_by_another(tenant_key, tenant_id, pids):
             return False
-        return self._stop_key(tenant_key)
+        return self._stop_key(tenant_key, pids)
 
-    def _stop_key(self, tenant_key: str) -> bool:
-        mine = {pid: tenant_key for pid in self._pids_of(tenant_key)}
-        stopped = _stop(mine, self.data_dir)
+    def _stop_key(self, tenant_key: str, pids: list[int]) -> bool:
+        stopped = _stop(dict.fromkeys(pids, tenant_key), self.data_dir)
         state_file = state_path(self.data_dir, tenant_key)
         existed = state_file.exists()
         state_file.unlink(missing_ok=True)
