@@ -252,6 +252,8 @@ class LocalProcessDeployer(WorkloadDeployer):
         state_file = state_path(self.data_dir, tenant.key)
         state_file.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         plan = get_plan(tenant.plan)
+        isolated = uid != os.geteuid()
+        store_options, store_env = self._identity_store(tenant, uid, isolated)
         options = {
             "--tenant-key": tenant.key,
             "--tenant-id": tenant.tenant_id,
@@ -259,29 +261,16 @@ class LocalProcessDeployer(WorkloadDeployer):
             "--memory-mb": str(plan.workload_memory_mb),
             "--nice": str(plan.cpu_nice),
             "--listen-fd": str(listener.fileno()),
+            **({"--run-as": f"{uid}:{uid}"} if isolated else {}),
+            **store_options,
+            "--state-file": str(state_file),
         }
-        if uid != os.geteuid():
-            options["--run-as"] = f"{uid}:{uid}"
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env["MALLOC_ARENA_MAX"] = "2"  # per-thread arenas would reserve memory the cap counts
-        if "--run-as" in options:
+        env.update(store_env)
+        if isolated:
             env["HOME"] = ISOLATED_HOME
-        paths = [_SOURCE_ROOT]
-        if self.identity_pg_url:
-            paths.append(_home_of("psycopg2"))
-            schema = pg_identity_schema(tenant.key, self.deployment)
-            options["--identity-schema"] = schema
-            env[IDENTITY_DSN_ENV] = login_dsn(
-                resolved(self.identity_pg_url), tenant, schema, self.data_dir
-            )
-            env.update(connection_env())  # where and how to connect, never who
-        else:
-            data_dir = Path(self.data_dir).resolve()
-            if "--run-as" in options:
-                options["--identity-db"] = str(hand_over(data_dir, tenant.key, uid, uid))
-            else:
-                options["--identity-db"] = str(identity_db_path(data_dir, tenant.key))
-        options["--state-file"] = str(state_file)
+        paths = [_SOURCE_ROOT, *([_home_of("psycopg2")] if self.identity_pg_url else [])]
         env["PYTHONPATH"] = os.pathsep.join(p for p in (*paths, env.get("PYTHONPATH")) if p)
         # -S: no site-packages scan at start (the paths it needs are above); a few MB a tenant.
         command = [sys.executable, "-S", "-m", SERVER_MODULE, *itertools.chain(*options.items())]
@@ -299,6 +288,21 @@ class LocalProcessDeployer(WorkloadDeployer):
             )
         finally:
             os.close(log)
+
+    def _identity_store(
+        self, tenant: TenantSpec, uid: int, isolated: bool
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """How the workload reaches its identity store: its options and environment. A SQLite
+        store's directory is handed to its uid; a PostgreSQL store is logged in to as the
+        tenant's identity role, with no more than where and how to connect from ours."""
+        if self.identity_pg_url:
+            schema = pg_identity_schema(tenant.key, self.deployment)
+            dsn = login_dsn(resolved(self.identity_pg_url), tenant, schema, self.data_dir)
+            return {"--identity-schema": schema}, {IDENTITY_DSN_ENV: dsn, **connection_env()}
+        data_dir = Path(self.data_dir).resolve()
+        if isolated:
+            return {"--identity-db": str(hand_over(data_dir, tenant.key, uid, uid))}, {}
+        return {"--identity-db": str(identity_db_path(data_dir, tenant.key))}, {}
 
     def _await_ready(
         self, process: subprocess.Popen[bytes], key: str, state: WorkloadState, timeout_s: float
