@@ -31,7 +31,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from resources.base import TenantBackend, resolved
-from resources.identity import hand_over, identity_db_path, pg_identity_schema
+from resources.identity import pg_identity_schema
+from resources.identity_files import hand_over, identity_db_path
 from resources.pg_login import connection_env, login_dsn
 from resources.workload_state import (  # noqa: F401 - read_endpoint: where it always was
     SERVER_MODULE,

@@ -5,23 +5,14 @@ is made once, inside the atomically created database, so retries and re-executio
 second one (the welcome email must keep working). The PostgreSQL store keeps the same tables in a
 per-tenant schema (see `resources.pg_tenant`) and seeds the admin only where none exists yet.
 
-Locally each tenant's store is alone in a directory of its own, `identity/<key>/identity.db`,
-and records the tenant id it was made for. When the platform runs as root, the deployer hands
-that directory to the tenant's workload uid, which may then write the store and make SQLite's
-journal beside it, and sees nothing else. From then on the platform never writes there: it
-reads the store as an immutable snapshot (no lock, journal or shared-memory file of its own,
-nothing a workload could have planted a link for), builds a new store only in a directory of its
-own, and removes the directory with a removal that never follows a link.
+Locally each tenant's store is alone in a directory of its own and records the tenant id it was
+made for; where it lives, who owns it and how the platform touches it are
+`resources.identity_files`.
 """
 
-import contextlib
-import os
 import secrets
-import shutil
 import sqlite3
-import stat
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,119 +20,28 @@ from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
 from resources.base import TenantBackend, resolved
-from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
-from resources.storage import (
-    DB_SUFFIX,
-    META_TABLE,
-    SIDECAR_SUFFIXES,
-    create_db_atomically,
-    utc_now,
+from resources.identity_files import (
+    IDENTITY_DIR,
+    STORE_FILE,
+    identity_db_path,
+    own_directory,
+    recorded_tenant_id,
+    remove_store_directory,
+    snapshot,
 )
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
+from resources.storage import META_TABLE, create_db_atomically, utc_now
 from tenant_pipelines.domain.errors import ForeignResource, NotFound
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.mail import Invitation
 from tenant_pipelines.domain.plans import get_plan
-from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
-from tenant_pipelines.support import sqlite as sqlite_files
-from tenant_pipelines.support.files import PRIVATE_DIR
+from tenant_pipelines.domain.tenant import TenantSpec, is_tenant_key
 
 ADMIN_ROLE = "admin"
 PENDING_INVITATION = "pending_invitation"
 INVITATION_TOKEN_BYTES = 32
 PG_IDENTITY_SUFFIX = "identity"
 USERS_TABLE = "users"
-IDENTITY_DIR = "identity"
-STORE_FILE = "identity.db"
-
-
-def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
-    """The local identity database of a tenant, alone in its directory (which its workload owns
-    once deployed, and is shut in); the workload opens it too."""
-    return Path(data_dir) / IDENTITY_DIR / check_tenant_key(tenant_key) / STORE_FILE
-
-
-def hand_over(data_dir: str | Path, tenant_key: str, uid: int, gid: int) -> Path:
-    """Give the tenant's store directory, and the files the platform made in it, to its workload
-    uid (0700), so the workload can write the store; the store's path. A missing directory is
-    left missing (the workload then says there is no store). Links are never followed."""
-    path = identity_db_path(data_dir, tenant_key)
-    directory = path.parent
-    with contextlib.suppress(FileNotFoundError):
-        os.chown(directory, uid, gid, follow_symlinks=False)
-        os.chmod(directory, PRIVATE_DIR)  # its entry is in the platform's directory: no link
-        for entry in os.scandir(directory):
-            if entry.stat(follow_symlinks=False).st_uid != uid:
-                os.chown(entry.path, uid, gid, follow_symlinks=False)
-    return path
-
-
-def move_legacy_stores(data_dir: str | Path) -> list[str]:
-    """Move stores an older version kept side by side (`identity/<key>.db`) each into its own
-    directory; their tenant keys. Sidecars go first, so a crash never parts a store from its
-    journal; running it again finishes the job."""
-    moved = []
-    for legacy in sorted((Path(data_dir) / IDENTITY_DIR).glob(f"*{DB_SUFFIX}")):
-        key = legacy.name.removesuffix(DB_SUFFIX)
-        target = identity_db_path(data_dir, key) if is_tenant_key(key) else None
-        if target is None or not legacy.is_file() or target.exists():
-            continue
-        target.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-        for suffix in SIDECAR_SUFFIXES:
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{legacy}{suffix}", f"{target}{suffix}")
-        os.replace(legacy, target)
-        moved.append(key)
-    return moved
-
-
-@contextlib.contextmanager
-def _snapshot(path: Path) -> Iterator[sqlite3.Connection]:
-    """Read a store as its main file holds it: the platform makes no file beside a store its
-    workload may write (see the module's docstring)."""
-    conn = sqlite_files.connect_snapshot(path)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def recorded_tenant_id(path: Path) -> str | None:
-    """The tenant id a store records; None if it has no store or records none (an older one)."""
-    if not path.exists():
-        return None
-    with _snapshot(path) as conn:
-        try:
-            row = conn.execute("SELECT tenant_id FROM tenant_meta").fetchone()
-        except sqlite3.OperationalError:  # made before stores recorded it
-            return None
-    return row[0] if row else None
-
-
-def _own_directory(directory: Path) -> None:
-    """A directory of the platform's own to build a store in: one that was handed to a workload
-    (whose store is gone) is replaced, never written into."""
-    directory.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    try:
-        info = os.lstat(directory)
-    except FileNotFoundError:
-        directory.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-        return
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
-        return
-    _remove(directory)
-    directory.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-
-
-def _remove(path: Path) -> bool:
-    """Remove a store's directory (or whatever stands in its place); True if there was one."""
-    try:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            shutil.rmtree(path)  # fd-based on Linux: never follows a link planted inside
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def pg_identity_schema(tenant_key: str, deployment: str = "") -> str:
@@ -202,7 +102,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
             conn.execute("PRAGMA user_version = 1")
 
         if not path.exists():
-            _own_directory(path.parent)
+            own_directory(path.parent)
             create_db_atomically(path, build)
         if recorded_tenant_id(path) not in (None, tenant.tenant_id):
             raise ForeignResource("identity store", tenant.key)
@@ -210,7 +110,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
 
     def _handle(self, tenant_key: str, path: Path) -> Handle:
         """Read back what is stored; the token stays out of the ledger (it is a secret)."""
-        with _snapshot(path) as conn:
+        with snapshot(path) as conn:
             (max_users,) = conn.execute("SELECT max_users FROM tenant_meta").fetchone()
         admin = self._first_admin(path)
         return Handle(
@@ -228,7 +128,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
 
     @staticmethod
     def _first_admin(path: Path) -> Invitation:
-        with _snapshot(path) as conn:
+        with snapshot(path) as conn:
             row = conn.execute(
                 "SELECT email, invitation_token, status FROM users WHERE role = ?"
                 " ORDER BY id LIMIT 1",
@@ -244,7 +144,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
         path = self.path_for(tenant_key)
         if tenant_id is not None and recorded_tenant_id(path) not in (None, tenant_id):
             return False
-        return _remove(path.parent)
+        return remove_store_directory(path.parent)
 
     def list_existing(self) -> set[str]:
         root = Path(self.data_dir) / IDENTITY_DIR

@@ -34,8 +34,8 @@ def shared_user_notice(euid: int) -> str | None:
 def prepare(settings: Settings, say: Callable[[str], None]) -> None:
     """Tighten the data directory and Dagster's home, move older identity stores, and say
     whether workloads share the platform's user. Called once `up` holds the platform's lock
-    (its imports load Dagster)."""
-    from resources.identity import move_legacy_stores
+    (what it imports loads Dagster)."""
+    from resources.identity_files import move_legacy_stores
 
     changed = tighten(settings.data_dir) + tighten(settings.dagster_home)
     if changed:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.identity import LocalSQLiteIdentityStore, hand_over, move_legacy_stores
+from resources.identity import LocalSQLiteIdentityStore
+from resources.identity_files import hand_over, move_legacy_stores
 from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.mail import Invitation
 from tenant_pipelines.domain.tenant import TenantSpec
