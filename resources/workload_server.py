@@ -322,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         limit_memory(args.memory_mb)
     # Its plan's, whether started by a run (whose worker runs at it already) or restored by `up`.
     lower_priority(args.nice)
-    listener = socket.socket(fileno=args.listen_fd)
+    try:
+        listener = socket.socket(fileno=args.listen_fd)
+    except OSError as error:
+        print(f"workload {args.tenant_key}: no socket to serve on: {error}", file=sys.stderr)
+        return 1
     try:
         preload(args)
         identity = confine(args, identity_store(args, dict(os.environ)))

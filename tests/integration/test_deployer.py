@@ -461,3 +461,25 @@ def test_a_process_of_a_workloads_uid_cannot_pass_for_another_tenants_workload(
     finally:
         forger.kill()
         forger.wait()
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--listen-fd", "99"], "workload acme-corp: no socket to serve on: [Errno 9]"),
+        (["--listen-fd", "0", "--run-as", "0:0"], "cannot give up root for (0, 0): refusing"),
+    ],
+)
+def test_a_workload_that_cannot_serve_or_confine_itself_exits_saying_why(
+    identity: LocalSQLiteIdentityStore, data_dir: Path, extra: list[str], said: str
+) -> None:
+    identity.ensure(tenant())
+    command = [sys.executable, "-m", "resources.workload_server", "--tenant-key", "acme-corp"]
+    command += ["--tenant-id", "t-acme", "--domain", DOMAIN, "--state-file", "/nonexistent"]
+    command += ["--identity-db", str(identity.path_for("acme-corp")), *extra]
+    with socket.socket() as sock:  # descriptor 0: a socket, so only the drop can fail
+        done = subprocess.run(
+            command, stdin=sock, capture_output=True, text=True, timeout=30, check=False
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert said in done.stderr and "Traceback" not in done.stderr
