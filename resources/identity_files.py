@@ -84,9 +84,7 @@ def recorded_tenant_id(path: Path) -> str | None:
     with snapshot(path) as conn:
         try:
             row = conn.execute("SELECT tenant_id FROM tenant_meta").fetchone()
-        except sqlite3.OperationalError:  # made before stores recorded it
-            return None
-        except sqlite3.DatabaseError:  # not a store (its workload may write anything there)
+        except sqlite3.DatabaseError:  # made before stores recorded it, or no store at all
             return None
     return row[0] if row else None
 

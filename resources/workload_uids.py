@@ -1,10 +1,11 @@
 """Which uid and gid each tenant's workload runs as, when the platform runs as root.
 
-Every tenant gets a number of its own from 1879048192 (0x70000000) up to 2147483647 (0x7FFFFFFF):
-above the ranges Linux distributions hand out to people (1000-60000), to systemd's dynamic users
-(61184-65519) and to containers (524288-1879048191, systemd-nspawn's), below 2^31, where
-some programs take uids for negative numbers. The uid is its gid too; neither is in /etc/passwd,
-so it owns nothing on the host but what the platform hands it (its identity store).
+Every tenant gets a number of its own from 1879048192 (0x70000000) up to 2147352575
+(0x7FFDFFFF): above the ranges Linux distributions hand out to people (1000-60000), to systemd's
+dynamic users (61184-65519) and to containers (524288-1879048191, systemd-nspawn's), below
+systemd's "foreign" range (0x7FFE0000-0x7FFEFFFF) and 2^31, where some programs take uids for
+negative numbers. The uid is its gid too; neither is in /etc/passwd, so it owns nothing on the
+host but what the platform hands it (its identity store's directory).
 
 The numbers are recorded host-wide, in `/var/lib/tenant-pipelines/workload-uids.db` (root only),
 keyed by data directory and tenant id, because two platforms on one host must not hand one uid to
@@ -22,7 +23,7 @@ from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.files import PRIVATE_DIR
 
 FIRST_UID = 0x70000000
-LAST_UID = 0x7FFFFFFF
+LAST_UID = 0x7FFDFFFF
 HOST_RECORD = Path("/var/lib/tenant-pipelines/workload-uids.db")
 
 _SCHEMA = (

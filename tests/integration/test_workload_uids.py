@@ -27,8 +27,8 @@ def record(tmp_path: Path) -> Path:
     return tmp_path / "host" / "workload-uids.db"
 
 
-def test_the_range_lies_above_every_conventional_allocation_and_below_2_to_31() -> None:
-    assert (FIRST_UID, LAST_UID) == (1879048192, 2147483647)
+def test_the_range_lies_between_the_container_ranges_and_systemds_foreign_range() -> None:
+    assert (FIRST_UID, LAST_UID) == (1879048192, 2147352575)
 
 
 def test_a_tenant_keeps_its_uid_and_two_tenants_never_share_one(
