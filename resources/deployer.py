@@ -5,6 +5,14 @@ short-lived run worker that starts it. Processes are found by their command line
 names the tenant and this deployer's state file: PIDs get recycled, so nothing is signalled
 without that check (Linux only; elsewhere nothing is ever signalled). A workload's address space
 is capped at its plan's `workload_memory_mb`.
+
+The platform, not the workload, decides where it listens: the deployer binds the loopback socket,
+hands it over, and writes the state file the edge reads, in a directory the workload cannot write.
+When the platform runs as root, each tenant's workload runs as a uid of its own
+(`resources.workload_uids`), owns its identity store's directory and nothing else, and cannot
+signal another tenant's workload or a platform process; otherwise it runs as the platform's user.
+Each workload records its tenant id (argv and state file), and `ensure` never adopts or replaces
+a workload started for another tenant under the same key.
 """
 
 import contextlib
@@ -14,6 +22,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,22 +31,31 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from resources.base import TenantBackend, resolved
-from resources.identity import identity_db_path, pg_identity_schema
+from resources.identity import pg_identity_schema
+from resources.identity_files import hand_over, identity_db_path
+from resources.pg_login import connection_env, login_dsn
 from resources.workload_state import (  # noqa: F401 - read_endpoint: where it always was
     SERVER_MODULE,
+    WorkloadState,
+    is_live,
     is_workload_of,
     owner,
     read_endpoint,
     read_state,
+    recorded_tenant_id,
     state_path,
+    workload_args,
     workloads_dir,
+    write_state,
 )
-from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
+from resources.workload_uids import recorded_uids, workload_uid
+from tenant_pipelines.domain.errors import ConfigError, OwnedByAnotherTenant, ReadinessTimeout
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.plans import get_plan
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import procs
-from tenant_pipelines.support.db_url import libpq_url
+from tenant_pipelines.support.files import PRIVATE_DIR, open_private_log
+from tenant_pipelines.support.privileges import isolates_workloads
 
 POLL_INTERVAL_S = 0.05
 HEALTH_TIMEOUT_S = 1.0
@@ -46,6 +64,11 @@ KILL_WAIT_S = 2.0
 IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"  # as resources.workload_server reads it
 # All a workload inherits from the control plane's environment: not its database URLs or keys.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH")
+# A workload with a uid of its own has no home: nothing (libpq's ~/.postgresql included) is
+# looked up under the platform's.
+ISOLATED_HOME = "/"
+LISTEN_BACKLOG = 128
+LOOPBACK = "127.0.0.1"
 # The directory holding the `resources` package, for children of a non-installed checkout.
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -59,9 +82,31 @@ def _home_of(package: str) -> str:
 
 
 def _running(data_dir: str | Path) -> dict[int, str]:
-    """PID -> tenant key of every workload process that belongs to this data directory."""
-    owners = {pid: owner(pid, data_dir) for pid in procs.pids()}
-    return {pid: key for pid, key in owners.items() if key}
+    """PID -> tenant key of every workload process of this data directory.
+
+    Its command line names the tenant, but a process of a workload's uid may write any command
+    line: it counts only if it runs as the platform's user (a workload not yet confined, or any
+    on a platform that is not root) or as the uid recorded for that very tenant key.
+    """
+    uids = recorded_uids(data_dir)
+    found = {}
+    for pid in procs.pids():
+        key = owner(pid, data_dir)
+        credentials = procs.credentials(pid) if key else None
+        uid = credentials.uid if credentials else None
+        if key and (uid == os.geteuid() or (uid in uids and uids[uid][0] == key)):
+            found[pid] = key
+    return found
+
+
+def _started_for(pid: int, data_dir: str | Path) -> str | None:
+    """The tenant id a workload process was started for: the one its uid was handed out to, or,
+    for a process of the platform's own user, the one its command line names."""
+    credentials = procs.credentials(pid)
+    uid = credentials.uid if credentials else None
+    if uid is not None and uid != os.geteuid():
+        return recorded_uids(data_dir).get(uid, ("", None))[1]
+    return (workload_args(pid) or {}).get("tenant-id")
 
 
 def _healthy(port: int, tenant_key: str) -> bool:
@@ -135,7 +180,8 @@ class LocalProcessDeployer(WorkloadDeployer):
 
     Before it reports ready, a workload checks the tenant's identity store: the SQLite database
     under `data_dir`, or, with `identity_pg_url` (the PostgreSQL identity store's server; an
-    `EnvVar`), the tenant's identity schema there, the DSN passed in the child's environment.
+    `EnvVar`), the tenant's identity schema there, logged in as its identity role (the DSN in
+    the child's environment).
     """
 
     data_dir: str
@@ -149,88 +195,152 @@ class LocalProcessDeployer(WorkloadDeployer):
         state = read_state(state_path(self.data_dir, tenant.key))
         if (
             state
-            and is_workload_of(state["pid"], self.data_dir, tenant.key)
-            and _healthy(state["port"], tenant.key)
+            and state.tenant_id == tenant.tenant_id
+            and is_live(state, self.data_dir, tenant.key)
+            and state.uid == self._uid(tenant)
+            and _healthy(state.port, tenant.key)
         ):
             return self._handle(tenant.key, state)
-        self.release(tenant.key)  # a stale state file, or a workload that stopped answering
+        pids = self._pids_of(tenant.key)
+        if self._held_by_another(tenant.key, tenant.tenant_id, pids):
+            where = str(state_path(self.data_dir, tenant.key))
+            raise OwnedByAnotherTenant("workload", where, tenant.key)  # nothing changed
+        uid = self._uid(tenant)
+        self._stop_key(tenant.key, pids)  # a stale state file, or a workload that stopped answering
         timeout_s = self.readiness_timeout_s or get_plan(tenant.plan).readiness_timeout_s
-        process = self._start(tenant)
-        return self._await_ready(process, tenant.key, timeout_s)
+        listener = _listener()
+        try:
+            process = self._start(tenant, uid, listener)
+            state = WorkloadState(
+                pid=process.pid,
+                port=listener.getsockname()[1],
+                uid=uid,
+                tenant_id=tenant.tenant_id,
+                listen_fd=listener.fileno(),
+                socket_inode=os.fstat(listener.fileno()).st_ino,
+            )
+        finally:
+            listener.close()  # the workload holds its own copy
+        return self._await_ready(process, tenant.key, state, timeout_s)
 
-    def _handle(self, tenant_key: str, state: dict[str, int]) -> Handle:
+    def _uid(self, tenant: TenantSpec) -> int:
+        """The tenant's own uid when the platform can give it one, else the platform's."""
+        if isolates_workloads():
+            return workload_uid(self.data_dir, tenant)
+        return os.geteuid()
+
+    def _held_by_another(self, tenant_key: str, tenant_id: str, pids: list[int]) -> bool:
+        """Whether the workload under the key is another tenant's: its state file says so (the
+        platform wrote it), or one of its live processes `pids` was started for another id."""
+        if recorded_tenant_id(state_path(self.data_dir, tenant_key)) not in (None, tenant_id):
+            return True
+        started_for = {_started_for(pid, self.data_dir) for pid in pids}
+        return bool(started_for - {None, tenant_id})
+
+    def _pids_of(self, tenant_key: str) -> list[int]:
+        return [pid for pid, key in _running(self.data_dir).items() if key == tenant_key]
+
+    def _handle(self, tenant_key: str, state: WorkloadState) -> Handle:
         return Handle(
             kind=self.kind,
             tenant_key=tenant_key,
             name=str(state_path(self.data_dir, tenant_key)),
-            details={"pid": state["pid"], "port": state["port"]},
+            details={"pid": state.pid, "port": state.port, "uid": state.uid},
         )
 
-    def _start(self, tenant: TenantSpec) -> subprocess.Popen[bytes]:
+    def _start(
+        self, tenant: TenantSpec, uid: int, listener: socket.socket
+    ) -> subprocess.Popen[bytes]:
         state_file = state_path(self.data_dir, tenant.key)
-        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         plan = get_plan(tenant.plan)
+        isolated = uid != os.geteuid()
+        store_options, store_env = self._identity_store(tenant, uid, isolated)
         options = {
             "--tenant-key": tenant.key,
+            "--tenant-id": tenant.tenant_id,
             "--domain": self.domain,
             "--memory-mb": str(plan.workload_memory_mb),
             "--nice": str(plan.cpu_nice),
+            "--listen-fd": str(listener.fileno()),
+            **({"--run-as": f"{uid}:{uid}"} if isolated else {}),
+            **store_options,
+            "--state-file": str(state_file),
         }
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env["MALLOC_ARENA_MAX"] = "2"  # per-thread arenas would reserve memory the cap counts
-        paths = [_SOURCE_ROOT]
-        if self.identity_pg_url:
-            paths.append(_home_of("psycopg2"))
-            options["--identity-schema"] = pg_identity_schema(tenant.key, self.deployment)
-            env[IDENTITY_DSN_ENV] = libpq_url(resolved(self.identity_pg_url))
-            # libpq settings the DSN may rely on (PGPASSWORD, PGSSLMODE, ...), as the admin's.
-            env.update({k: v for k, v in os.environ.items() if k.startswith("PG")})
-        else:
-            db = identity_db_path(Path(self.data_dir).resolve(), tenant.key)
-            options["--identity-db"] = str(db)
-        options["--state-file"] = str(state_file)
+        env.update(store_env)
+        if isolated:
+            env["HOME"] = ISOLATED_HOME
+        paths = [_SOURCE_ROOT, *([_home_of("psycopg2")] if self.identity_pg_url else [])]
         env["PYTHONPATH"] = os.pathsep.join(p for p in (*paths, env.get("PYTHONPATH")) if p)
         # -S: no site-packages scan at start (the paths it needs are above); a few MB a tenant.
         command = [sys.executable, "-S", "-m", SERVER_MODULE, *itertools.chain(*options.items())]
-        with open(state_file.with_suffix(".log"), "ab") as log:
+        log = open_private_log(state_file.with_suffix(".log"))
+        try:
             return subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=state_file.parent,
+                cwd="/",
                 env=env,
                 start_new_session=True,
+                pass_fds=(listener.fileno(),),
             )
+        finally:
+            os.close(log)
 
-    def _await_ready(self, process: subprocess.Popen[bytes], key: str, timeout_s: float) -> Handle:
-        """Poll the state file and /healthz; on failure leave no process behind."""
-        state_file = state_path(self.data_dir, key)
+    def _identity_store(
+        self, tenant: TenantSpec, uid: int, isolated: bool
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """How the workload reaches its identity store: its options and environment. A SQLite
+        store's directory is handed to its uid; a PostgreSQL store is logged in to as the
+        tenant's identity role, with no more than where and how to connect from ours."""
+        if self.identity_pg_url:
+            schema = pg_identity_schema(tenant.key, self.deployment)
+            dsn = login_dsn(resolved(self.identity_pg_url), tenant, schema, self.data_dir)
+            return {"--identity-schema": schema}, {IDENTITY_DSN_ENV: dsn, **connection_env()}
+        data_dir = Path(self.data_dir).resolve()
+        if isolated:
+            return {"--identity-db": str(hand_over(data_dir, tenant.key, uid, uid))}, {}
+        return {"--identity-db": str(identity_db_path(data_dir, tenant.key))}, {}
+
+    def _await_ready(
+        self, process: subprocess.Popen[bytes], key: str, state: WorkloadState, timeout_s: float
+    ) -> Handle:
+        """Poll /healthz on the socket it was given; once ready, write its state file (the
+        edge's to read). On failure leave no process behind."""
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
-                log = state_file.with_suffix(".log")
+                log = state_path(self.data_dir, key).with_suffix(".log")
                 reason = f"exited with status {process.returncode}; see {log}"
                 raise ReadinessTimeout(key, timeout_s, reason)
-            state = read_state(state_file)
-            ready = bool(state and state["pid"] == process.pid and _healthy(state["port"], key))
+            ready = _healthy(state.port, key)
             # Ready counts only if seen before the deadline: a check that ends after it cannot
             # tell when the workload became ready.
-            if state is not None and ready and time.monotonic() < deadline:
+            if ready and time.monotonic() < deadline:
+                write_state(state_path(self.data_dir, key), state)
                 # Reap it when it exits, should this process outlive it.
                 threading.Thread(target=process.wait, daemon=True).start()
                 return self._handle(key, state)
             if time.monotonic() >= deadline:
                 process.kill()
                 process.wait()
-                if (read_state(state_file) or {}).get("pid") == process.pid:
-                    state_file.unlink(missing_ok=True)
                 raise ReadinessTimeout(key, timeout_s)
             time.sleep(POLL_INTERVAL_S)
 
     def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
-        mine = {pid: key for pid, key in _running(self.data_dir).items() if key == tenant_key}
-        stopped = _stop(mine, self.data_dir)
+        """Stop the tenant's workload and remove its state file; with `tenant_id`, a workload
+        recorded for another tenant is left running (False)."""
+        pids = self._pids_of(tenant_key)
+        if tenant_id is not None and self._held_by_another(tenant_key, tenant_id, pids):
+            return False
+        return self._stop_key(tenant_key, pids)
+
+    def _stop_key(self, tenant_key: str, pids: list[int]) -> bool:
+        stopped = _stop(dict.fromkeys(pids, tenant_key), self.data_dir)
         state_file = state_path(self.data_dir, tenant_key)
         existed = state_file.exists()
         state_file.unlink(missing_ok=True)
@@ -241,3 +351,15 @@ class LocalProcessDeployer(WorkloadDeployer):
 
     def stop_all(self) -> list[str]:
         return _stop(_running(self.data_dir), self.data_dir)
+
+
+def _listener() -> socket.socket:
+    """A listening socket on a free loopback port, bound here and handed to the workload."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    return listener

@@ -9,8 +9,13 @@ The invitation expires (`INVITATION_LIFETIME` after it is made) and is redeemed 
 tenant's workload (`resources.tenant_admin`), which then stores the admin's password hash. A store
 made before sign-in existed lacks those columns: `ensure` and `upgrade` add them, giving a pending
 invitation a full lifetime from then (it had none before). Until then the workload lets nobody in.
+
+Locally each tenant's store is alone in a directory of its own and records the tenant id it was
+made for; where it lives, who owns it and how the platform touches it are
+`resources.identity_files`.
 """
 
+import os
 import secrets
 import sqlite3
 from abc import ABC, abstractmethod
@@ -24,21 +29,22 @@ from sqlalchemy.engine import Connection
 # The role and status names live with the workload's sign-in, which must not import this module.
 from resources.admin_accounts import ADMIN_ROLE, PENDING_INVITATION, REDEMPTION_COLUMNS
 from resources.base import TenantBackend, resolved
-from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
-from resources.storage import (
-    META_TABLE,
-    create_db_atomically,
-    keys_in,
-    open_db,
-    remove_db,
-    tenant_db_path,
-    utc_now,
+from resources.identity_files import (
+    IDENTITY_DIR,
+    STORE_FILE,
+    identity_db_path,
+    own_directory,
+    recorded_tenant_id,
+    remove_store_directory,
+    snapshot,
 )
-from tenant_pipelines.domain.errors import NotFound
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
+from resources.storage import META_TABLE, create_db_atomically, open_db, utc_now
+from tenant_pipelines.domain.errors import NotFound, OwnedByAnotherTenant
 from tenant_pipelines.domain.handles import Handle, ResourceKind
 from tenant_pipelines.domain.mail import INVITATION_LIFETIME, Invitation
 from tenant_pipelines.domain.plans import get_plan
-from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.domain.tenant import TenantSpec, is_tenant_key
 
 INVITATION_TOKEN_BYTES = 32
 PG_IDENTITY_SUFFIX = "identity"
@@ -55,11 +61,6 @@ SIGN_IN_COLUMNS = {
 def invitation_expiry() -> datetime:
     """When an invitation made now stops working."""
     return datetime.now(UTC) + INVITATION_LIFETIME
-
-
-def identity_db_path(data_dir: str | Path, tenant_key: str) -> Path:
-    """The local identity database of a tenant; the workload opens it too."""
-    return tenant_db_path(Path(data_dir) / "identity", tenant_key)
 
 
 def pg_identity_schema(tenant_key: str, deployment: str = "") -> str:
@@ -85,7 +86,7 @@ class IdentityStore(TenantBackend, ABC):
 
 
 class LocalSQLiteIdentityStore(IdentityStore):
-    """A SQLite users database per tenant under `<data_dir>/identity/`."""
+    """A SQLite users database per tenant, `<data_dir>/identity/<key>/identity.db`."""
 
     data_dir: str
 
@@ -100,7 +101,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
             now = utc_now()
             conn.execute(
                 "CREATE TABLE tenant_meta (tenant_key TEXT PRIMARY KEY, plan TEXT NOT NULL,"
-                " max_users INTEGER NOT NULL, created_at TEXT NOT NULL)"
+                " max_users INTEGER NOT NULL, created_at TEXT NOT NULL, tenant_id TEXT NOT NULL)"
             )
             conn.execute(
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,"
@@ -109,8 +110,8 @@ class LocalSQLiteIdentityStore(IdentityStore):
                 " invitation_redeemed_at TEXT, password_hash TEXT)"
             )
             conn.execute(
-                "INSERT INTO tenant_meta VALUES (?, ?, ?, ?)",
-                (tenant.key, tenant.plan, max_users, now),
+                "INSERT INTO tenant_meta VALUES (?, ?, ?, ?, ?)",
+                (tenant.key, tenant.plan, max_users, now, tenant.tenant_id),
             )
             conn.execute(
                 "INSERT INTO users (email, role, status, invitation_token, created_at,"
@@ -126,23 +127,32 @@ class LocalSQLiteIdentityStore(IdentityStore):
             )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-        if not create_db_atomically(path, build):
-            self.upgrade(tenant.key)
+        if not path.exists():
+            own_directory(path.parent)
+            create_db_atomically(path, build)
+        if recorded_tenant_id(path) not in (None, tenant.tenant_id):
+            raise OwnedByAnotherTenant("identity store", str(path), tenant.key)
+        self.upgrade(tenant.key)
         return self._handle(tenant.key, path)
 
     def upgrade(self, tenant_key: str) -> bool:
+        """Only a store the platform still owns is written: an older version's, which `up`
+        upgrades before its workload is given it (stores made since are current). One handed
+        to its workload is never written by the platform (`identity_files`): left outdated, its
+        workload lets nobody in and says why."""
         path = self.path_for(tenant_key)
         if not path.exists():
             return False
-        with open_db(path) as conn:
+        with snapshot(path) as conn:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and os.lstat(path.parent).st_uid == os.geteuid():
+            with open_db(path) as conn:
                 _upgrade_sqlite(conn)
         return True
 
     def _handle(self, tenant_key: str, path: Path) -> Handle:
         """Read back what is stored; the token stays out of the ledger (it is a secret)."""
-        with open_db(path) as conn:
+        with snapshot(path) as conn:
             (max_users,) = conn.execute("SELECT max_users FROM tenant_meta").fetchone()
         admin = self._first_admin(path)
         return Handle(
@@ -159,7 +169,7 @@ class LocalSQLiteIdentityStore(IdentityStore):
 
     @staticmethod
     def _first_admin(path: Path) -> Invitation:
-        with open_db(path) as conn:
+        with snapshot(path) as conn:
             row = conn.execute(
                 "SELECT email, invitation_token, status, invitation_expires_at FROM users"
                 " WHERE role = ? ORDER BY id LIMIT 1",
@@ -171,10 +181,22 @@ class LocalSQLiteIdentityStore(IdentityStore):
         return Invitation(email=row[0], token=row[1], status=row[2], expires_at=expires_at)
 
     def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
-        return remove_db(self.path_for(tenant_key))
+        """Remove the tenant's store directory; with `tenant_id`, a store recorded for another
+        tenant is left as it is (False)."""
+        path = self.path_for(tenant_key)
+        if tenant_id is not None and recorded_tenant_id(path) not in (None, tenant_id):
+            return False
+        return remove_store_directory(path.parent)
 
     def list_existing(self) -> set[str]:
-        return keys_in(Path(self.data_dir) / "identity")
+        root = Path(self.data_dir) / IDENTITY_DIR
+        if not root.is_dir():
+            return set()
+        return {
+            entry.name
+            for entry in root.iterdir()
+            if is_tenant_key(entry.name) and (entry / STORE_FILE).exists()
+        }
 
 
 def _upgrade_sqlite(conn: sqlite3.Connection) -> None:

@@ -2,14 +2,18 @@
 
 Standard library only (no Dagster import; psycopg2 only for a PostgreSQL identity store; the
 project's stdlib-only helpers in `tenant_pipelines.support`), so each tenant costs a few
-megabytes. It checks the tenant's identity store (reachable, first admin present) before it
-binds, so a workload that cannot reach its users never reports itself healthy; then it writes its
-state file (pid and port) atomically for the deployer and the edge. Started by
-`resources.deployer`; run as
-`python -m resources.workload_server --tenant-key K --domain D --identity-db P --state-file S`
-(SQLite store), or with `--identity-schema NAME` instead of `--identity-db` (PostgreSQL store) and
-the server's DSN in the environment variable TENANT_WORKLOAD_IDENTITY_DSN: never in argv, which
-every local user can read in /proc.
+megabytes. It serves on a listening socket the deployer bound and handed over (`--listen-fd`):
+the platform, not the workload, decides which port the edge relays the tenant's traffic to, and
+writes the state file that says so. Started as root (`--run-as UID:GID`), it imports all it
+needs, then gives up root for its tenant's own uid before it reads a tenant file or serves: shut
+in its identity store's directory (a SQLite store) or not (a PostgreSQL one), with no groups, no
+capabilities and no new privileges. It checks the tenant's identity store (reachable, first admin
+present) before it serves, so a workload that cannot reach its users never reports itself
+healthy. Started by `resources.deployer`; run as
+`python -m resources.workload_server --tenant-key K --tenant-id I --domain D --identity-db P
+--state-file S --listen-fd N [--run-as U:G]` (SQLite store), or with `--identity-schema NAME`
+instead of `--identity-db` (PostgreSQL store) and the DSN in the environment variable
+TENANT_WORKLOAD_IDENTITY_DSN: never in argv, which every local user can read in /proc.
 """
 
 import argparse
@@ -17,18 +21,18 @@ import json
 import os
 import resource
 import signal
+import socket
 import socketserver
 import sqlite3
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 from resources.admin_accounts import Accounts, PostgresAccounts, SQLiteAccounts
 from resources.admin_http import Request, Response
 from resources.tenant_admin import TenantAdmin
 from tenant_pipelines.support import sqlite
-from tenant_pipelines.support.files import write_atomically
+from tenant_pipelines.support.privileges import PrivilegeError, drop_to
 from tenant_pipelines.support.procs import lower_priority
 from tenant_pipelines.support.redact import loggable_target
 
@@ -84,8 +88,9 @@ class SQLiteIdentity:
 class PostgresIdentity:
     """The tenant's users in its identity schema, read as the schema's own role.
 
-    Locally there is no per-tenant login: the workload borrows the backends' admin DSN and drops
-    to the tenant's identity role (`SET ROLE`), so the check has exactly that role's privileges.
+    The DSN logs in as that role (the deployer grants it a login and a password derived from a
+    platform secret), never as the server's admin; `SET ROLE` to itself changes nothing then,
+    and keeps the check to exactly that role's privileges whatever login a DSN names.
     """
 
     def __init__(self, dsn: str, schema: str) -> None:
@@ -256,13 +261,18 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
 
 
 class WorkloadServer(socketserver.ThreadingTCPServer):
-    """The HTTP server on a free loopback port, plus what the handler needs about its tenant."""
+    """The HTTP server on the listening socket the deployer handed over, plus what the handler
+    needs about its tenant."""
 
     daemon_threads = True
-    allow_reuse_address = True
 
-    def __init__(self, tenant_key: str, domain: str, identity: IdentityReader) -> None:
-        super().__init__((LOOPBACK, 0), WorkloadHandler)
+    def __init__(
+        self, tenant_key: str, domain: str, identity: IdentityReader, listener: socket.socket
+    ) -> None:
+        super().__init__((LOOPBACK, 0), WorkloadHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener  # bound and listening already
+        self.server_address = listener.getsockname()
         self.tenant_key = tenant_key
         self.issuer = f"https://{tenant_key}.{domain}"
         self.identity = identity
@@ -271,24 +281,10 @@ class WorkloadServer(socketserver.ThreadingTCPServer):
         )
 
 
-def write_state(state_file: Path, port: int) -> None:
-    """Write pid and port atomically: readers see the old file or the new one, never half."""
-    state = {"pid": os.getpid(), "port": port, "started_at": datetime.now(UTC).isoformat()}
-    write_atomically(state_file, json.dumps(state))
-
-
-def remove_own_state(state_file: Path) -> None:
-    """Remove the state file only if it still names this process (a successor may own it)."""
-    try:
-        if json.loads(state_file.read_text()).get("pid") == os.getpid():
-            state_file.unlink()
-    except (OSError, ValueError):
-        pass
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="workload_server", description=__doc__)
     parser.add_argument("--tenant-key", required=True)
+    parser.add_argument("--tenant-id", required=True, help="the tenant it was started for")
     parser.add_argument("--domain", required=True)
     store = parser.add_mutually_exclusive_group(required=True)
     store.add_argument("--identity-db", help="the tenant's SQLite identity database")
@@ -296,10 +292,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--identity-schema",
         help=f"the tenant's PostgreSQL identity schema (DSN: ${IDENTITY_DSN_ENV})",
     )
-    parser.add_argument("--state-file", required=True, type=Path)
+    parser.add_argument(
+        "--state-file", required=True, type=Path, help="the deployer's (names the data directory)"
+    )
+    parser.add_argument(
+        "--listen-fd", required=True, type=int, help="the listening socket, bound by the deployer"
+    )
+    parser.add_argument(
+        "--run-as", type=_uid_gid, help="UID:GID to give up root for before serving"
+    )
     parser.add_argument("--memory-mb", type=int, help="cap on the data segment (RLIMIT_DATA)")
     parser.add_argument("--nice", type=int, default=0, help="its plan's CPU priority (nice value)")
     return parser.parse_args(argv)
+
+
+def _uid_gid(text: str) -> tuple[int, int]:
+    uid, _, gid = text.partition(":")
+    return int(uid), int(gid)
 
 
 def identity_store(args: argparse.Namespace, environ: dict[str, str]) -> IdentityReader:
@@ -319,6 +328,31 @@ def limit_memory(megabytes: int) -> None:
     threading.stack_size(THREAD_STACK_BYTES)
 
 
+def preload(args: argparse.Namespace) -> None:
+    """Import now, as root, what requests will import later: once the workload has given up
+    root, the interpreter's files are out of its reach."""
+    if args.identity_schema:
+        import psycopg2.sql  # noqa: F401
+
+
+def confine(args: argparse.Namespace, identity: IdentityReader) -> IdentityReader:
+    """Give up root for the tenant's uid (`--run-as`), as the identity store allows: shut in the
+    SQLite store's directory (owned by that uid), which it then reaches as `/<file>`; a
+    PostgreSQL store needs no file at all. Without `--run-as`, nothing changes."""
+    if args.run_as is None:
+        return identity
+    uid, gid = args.run_as
+    os.umask(0o077)
+    if isinstance(identity, SQLiteIdentity):
+        store = Path(identity.path)
+        if not store.parent.is_dir():
+            raise IdentityUnavailable(f"its directory {store.parent} does not exist")
+        drop_to(uid, gid, root=store.parent)
+        return SQLiteIdentity(f"/{store.name}")
+    drop_to(uid, gid)
+    return identity
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.memory_mb:
@@ -326,7 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     # Its plan's, whether started by a run (whose worker runs at it already) or restored by `up`.
     lower_priority(args.nice)
     try:
-        identity = identity_store(args, dict(os.environ))
+        listener = socket.socket(fileno=args.listen_fd)
+    except OSError as error:
+        print(f"workload {args.tenant_key}: no socket to serve on: {error}", file=sys.stderr)
+        return 1
+    try:
+        preload(args)
+        identity = confine(args, identity_store(args, dict(os.environ)))
         identity.count_users()
     except IdentityUnavailable as error:
         where = args.identity_db or f"schema {args.identity_schema}"  # never the DSN
@@ -336,7 +376,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 1
-    server = WorkloadServer(args.tenant_key, args.domain, identity)
+    except (OSError, PrivilegeError) as error:
+        print(
+            f"workload {args.tenant_key}: cannot give up root for {args.run_as}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    server = WorkloadServer(args.tenant_key, args.domain, identity, listener)
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever, which runs in this thread: ask from another one.
@@ -345,12 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        write_state(args.state_file, server.server_address[1])
         print(f"workload {args.tenant_key}: serving on port {server.server_address[1]}", flush=True)
         server.serve_forever()
     finally:
         server.server_close()
-        remove_own_state(args.state_file)
     return 0
 
 

@@ -1,19 +1,40 @@
-"""Where a tenant's local workload listens, and whether a PID is that workload: read by the
-deployer and, on every request, by the edge gateway. Kept apart from the deployer resource (and so
-from Dagster) because the edge imports it: a restarted edge is serving again sooner.
+"""Where a tenant's local workload listens, and whether a PID is that workload: written by the
+deployer and read by it and, on every request, by the edge gateway. Kept apart from the deployer
+resource (and so from Dagster) because the edge imports it: a restarted edge is serving again
+sooner.
 
-Processes are recognised by their command line in /proc, which names the tenant and its state
-file: PIDs get recycled, so nothing trusts a PID without that check.
+The state file is the platform's, not the workload's: the deployer binds the workload's listening
+socket itself, hands it over, and writes the file (pid, port, uid, tenant id, the socket's
+descriptor number and inode) in a directory only the platform may write. So a workload cannot
+steer the edge to another port, and the edge relays to a port only while the process named there
+is still that tenant's workload (its command line), runs as the tenant's uid, and still holds the
+very socket the deployer bound: a workload that closed it leaves no port for another process to
+take over. PIDs get recycled, so nothing trusts a PID without those checks.
 """
 
 import itertools
 import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tenant_pipelines.domain.tenant import check_tenant_key, is_tenant_key
 from tenant_pipelines.support import procs
+from tenant_pipelines.support.files import PRIVATE_DIR, write_atomically
 
 SERVER_MODULE = "resources.workload_server"
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """A running workload, as the deployer started it."""
+
+    pid: int
+    port: int
+    uid: int
+    tenant_id: str
+    listen_fd: int  # the socket's descriptor number in the workload
+    socket_inode: int
 
 
 def workloads_dir(data_dir: str | Path) -> Path:
@@ -24,12 +45,37 @@ def state_path(data_dir: str | Path, tenant_key: str) -> Path:
     return workloads_dir(data_dir) / f"{check_tenant_key(tenant_key)}.json"
 
 
-def read_state(path: Path) -> dict[str, int] | None:
+def read_state(path: Path) -> WorkloadState | None:
+    """The state in `path`; None if there is none or it is not complete (an older version's)."""
     try:
         state = json.loads(path.read_text())
-        return {"pid": int(state["pid"]), "port": int(state["port"])}
+        return WorkloadState(
+            pid=int(state["pid"]),
+            port=int(state["port"]),
+            uid=int(state["uid"]),
+            tenant_id=str(state["tenant_id"]),
+            listen_fd=int(state["listen_fd"]),
+            socket_inode=int(state["socket_inode"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def recorded_tenant_id(path: Path) -> str | None:
+    """The tenant id a state file was written for, even an incomplete one; None if unrecorded."""
+    try:
+        tenant_id = json.loads(path.read_text()).get("tenant_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(tenant_id) if tenant_id is not None else None
+
+
+def write_state(path: Path, state: WorkloadState) -> None:
+    """Atomically, owner-only, in the platform's own directory."""
+    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    write_atomically(
+        path, json.dumps({**asdict(state), "started_at": datetime.now(UTC).isoformat()})
+    )
 
 
 def workload_args(pid: int) -> dict[str, str] | None:
@@ -53,9 +99,20 @@ def is_workload_of(pid: int, data_dir: str | Path, tenant_key: str) -> bool:
     return owner(pid, data_dir) == tenant_key
 
 
+def is_live(state: WorkloadState, data_dir: str | Path, tenant_key: str) -> bool:
+    """Whether the state's process is still the tenant's workload, as its uid, on its socket."""
+    credentials = procs.credentials(state.pid)
+    return (
+        is_workload_of(state.pid, data_dir, tenant_key)
+        and credentials is not None
+        and credentials.uid == state.uid
+        and procs.fd_inode(state.pid, state.listen_fd) == state.socket_inode
+    )
+
+
 def read_endpoint(data_dir: str | Path, tenant_key: str) -> int | None:
     """The port of the tenant's live workload, for the edge; None if there is none."""
     state = read_state(state_path(data_dir, tenant_key))
-    if state is None or not is_workload_of(state["pid"], data_dir, tenant_key):
+    if state is None or not is_live(state, data_dir, tenant_key):
         return None
-    return state["port"]
+    return state.port

@@ -9,6 +9,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ from tenant_pipelines.domain.errors import (
 )
 from tenant_pipelines.domain.states import RequestState, TenantState
 from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.files import PRIVATE_UMASK
 
 # SQLAlchemy, pydantic and Dagster are imported where a command needs them: each costs a
 # command's start hundreds of milliseconds, and `request`, `status` and `list` on a running
@@ -444,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Whatever a command makes in the data directory (the registry, keys, logs, and everything
+    # `up`'s processes make) is the platform user's alone: tenants' workloads must not read it.
+    os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     # Libraries' own retry warnings (dagster-postgres logs each failed connection on the root
     # logger) are not the user's message: the error below is, in one line.

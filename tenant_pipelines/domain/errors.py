@@ -192,3 +192,4 @@ class RegistryUnavailable(TenantPipelinesError):
 
 class ConfigError(PermanentError):
     """The environment asks for something impossible or contradictory: fix it, retrying cannot."""
+

@@ -30,7 +30,7 @@ def _holder(path: Path) -> str:
 
 def _take(directory: Path, what: str, owner: dict[str, object]) -> int:
     path = directory / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

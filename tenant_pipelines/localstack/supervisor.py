@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.localstack import leftovers
+from tenant_pipelines.support.files import open_private_log
 
 POLL_S = 0.2
 STOP_GRACE_S = 15
@@ -103,8 +104,8 @@ class Supervisor:
         self.children: dict[str, Running] = {}
 
     def _spawn(self, spec: ChildSpec) -> subprocess.Popen[bytes]:
-        log = open(self._log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - the child owns it
-        with log:
+        log = open_private_log(self._log_dir / f"{spec.name}.log")  # 0600: logs name tenants
+        try:
             return subprocess.Popen(
                 spec.argv,
                 env={**spec.env, leftovers.MARK_ENV: self._mark},
@@ -114,6 +115,8 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
+        finally:
+            os.close(log)
 
     def start_all(self) -> None:
         for spec in self._specs:

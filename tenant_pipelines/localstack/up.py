@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tenant_pipelines.localstack import leftovers, platform_lock
+from tenant_pipelines.localstack import isolation, leftovers, platform_lock
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.settings import Settings
@@ -201,6 +201,7 @@ def run_stack(
     try:
         stack_file(settings).unlink(missing_ok=True)  # a SIGKILLed predecessor's
         _stop_leftovers(settings, say)
+        isolation.prepare(settings, say)
         ports.check_free()
         _settle_previous(settings, say)
         log_dir = settings.data_dir / "logs"

@@ -6,9 +6,11 @@ Elsewhere than Linux every lookup finds nothing, and so nothing is ever signalle
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+CAPABILITY_SETS = ("CapInh", "CapPrm", "CapEff", "CapAmb")
 
 
 def pids() -> list[int]:
@@ -107,6 +109,68 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def fd_inode(pid: int, fd: int) -> int | None:
+    """The inode of what the process holds open as descriptor `fd` (a socket's, for one), or
+    None if it holds nothing there (or is gone, or is not ours to look at)."""
+    try:
+        return os.stat(PROC / str(pid) / "fd" / str(fd)).st_ino
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A process's identity as /proc/PID/status tells it."""
+
+    uids: tuple[int, ...]  # real, effective, saved, filesystem
+    gids: tuple[int, ...]
+    groups: tuple[int, ...]
+    capabilities: dict[str, int]  # CapInh, CapPrm, CapEff, CapAmb (not the bounding set)
+    no_new_privs: bool
+
+    @property
+    def uid(self) -> int | None:
+        """The uid, if all four agree (a process that could switch back has none)."""
+        return self.uids[0] if len(set(self.uids)) == 1 else None
+
+    def confined_to(self, uid: int, gid: int) -> bool:
+        """Whether the process is `uid`/`gid` for good, holds nothing else and cannot gain it."""
+        return (
+            set(self.uids) == {uid}
+            and set(self.gids) == {gid}
+            and not self.groups
+            and len(self.capabilities) == len(CAPABILITY_SETS)
+            and not any(self.capabilities.values())
+            and self.no_new_privs
+        )
+
+
+def parse_status(text: str) -> Credentials:
+    """The credentials in the text of /proc/PID/status."""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def numbers(name: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in fields.get(name, "").split())
+
+    return Credentials(
+        uids=numbers("Uid"),
+        gids=numbers("Gid"),
+        groups=numbers("Groups"),
+        capabilities={
+            name: int(fields[name].strip(), 16) for name in CAPABILITY_SETS if name in fields
+        },
+        no_new_privs=fields.get("NoNewPrivs", "").strip() == "1",
+    )
+
+
+def credentials(pid: int) -> Credentials | None:
+    """The credentials of a live process, or None if it is gone."""
+    try:
+        return parse_status((PROC / str(pid) / "status").read_text())
+    except OSError:
+        return None
 
 
 def lower_priority(niceness: int) -> None:

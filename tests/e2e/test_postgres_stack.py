@@ -165,12 +165,17 @@ def test_request_to_active_with_everything_on_postgres(
     assert admin_sql(
         databases.registry, "SELECT state FROM tenants WHERE slug = %s", ("acme",)
     ) == [("active",)]
-    for name in names("acme"):
+    data_role, identity_role = names("acme")
+    for name in (data_role, identity_role):
         assert schema_exists(databases.backends, name) and role_exists(databases.backends, name)
-        [(can_login,)] = admin_sql(
-            databases.backends, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (name,)
+        [(can_login, password)] = admin_sql(
+            databases.backends,
+            "SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = %s",
+            (name,),
         )
-        assert can_login is False
+        # Only the identity role logs in: its workload's, with a password the platform derives.
+        assert can_login is (name == identity_role)
+        assert (password or "").startswith("SCRAM-SHA-256$") is (name == identity_role)
     inventory_clean(stack)
 
 

@@ -4,7 +4,10 @@ import http.client
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from resources.identity import LocalSQLiteIdentityStore
 from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.support import procs
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +312,174 @@ def test_a_stopping_workload_keeps_a_state_file_that_names_a_successor(
     os.kill(pid, signal.SIGTERM)
     assert wait_gone(pid)
     assert json.loads(successor.read_text())["pid"] == pid + 1_000_000
+
+
+def test_as_root_a_workload_runs_as_its_own_uid_shut_in_its_identity_store(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    identity.ensure(tenant())
+    handle = deployer.ensure(tenant())
+    pid, uid = handle.details["pid"], handle.details["uid"]
+
+    assert os.geteuid() == 0, "this machine's tests run as root, as the platform does"
+    assert uid >= 0x70000000
+    credentials = procs.credentials(pid)
+    assert credentials is not None and credentials.confined_to(uid, uid), credentials
+    store_dir = data_dir / "identity" / "acme-corp"
+    assert os.readlink(f"/proc/{pid}/root") == str(store_dir), "shut in its store's directory"
+    assert (os.stat(store_dir).st_uid, stat.S_IMODE(os.stat(store_dir).st_mode)) == (uid, 0o700)
+    assert os.stat(store_dir / "identity.db").st_uid == uid
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert argv[argv.index("--run-as") + 1] == f"{uid}:{uid}"
+    for platform_file in (data_dir / "workloads", data_dir / "workloads" / "acme-corp.json"):
+        info = os.stat(platform_file)
+        assert info.st_uid == 0 and not info.st_mode & 0o077, f"{platform_file} is the platform's"
+
+
+def test_the_workloads_uid_can_write_its_store_and_journal_beside_it(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    """What the tenant's admin sign-in needs: a write transaction, as the workload makes it."""
+    identity.ensure(tenant())
+    uid = deployer.ensure(tenant()).details["uid"]
+    store_dir = data_dir / "identity" / "acme-corp"
+    write = (
+        "import sqlite3, sys\n"
+        "from pathlib import Path\n"
+        "from tenant_pipelines.support.privileges import drop_to\n"
+        f"drop_to({uid}, {uid}, root=Path({str(store_dir)!r}))\n"
+        "conn = sqlite3.connect('/identity.db', isolation_level=None)\n"
+        "conn.execute('PRAGMA journal_mode = DELETE')\n"
+        "conn.execute('BEGIN IMMEDIATE')\n"
+        "conn.execute(\"UPDATE users SET status = 'active' WHERE role = 'admin'\")\n"
+        "print(sorted(p.name for p in Path('/').iterdir()))\n"
+        "conn.execute('COMMIT')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", write], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "identity.db-journal" in done.stdout, "SQLite made its journal beside the store"
+    assert identity.invitation("acme-corp").status == "active"
+    assert get(deployer.ensure(tenant()).details["port"], "/healthz")[0] == 200
+
+
+def test_every_request_path_answers_after_the_workload_gave_up_root(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
+) -> None:
+    identity.ensure(tenant())
+    port = deployer.ensure(tenant()).details["port"]
+
+    assert get(port, "/healthz")[0] == 200
+    assert get(port, "/admin")[0] == 200
+    assert get(port, "/.well-known/openid-configuration")[0] == 200
+    assert get(port, "/missing")[0] == 404
+    for raw in (
+        b"HEAD /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /admin HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(raw)
+            answer = conn.recv(4096)
+        assert answer.split(b"\r\n", 1)[0] in (
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 404 Not Found",
+            b"HTTP/1.1 400 Bad Request",
+        ), (raw, answer)
+    assert get(port, "/healthz")[0] == 200, "and it still serves"
+
+
+def test_a_tenant_keeps_its_uid_across_restarts_and_tenants_never_share_one(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    for spec in (tenant("acme", "corp"), tenant("beta", "labs")):
+        identity.ensure(spec)
+    first = deployer.ensure(tenant("acme", "corp"))
+    other = deployer.ensure(tenant("beta", "labs"))
+    assert first.details["uid"] != other.details["uid"]
+
+    adopted = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN).ensure(tenant())
+    assert adopted == first, "a restored platform adopts the running workload, uid and all"
+    deployer.stop_all()
+    restarted = deployer.ensure(tenant())
+    assert restarted.details["pid"] != first.details["pid"]
+    assert restarted.details["uid"] == first.details["uid"]
+    assert deployer.release("acme-corp") is True
+    assert deployer.ensure(tenant()).details["uid"] == first.details["uid"]
+
+
+def test_the_edge_relays_only_to_the_socket_the_deployer_bound(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    """A state whose process no longer holds that very socket (closed, or another descriptor),
+    runs as another uid, or is not the tenant's workload leads nowhere."""
+    identity.ensure(tenant())
+    deployer.ensure(tenant())
+    path = data_dir / "workloads" / "acme-corp.json"
+    good = json.loads(path.read_text())
+    assert read_endpoint(data_dir, "acme-corp") == good["port"]
+    for change in (
+        {"socket_inode": good["socket_inode"] + 1},
+        {"listen_fd": 1},  # its log: held, but not the socket
+        {"listen_fd": 999},
+        {"uid": 0},
+        {"pid": os.getpid()},
+    ):
+        path.write_text(json.dumps({**good, **change}))
+        assert read_endpoint(data_dir, "acme-corp") is None, change
+    path.write_text(json.dumps(good))
+    assert read_endpoint(data_dir, "acme-corp") == good["port"]
+
+
+def test_a_process_of_a_workloads_uid_cannot_pass_for_another_tenants_workload(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
+) -> None:
+    """Command lines are the process's to write; uids are not: a process of one tenant's uid
+    claiming another tenant's key (and another tenant id) is neither listed, nor signalled, nor
+    able to make the deployer refuse the real tenant."""
+    for spec in (tenant("acme", "corp"), tenant("evil", "corp")):
+        identity.ensure(spec)
+    acme = deployer.ensure(tenant("acme", "corp"))
+    evil_uid = deployer.ensure(tenant("evil", "corp")).details["uid"]
+    claim = ["resources.workload_server", "--tenant-key", "acme-corp", "--tenant-id", "t-evil"]
+    claim += ["--state-file", str(data_dir / "workloads" / "acme-corp.json")]
+    as_evil = ["setpriv", f"--reuid={evil_uid}", f"--regid={evil_uid}", "--clear-groups", "--"]
+    forger = subprocess.Popen([*as_evil, "sh", "-c", "while :; do sleep 1; done", *claim])
+    try:
+        deadline = time.monotonic() + 5
+        while b"resources.workload_server" not in Path(f"/proc/{forger.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert deployer.ensure(tenant("acme", "corp")) == acme
+        assert deployer.list_existing() == {"acme-corp", "evil-corp"}
+        assert deployer.release("acme-corp", "t-acme") is True
+        assert deployer.stop_all() == ["evil-corp"]
+        assert forger.poll() is None, "a process that is no workload was signalled"
+    finally:
+        forger.kill()
+        forger.wait()
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--listen-fd", "99"], "workload acme-corp: no socket to serve on: [Errno 9]"),
+        (["--listen-fd", "0", "--run-as", "0:0"], "cannot give up root for (0, 0): refusing"),
+    ],
+)
+def test_a_workload_that_cannot_serve_or_confine_itself_exits_saying_why(
+    identity: LocalSQLiteIdentityStore, data_dir: Path, extra: list[str], said: str
+) -> None:
+    identity.ensure(tenant())
+    command = [sys.executable, "-m", "resources.workload_server", "--tenant-key", "acme-corp"]
+    command += ["--tenant-id", "t-acme", "--domain", DOMAIN, "--state-file", "/nonexistent"]
+    command += ["--identity-db", str(identity.path_for("acme-corp")), *extra]
+    with socket.socket() as sock:  # descriptor 0: a socket, so only the drop can fail
+        done = subprocess.run(
+            command, stdin=sock, capture_output=True, text=True, timeout=30, check=False
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert said in done.stderr and "Traceback" not in done.stderr

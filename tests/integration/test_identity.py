@@ -1,12 +1,15 @@
 """Local identity stores on real SQLite files: the first admin is seeded once, with one token."""
 
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from resources.identity import LocalSQLiteIdentityStore
+from resources.identity_files import hand_over, move_legacy_stores
 from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.mail import INVITATION_LIFETIME, Invitation
 from tenant_pipelines.domain.tenant import TenantSpec
@@ -40,7 +43,7 @@ def test_ensure_seeds_the_first_admin_with_a_pending_invitation(
 ) -> None:
     handle = identity.ensure(tenant())
 
-    path = tmp_path / "identity" / "acme-corp.db"
+    path = tmp_path / "identity" / "acme-corp" / "identity.db"
     assert (handle.kind, handle.tenant_key, handle.name) == ("identity", "acme-corp", str(path))
     assert handle.details["admin_email"] == "admin@corp.example"
     [(email, role, status, token)] = users(path)
@@ -93,7 +96,7 @@ def test_listing_and_release_are_idempotent(
     assert identity.release("acme-corp") is True
     assert identity.release("acme-corp") is False
     assert identity.list_existing() == {"beta-labs"}
-    assert sorted(p.name for p in (tmp_path / "identity").iterdir()) == ["beta-labs.db"]
+    assert sorted(p.name for p in (tmp_path / "identity").iterdir()) == ["beta-labs"]
     with pytest.raises(NotFound):
         identity.invitation("acme-corp")
 
@@ -111,9 +114,9 @@ def test_a_store_recreated_after_release_gets_a_fresh_token(
 def test_a_crashed_build_is_invisible_and_does_not_block_ensure(
     identity: LocalSQLiteIdentityStore, tmp_path: Path
 ) -> None:
-    directory = tmp_path / "identity"
-    directory.mkdir()
-    (directory / ".acme-corp.db.4242.deadbeef.tmp").write_bytes(b"SQLite format 3\x00partial")
+    directory = tmp_path / "identity" / "acme-corp"
+    directory.mkdir(parents=True)
+    (directory / ".identity.db.4242.deadbeef.tmp").write_bytes(b"SQLite format 3\x00partial")
 
     assert identity.list_existing() == set()
     with pytest.raises(NotFound):
@@ -182,3 +185,82 @@ def test_ensure_upgrades_an_older_store_and_keeps_its_invitation(
     identity.ensure(tenant())
     assert "password_hash" in columns(path)
     assert identity.invitation("acme-corp").token == "old-code"
+
+
+TENANT_UID = 0x7FFFFF00  # a uid nobody has on this machine
+
+
+def test_an_older_side_by_side_store_moves_into_its_own_directory(tmp_path: Path) -> None:
+    """`identity/<key>.db` (and its journal) as an older version left them, moved by `up`."""
+    older = LocalSQLiteIdentityStore(data_dir=str(tmp_path))
+    new_path = older.ensure(tenant())
+    legacy = tmp_path / "identity" / "acme-corp.db"
+    Path(new_path.name).rename(legacy)
+    Path(new_path.name).parent.rmdir()
+    (tmp_path / "identity" / "acme-corp.db-journal").write_bytes(b"")
+
+    assert move_legacy_stores(tmp_path) == ["acme-corp"]
+    moved = tmp_path / "identity" / "acme-corp"
+    assert sorted(p.name for p in moved.iterdir()) == ["identity.db", "identity.db-journal"]
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o700
+    assert older.invitation("acme-corp").email == "admin@corp.example"
+    assert move_legacy_stores(tmp_path) == []
+
+
+def test_hand_over_gives_the_store_to_the_workload_uid_and_follows_no_link(
+    identity: LocalSQLiteIdentityStore, tmp_path: Path
+) -> None:
+    identity.ensure(tenant())
+    outside = tmp_path / "platform-secret"
+    outside.write_text("x")
+    (tmp_path / "identity" / "acme-corp" / "planted").symlink_to(outside)
+
+    path = hand_over(tmp_path, "acme-corp", TENANT_UID, TENANT_UID)
+    assert path == tmp_path / "identity" / "acme-corp" / "identity.db"
+    assert (path.parent.stat().st_uid, path.stat().st_uid) == (TENANT_UID, TENANT_UID)
+    assert os.lstat(path.parent / "planted").st_uid == TENANT_UID, "the link itself"
+    assert outside.stat().st_uid == os.geteuid(), "never what it points to"
+    assert hand_over(tmp_path, "ghost-corp", TENANT_UID, TENANT_UID).parent.exists() is False
+
+
+def test_the_platform_reads_a_handed_over_store_without_writing_beside_it(
+    identity: LocalSQLiteIdentityStore, tmp_path: Path
+) -> None:
+    """No lock, journal or shared-memory file of the platform's in the workload's directory."""
+    first = identity.ensure(tenant())
+    hand_over(tmp_path, "acme-corp", TENANT_UID, TENANT_UID)
+    before = sorted(p.name for p in (tmp_path / "identity" / "acme-corp").iterdir())
+
+    assert identity.ensure(tenant()) == first
+    assert identity.invitation("acme-corp").status == "pending_invitation"
+    assert identity.list_existing() == {"acme-corp"}
+    assert sorted(p.name for p in (tmp_path / "identity" / "acme-corp").iterdir()) == before
+
+
+def test_a_handed_over_directory_without_its_store_is_replaced_not_written_into(
+    identity: LocalSQLiteIdentityStore, tmp_path: Path
+) -> None:
+    identity.ensure(tenant())
+    directory = tmp_path / "identity" / "acme-corp"
+    hand_over(tmp_path, "acme-corp", TENANT_UID, TENANT_UID)
+    (directory / "identity.db").unlink()  # as its workload could
+    (directory / "identity.db-journal").symlink_to(tmp_path / "elsewhere")
+
+    identity.ensure(tenant())
+    assert directory.stat().st_uid == os.geteuid(), "a directory of the platform's own"
+    assert sorted(p.name for p in directory.iterdir()) == ["identity.db"]
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_release_never_follows_a_link_the_workload_planted(
+    identity: LocalSQLiteIdentityStore, tmp_path: Path
+) -> None:
+    identity.ensure(tenant())
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "file").write_text("x")
+    (tmp_path / "identity" / "acme-corp" / "link").symlink_to(kept)
+
+    assert identity.release("acme-corp") is True
+    assert (kept / "file").read_text() == "x"
+    assert not (tmp_path / "identity" / "acme-corp").exists()

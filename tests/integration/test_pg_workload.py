@@ -1,13 +1,15 @@
 """TENANT_BACKENDS=postgres: how the backends are chosen, and a local workload whose identity store
-is a PostgreSQL schema (it checks it as the tenant's role, the DSN passed outside argv)."""
+is a PostgreSQL schema (it logs in as the tenant's identity role, the DSN passed outside argv)."""
 
 import http.client
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dagster import EnvVar
+from psycopg2.extensions import parse_dsn
 from sqlalchemy.engine import make_url
 
 from resources.deployer import LocalProcessDeployer
@@ -18,6 +20,7 @@ from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.settings import Settings
+from tenant_pipelines.support import procs
 from tests.pg_helpers import admin_sql, drop_our_roles
 
 pytestmark = pytest.mark.integration
@@ -124,7 +127,22 @@ def test_workload_checks_its_identity_schema_with_the_dsn_outside_argv(
     assert "--identity-db" not in argv
     assert not any(SECRET in arg for arg in argv), "argv is world-readable"
     environ = environ_of(pid)
-    assert SECRET in environ["TENANT_WORKLOAD_IDENTITY_DSN"]
+    dsn = parse_dsn(environ["TENANT_WORKLOAD_IDENTITY_DSN"])
+    assert dsn["user"] == pg_identity_schema(spec.key), "it logs in as its identity role"
+    assert len(dsn["password"]) == 64, "with a password the platform derived for the role"
+    assert not any(SECRET in value for value in environ.values()), "not as the server's admin"
+    uid = handle.details["uid"]
+    credentials = procs.credentials(pid)
+    assert credentials is not None and credentials.confined_to(uid, uid), "root given up"
+    assert os.readlink(f"/proc/{pid}/root") == "/", "no file to reach: not shut in"
+    for path, status in (("/healthz", 200), ("/admin", 200), ("/missing", 404)):
+        conn = http.client.HTTPConnection("127.0.0.1", handle.details["port"], timeout=5)
+        try:
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            assert (answer.status, b"1 user(s)" in answer.read()) == (status, path == "/admin")
+        finally:
+            conn.close()
     for control_plane_only in ("TENANT_BACKENDS_PG_URL", "TENANT_DB_URL"):
         assert control_plane_only not in environ
     assert deployer.list_existing() == {spec.key}

@@ -1,0 +1,201 @@
+"""Issue 18, finding 8: a tenant's workload must not share the platform's identity.
+
+One real `tenantctl up` (as root, as on this machine) with two active tenants. Each check runs a
+real command as the uid a live workload runs as (`setpriv`, independent of the code under test):
+it cannot read the control plane's secrets and stores, nor the other tenant's, cannot signal the
+other workload or a platform process, and cannot steer the edge to another port.
+"""
+
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tenant_pipelines.support import procs
+from tests.stack_helpers import Stack, local_stack
+
+pytestmark = [pytest.mark.e2e]
+
+ORG = "iso"
+TENANTS = ("alpha", "bravo")
+
+
+def as_uid(uid: int, *command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run as `uid` (and gid), no supplementary groups: what the workload could do."""
+    return subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def workload_pid(stack: Stack, slug: str) -> int:
+    """The live workload of `slug`, found from /proc without the code under test."""
+    key = f"{slug}-{ORG}"
+    found = [
+        pid
+        for pid in procs.pids()
+        if "resources.workload_server" in (argv := procs.argv(pid) or [])
+        and argv[argv.index("--tenant-key") + 1] == key
+        and any(str(stack.data_dir.resolve()) in a for a in argv)
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def status_of(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def uid_of(pid: int) -> int:
+    return int(status_of(pid)["Uid"].split()[0])
+
+
+def edge(stack: Stack, slug: str, path: str) -> requests.Response:
+    host = f"{slug}-{ORG}.localhost"
+    return requests.get(
+        f"http://127.0.0.1:{stack.edge_port}{path}", headers={"Host": host}, timeout=10
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A platform on a data directory an older version left readable to all (0755 / 0644)."""
+    tmp = tmp_path_factory.mktemp("isolation")
+    with local_stack(tmp) as running:
+        (running.data_dir / "logs").mkdir(mode=0o755)
+        older = running.data_dir / "logs" / "api.log.1"
+        older.write_text("an older version's log\n")
+        older.chmod(0o644)
+        running.data_dir.chmod(0o755)
+        running.start()
+        for slug in TENANTS:
+            running.cli(
+                *("request", "--slug", slug, "--org", ORG, "--plan", "free"),
+                *("--admin-email", f"admin@{slug}.example.com", "--caller", "sec"),
+                *("--role", "platform-admin"),
+            )
+        for slug in TENANTS:
+            assert running.wait_for_state(slug, {"active", "failed"})["state"] == "active"
+        yield running
+        assert running.stop() == 0
+
+
+def test_each_workload_runs_as_an_unprivileged_uid_of_its_own(stack: Stack) -> None:
+    uids = set()
+    for slug in TENANTS:
+        status = status_of(workload_pid(stack, slug))
+        uid = int(status["Uid"].split()[0])
+        assert uid != 0, f"{slug}'s workload runs as root: {status['Uid']}"
+        assert status["Uid"].split() == [str(uid)] * 4, "it could switch back"
+        assert status["Gid"].split() == [str(uid)] * 4
+        assert status["Groups"] == "", "no supplementary groups"
+        for capabilities in ("CapPrm", "CapEff", "CapAmb", "CapInh"):
+            assert int(status[capabilities], 16) == 0, f"{capabilities} {status[capabilities]}"
+        assert status["NoNewPrivs"] == "1"
+        uids.add(uid)
+    assert len(uids) == len(TENANTS), "two tenants share a uid"
+
+
+def control_plane_files(stack: Stack) -> list[Path]:
+    data = stack.data_dir.resolve()
+    files = [
+        data / "operator.key",
+        data / "console-session.key",
+        data / "registry.db",
+        data / "logs" / "api.log",
+        data / "logs" / "edge.log",
+        data / "edge" / "routes.db",
+        data / "workloads" / f"{TENANTS[0]}-{ORG}.json",
+        Path(stack.env["DAGSTER_HOME"]) / "dagster.yaml",
+    ]
+    for path in files:
+        assert path.is_file(), f"{path} should exist for this check"
+    return files
+
+
+def test_a_workload_cannot_read_the_control_plane_or_another_tenant(stack: Stack) -> None:
+    uid = uid_of(workload_pid(stack, TENANTS[0]))
+    data = stack.data_dir.resolve()
+    other = f"{TENANTS[1]}-{ORG}"
+    targets = [
+        *control_plane_files(stack),
+        data / "storage" / f"{other}.db",
+        data / "storage" / f"{TENANTS[0]}-{ORG}.db",  # its storage is the platform's record
+        data / "identity" / other / "identity.db",
+    ]
+    for path in targets:
+        read = as_uid(uid, "cat", str(path))
+        assert read.returncode != 0 and "Permission denied" in read.stderr, (
+            f"uid {uid} read {path}: {read.stdout[:60]!r}"
+        )
+    for directory in (data, data / "logs", data / "identity", data / "workloads"):
+        listed = as_uid(uid, "ls", str(directory))
+        assert "Permission denied" in listed.stderr, f"uid {uid} listed {directory}"
+
+
+def test_a_workload_cannot_signal_another_tenant_or_the_platform(stack: Stack) -> None:
+    assert stack.process is not None
+    own = workload_pid(stack, TENANTS[0])
+    uid = uid_of(own)
+    platform = [
+        pid
+        for pid in procs.pids()
+        if str(stack.data_dir.resolve()) in (procs.environ_value(pid, "TENANT_PLATFORM_OF") or "")
+    ]
+    assert platform, "the platform's processes carry their mark"
+    targets = [workload_pid(stack, TENANTS[1]), stack.process.pid, *platform]
+    for pid in targets:
+        probe = as_uid(uid, "kill", "-0", str(pid))
+        assert probe.returncode != 0 and "not permitted" in probe.stderr, (
+            f"uid {uid} may signal {pid} ({procs.command_line(pid)})"
+        )
+        term = as_uid(uid, "kill", "-TERM", str(pid))
+        assert term.returncode != 0 and "not permitted" in term.stderr
+        assert procs.argv(pid) is not None, f"{pid} was stopped"
+    assert edge(stack, TENANTS[1], "/healthz").status_code == 200
+
+
+def test_a_workload_cannot_steer_the_edge_to_another_port(stack: Stack) -> None:
+    slug = TENANTS[0]
+    uid = uid_of(workload_pid(stack, slug))
+    state_file = stack.data_dir.resolve() / "workloads" / f"{slug}-{ORG}.json"
+    state = json.loads(state_file.read_text())
+    forged = json.dumps({**state, "port": stack.api_port})
+    write = as_uid(uid, "sh", "-c", f"printf '%s' '{forged}' > {state_file}")
+    assert write.returncode != 0 and "Permission denied" in write.stderr, "it rewrote its state"
+    answer = edge(stack, slug, "/.well-known/openid-configuration")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["issuer"] == f"https://{slug}-{ORG}.localhost", "relayed elsewhere"
+
+
+def test_the_data_directory_is_the_platforms_alone(stack: Stack) -> None:
+    """0600 files and 0700 directories, an older version's included; only each tenant's identity
+    directory belongs to its workload's uid."""
+    workload_uids = {uid_of(workload_pid(stack, slug)) for slug in TENANTS} - {os.geteuid()}
+    data = stack.data_dir.resolve()
+    loose = []
+    for root in (data, Path(stack.env["DAGSTER_HOME"])):
+        for top, _dirs, files in os.walk(root):
+            for path in [Path(top), *(Path(top) / f for f in files)]:
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    continue
+                if info.st_uid in workload_uids:
+                    assert (
+                        path.parent == data / "identity" or path.parent.parent == data / "identity"
+                    ), path
+                elif info.st_mode & 0o077:
+                    loose.append(f"{path} {stat.filemode(info.st_mode)}")
+    assert loose == [], "readable by others:\n" + "\n".join(loose)
+    for slug in TENANTS:
+        directory = data / "identity" / f"{slug}-{ORG}"
+        info = os.stat(directory)
+        assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid in workload_uids, directory
