@@ -341,11 +341,8 @@ def test_the_log_holds_no_code_password_cookie_or_query(workload: Workload) -> N
         assert secret not in log
 
 
-def test_a_store_from_before_sign_in_lets_nobody_in_until_upgraded(tmp_path: Path) -> None:
-    """The old code's store has no expiry or password columns: the workload fails closed, and
-    `upgrade` (run by `tenantctl up` for every active tenant) lets the admin redeem the code."""
-    tenant = spec()
-    data_dir = tmp_path / "data"
+def old_store(data_dir: Path, tenant: TenantSpec) -> None:
+    """An identity store as the code before the admin sign-in made it (no expiry, no password)."""
     path = identity_db_path(data_dir, tenant.key)
     path.parent.mkdir(parents=True)
     conn = sqlite3.connect(path)
@@ -361,17 +358,29 @@ def test_a_store_from_before_sign_in_lets_nobody_in_until_upgraded(tmp_path: Pat
             "PRAGMA user_version = 1;"
         )
     conn.close()
+
+
+def test_a_store_from_before_sign_in_lets_nobody_in_until_upgraded(tmp_path: Path) -> None:
+    """The old code's store has no expiry or password columns: its workload fails closed;
+    `upgrade`, which `tenantctl up` runs for every active tenant before it starts the tenant's
+    workload (while the store is still the platform's), lets the admin redeem the code."""
+    data_dir = tmp_path / "data"
+    stale, upgraded = spec(), spec()
+    for tenant in (stale, upgraded):
+        old_store(data_dir, tenant)
+    assert LocalSQLiteIdentityStore(data_dir=str(data_dir)).upgrade(upgraded.key)
     deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
     try:
-        port = deployer.ensure(tenant).details["port"]
-        client = AdminClient(port, f"{tenant.key}.localhost")
-        refused = client.check_code(tenant.admin_email, "old-code")
+        port = deployer.ensure(stale).details["port"]
+        client = AdminClient(port, f"{stale.key}.localhost")
+        refused = client.check_code(stale.admin_email, "old-code")
         assert refused.status == 503 and "predates the admin sign-in" in refused.error
-        assert client.sign_in(tenant.admin_email).status == 503
+        assert client.sign_in(stale.admin_email).status == 503
         assert client.send("GET", "/admin", accept="*/*").status == 401
 
-        assert LocalSQLiteIdentityStore(data_dir=str(data_dir)).upgrade(tenant.key)
-        assert client.redeem(tenant.admin_email, "old-code").status == 303
+        port = deployer.ensure(upgraded).details["port"]
+        client = AdminClient(port, f"{upgraded.key}.localhost")
+        assert client.redeem(upgraded.admin_email, "old-code").status == 303
         assert client.send("GET", "/admin").status == 200
     finally:
         deployer.stop_all()

@@ -108,7 +108,6 @@ def control_plane_files(stack: Stack) -> list[Path]:
     data = stack.data_dir.resolve()
     files = [
         data / "operator.key",
-        data / "console-session.key",
         data / "registry.db",
         data / "logs" / "api.log",
         data / "logs" / "edge.log",
