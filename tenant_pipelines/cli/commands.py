@@ -257,7 +257,9 @@ def _lifecycle(
     args: argparse.Namespace, settings: Settings, operation: str, wanted: TenantState
 ) -> int:
     """Have the running platform launch one lifecycle operation on `args.slug` as the
-    operator; with --wait, follow it."""
+    operator; with --wait, follow it. A registry that cannot be read is said first, naming the
+    store and the cause, whether or not the platform runs."""
+    _registry(settings)
     api = _running_platform(settings)
     return _launch_and_wait(args, settings, lambda: _operate(api, operation, args.slug), wanted)
 

@@ -192,4 +192,3 @@ class RegistryUnavailable(TenantPipelinesError):
 
 class ConfigError(PermanentError):
     """The environment asks for something impossible or contradictory: fix it, retrying cannot."""
-

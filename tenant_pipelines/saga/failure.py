@@ -103,6 +103,10 @@ def claim_compensation(registry: Registry, run: EndedRun) -> TenantRecord | None
     if request.tenant_id is None or request.run_id not in (run.run_id, run.root_run_id):
         return None  # refused in Validate, or a duplicate run that never owned the request
     tenant = registry.get_tenant_by_id(request.tenant_id)
+    if tenant.last_run_id not in (None, run.run_id):
+        # Another run has the tenant now: a retry of a run that failed before the tenant existed
+        # (the retry chain is named by that run), which compensation would skip anyway.
+        return None
     if not registry.claim_compensation(run.run_id, tenant.tenant_id):
         claim = registry.get_compensation(run.run_id)
         if claim is None or claim.compensation_run_id or claim.finished_at:

@@ -203,3 +203,17 @@ def test_a_reexecution_of_the_chain_is_compensated_under_its_own_run_id() -> Non
     claimed = claim_compensation(world.registry, EndedRun("run-2", "run-1", tenant.request_id))
 
     assert claimed is not None and world.registry.get_compensation("run-2") is not None
+
+
+def test_the_failed_first_run_of_a_retried_chain_is_not_compensated() -> None:
+    """A run that failed before its tenant existed is retried by re-executing it: the chain is
+    named by that first run, which then matches the request's owner, but the tenant is the
+    retry's. The backstop, seeing the first run's failure late, must not claim the tenant."""
+    world = World()
+    request_id = world.request()
+    retry = world.context("run-1", root_run_id="run-0")
+    tenant = steps.validate(retry, request_id, "acme", "widgets")
+    assert world.registry.get_tenant_by_id(tenant.tenant_id).last_run_id == "run-1"
+
+    assert claim_compensation(world.registry, EndedRun("run-0", None, request_id)) is None
+    assert world.registry.compensations == {}
