@@ -215,7 +215,14 @@ class FeedHub:
             subscription.end(STOPPING)
 
     async def poll(self) -> None:
-        """Hand what is new in the feed to the streams that want it."""
+        """Hand what is new in the feed to the streams that want it. With no stream open, only
+        the cursor follows the feed's end (one row read, nothing decoded): during a burst the
+        feed grows by hundreds of events a second that nobody is waiting for."""
+        if not self._by_tenant:
+            end = await self._in_thread(self.feed.end)
+            if not self._by_tenant:  # a stream that opened meanwhile is served from the cursor
+                self._cursor = end
+            return
         records, self._cursor = await self._in_thread(self.feed.after, self._cursor)
         for record in records:
             chunk: Chunk | None = None
