@@ -1,4 +1,4 @@
-"""Who may do what (DESIGN.md section 9): callers come from API tokens, never from a request body.
+"""Who may do what (docs/contracts.md): callers come from API tokens, never from a request body.
 
 `platform-admin`: every org, every plan, every action. `org-admin`: its own org only; plans
 `free` and `team`; submit, retry, decommission, read. `viewer`: read its own org only. A tenant of
@@ -49,7 +49,23 @@ class Caller:
         return self.org is None or self.org == org
 
 
-def check_visible(caller: Caller, org: str, what: str) -> None:
+@dataclass(frozen=True)
+class Operator:
+    """The host's operator: `tenantctl` on the control-plane host, directly or through the API
+    server's `/local`. Whoever can run it can read the data directory, so it acts on every org
+    with every plan; what it launches is recorded as `subject`."""
+
+    subject: str  # `operator:<login>`; for `tenantctl request`, the `--caller` it names
+
+    def sees(self, org: str) -> bool:
+        return True
+
+
+# Whoever asks the service for something: a token's caller, or the host's operator.
+Actor = Caller | Operator
+
+
+def check_visible(caller: Actor, org: str, what: str) -> None:
     """Another org's tenant does not exist for this caller (NotFound, not Forbidden)."""
     if not caller.sees(org):
         raise NotFound(f"no tenant or request with slug {what!r}")
@@ -61,8 +77,10 @@ def authorize_operator_ui(caller: Caller) -> None:
         raise Forbidden(f"role {caller.role} may not open the Dagster UI (it shows every org)")
 
 
-def authorize(caller: Caller, action: Action, org: str, plan: str | None = None) -> None:
+def authorize(caller: Actor, action: Action, org: str, plan: str | None = None) -> None:
     """Raise unless `caller` may do `action` on `org` (and provision `plan`, for submit)."""
+    if isinstance(caller, Operator):
+        return
     if action not in ROLE_ACTIONS[caller.role]:
         raise Forbidden(f"role {caller.role} may not {action} tenants")
     if not caller.sees(org):

@@ -192,3 +192,10 @@ class RegistryUnavailable(TenantPipelinesError):
 
 class ConfigError(PermanentError):
     """The environment asks for something impossible or contradictory: fix it, retrying cannot."""
+
+
+class PlatformNotRunning(TenantPipelinesError):
+    """What was asked needs the running platform to launch a run, and none runs here."""
+
+    def __init__(self) -> None:
+        super().__init__("the platform is not running: start it with `tenantctl up`")

@@ -1,4 +1,4 @@
-"""The audit feed's schema (DESIGN.md section 5): event types, steps and their names.
+"""The audit feed's schema (docs/contracts.md): event types, steps and their names.
 
 Events are written into the Dagster event log of the run they belong to (the orchestration
 layer does that); here they are plain data, so the saga emits them without knowing Dagster.

@@ -1,8 +1,9 @@
 """The tenant request as submitted.
 
-Validation here is about form only (malformed input is refused before anything is recorded);
-business rules (plan exists, role admits the plan, slug free) belong to the Validate phase (a
-slug held by a live tenant is also refused when the request is recorded).
+Validation here is about form (malformed input is refused before anything is recorded) and the
+plan, which must be one of the catalog's; business rules (role admits the plan, slug free) belong
+to the Validate phase (a slug held by a live tenant is also refused when the request is recorded).
+Validate checks the plan again: a request recorded before its plan left the catalog is rejected.
 """
 
 import uuid
@@ -35,6 +36,18 @@ __all__ = [
 ]
 
 
+def _check_plan(value: str) -> str:
+    if value not in PLANS:
+        raise ValueError(f"{value!r} is not a plan (known: {', '.join(PLANS)})")
+    return value
+
+
+# A word first (its rule is the clearer one for a malformed value), then one of the catalog's.
+PlanName = Annotated[
+    Word, AfterValidator(_check_plan), WithJsonSchema({"type": "string", "enum": list(PLANS)})
+]
+
+
 def _check_role(value: str) -> str:
     if value not in set(Role):
         known = ", ".join(Role)
@@ -59,7 +72,7 @@ class TenantFields(BaseModel):
 
     slug: Name
     org: Name
-    plan: Annotated[Word, WithJsonSchema({"type": "string", "enum": list(PLANS)})]
+    plan: PlanName
     admin_email: EmailStr
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""State machines (DESIGN.md section 3) and the states of the resource ledger."""
+"""State machines (docs/contracts.md, "States"), what a status reads, and the ledger's states."""
 
 from enum import StrEnum
 
@@ -19,6 +19,37 @@ class RequestState(StrEnum):
     REJECTED = "rejected"
 
 
+class StatusState(StrEnum):
+    """What a status's `state` reads (`tenantctl status`, `GET /v1/tenants/{slug}`): the tenant's
+    state, or `request-<state>` for a request that has no tenant yet. The values are a contract."""
+
+    PROVISIONING = TenantState.PROVISIONING.value
+    ACTIVE = TenantState.ACTIVE.value
+    FAILED = TenantState.FAILED.value
+    DECOMMISSIONING = TenantState.DECOMMISSIONING.value
+    DECOMMISSIONED = TenantState.DECOMMISSIONED.value
+    REQUEST_PENDING = f"request-{RequestState.PENDING}"
+    REQUEST_LAUNCHED = f"request-{RequestState.LAUNCHED}"
+    REQUEST_REJECTED = f"request-{RequestState.REJECTED}"
+
+
+def status_of_request(state: str) -> StatusState:
+    """What a request that has no tenant yet reads as its status's state."""
+    return StatusState(f"request-{RequestState(state)}")
+
+
+# Nothing more happens to a tenant or request in these states without a person (the console stops
+# polling once no run of it is in flight either).
+RESTING_STATES = frozenset(
+    {
+        StatusState.ACTIVE,
+        StatusState.FAILED,
+        StatusState.DECOMMISSIONED,
+        StatusState.REQUEST_REJECTED,
+    }
+)
+
+
 class LedgerState(StrEnum):
     """A ledger entry: a backend's resource, or one welcome email."""
 
@@ -36,9 +67,6 @@ class LedgerState(StrEnum):
 LIVE_LEDGER_STATES = (LedgerState.ALLOCATING, LedgerState.ALLOCATED, LedgerState.RELEASING)
 # Leaving one of these for allocating/allocated is a new allocation: it sorts after the rest.
 SETTLED_LEDGER_STATES = (LedgerState.RELEASED, LedgerState.FAILED)
-RESTING_TENANT_STATES = frozenset(
-    {TenantState.ACTIVE, TenantState.FAILED, TenantState.DECOMMISSIONED}
-)
 
 TENANT_TRANSITIONS: dict[TenantState, frozenset[TenantState]] = {
     TenantState.PROVISIONING: frozenset({TenantState.ACTIVE, TenantState.FAILED}),

@@ -2,6 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict
 
+from tenant_pipelines.domain.states import StatusState
 from tenant_pipelines.domain.timeline import TimelineEntry
 
 
@@ -13,7 +14,7 @@ class TenantStatus(BaseModel):
     slug: str
     org: str
     plan: str
-    state: str
+    state: StatusState
     url: str
     last_run_id: str | None
     failed_step: str | None

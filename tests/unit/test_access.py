@@ -1,4 +1,4 @@
-"""Who may do what, and what a token grant must say (DESIGN.md section 9)."""
+"""Who may do what, and what a token grant must say (docs/contracts.md)."""
 
 import pytest
 from pydantic import ValidationError

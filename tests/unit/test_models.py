@@ -1,4 +1,4 @@
-"""The submitted request's form rules (DESIGN.md section 3), checked against the rules as written.
+"""The submitted request's form rules (docs/contracts.md), checked against the rules as written.
 
 `follows_name_rules` restates the rules independently of the implementation so that generated
 input is judged by the spec, not by the code under test.
@@ -165,6 +165,33 @@ def test_bad_emails_are_refused(email: str) -> None:
 )
 def test_unknown_and_missing_fields_are_refused(data: dict[str, Any], field: str) -> None:
     assert_refused_naming(data, field)
+
+
+# The plan catalog as written (docs/contracts.md), not read from the implementation.
+CATALOG = ("free", "team", "enterprise")
+
+
+@pytest.mark.parametrize("plan", CATALOG)
+def test_each_plan_of_the_catalog_is_accepted(plan: str) -> None:
+    assert TenantRequest.parse(payload(plan=plan)).plan == plan
+
+
+@pytest.mark.parametrize(
+    ("plan", "rule"),
+    [
+        ("gold", "'gold' is not a plan (known: free, team, enterprise)"),
+        ("teams", "'teams' is not a plan (known: free, team, enterprise)"),
+        ("Team", "must be a lowercase word"),  # the form's rule first: it says what is wrong
+        ("", "must be a lowercase word"),
+    ],
+)
+def test_a_plan_outside_the_catalog_is_refused_naming_the_known_plans(plan: str, rule: str) -> None:
+    _, message = refusal(payload(plan=plan))
+    assert message.startswith(f"invalid request: plan: {rule}")
+
+
+def test_the_schema_advertises_the_catalog() -> None:
+    assert TenantRequest.model_json_schema()["properties"]["plan"]["enum"] == list(CATALOG)
 
 
 @pytest.mark.parametrize("bad", ["not-a-uuid", "1234", "g" * 32, ""])

@@ -1,4 +1,4 @@
-"""The plan catalog and who may provision what (DESIGN.md section 3)."""
+"""The plan catalog and who may provision what (docs/contracts.md)."""
 
 import pytest
 
@@ -8,7 +8,7 @@ from tenant_pipelines.domain.plans import PLANS, ROLE_PLANS, check_role_admits, 
 pytestmark = pytest.mark.unit
 
 BY_SIZE = ("free", "team", "enterprise")
-# The role rules as DESIGN.md writes them, independent of the implementation's table.
+# The role rules as docs/contracts.md writes them, independent of the implementation's table.
 ADMITS = {
     "platform-admin": {"free", "team", "enterprise"},
     "org-admin": {"free", "team"},

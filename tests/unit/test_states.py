@@ -15,7 +15,7 @@ from tenant_pipelines.domain.states import (
 
 pytestmark = pytest.mark.unit
 
-# DESIGN.md section 3, written out here rather than read from the implementation's tables.
+# docs/contracts.md, written out here rather than read from the implementation's tables.
 TENANT_VALID = {
     ("provisioning", "active"),
     ("provisioning", "failed"),
