@@ -34,6 +34,7 @@ from resources.base import TenantBackend, resolved
 from resources.identity import pg_identity_schema
 from resources.identity_files import hand_over, identity_db_path
 from resources.pg_login import connection_env, login_dsn
+from resources.workload_env import IDENTITY_DSN_ENV
 from resources.workload_state import (  # noqa: F401 - read_endpoint: where it always was
     SERVER_MODULE,
     WorkloadState,
@@ -61,7 +62,6 @@ POLL_INTERVAL_S = 0.05
 HEALTH_TIMEOUT_S = 1.0
 STOP_GRACE_S = 5.0
 KILL_WAIT_S = 2.0
-IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"  # as resources.workload_server reads it
 # All a workload inherits from the control plane's environment: not its database URLs or keys.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH")
 # A workload with a uid of its own has no home: nothing (libpq's ~/.postgresql included) is

@@ -31,6 +31,7 @@ from pathlib import Path
 from resources.admin_accounts import Accounts, PostgresAccounts, SQLiteAccounts
 from resources.admin_http import Request, Response
 from resources.tenant_admin import TenantAdmin
+from resources.workload_env import IDENTITY_DSN_ENV
 from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.privileges import PrivilegeError, drop_to
 from tenant_pipelines.support.procs import lower_priority
@@ -38,7 +39,6 @@ from tenant_pipelines.support.redact import loggable_target
 
 REQUEST_TIMEOUT_S = 30.0
 QUIET_PATHS = frozenset({"/healthz"})
-IDENTITY_DSN_ENV = "TENANT_WORKLOAD_IDENTITY_DSN"
 ADMIN_ROLE = "admin"  # as resources.identity seeds it (not imported: this module stays light)
 PG_CONNECT_TIMEOUT_S = 5
 THREAD_STACK_BYTES = 512 * 1024

@@ -1,15 +1,13 @@
 """Intake: every pending tenant request becomes exactly one provisioning run.
 
-Whoever wins the registry's compare-and-set `pending -> launched` launches the run: this sensor,
-or `tenantctl request` submitting directly to a running webserver. The sensor also catches up on
-launches that never produced a run: its own from the previous tick (the cursor lists them) and
-anyone's that stayed unclaimed too long. Asking again is safe: the `run_key` is the request id,
-and Validate's claim on the request lets only one run ever work on it.
+A thin adapter of the service's `launch_pending` (`service.submit`): whoever wins the registry's
+compare-and-set `pending -> launched` launches the run (this sensor, or the API server for a
+request submitted while the platform runs), and the sensor catches up on launches that never
+produced a run. Asking again is safe: the `run_key` is the request id, and Validate's claim on
+the request lets only one run ever work on it.
 """
 
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from dagster import (
     DagsterInstance,
@@ -22,20 +20,16 @@ from dagster import (
     sensor,
 )
 
-from tenant_pipelines.domain.records import RequestRecord
-from tenant_pipelines.domain.states import RequestState
 from tenant_pipelines.orchestration.jobs import provision_tenant
 from tenant_pipelines.orchestration.resources import TenantPlatform
-from tenant_pipelines.orchestration.runs import (
-    provision_run_config,
-    provision_tags,
-    runs_for_request,
-)
+from tenant_pipelines.orchestration.runs import DagsterRuns
+from tenant_pipelines.orchestration.sensor_launch import SensorLauncher
 from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.service.context import ServiceContext
+from tenant_pipelines.service.submit import UNCLAIMED_AFTER, launch_pending
 
+__all__ = ["UNCLAIMED_AFTER", "IntakeTick", "build_intake_sensor", "evaluate_intake"]
 INTAKE_SENSOR = "tenant_request_intake"
-MAX_REQUESTS_PER_TICK = 50
-UNCLAIMED_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -44,38 +38,14 @@ class IntakeTick:
     cursor: str  # JSON list of the request ids this tick asked runs for
 
 
-def run_request(request: RequestRecord) -> RunRequest:
-    return RunRequest(
-        run_key=request.request_id,
-        run_config=provision_run_config(request),
-        tags=provision_tags(request),
-    )
-
-
-def _lost_launches(
-    registry: TenantRegistry, instance: DagsterInstance, cursor: str | None
-) -> list[RequestRecord]:
-    """Launched requests with no run: ours from the last tick, anyone's after a while."""
-    candidates = [registry.get_request(rid) for rid in (json.loads(cursor) if cursor else [])]
-    stale_before = datetime.now(UTC) - UNCLAIMED_AFTER
-    candidates += registry.unclaimed_launches(stale_before, MAX_REQUESTS_PER_TICK)
-    lost: dict[str, RequestRecord] = {}
-    for request in candidates:
-        launched = request.state == RequestState.LAUNCHED
-        if launched and not runs_for_request(instance, request.request_id):
-            lost[request.request_id] = request
-    return list(lost.values())
-
-
 def evaluate_intake(
     registry: TenantRegistry, instance: DagsterInstance, cursor: str | None
 ) -> IntakeTick:
-    launches = _lost_launches(registry, instance, cursor)
-    for request in registry.requests_to_launch(MAX_REQUESTS_PER_TICK):
-        if registry.mark_launched(request.request_id):  # lost: someone else launches it
-            launches.append(request)
-    ids = sorted(r.request_id for r in launches)
-    return IntakeTick([run_request(r) for r in launches], json.dumps(ids))
+    """One tick of the service's `launch_pending`, its launches as run requests."""
+    launcher = SensorLauncher()
+    ctx = ServiceContext(registry, DagsterRuns(instance), launcher=None)
+    cursor = launch_pending(ctx, cursor, launcher)
+    return IntakeTick(launcher.requests, cursor)
 
 
 def build_intake_sensor(interval_s: int) -> SensorDefinition:

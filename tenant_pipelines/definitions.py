@@ -4,12 +4,14 @@ from dagster import Definitions, definitions
 
 from sensors.backstop import build_backstop_sensor
 from sensors.intake import build_intake_sensor
+from tenant_pipelines.orchestration.hooks import LAUNCHER_RESOURCE
 from tenant_pipelines.orchestration.jobs import (
     compensate_tenant,
     decommission_tenant,
     provision_tenant,
 )
 from tenant_pipelines.orchestration.platform import build_platform
+from tenant_pipelines.runtime.launchers import SiblingLaunchers
 from tenant_pipelines.settings import Settings
 
 
@@ -20,7 +22,11 @@ def build_definitions(settings: Settings) -> Definitions:
             build_intake_sensor(settings.sensor_interval_s),
             build_backstop_sensor(settings.sensor_interval_s),
         ],
-        resources={"platform": build_platform(settings)},
+        resources={
+            "platform": build_platform(settings),
+            # How a run's failure hook launches its compensation (orchestration.hooks).
+            LAUNCHER_RESOURCE: SiblingLaunchers(),
+        },
     )
 
 

@@ -20,9 +20,9 @@ from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.orchestration.resources import TenantPlatform
-from tenant_pipelines.orchestration.runs import provision_run_config, provision_tags
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.context import SagaContext
+from tenant_pipelines.service.jobs import provision_run_config, provision_tags
 from tenant_pipelines.settings import Settings
 
 

@@ -1,6 +1,6 @@
 """`/console`: the tenant console, server-rendered (Jinja2) with one small script for the live
 timeline. Every page asks `session_caller`; every form carries the session's CSRF token; the
-words a person sees are the contract (DESIGN.md section 10). The session lives on the server
+words a person sees are the contract (docs/contracts.md). The session lives on the server
 (`api.sessions`): logging in gives it a new id, logging out ends it. Handlers that read a form
 are async; what they ask of the registry or the platform runs in a worker thread, never in the
 event loop that the event streams share."""

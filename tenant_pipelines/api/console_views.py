@@ -6,26 +6,24 @@ from tenant_pipelines.api import tenants
 from tenant_pipelines.api.context import ApiContext
 from tenant_pipelines.domain.access import ROLE_ACTIONS, Action, Caller
 from tenant_pipelines.domain.events import STEP_NAMES
-from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.domain.lifecycle_rules import LifecycleAction, admits
+from tenant_pipelines.domain.states import RESTING_STATES, StatusState
 from tenant_pipelines.domain.status import TenantStatus
 from tenant_pipelines.domain.timeline import TimelineEntry
 from tenant_pipelines.orchestration.runs import runs_in_flight
 
-# The badge a person reads for each state (DESIGN.md section 10); a request that has no tenant
-# yet is being provisioned, or was rejected.
+# The badge a person reads for each state (docs/contracts.md, "Console"); a request that has no
+# tenant yet is being provisioned, or was rejected.
 BADGES = {
-    TenantState.PROVISIONING: "Provisioning",
-    TenantState.ACTIVE: "Active",
-    TenantState.FAILED: "Failed",
-    TenantState.DECOMMISSIONING: "Decommissioning",
-    TenantState.DECOMMISSIONED: "Decommissioned",
-    "request-pending": "Provisioning",
-    "request-launched": "Provisioning",
-    "request-rejected": "Rejected",
+    StatusState.PROVISIONING: "Provisioning",
+    StatusState.ACTIVE: "Active",
+    StatusState.FAILED: "Failed",
+    StatusState.DECOMMISSIONING: "Decommissioning",
+    StatusState.DECOMMISSIONED: "Decommissioned",
+    StatusState.REQUEST_PENDING: "Provisioning",
+    StatusState.REQUEST_LAUNCHED: "Provisioning",
+    StatusState.REQUEST_REJECTED: "Rejected",
 }
-RESTING = frozenset({"active", "failed", "decommissioned", "request-rejected"})
-RETRYABLE = frozenset({TenantState.FAILED})
-DECOMMISSIONABLE = frozenset({TenantState.ACTIVE, TenantState.FAILED})
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,8 @@ class TenantView:
     can_decommission: bool
 
 
-def badge(state: str) -> str:
-    return BADGES.get(state, state.capitalize())
+def badge(state: StatusState) -> str:
+    return BADGES[state]
 
 
 def list_view(statuses: list[TenantStatus]) -> list[Row]:
@@ -67,12 +65,13 @@ def detail_view(ctx: ApiContext, caller: Caller, slug: str) -> TenantView:
     return TenantView(
         status=detail,
         badge=badge(state),
-        at_rest=state in RESTING and not runs_in_flight(ctx.instance(), slug),
+        at_rest=state in RESTING_STATES and not runs_in_flight(ctx.instance(), slug),
         timeline=[Entry(e, ctx.run_url(e.run_id)) for e in detail.timeline],
         admin_url=ctx.admin_console_url(detail.slug, detail.org)
-        if state == TenantState.ACTIVE
+        if state == StatusState.ACTIVE
         else None,
         failed_step_name=STEP_NAMES.get(detail.failed_step or "", detail.failed_step),
-        can_retry=state in RETRYABLE and Action.RETRY in allowed,
-        can_decommission=state in DECOMMISSIONABLE and Action.DECOMMISSION in allowed,
+        can_retry=admits(state, LifecycleAction.RETRY) and Action.RETRY in allowed,
+        can_decommission=admits(state, LifecycleAction.DECOMMISSION)
+        and Action.DECOMMISSION in allowed,
     )

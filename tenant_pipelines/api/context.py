@@ -3,15 +3,14 @@ the Dagster UI it serves behind its door (and launches lifecycle runs through), 
 addresses it links to."""
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tenant_pipelines.orchestration.graphql import DagsterApi, DagsterApiError
-from tenant_pipelines.orchestration.intake import Launcher
 from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.service.context import ServiceContext
+from tenant_pipelines.service.ports import Relauncher
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import operator_key_file, secret_in
 
@@ -42,22 +41,12 @@ class ApiContext:
         self._instance_lock = threading.Lock()
         self._instance: DagsterInstance | None = None
         self.dagster_ui: DagsterUi | None = None
+        self._launcher: Relauncher | None = None
 
     @cached_property
     def registry(self) -> TenantRegistry:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return TenantRegistry.shared(self.settings.db_url)
-
-    @cached_property
-    def orchestrator(self) -> DagsterApi:
-        """Lifecycle runs (retry, decommission, compensate) are launched through the Dagster
-        UI's own GraphQL schema, in this process; a server that serves no UI launches none."""
-        return DagsterApi(self._execute_graphql)
-
-    def _execute_graphql(self, query: str, variables: Mapping[str, Any]) -> Mapping[str, Any]:
-        if self.dagster_ui is None:
-            raise DagsterApiError("the platform is not running: start it with `tenantctl up`")
-        return self.dagster_ui.execute(query, variables)
 
     def instance(self) -> "DagsterInstance":
         """Opened at first use and held: the feed reads it on every poll."""
@@ -70,15 +59,23 @@ class ApiContext:
                 self._instance = feed_instance(instance)
             return self._instance
 
-    @cached_property
-    def launcher(self) -> Launcher | None:
-        """Submissions launch their runs from this process when it knows the workspace (under
-        `tenantctl up`), else not at all (the intake sensor will)."""
-        if self.addresses.workspace is not None:
-            from tenant_pipelines.runtime.direct_launch import DirectLauncher
+    @property
+    def service(self) -> ServiceContext:
+        """What the use cases work with here: the registry, the instance's runs, and, under
+        `tenantctl up` (once `open`ed with the workspace), this process's launcher: new runs
+        built in-process, re-executions through the Dagster UI's schema (`runtime.launchers`).
+        Without it nothing launches here (a submitted request waits for the intake sensor)."""
+        from tenant_pipelines.orchestration.runs import DagsterRuns
 
-            return DirectLauncher(self.instance(), self.addresses.workspace)
-        return None
+        return ServiceContext(self.registry, DagsterRuns(self.instance()), self._launcher)
+
+    def _open_launcher(self, ui: "DagsterUi", workspace: Path) -> None:
+        from tenant_pipelines.orchestration.graphql import DagsterApi
+        from tenant_pipelines.runtime.direct_launch import DirectLauncher
+        from tenant_pipelines.runtime.launchers import ApiServerLauncher
+
+        direct = DirectLauncher(self.instance(), workspace)
+        self._launcher = ApiServerLauncher(direct, DagsterApi(ui.execute))
 
     def open(self) -> None:
         """Open the registry and the instance (importing Dagster), make the run launcher ready
@@ -91,8 +88,10 @@ class ApiContext:
 
             _ = instance.run_launcher  # starts its fork server under `tenantctl up`
             self.dagster_ui = DagsterUi(instance, self.addresses.workspace, DAGSTER_UI_PATH)
+            self._open_launcher(self.dagster_ui, self.addresses.workspace)
 
     def close(self) -> None:
+        self._launcher = None
         if self.dagster_ui is not None:
             self.dagster_ui.close()
             self.dagster_ui = None

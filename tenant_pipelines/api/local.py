@@ -48,12 +48,12 @@ router = APIRouter(prefix="/local", include_in_schema=False, dependencies=[Depen
 def submit(
     ctx: Ctx, fields: Annotated[dict[str, Any], Body()], after_answer: BackgroundTasks
 ) -> dict[str, Any]:
-    """`tenantctl request --json`: {"request_id", "state", "created", "run_id", ...}."""
-
-    def start_after_answer(request_id: str) -> None:
-        after_answer.add_task(tenants.start_claimed, ctx, request_id)
-
-    return tenants.submit_as_operator(ctx, fields, start_after_answer).to_json()
+    """`tenantctl request --json`: {"request_id", "state", "created", "run_id", ...}; the run,
+    if this server took its launch, is started after the answer."""
+    submission = tenants.submit_as_operator(ctx, fields)
+    if submission.claimed:
+        after_answer.add_task(tenants.start_claimed, ctx, submission.request.request_id)
+    return submission.to_json()
 
 
 class LifecycleCall(BaseModel):

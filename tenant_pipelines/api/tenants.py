@@ -8,7 +8,6 @@ import fnmatch
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,19 +16,20 @@ import anyio
 import anyio.to_thread
 
 from tenant_pipelines.api.context import ApiContext
-from tenant_pipelines.api.errors import InvalidInput
-from tenant_pipelines.domain.access import Action, Caller, authorize, check_visible
-from tenant_pipelines.domain.errors import OperationInFlight, SlugInUse, sees_every_org
+from tenant_pipelines.domain.access import Caller, Operator, check_visible
+from tenant_pipelines.domain.errors import OperationInFlight
 from tenant_pipelines.domain.events import AuditEvent, FeedRecord
-from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.records import OperationKind
-from tenant_pipelines.domain.request import RequestedBy, TenantFields, TenantRequest
+from tenant_pipelines.domain.request import TenantFields, TenantRequest
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.status import TenantDetail, TenantStatus
 from tenant_pipelines.domain.timeline import timeline
-from tenant_pipelines.orchestration import feed, intake, lifecycle
+from tenant_pipelines.orchestration import feed
 from tenant_pipelines.orchestration.diagnose import Diagnosis, diagnose, explain_request
 from tenant_pipelines.registry import status as statuses
+from tenant_pipelines.service import lifecycle
+from tenant_pipelines.service import submit as submitting
+from tenant_pipelines.service.submit import Submission
 
 log = logging.getLogger(__name__)
 
@@ -99,46 +99,22 @@ def visible_events(ctx: ApiContext, caller: Caller, type_glob: str | None) -> li
 
 def submit(
     ctx: ApiContext, caller: Caller, fields: TenantFields, request_id: uuid.UUID | None
-) -> intake.Submission:
+) -> Submission:
     """The request is the caller's: its subject and role come from the token."""
-    if fields.plan not in PLANS:
-        known = ", ".join(PLANS)
-        raise InvalidInput(f"plan: {fields.plan!r} is not a plan (known: {known})", "plan")
-    authorize(caller, Action.SUBMIT, fields.org, fields.plan)
-    request = TenantRequest(
-        **fields.model_dump(),
-        request_id=request_id or uuid.uuid4(),
-        requested_by=RequestedBy(subject=caller.subject, role=caller.role.value),
-    )
-    launcher = ctx.launcher
-    launch = intake.launching(ctx.registry, launcher, log.warning) if launcher else None
-    try:
-        return intake.submit(ctx.registry, request, launch)
-    except SlugInUse as taken:  # the holder is named only to a caller who sees its org
-        raise taken.told_to(caller.sees) from None
+    return submitting.submit(ctx.service, caller, submitting.request_of(caller, fields, request_id))
 
 
-def submit_as_operator(
-    ctx: ApiContext, fields: dict[str, object], start_after_answer: Callable[[str], None]
-) -> intake.Submission:
+def submit_as_operator(ctx: ApiContext, fields: dict[str, object]) -> Submission:
     """A request from the host's command line, which names its caller and role itself (the
-    operator's authority): recorded, and marked launched when this server can launch it; the
-    run is started by `start_after_answer`, after the command has its answer."""
+    operator's authority): recorded, and its launch taken when this server can launch it; the
+    door starts the run (`start_claimed`) after the command has its answer."""
     request = TenantRequest.parse(fields)  # ValidationError: 422 naming each field
-
-    def claim(request_id: str) -> None:
-        if ctx.launcher is not None and ctx.registry.mark_launched(request_id):
-            start_after_answer(request_id)
-
-    try:
-        return intake.submit(ctx.registry, request, claim)
-    except SlugInUse as taken:  # the operator sees every org
-        raise taken.told_to(sees_every_org) from None
+    operator = Operator(request.requested_by.subject)
+    return submitting.submit(ctx.service, operator, request, start_now=False)
 
 
 def start_claimed(ctx: ApiContext, request_id: str) -> None:
-    if ctx.launcher is not None:
-        intake.start_claimed(ctx.registry, ctx.launcher, request_id, log.warning)
+    submitting.start_claimed(ctx.service, request_id)
 
 
 def operator_status(ctx: ApiContext, slug: str) -> TenantStatus:
@@ -148,7 +124,7 @@ def operator_status(ctx: ApiContext, slug: str) -> TenantStatus:
 
 
 class Operation(StrEnum):
-    """The lifecycle operations a person launches on a tenant."""
+    """The lifecycle operations the host's operator launches on a tenant."""
 
     RETRY = "retry"
     DECOMMISSION = "decommission"
@@ -164,42 +140,29 @@ OPERATIONS = {
 
 def operate_as_operator(ctx: ApiContext, operation: Operation, slug: str, requested_by: str) -> str:
     """A lifecycle operation from the host's command line (the operator's authority); its run."""
-    launch = OPERATIONS[operation]
-    return launch(ctx.registry, ctx.instance(), ctx.orchestrator, slug, requested_by)
+    return OPERATIONS[operation](ctx.service, Operator(requested_by), slug)
 
 
 async def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
     """Re-execute the tenant's failed run (a few registry reads and one in-process GraphQL
     launch, in a worker thread)."""
-    return await anyio.to_thread.run_sync(_retry, ctx, caller, slug)
-
-
-def _retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
-    tenant = visible_status(ctx, caller, slug)
-    authorize(caller, Action.RETRY, tenant.org)
-    return lifecycle.retry(ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject)
+    return await anyio.to_thread.run_sync(lifecycle.retry, ctx.service, caller, slug)
 
 
 async def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
     """Decommission the tenant; a compensation in flight is waited for (as `tenantctl
     decommission` does, up to its bound) between attempts made in a worker thread, sleeping
     in the event loop rather than holding the thread."""
-    deadline = time.monotonic() + lifecycle.COMPENSATION_WAIT_S
+    deadline = time.monotonic() + lifecycle.DECOMMISSION_COMPENSATION_WAIT_S
     while True:
         try:
-            return await anyio.to_thread.run_sync(_decommission_now, ctx, caller, slug)
+            return await anyio.to_thread.run_sync(
+                lifecycle.decommission_now, ctx.service, caller, slug
+            )
         except OperationInFlight as busy:
             if busy.kind != OperationKind.COMPENSATION or time.monotonic() >= deadline:
                 raise
         await anyio.sleep(lifecycle.WAIT_POLL_S)
-
-
-def _decommission_now(ctx: ApiContext, caller: Caller, slug: str) -> str:
-    tenant = visible_status(ctx, caller, slug)
-    authorize(caller, Action.DECOMMISSION, tenant.org)
-    return lifecycle.decommission(
-        ctx.registry, ctx.instance(), ctx.orchestrator, slug, caller.subject, wait_s=0
-    )
 
 
 def diagnosis(ctx: ApiContext, caller: Caller, slug: str) -> Diagnosis:

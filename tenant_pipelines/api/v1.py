@@ -1,4 +1,4 @@
-"""`/v1`: the HTTP API (DESIGN.md section 10). Each handler parses, asks `api.tenants` (which
+"""`/v1`: the HTTP API (docs/contracts.md). Each handler parses, asks `api.tenants` (which
 authorizes), and answers with the same objects as `tenantctl ... --json`.
 
 No handler holds a worker thread for long: the event stream waits in the event loop

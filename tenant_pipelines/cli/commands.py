@@ -25,15 +25,15 @@ from tenant_pipelines.cli.platform_api import (
     PlatformUnreachable,
     running_platform_api,
 )
+from tenant_pipelines.domain.access import Operator
 from tenant_pipelines.domain.errors import (
     OperationInFlight,
     Refused,
     RequestConflict,
     SlugInUse,
     TenantPipelinesError,
-    sees_every_org,
 )
-from tenant_pipelines.domain.states import RequestState, TenantState
+from tenant_pipelines.domain.states import StatusState, TenantState
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.files import PRIVATE_UMASK
 
@@ -106,18 +106,19 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from tenant_pipelines.domain.request import TenantRequest, describe_validation_error
-    from tenant_pipelines.orchestration.intake import submit as submit_request
+    from tenant_pipelines.service.context import ServiceContext
+    from tenant_pipelines.service.ports import NoRuns
+    from tenant_pipelines.service.submit import submit as submit_request
 
     try:
         request = TenantRequest.parse(fields)
     except ValidationError as error:
         raise UsageError(describe_validation_error(error)) from None
+    records_only = ServiceContext(_registry(settings), NoRuns())  # no launcher: the sensor will
     try:
-        submission = submit_request(_registry(settings), request, None)
-    except SlugInUse as taken:  # the operator sees every org
-        raise UsageError(str(taken.told_to(sees_every_org))) from None
-    except RequestConflict as conflict:
-        raise UsageError(str(conflict)) from None
+        submission = submit_request(records_only, Operator(request.requested_by.subject), request)
+    except (SlugInUse, RequestConflict) as refused:
+        raise UsageError(str(refused)) from None
     return submission.to_json()
 
 
@@ -151,7 +152,7 @@ def _status_from_registry(settings: Settings, slug: str) -> dict[str, Any]:
     from tenant_pipelines.registry.status import tenant_status
 
     found = tenant_status(_registry(settings), settings.domain, slug)
-    if found.tenant_id is None and found.state == f"request-{RequestState.LAUNCHED}":
+    if found.tenant_id is None and found.state == StatusState.REQUEST_LAUNCHED:
         # Only now is Dagster worth importing: did its run end before making the tenant?
         from tenant_pipelines.orchestration.diagnose import explain_request
 
@@ -223,7 +224,7 @@ def _launch_and_wait(
     args: argparse.Namespace, settings: Settings, launch: Callable[[], str], wanted: str
 ) -> int:
     """Launch a run; with --wait, block until it ends and exit 0 only if the tenant is `wanted`."""
-    from tenant_pipelines.orchestration import lifecycle
+    from tenant_pipelines.orchestration.runs import wait_for_run
 
     run_id = launch()
     data: dict[str, Any] = {"slug": args.slug, "run_id": run_id}
@@ -231,7 +232,7 @@ def _launch_and_wait(
     if not args.wait:
         _print(args, data, text)
         return 0
-    lifecycle.wait_for_run(_instance(settings), run_id)
+    wait_for_run(_instance(settings), run_id)
     tenant = _registry(settings).get_tenant(args.slug)
     data.update(state=tenant.state, failed_step=tenant.failed_step)
     text += f"; tenant is {tenant.state}"
@@ -278,10 +279,12 @@ def _operate(api: PlatformApi, operation: str, slug: str) -> str:
 
 
 def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
-    from tenant_pipelines.orchestration import lifecycle
+    from tenant_pipelines.orchestration.runs import DagsterRuns
+    from tenant_pipelines.service.context import ServiceContext
+    from tenant_pipelines.service.lifecycle import discard
 
-    reg = _registry(settings)
-    request_id = lifecycle.discard(reg, _instance(settings), args.slug, _operator())
+    ctx = ServiceContext(_registry(settings), DagsterRuns(_instance(settings)))
+    request_id = discard(ctx, Operator(_operator()), args.slug)
     data = {"slug": args.slug, "request_id": request_id, "state": "rejected"}
     _print(args, data, f"request {request_id} for {args.slug} discarded; the slug is free")
     return 0
@@ -466,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, error: Exception, code: int) -> int:
-    """One line on stderr; with --json also `{"error": ...}` on stdout (DESIGN section 8)."""
+    """One line on stderr; with --json also `{"error": ...}` on stdout (docs/contracts.md)."""
     message = " ".join(str(error).split()) or type(error).__name__
     print(f"tenantctl: {message}", file=sys.stderr)
     if getattr(args, "json", False):

@@ -15,16 +15,12 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 
 from tenant_pipelines.domain.errors import NotFound, RegistryUnavailable
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
-from tenant_pipelines.domain.states import RequestState, TenantState
+from tenant_pipelines.domain.states import RequestState, StatusState, TenantState, status_of_request
 from tenant_pipelines.domain.status import TenantStatus
-from tenant_pipelines.orchestration.runs import (
-    IN_FLIGHT_STATUSES,
-    PROVISION_JOB,
-    REQUEST_TAG,
-    runs_for_tenant,
-)
+from tenant_pipelines.orchestration.runs import IN_FLIGHT_STATUSES, runs_for_tenant
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.operations import retry_command, unreleased
+from tenant_pipelines.service.jobs import PROVISION_JOB, REQUEST_TAG
 
 RECENT_RUNS = 10
 
@@ -50,7 +46,7 @@ class RunSummary:
 @dataclass(frozen=True)
 class Diagnosis:
     slug: str
-    state: str
+    state: str  # a StatusState, or "unknown" when the registry cannot be read
     failed_step: str | None
     failure_reason: str | None
     runs: list[RunSummary]
@@ -200,7 +196,7 @@ def _first_line(error: BaseException) -> str:
 def explain_request(instance: DagsterInstance, found: TenantStatus) -> TenantStatus:
     """A launched request whose run ended before its tenant existed (a full disk at Validate, say)
     shows that run's failure instead of looking as if it were still on its way."""
-    if found.tenant_id is not None or found.state != f"request-{RequestState.LAUNCHED}":
+    if found.tenant_id is not None or found.state != StatusState.REQUEST_LAUNCHED:
         return found
     runs = runs_for_tenant(instance, found.slug, 1, {REQUEST_TAG: found.request_id or ""})
     if not runs or runs[0].status.value in IN_FLIGHT_STATUSES:
@@ -222,7 +218,7 @@ def _of_request(
     """A request that has no tenant (yet, or because its run failed before making one)."""
     slug = request.slug
     runs = _runs(instance, slug, {REQUEST_TAG: request.request_id}, unreadable)
-    state = f"request-{request.state}"
+    state = status_of_request(request.state)
     in_flight = [r for r in runs if r.status in IN_FLIGHT_STATUSES]
     if request.state == RequestState.REJECTED:
         why = f"the request was rejected: {request.reason}"
@@ -291,7 +287,7 @@ def _of_tenant(
     operation = registry.get_operation(tenant.tenant_id)
     return Diagnosis(
         slug=slug,
-        state=tenant.state,
+        state=StatusState(tenant.state),
         failed_step=tenant.failed_step,
         failure_reason=tenant.failure_reason,
         runs=runs,

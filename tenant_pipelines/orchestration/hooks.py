@@ -1,51 +1,44 @@
 """Failure hook: a provisioning op failed for good, so queue its compensation run.
 
-Whether the run needs one is the saga's call (`claim_compensation`), the same one the backstop
-sensor makes for runs whose hook never fired (killed workers, canceled runs).
+A thin adapter of the service's `compensate_failed_run` (`service.compensation`), the same call
+the backstop sensor makes for runs whose hook never fired (killed workers, canceled runs). The
+compensation run is launched by the `launcher` resource (`runtime.launchers.SiblingLaunchers`),
+from this run's own code location.
 """
 
-from dagster import HookContext, HookDefinition, JobDefinition, failure_hook
+from typing import Protocol
 
-from tenant_pipelines.domain.events import Step
-from tenant_pipelines.orchestration.launch import submit_sibling_run
-from tenant_pipelines.orchestration.operations import claim_compensation_operation
-from tenant_pipelines.orchestration.runs import (
-    FAILED_RUN_TAG,
-    ended_run,
-    tenant_op_config,
-    tenant_tags,
-)
-from tenant_pipelines.saga.failure import claim_compensation
-from tenant_pipelines.saga.operations import compensation_holder
+from dagster import DagsterInstance, HookContext, HookDefinition, JobDefinition, failure_hook
+
+from tenant_pipelines.orchestration.runs import DagsterRuns
+from tenant_pipelines.service.compensation import compensate_failed_run
+from tenant_pipelines.service.context import ServiceContext
+from tenant_pipelines.service.ports import Launcher
+
+LAUNCHER_RESOURCE = "launcher"
+
+
+class SiblingLaunchers(Protocol):
+    def for_run(
+        self, instance: DagsterInstance, run_id: str, jobs: list[JobDefinition]
+    ) -> Launcher: ...
 
 
 def compensation_hook(compensate_job: JobDefinition) -> HookDefinition:
     """The hook that queues a run of `compensate_job` for the failed run it fires in."""
 
-    @failure_hook(name="launch_compensation", required_resource_keys={"platform"})
+    @failure_hook(
+        name="launch_compensation", required_resource_keys={"platform", LAUNCHER_RESOURCE}
+    )
     def launch_compensation(context: HookContext) -> None:
-        registry = context.resources.platform.registry.get()
-        run = context.instance.get_run_by_id(context.run_id)
-        tenant = None if run is None else claim_compensation(registry, ended_run(run))
-        if tenant is None:
+        runs = DagsterRuns(context.instance)
+        run = runs.get(context.run_id)
+        if run is None:
             return
-        if not claim_compensation_operation(registry, context.instance, tenant, context.run_id):
-            context.log.info(f"{tenant.slug} has another operation in flight; compensation waits")
-            return  # the backstop launches it once the tenant is free
-        holder = compensation_holder(context.run_id)
-        try:
-            compensation_run_id = submit_sibling_run(
-                context.instance,
-                context.run_id,
-                compensate_job,
-                tenant_op_config(tenant, Step.COMPENSATE, failed_run_id=context.run_id),
-                tenant_tags(tenant, **{FAILED_RUN_TAG: context.run_id}),
-            )
-        except Exception:
-            registry.release_operation(tenant.tenant_id, holder=holder)
-            raise
-        registry.set_compensation_run(context.run_id, compensation_run_id)
-        registry.set_operation_run(tenant.tenant_id, holder, compensation_run_id)
-        context.log.info(f"compensation run {compensation_run_id} queued for {tenant.slug}")
+        ctx = ServiceContext(context.resources.platform.registry.get(), runs)
+        launchers: SiblingLaunchers = getattr(context.resources, LAUNCHER_RESOURCE)
+        launcher = launchers.for_run(context.instance, context.run_id, [compensate_job])
+        if compensate_failed_run(ctx, run, launcher):
+            context.log.info(f"compensation of run {context.run_id} queued")
 
     return launch_compensation

@@ -24,8 +24,8 @@ import yaml
 from dagster import DagsterInstance
 
 from tenant_pipelines.domain.errors import ConfigError
-from tenant_pipelines.orchestration.runs import PLAN_TAG
 from tenant_pipelines.registry.migrate import ensure_upgraded
+from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.db_url import same_database
 from tenant_pipelines.support.files import write_atomically

@@ -12,7 +12,7 @@ from tenant_pipelines.orchestration.ops import (
     send_welcome_emails,
     validate,
 )
-from tenant_pipelines.orchestration.runs import COMPENSATE_JOB, DECOMMISSION_JOB, PROVISION_JOB
+from tenant_pipelines.service.jobs import COMPENSATE_JOB, DECOMMISSION_JOB, PROVISION_JOB
 
 
 @job(name=COMPENSATE_JOB, executor_def=in_process_executor)

@@ -24,10 +24,10 @@ from tenant_pipelines.domain.events import STEP_NAMES, Step
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.orchestration.feed import to_observation
 from tenant_pipelines.orchestration.resources import TenantPlatform
-from tenant_pipelines.orchestration.runs import REQUESTED_BY_TAG
 from tenant_pipelines.saga import steps
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.saga.failure import MAX_RETRY_BUDGET, Attempt, StepFailed
+from tenant_pipelines.service.jobs import REQUESTED_BY_TAG
 
 T = TypeVar("T")
 
@@ -49,6 +49,9 @@ class ProvisionConfig(Config):
     request_id: str
     slug: str
     org: str
+    # Read by no op: Validate takes the plan from the request. It stays because every run made so
+    # far carries it, and Dagster checks a re-execution's copied config against the job's schema,
+    # refusing an unknown field: without it, retrying those runs would fail (docs/dagster.md).
     plan: str
 
 

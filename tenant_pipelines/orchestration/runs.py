@@ -1,26 +1,18 @@
-"""How runs of our jobs are described: run config and tags, shared by every launch path."""
+"""The orchestrator's runs, read from the Dagster instance: the service's `Runs` port
+(`DagsterRuns`), and the queries the platform's other readers share (diagnosis, the console).
+How runs are described (job names, tags, run config) is the service's (`service.jobs`)."""
 
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tenant_pipelines.domain.events import Step
-from tenant_pipelines.domain.plans import PLANS
-from tenant_pipelines.domain.records import RequestRecord, TenantRecord
-from tenant_pipelines.saga.failure import EndedRun
+from tenant_pipelines.domain.errors import TenantPipelinesError
+from tenant_pipelines.service.jobs import REQUEST_TAG, TENANT_TAG
+from tenant_pipelines.service.ports import RunStatus, RunView
 
 if TYPE_CHECKING:  # Dagster is slow to import; `tenantctl request` needs none of it
     from dagster import DagsterInstance, DagsterRun
 
-PROVISION_JOB = "provision_tenant"
-COMPENSATE_JOB = "compensate_tenant"
-DECOMMISSION_JOB = "decommission_tenant"
-MAX_RUNTIME_TAG = "dagster/max_runtime"
-WILL_RETRY_TAG = "dagster/will_retry"
-TENANT_TAG = "tenant"
-REQUESTED_BY_TAG = "requested_by"  # who asked: the token's subject, never a token
-PLAN_TAG = "plan"  # the run queue's per-plan limits apply to it
-REQUEST_TAG = "request_id"
-FAILED_RUN_TAG = "failed_run_id"
 # `<pid>:<start ticks>` of the process executing the run (runtime.run_launcher). Dagster's UI
 # hides tags under `.dagster/`: this one means nothing to an operator.
 WORKER_TAG = ".dagster/tenant-pipelines/run-worker"
@@ -28,47 +20,39 @@ WORKER_TAG = ".dagster/tenant-pipelines/run-worker"
 IN_FLIGHT_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
-def provision_run_config(request: RequestRecord) -> dict[str, Any]:
-    config = {
-        "request_id": request.request_id,
-        "slug": request.slug,
-        "org": request.org,
-        "plan": request.plan,
-    }
-    return {"ops": {Step.VALIDATE.value: {"config": config}}}
-
-
-def provision_tags(request: RequestRecord) -> dict[str, str]:
-    tags = {
-        TENANT_TAG: request.slug,
-        "org": request.org,
-        PLAN_TAG: request.plan,
-        REQUEST_TAG: request.request_id,
-        REQUESTED_BY_TAG: request.subject,
-    }
-    plan = PLANS.get(request.plan)
-    if plan is not None:
-        tags[MAX_RUNTIME_TAG] = str(plan.max_runtime_s)
-    return tags
-
-
-def tenant_op_config(tenant: TenantRecord, op_name: str, **extra: str) -> dict[str, Any]:
-    config = {"tenant_id": tenant.tenant_id, "slug": tenant.slug, "org": tenant.org, **extra}
-    return {"ops": {str(op_name): {"config": config}}}
-
-
-def tenant_tags(tenant: TenantRecord, **extra: str) -> dict[str, str]:
-    return {TENANT_TAG: tenant.slug, "org": tenant.org, PLAN_TAG: tenant.plan, **extra}
-
-
-def ended_run(run: "DagsterRun") -> EndedRun:
-    """A run as the saga's compensation policy needs to see it."""
-    return EndedRun(
+def run_view(run: "DagsterRun", ended_at: float | None = None) -> RunView:
+    """A Dagster run as the use cases read it."""
+    return RunView(
         run_id=run.run_id,
+        job_name=run.job_name,
+        status=RunStatus(run.status.value),
         root_run_id=run.root_run_id,
-        request_id=run.tags.get(REQUEST_TAG),
-        will_retry=run.tags.get(WILL_RETRY_TAG) == "true",
+        parent_run_id=run.parent_run_id,
+        tags=dict(run.tags),
+        run_config=dict(run.run_config),
+        ended_at=ended_at,
     )
+
+
+class DagsterRuns:
+    """The service's `Runs`, on a Dagster instance."""
+
+    def __init__(self, instance: "DagsterInstance") -> None:
+        self.instance = instance
+
+    def get(self, run_id: str) -> RunView | None:
+        record = self.instance.get_run_record_by_id(run_id) if run_id else None
+        if record is None:
+            return None
+        ended = record.end_time if record.dagster_run.is_finished else None
+        return run_view(record.dagster_run, ended)
+
+    def for_request(self, request_id: str) -> list[RunView]:
+        return [run_view(run) for run in runs_for_request(self.instance, request_id)]
+
+    def succeeded_steps(self, run_id: str) -> set[str]:
+        stats = self.instance.get_run_step_stats(run_id)
+        return {s.step_key for s in stats if s.status is not None and s.status.value == "SUCCESS"}
 
 
 def runs_for_request(instance: "DagsterInstance", request_id: str) -> list["DagsterRun"]:
@@ -94,3 +78,21 @@ def runs_for_tenant(
 
     filters = RunsFilter(tags={TENANT_TAG: slug, **(tags or {})})
     return list(instance.get_runs(filters=filters, limit=limit))
+
+
+WAIT_POLL_S = 0.5
+WAIT_TIMEOUT_S = 600
+
+
+def wait_for_run(
+    instance: "DagsterInstance", run_id: str, timeout_s: float = WAIT_TIMEOUT_S
+) -> RunStatus:
+    """Block until the run has ended (`tenantctl ... --wait`); its final status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return RunStatus(run.status.value)
+        if time.monotonic() > deadline:
+            raise TenantPipelinesError(f"run {run_id} has not ended after {timeout_s:g} s")
+        time.sleep(WAIT_POLL_S)

@@ -4,7 +4,7 @@ tenant, or of a request that has no tenant yet."""
 from tenant_pipelines.domain.errors import NotFound
 from tenant_pipelines.domain.events import Step
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
-from tenant_pipelines.domain.states import RequestState
+from tenant_pipelines.domain.states import RequestState, StatusState, status_of_request
 from tenant_pipelines.domain.status import TenantStatus
 from tenant_pipelines.registry.store import TenantRegistry
 
@@ -14,7 +14,7 @@ def of_tenant(tenant: TenantRecord, domain: str) -> TenantStatus:
         slug=tenant.slug,
         org=tenant.org,
         plan=tenant.plan,
-        state=tenant.state,
+        state=StatusState(tenant.state),
         url=tenant.spec.url(domain),
         last_run_id=tenant.last_run_id,
         failed_step=tenant.failed_step,
@@ -33,7 +33,7 @@ def of_request(request: RequestRecord, domain: str) -> TenantStatus:
         slug=request.slug,
         org=request.org,
         plan=request.plan,
-        state=f"request-{request.state}",
+        state=status_of_request(request.state),
         url=f"https://{request.slug}-{request.org}.{domain}",
         last_run_id=request.run_id,
         failed_step=Step.VALIDATE.value if request.state == RequestState.REJECTED else None,

@@ -10,7 +10,7 @@ serves (UI, GraphQL over HTTP and websockets, compute logs), built the way
 `dagster-webserver`'s command line builds it, on the API server's own instance, so runs launched
 from the UI go through the same run launcher and coordinator as the API's.
 
-The lifecycle operations of the API (`orchestration.lifecycle`) use the same GraphQL schema
+The API server's re-executions (`runtime.launchers.ApiServerLauncher`) use the same GraphQL schema
 in-process (`execute`), so their runs are exactly the UI's: queued, tagged with their parents,
 re-executable.
 """

@@ -31,8 +31,9 @@ from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLa
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from tenant_pipelines.domain.plans import PLANS
-from tenant_pipelines.orchestration.runs import PLAN_TAG, WORKER_TAG
+from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
+from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity, live_pid, lower_priority
 
 WORKER_MODULE = "tenant_pipelines.runtime.run_worker"

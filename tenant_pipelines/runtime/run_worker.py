@@ -2,7 +2,7 @@
 
 The launcher's fork server imports this module once, and with it Dagster and this code location;
 each run's process is forked from there, so a run starts without the ~1 s of CPU a fresh Python
-spends importing them (../shared/DAGSTER_NOTES.md).
+spends importing them (docs/dagster.md).
 """
 
 import os

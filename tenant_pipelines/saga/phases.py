@@ -18,7 +18,12 @@ from tenant_pipelines.saga.deadline import call_with_timeout
 from tenant_pipelines.saga.ports import TenantBackend
 
 READINESS_MARGIN_S = 5.0
-COMPENSATION_WAIT_S = 60.0
+# A phase waits this long, per attempt, for a compensation still releasing its tenant (a retry
+# that caught up with one). Its attempts multiply the wait inside a run that the plan's
+# max_runtime bounds (free: 3 x 60 s of 300 s), so it stays below the decommission command's
+# wait for a compensation (120 s), which no run bounds and which covers all of a compensation's
+# attempts and backoff.
+PHASE_COMPENSATION_WAIT_S = 60.0
 COMPENSATION_POLL_S = 0.5
 
 
@@ -80,7 +85,7 @@ def begin_phase(ctx: SagaContext, tenant: TenantSpec, step: Step) -> None:
 
 
 def wait_for_compensations(ctx: SagaContext, tenant: TenantSpec) -> None:
-    deadline = ctx.clock.monotonic() + COMPENSATION_WAIT_S
+    deadline = ctx.clock.monotonic() + PHASE_COMPENSATION_WAIT_S
     while pending := ctx.registry.unfinished_compensations(tenant.tenant_id):
         if ctx.clock.monotonic() > deadline:
             runs = ", ".join(c.failed_run_id for c in pending)

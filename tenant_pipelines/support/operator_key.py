@@ -1,5 +1,5 @@
 """The operator key: how a command on the control-plane host proves to the platform's API server
-that it is the operator's (DESIGN section 9: commands run on the host with access to its registry
+that it is the operator's (docs/contracts.md: commands run on the host with access to its registry
 are the operator's own).
 
 The API server keeps a random key in the data directory, readable by its owner only, and answers

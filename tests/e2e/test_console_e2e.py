@@ -1,7 +1,7 @@
 """The tenant console in a real browser (Playwright driving Debian's Chromium) against the whole
 stack: log in, submit, watch the timeline fill in live, open the admin console, fail and retry,
 decommission, and what another org or a viewer is shown. The words checked are the contract
-(DESIGN.md section 10). Every test fails on a Content-Security-Policy violation in any page it
+(docs/contracts.md). Every test fails on a Content-Security-Policy violation in any page it
 opened (an inline script or style added later). Set TENANT_CONSOLE_SCREENSHOTS=DIR to keep the
 screenshots."""
 

@@ -118,6 +118,8 @@ def test_health_and_openapi_are_open(world: World) -> None:
     spec = world.server.call("GET", "/openapi.json").json()
     assert {"/v1/tenants", "/v1/tenants/{slug}", "/v1/tenants/{slug}/events"} <= set(spec["paths"])
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    fields = spec["components"]["schemas"]["TenantFields"]["properties"]
+    assert fields["plan"]["enum"] == ["free", "team", "enterprise"]  # the catalog's, in order
 
 
 @pytest.mark.parametrize("who", [None, "garbage", "tp_0000_nope", "revoked", "expired"])
@@ -242,6 +244,7 @@ def test_a_submission_records_the_tokens_subject_not_the_body(world: World) -> N
         ({"org": "-bad-"}, "org", "lowercase letters"),
         ({"admin_email": "not-an-email"}, "admin_email", "email"),
         ({"plan": 7}, "plan", "string"),
+        ({"plan": "gold"}, "plan", "plan: 'gold' is not a plan (known: free, team, enterprise)"),
         ({"extra": "x"}, "extra", "not permitted"),
     ],
 )

@@ -118,6 +118,7 @@ def provision(local: LocalPlatform) -> str:
         ("--org", "a--b", "org: must not contain '--'"),
         ("--admin-email", "not-an-email", "admin_email: value is not a valid email address"),
         ("--plan", "Gold!", "plan: must be a lowercase word"),
+        ("--plan", "gold", "plan: 'gold' is not a plan (known: free, team, enterprise)"),
         ("--role", "intern", "requested_by.role: role 'intern' is unknown"),
     ],
 )

@@ -6,6 +6,9 @@ import urllib.request
 import pytest
 from dagster import DagsterEventType
 
+from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.domain.records import RequestRecord
+from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.feed import read_events
 from tests.platform_fixtures import LocalPlatform
 
@@ -69,7 +72,7 @@ def test_business_refusal_fails_validate_once_and_allocates_nothing(
     local_platform: LocalPlatform, plan: str, role: str, reason: str
 ) -> None:
     local = local_platform
-    request = local.submit(plan=plan, role=role)
+    request = local.submit(plan=plan, role=role) if plan in PLANS else retired(local, plan, role)
     _, success, event_types = local.provision(request.request_id)
     assert not success
     assert DagsterEventType.STEP_UP_FOR_RETRY not in event_types  # refusals are not retried
@@ -80,6 +83,22 @@ def test_business_refusal_fails_validate_once_and_allocates_nothing(
     events, _ = read_events(local.instance, tenant="acme")
     assert [e.type for e in events] == ["tenant.request.rejected"]
     assert reason in events[0].details["reason"]
+
+
+def retired(local: LocalPlatform, plan: str, role: str) -> RequestRecord:
+    """A request recorded while `plan` was in the catalog, which has since dropped it: submission
+    refuses a plan the catalog does not have, so only such a request reaches Validate with one."""
+    request = TenantRequest.parse(
+        {
+            "slug": "acme",
+            "org": "widgets",
+            "plan": "team",
+            "admin_email": "admin@acme.example.com",
+            "requested_by": {"subject": "alice", "role": role},
+        }
+    )
+    record, _ = local.registry.submit_request(request.model_copy(update={"plan": plan}))
+    return record
 
 
 def test_slug_taken_is_rejected_and_leaves_the_owner_alone(local_platform: LocalPlatform) -> None:

@@ -23,8 +23,9 @@ from dagster import (
 from dagster._core.launcher import WorkerStatus
 
 from tenant_pipelines.domain.plans import PLANS
-from tenant_pipelines.orchestration.runs import PLAN_TAG, WORKER_TAG
+from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.runtime.run_launcher import LAUNCHED_TAG, launched_by
+from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity as process_identity
 from tenant_pipelines.support.procs import live_pid
 

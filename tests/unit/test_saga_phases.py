@@ -9,7 +9,7 @@ from tenant_pipelines.domain.errors import (
 )
 from tenant_pipelines.domain.events import EventType, Step
 from tenant_pipelines.domain.mail import EmailKind
-from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.domain.plans import PLANS, Plan
 from tenant_pipelines.domain.states import LedgerState, RequestState, TenantState
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.saga import phases, steps
@@ -195,8 +195,16 @@ def test_a_retry_waits_for_a_compensation_in_flight_and_gives_up_in_time() -> No
 
     with pytest.raises(CompensationInProgress, match="run-0"):
         phases.allocate(ctx, tenant)
-    assert sum(world.clock.slept) > phases.COMPENSATION_WAIT_S
+    assert sum(world.clock.slept) > phases.PHASE_COMPENSATION_WAIT_S
     assert world.journal.calls == []
+
+
+@pytest.mark.parametrize("plan", PLANS.values(), ids=lambda plan: plan.name)
+def test_a_phase_waiting_for_a_compensation_at_every_attempt_ends_within_the_run_limit(
+    plan: Plan,
+) -> None:
+    attempts = plan.retry_budget + 1
+    assert attempts * phases.PHASE_COMPENSATION_WAIT_S < plan.max_runtime_s
 
 
 def test_mark_active_opens_traffic_only_after_the_workload_is_ready() -> None:
