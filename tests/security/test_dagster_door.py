@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -29,7 +28,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tenant_pipelines.localstack import leftovers
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, write_fault_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -54,15 +54,8 @@ mutation Reexecute($params: ReexecutionParams) {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("door")
-    plan = tmp / "faults.json"
-    write_fault_plan(plan, [])
-    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
+def stack_options() -> StackOptions:
+    return StackOptions(faults=True)
 
 
 def provision(stack: Stack, slug: str, wanted: str = "active") -> dict[str, Any]:

@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +22,7 @@ from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
-from tests.stack_helpers import Stack, local_stack
+from tests.stack_helpers import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +31,6 @@ HOST = f"{KEY}.localhost"
 KEY_REFUSAL = "slug shop is not available in org prod-zeta: the address shop-prod-zeta is taken"
 IDEMPOTENCY_REFUSAL = "this Idempotency-Key cannot be used; send a new one"
 WAIT_S = 60
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with local_stack(tmp_path_factory.mktemp("tenant-keys")) as running:
-        running.start()
-        yield running
-        assert running.stop() == 0
 
 
 @pytest.fixture(scope="module")
