@@ -20,6 +20,7 @@ from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import procs
+from tests.local_backends import workload_pids
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +36,6 @@ def tenant(slug: str = "acme", org: str = "corp", plan: str = "free") -> TenantS
         plan=plan,
         admin_email=f"admin@{org}.example",
     )
-
-
-def workload_pids(data_dir: Path) -> set[int]:
-    """Live workload processes of this data directory, found without the code under test."""
-    pids = set()
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"resources.workload_server" in cmdline and str(data_dir).encode() in cmdline:
-            pids.add(int(entry.name))
-    return pids
 
 
 def wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
@@ -70,27 +58,6 @@ def get(port: int, path: str) -> tuple[int, str, bytes]:
         return response.status, response.getheader("Content-Type") or "", response.read()
     finally:
         conn.close()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path.resolve()
-
-
-@pytest.fixture
-def deployer(data_dir: Path) -> Iterator[LocalProcessDeployer]:
-    deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
-    yield deployer
-    deployer.stop_all()
-    leftovers = workload_pids(data_dir)
-    for pid in leftovers:
-        os.kill(pid, signal.SIGKILL)
-    assert leftovers == set(), "stop_all left workloads running"
-
-
-@pytest.fixture
-def identity(data_dir: Path) -> LocalSQLiteIdentityStore:
-    return LocalSQLiteIdentityStore(data_dir=str(data_dir))
 
 
 @pytest.fixture

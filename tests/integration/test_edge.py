@@ -106,11 +106,6 @@ class Edge:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path.resolve()
-
-
-@pytest.fixture
 def edge(data_dir: Path) -> Iterator[Edge]:
     port = free_port()
     process = start_edge(port, data_dir, data_dir / "edge.log")
@@ -126,14 +121,6 @@ def edge(data_dir: Path) -> Iterator[Edge]:
             process.kill()
             process.wait()
         assert process.returncode == 0, "the edge did not stop cleanly on SIGTERM"
-
-
-@pytest.fixture
-def deployer(data_dir: Path) -> Iterator[LocalProcessDeployer]:
-    deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
-    yield deployer
-    deployer.stop_all()
-    assert deployer.list_existing() == set()
 
 
 @pytest.fixture

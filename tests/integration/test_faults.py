@@ -61,11 +61,6 @@ def counts(plan_path: Path) -> dict[str, int]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return (tmp_path / "data").resolve()
-
-
-@pytest.fixture
 def plan_path(tmp_path: Path) -> Path:
     path = tmp_path / "drill" / "plan.json"
     path.parent.mkdir()
