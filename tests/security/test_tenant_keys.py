@@ -11,7 +11,6 @@
 """
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +22,7 @@ from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tests.stack_helpers import Stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -189,14 +189,12 @@ def test_a_request_that_slips_past_submission_is_rejected_at_validate(
 
 def wait_settled(registry: TenantRegistry, request_id: str) -> RequestRecord:
     """The request once Validate has decided: rejected, or given a tenant."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
+
+    def decided() -> RequestRecord | None:
         record = registry.get_request(request_id)
-        if record.state == "rejected" or record.tenant_id is not None:
-            return record
-        if time.monotonic() > deadline:
-            raise AssertionError(f"request {request_id} was never decided: {record}")
-        time.sleep(0.2)
+        return record if record.state == "rejected" or record.tenant_id is not None else None
+
+    return wait_until(decided, WAIT_S, f"request {request_id} was never decided", 0.2)
 
 
 def test_the_stack_holds_one_tenant_per_key(stack: Stack, tokens: dict[str, str]) -> None:
