@@ -191,7 +191,12 @@ PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
     "DagsterSqliteStorage": ("_event_log_storage", "_run_storage"),
     "QueuedRunCoordinator": ("_instance",),
     "RunLauncher": ("_instance",),
-    "DagsterPostgresStorage": ("_run_storage", "_event_log_storage", "_schedule_storage"),
+    "DagsterPostgresStorage": (
+        "_inst_data",
+        "_run_storage",
+        "_event_log_storage",
+        "_schedule_storage",
+    ),
     "PostgresRunStorage": ("_engine",),
     "PostgresEventLogStorage": ("_engine",),
     "PostgresScheduleStorage": ("_engine",),
