@@ -41,10 +41,17 @@ class FileComputeLogManager(LocalComputeLogManager):
             for io_type in (ComputeIOType.STDOUT, ComputeIOType.STDERR)
         ]
         for path in paths:
-            _touch(path)
+            _ensure_file(path)
         with redirect_to_file(sys.stdout, paths[0]), redirect_to_file(sys.stderr, paths[1]):
             yield CapturedLogContext(log_key)
         _touch(self.complete_artifact_path(log_key))  # how readers know the capture ended
+
+
+def _ensure_file(path: str) -> None:
+    """The file, created empty if missing; an existing one is left as it is."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a"):
+        pass
 
 
 def _touch(path: str) -> None:
