@@ -14,9 +14,6 @@ from typing import Any
 
 from dagster import DagsterInstance, DagsterRun, EventLogEntry
 
-# The body of `dagster api execute_run`, called in the forked worker. Public alternative: the
-# `dagster api execute_run` command, which is a new interpreter importing Dagster and the code
-# location again (~1 s of CPU a run): the cost the fork server exists to avoid.
 # run_worker.py: the body of `dagster api execute_run`, run in the forked worker. Public
 # alternative: the `dagster api execute_run` command, a new interpreter that imports Dagster and
 # the code location again (~1 s of CPU a run), the cost the fork server exists to avoid.
@@ -122,6 +119,8 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 # run_worker.py: SIGTERM and SIGINT as Dagster's execution interrupts, as in Dagster's own run
 # workers. No public equivalent; without it a terminated run's ops would not see the interrupt.
 from dagster._utils.interrupts import capture_interrupts
+
+# The connection type of the bench's writer functions below.
 from sqlalchemy.engine import Connection
 
 event_logs_directory: Callable[[str], str] = _event_logs_directory
@@ -174,8 +173,8 @@ def index_asset_event(
 
 
 # Private members (underscore names) of Dagster's and dagster-postgres's classes that the
-# runtime's subclasses read, set or override, by class: the test checks them with the imports
-# above, so a renamed member is listed there too.
+# runtime's subclasses read, set or override and the functions above call, by class: the test
+# checks them with the imports above, so a renamed member is listed there too.
 PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
     "SqliteEventLogStorage": (
         "_connect",
