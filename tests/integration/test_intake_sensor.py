@@ -62,7 +62,7 @@ def test_a_request_launched_elsewhere_is_left_alone_until_it_looks_lost(
 
     # The launcher died before creating the run; once the launch is old enough, catch up.
     long_ago = datetime.now(UTC) - UNCLAIMED_AFTER - timedelta(seconds=1)
-    with local.registry._engine.begin() as conn:
+    with local.registry.db.engine.begin() as conn:
         conn.execute(update(requests_table).values(updated_at=long_ago))
     tick = evaluate_intake(local.registry, local.instance, None)
     assert [r.run_key for r in tick.run_requests] == [request.request_id]

@@ -164,7 +164,7 @@ def test_persistent_500_is_recorded_and_reported_and_the_phase_succeeds(
     assert [d["kind"] for d in failed] == list(EMAIL_KINDS)
     assert all(d["status"] == 500 and "HTTP 500" in d["reason"] for d in failed)
     assert all(not d["maybe_delivered"] for d in failed)
-    assert {s.status for s in email_statuses(registry, tenant.tenant_id)} == {"failed"}
+    assert {s.status for s in email_statuses(registry.ledger, tenant.tenant_id)} == {"failed"}
     assert registry.tenants.get_by_id(tenant.tenant_id).state == "active"
     assert fake.delivered == []
 
@@ -203,7 +203,7 @@ def test_a_hang_is_bounded_by_the_timeout_and_never_sent_twice(
 
     assert rerun["welcome"].skipped and rerun["welcome"].status == "unknown"
     assert len(fake.requests) == 3
-    assert email_statuses(registry, tenant.tenant_id)[0].status == "unknown"
+    assert email_statuses(registry.ledger, tenant.tenant_id)[0].status == "unknown"
 
 
 def test_a_crash_between_send_and_record_does_not_resend_on_resume(
@@ -250,7 +250,7 @@ def test_the_api_key_never_reaches_events_ledger_or_logs(
         outcomes = run_phase(registry, sendgrid(fake, max_total_s=0.3), tenant, events)
 
     handles = [e.handle for e in registry.ledger.entries(tenant.tenant_id)]
-    statuses = [s.to_json() for s in email_statuses(registry, tenant.tenant_id)]
+    statuses = [s.to_json() for s in email_statuses(registry.ledger, tenant.tenant_id)]
     for text in (
         json.dumps([event.to_json() for event in events.emitted]),
         json.dumps(handles),
@@ -290,12 +290,12 @@ def test_the_outbox_holds_three_readable_emails_with_hostile_values_escaped(
     console = read_eml(outbox / "console.eml")
     text, html = (part.get_content() for part in console.iter_parts())
     assert HOSTILE in text and "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html
-    statuses = email_statuses(registry, tenant.tenant_id)
+    statuses = email_statuses(registry.ledger, tenant.tenant_id)
     assert [s.provider_id for s in statuses] == [str(outbox / f"{k}.eml") for k in EMAIL_KINDS]
 
 
 def test_statuses_before_any_run_say_not_sent(registry: TenantRegistry, tenant: TenantSpec) -> None:
-    statuses = email_statuses(registry, tenant.tenant_id)
+    statuses = email_statuses(registry.ledger, tenant.tenant_id)
 
     assert [(s.kind, s.status, s.at) for s in statuses] == [
         (kind, "not_sent", None) for kind in EMAIL_KINDS
