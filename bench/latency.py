@@ -49,7 +49,7 @@ def wait_active(settings: Settings, slug: str) -> None:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            state = registry.get_tenant(slug).state
+            state = registry.tenants.get(slug).state
         except Exception:
             state = "requested"
         if state == "active":
@@ -108,7 +108,7 @@ def _floor_once(registry, backends, settings, slug: str, plan: str) -> dict[str,
             "requested_by": {"subject": "bench", "role": "platform-admin"},
         }
     )
-    registry.submit_request(request)
+    registry.requests.submit(request)
     ctx = SagaContext(
         registry, backends, settings.domain, str(uuid.uuid4()), emit=lambda event: None
     )

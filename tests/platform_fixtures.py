@@ -51,13 +51,13 @@ class LocalPlatform:
         }
         if request_id:
             fields["request_id"] = request_id
-        record, _ = self.registry.submit_request(TenantRequest.parse(fields))
+        record, _ = self.registry.requests.submit(TenantRequest.parse(fields))
         return record
 
     def provision(self, request_id: str) -> tuple[str, bool, list[DagsterEventType]]:
         """Run `provision_tenant` through Dagster on the persistent instance:
         (run id, success, event types)."""
-        record = self.registry.get_request(request_id)
+        record = self.registry.requests.get(request_id)
         job = build_reconstructable_job(
             "tests.job_target", "job_named", ("provision_tenant", str(self.settings.data_dir))
         )

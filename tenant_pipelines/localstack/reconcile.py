@@ -28,11 +28,11 @@ class LocalWorkloads:
     def restore(self) -> list[str]:
         registry = self._platform.registry.get()
         restored = []
-        for tenant in registry.list_tenants(TenantState.ACTIVE):
+        for tenant in registry.tenants.all(TenantState.ACTIVE):
             # A store made by an older version gets the admin sign-in's columns first.
             self._platform.identity.upgrade(tenant.spec.key)
             handle = self._platform.deployer.ensure(tenant.spec)
-            registry.ledger_set(
+            registry.ledger.set(
                 tenant.tenant_id, handle.kind, LedgerState.ALLOCATED, handle=handle.to_json()
             )
             restored.append(tenant.spec.key)

@@ -34,7 +34,7 @@ def test_each_pending_request_is_launched_once(local_platform: LocalPlatform) ->
     tick = evaluate_intake(local.registry, local.instance, None)
     assert sorted(r.run_key for r in tick.run_requests) == sorted([request_id, other.request_id])
     assert json.loads(tick.cursor) == sorted([request_id, other.request_id])
-    assert local.registry.get_request(request_id).state == "launched"
+    assert local.registry.requests.get(request_id).state == "launched"
     by_key = {r.run_key: r for r in tick.run_requests}
     assert by_key[request_id].tags["request_id"] == request_id
     assert by_key[request_id].run_config["ops"]["validate"]["config"]["slug"] == "acme"
@@ -55,13 +55,14 @@ def test_a_request_launched_elsewhere_is_left_alone_until_it_looks_lost(
 ) -> None:
     local = local_platform
     request = local.submit()
-    assert local.registry.mark_launched(request.request_id)  # `tenantctl request` won the CAS
+    # `tenantctl request` won the CAS
+    assert local.registry.requests.mark_launched(request.request_id)
 
     assert evaluate_intake(local.registry, local.instance, None).run_requests == []
 
     # The launcher died before creating the run; once the launch is old enough, catch up.
     long_ago = datetime.now(UTC) - UNCLAIMED_AFTER - timedelta(seconds=1)
-    with local.registry._engine.begin() as conn:
+    with local.registry.db.engine.begin() as conn:
         conn.execute(update(requests_table).values(updated_at=long_ago))
     tick = evaluate_intake(local.registry, local.instance, None)
     assert [r.run_key for r in tick.run_requests] == [request.request_id]
