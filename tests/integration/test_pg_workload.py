@@ -94,7 +94,7 @@ def deployer(
     deployer = LocalProcessDeployer(
         data_dir=str(tmp_path / "data"),
         domain="localhost",
-        identity_pg_url=EnvVar("TENANT_BACKENDS_PG_URL"),  # resolved from the env, as in `up`
+        identity_pg_url=backends_url,  # as the composition root reads it from the env
     )
     yield deployer
     deployer.stop_all()
