@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bench.common import machine_info, percentile, print_table, write_json
 from bench.stack_timeline import PHASES, Timeline, timeline
+from tenant_pipelines.composition import build_platform
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.instance import open_instance
-from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga import emails, phases
 from tenant_pipelines.saga.context import SagaContext
@@ -87,7 +87,7 @@ def floor(requests: int, plan: str) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         settings = Settings.from_env({"TENANT_DATA_DIR": tmp})
         platform = build_platform(settings)
-        registry = platform.registry.get()
+        registry = platform.registry
         backends = platform.backends()
         samples = []
         try:

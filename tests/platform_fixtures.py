@@ -14,12 +14,11 @@ from dagster import (
     execute_job,
 )
 
+from tenant_pipelines.composition import Platform, build_platform
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.instance import open_instance
-from tenant_pipelines.orchestration.platform import build_platform
-from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.service.jobs import provision_run_config, provision_tags
@@ -29,7 +28,7 @@ from tenant_pipelines.settings import Settings
 @dataclass
 class LocalPlatform:
     settings: Settings
-    platform: TenantPlatform
+    platform: Platform
     registry: TenantRegistry
     instance: DagsterInstance
     events: list[AuditEvent]
@@ -100,7 +99,7 @@ def platform_on(settings: Settings) -> Iterator[LocalPlatform]:
     """The platform's adapters and Dagster instance for `settings`; workloads stopped after."""
     platform = build_platform(settings)
     instance = open_instance(settings.dagster_home, settings)
-    local = LocalPlatform(settings, platform, platform.registry.get(), instance, [])
+    local = LocalPlatform(settings, platform, platform.registry, instance, [])
     try:
         yield local
     finally:

@@ -322,8 +322,8 @@ def _or_reason(open_store: Callable[[], T], name: str, unreadable: dict[str, str
 
 
 def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.composition import build_platform
     from tenant_pipelines.localstack.stack_file import read_stack
-    from tenant_pipelines.orchestration.platform import build_platform
     from tenant_pipelines.saga.inventory import format_inventory, take_inventory
 
     p = build_platform(settings)

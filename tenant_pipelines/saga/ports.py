@@ -1,6 +1,7 @@
 """What the saga needs from the world, as `Protocol`s: the registry, the tenant backends, the
-mailer, an event sink and a clock. Adapters in `resources/` and `registry/` satisfy them
-structurally; the saga never imports an adapter."""
+mailer, an event sink and a clock. These are the only declarations of the ports: adapters in
+`resources/` and `registry/` satisfy them structurally (plain classes, no base to inherit), the
+saga never imports an adapter, and `tenant_pipelines.composition` picks the adapters."""
 
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -41,20 +42,53 @@ class TenantBackend(Protocol):
 
 
 class IdentityStore(TenantBackend, Protocol):
-    def invitation(self, tenant_key: str) -> Invitation: ...
+    """Who may sign in to a tenant."""
+
+    def invitation(self, tenant_key: str) -> Invitation:
+        """The first admin's invitation; raises NotFound if the store does not exist."""
+        ...
+
+    def upgrade(self, tenant_key: str) -> bool:
+        """Bring an existing store to the current schema (idempotent); False if there is none.
+        `tenantctl up` calls it for every active tenant before starting its workload."""
+        ...
 
 
 class TrafficBoundary(TenantBackend, Protocol):
-    def open(self, tenant: TenantSpec) -> Handle: ...
+    """Decides whether requests for a tenant's host reach its workload."""
+
+    def open(self, tenant: TenantSpec) -> Handle:
+        """Let traffic through (creating the route if missing). Safe to call again."""
+        ...
+
+    def is_open(self, tenant_key: str) -> bool:
+        """Whether traffic currently reaches the tenant."""
+        ...
+
+
+class WorkloadDeployer(TenantBackend, Protocol):
+    """Runs tenants' workloads; `ensure` returns only once the workload passes readiness."""
+
+    def stop_all(self) -> list[str]:
+        """Stop every running workload, touching nothing else (`tenantctl up` at its end); the
+        tenant keys stopped."""
+        ...
 
 
 class Mailer(Protocol):
+    """Delivers one email; never raises for a delivery failure, returns it as a SendResult."""
+
     @property
     def from_email(self) -> str: ...
 
-    def send(self, message: OutgoingEmail) -> SendResult: ...
+    def send(self, message: OutgoingEmail) -> SendResult:
+        """Deliver `message` once (retrying only where that cannot duplicate it)."""
+        ...
 
-    def release(self, tenant_key: str, tenant_id: str) -> bool: ...
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        """Forget what this mailer keeps for the tenant (at decommission), so that a later
+        tenant of the same key may receive mail; True if there was something to forget."""
+        ...
 
 
 class Requests(Protocol):

@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from sensors.intake import UNCLAIMED_AFTER, build_intake_sensor, evaluate_intake
 from tenant_pipelines.orchestration.jobs import provision_tenant
+from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.registry.schema import requests as requests_table
 from tests.platform_fixtures import LocalPlatform
 
@@ -74,7 +75,7 @@ def test_a_request_launched_elsewhere_is_left_alone_until_it_looks_lost(
 def test_sensor_definition_with_build_sensor_context(local_platform: LocalPlatform) -> None:
     local = local_platform
     sensor = build_intake_sensor(1)
-    resources = {"platform": local.platform}
+    resources = {"platform": TenantPlatform.for_settings(local.settings)}
     with build_sensor_context(instance=local.instance, resources=resources) as context:
         idle = sensor(context)
     assert idle.run_requests == []  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from resources.mailer import Mailer, OutboxMailer, SendGridMailer
+from resources.mailer import DEFAULT_FROM, OutboxMailer, SendGridMailer
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.mail import EmailKind, OutgoingEmail, SendResult
 from tenant_pipelines.domain.request import TenantRequest
@@ -24,6 +24,7 @@ from tenant_pipelines.saga.context import Backends, SagaContext
 from tenant_pipelines.saga.email_content import ledger_kind, render_email
 from tenant_pipelines.saga.emails import email_rows as email_statuses
 from tenant_pipelines.saga.emails import send_welcome_emails
+from tenant_pipelines.saga.ports import Mailer
 from tests.fake_sendgrid import (
     FakeSendGrid,
     bad_request,
@@ -227,9 +228,14 @@ def test_a_crash_between_send_and_record_does_not_resend_on_resume(
 def test_a_broken_mailer_never_fails_the_phase(
     registry: TenantRegistry, tenant: TenantSpec
 ) -> None:
-    class BrokenMailer(Mailer):
+    class BrokenMailer:
+        from_email = DEFAULT_FROM
+
         def send(self, message: OutgoingEmail) -> SendResult:
             raise RuntimeError("disk on fire")
+
+        def release(self, tenant_key: str, tenant_id: str) -> bool:
+            return False
 
     events = Events()
     outcomes = run_phase(registry, BrokenMailer(), tenant, events)
