@@ -2,11 +2,11 @@
 
 Fills a fresh Dagster instance (SQLite and/or PostgreSQL) with each tenant's provisioning events
 inside a run of its own, stored as the very records `context.log_event(to_observation(...))`
-writes (checked against a real run first), then times `audit.read_events(instance, tenant=...)`,
-the query `tenantctl audit --tenant` makes, on the instance as `audit.feed_instance` prepares it
-for the CLI. Target: p95 within 20 ms among 10,000 tenants. On PostgreSQL it also times the feed
-on Dagster's default engine, which opens a new connection per statement: the figure before
-`feed_instance`.
+writes (each made from the record a real run stored for the same op), then times
+`audit.read_events(instance, tenant=...)`, the query `tenantctl audit --tenant` makes, on the
+instance as `audit.feed_instance` prepares it for the CLI. Target: p95 within 20 ms among 10,000
+tenants. On PostgreSQL it also times the feed on Dagster's default engine, which opens a new
+connection per statement: the figure before `feed_instance`.
 
     python -m bench.feed [--tenants 10000] [--events-per-tenant 8] [--queries 200]
                          [--storage sqlite|postgres|both] [--pg-url URL] [--json PATH]
@@ -17,7 +17,6 @@ import argparse
 import cProfile
 import io
 import json
-import logging
 import os
 import pstats
 import random
@@ -41,19 +40,14 @@ from dagster import (
     DagsterRun,
     DagsterRunStatus,
     EventLogEntry,
+    OpDefinition,
     OpExecutionContext,
     job,
     op,
+    serialize_value,
 )
-from dagster._core.definitions.dependency import NodeHandle
-from dagster._core.events import AssetObservationData, DagsterEvent, DagsterEventType
-from dagster._core.execution.plan.handle import StepHandle
-from dagster._core.execution.plan.step import StepKind
-from dagster._core.storage.event_log import SqlEventLogStorage
-from dagster._core.storage.event_log import SqlEventLogStorageTable as EVENT_LOGS
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from sqlalchemy import NullPool, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from bench.common import machine_info, percentile, print_table, write_json
 from tenant_pipelines.domain.events import AuditEvent, make_event
@@ -63,6 +57,13 @@ from tenant_pipelines.orchestration.feed import (
     feed_instance,
     read_events,
     to_observation,
+)
+from tenant_pipelines.runtime.dagster_private import SqlEventLogStorageTable as EVENT_LOGS
+from tenant_pipelines.runtime.dagster_private import (
+    SqliteEventLogStorage,
+    event_row,
+    index_asset_event,
+    index_asset_event_tags,
 )
 
 TARGET_P95_MS = 20.0
@@ -107,35 +108,24 @@ def _details(event_type: str, slug: str, index: int) -> dict[str, Any]:
     return {}
 
 
-def observation_entry(event: AuditEvent, *, step: str, timestamp: float) -> EventLogEntry:
-    """The record `context.log_event(to_observation(event))` in op `step` of the job stores."""
-    handle = NodeHandle(step, None)
-    dagster_event = DagsterEvent(
-        event_type_value=DagsterEventType.ASSET_OBSERVATION.value,
-        job_name=JOB_NAME,
-        step_handle=StepHandle(handle),
-        node_handle=handle,
-        step_kind_value=StepKind.COMPUTE.value,
-        logging_tags={
-            "job_name": JOB_NAME,
-            "op_name": step,
-            "resource_fn_name": "None",
-            "resource_name": "None",
-            "run_id": event.run_id,
-            "step_key": step,
-        },
-        event_specific_data=AssetObservationData(to_observation(event)),
-        pid=os.getpid(),
-    )
-    return EventLogEntry(
-        error_info=None,
-        level=logging.DEBUG,
-        user_message=f"{DagsterEventType.ASSET_OBSERVATION} for step {step}",
+def observation_entry(
+    template: EventLogEntry, event: AuditEvent, timestamp: float
+) -> EventLogEntry:
+    """The record `context.log_event(to_observation(event))` stores, made from `template`: what
+    a real run stored for the same op (`reference_records`), with this event's run, time and
+    observation."""
+    stored = template.dagster_event
+    if stored is None or stored.event_specific_data is None:
+        raise AssertionError(f"not an observation: {template!r}")
+    return template._replace(
         run_id=event.run_id,
         timestamp=timestamp,
-        step_key=step,
-        job_name=JOB_NAME,
-        dagster_event=dagster_event,
+        dagster_event=stored._replace(
+            event_specific_data=stored.event_specific_data._replace(
+                asset_observation=to_observation(event)
+            ),
+            logging_tags={**stored.logging_tags, "run_id": event.run_id},
+        ),
     )
 
 
@@ -146,7 +136,9 @@ class TenantRun:
     entries: list[EventLogEntry]
 
 
-def tenant_run(index: int, plan: list[tuple[str, str]], started: float) -> TenantRun:
+def tenant_run(
+    index: int, plan: list[tuple[str, str]], started: float, templates: dict[str, EventLogEntry]
+) -> TenantRun:
     slug, org = f"tenant-{index:05d}", f"org-{index % 500:03d}"
     run = DagsterRun(
         job_name=JOB_NAME,
@@ -167,52 +159,63 @@ def tenant_run(index: int, plan: list[tuple[str, str]], started: float) -> Tenan
             details=_details(event_type, slug, i),
         )
         event = replace(event, at=datetime.fromtimestamp(at, UTC).isoformat())
-        entries.append(observation_entry(event, step=step, timestamp=at))
+        entries.append(observation_entry(templates[step], event, at))
     return TenantRun(slug, run, entries)
 
 
-def _reference_event(run_id: str) -> AuditEvent:
+STEPS = sorted({step for _, step in PROVISIONING})  # the ops of a provisioning run's feed
+
+
+def _reference_event(run_id: str, step: str) -> AuditEvent:
     event = make_event(
         "tenant.provisioning.started",
         tenant=REFERENCE_SLUG,
         org="org-ref",
         run_id=run_id,
-        step="validate",
+        step=step,
         details={"request_id": "req-ref", "url": "https://ref.example.test"},
     )
     return replace(event, at=REFERENCE_AT)
 
 
-@op(name="validate")
-def _log_reference(context: OpExecutionContext) -> None:
-    context.log_event(to_observation(_reference_event(context.run_id)))
+def _logging_op(step: str) -> OpDefinition:
+    @op(name=step)
+    def log_reference(context: OpExecutionContext) -> None:
+        context.log_event(to_observation(_reference_event(context.run_id, step)))
+
+    return log_reference
 
 
 @job(name=JOB_NAME)
 def _reference_job() -> None:
-    _log_reference()
+    for step in STEPS:
+        _logging_op(step)()
 
 
-def check_entries_match_log_event(instance: DagsterInstance) -> None:
-    """Run a real op that logs an audit event; our synthesized record must equal what it stored."""
+def reference_records(instance: DagsterInstance) -> dict[str, EventLogEntry]:
+    """Run a real job whose ops (one per step of the feed) each log an audit event; the records
+    they stored, by step, from which every tenant's records are made. Checked: remade from its
+    template, each reference record is itself again, and no remade record names the reference
+    run."""
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     on_sigterm = signal.getsignal(signal.SIGTERM)
     run_id = _reference_job.execute_in_process(run_config=quiet, instance=instance).run_id
     # Dagster leaves SIGTERM mapped to SIGINT's handler, ignored in a background job.
     signal.signal(signal.SIGTERM, on_sigterm)
     records = instance.fetch_observations(
-        AssetRecordsFilter(asset_key=AUDIT_ASSET, asset_partitions=[REFERENCE_SLUG]), limit=10
+        AssetRecordsFilter(asset_key=AUDIT_ASSET, asset_partitions=[REFERENCE_SLUG]), limit=20
     ).records
-    stored = records[0].event_log_entry
-    expected = observation_entry(_reference_event(run_id), step="validate", timestamp=0.0)
-    if stored.dagster_event is not None and expected.dagster_event is not None:
-        # The only fields a real run sets differently: when, and from which process.
-        expected = expected._replace(
-            timestamp=stored.timestamp,
-            dagster_event=expected.dagster_event._replace(pid=stored.dagster_event.pid),
-        )
-    if stored != expected:
-        raise AssertionError(f"synthesized record differs:\n{stored!r}\n!=\n{expected!r}")
+    templates = {
+        record.event_log_entry.step_key or "": record.event_log_entry for record in records
+    }
+    if sorted(templates) != STEPS:
+        raise AssertionError(f"the reference run stored observations of {sorted(templates)}")
+    for step, stored in templates.items():
+        again = observation_entry(stored, _reference_event(run_id, step), stored.timestamp)
+        other = observation_entry(stored, _reference_event(str(uuid.uuid4()), step), 0.0)
+        if again != stored or run_id in serialize_value(other):
+            raise AssertionError(f"the record of {step} is not made from its template alone")
+    return templates
 
 
 class EventWriter:
@@ -254,7 +257,7 @@ class EventWriter:
         entries: list[EventLogEntry],
     ) -> None:
         # The rows SqliteEventLogStorage.store_event inserts, serialized once for both shards.
-        rows = [[storage._event_to_row(entry) for entry in tenant.entries] for tenant in batch]
+        rows = [[event_row(storage, entry) for entry in tenant.entries] for tenant in batch]
 
         def write_shard(tenant: TenantRun, tenant_rows: list[dict[str, Any]]) -> None:
             run_id = tenant.run.run_id
@@ -271,8 +274,8 @@ class EventWriter:
                 [row for tenant_rows in rows for row in tenant_rows]
             )
             ids = sorted(row[0] for row in conn.execute(insert.returning(EVENT_LOGS.c.id)))
-            storage._store_asset_event_tags(conn, entries, ids)
-            storage._store_asset_event(conn, entries[-1], ids[-1])
+            index_asset_event_tags(storage, conn, entries, ids)
+            index_asset_event(storage, conn, entries[-1], ids[-1])
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,13 @@ class Populated:
     events_s: float  # event log writes
 
 
-def populate(instance: DagsterInstance, scratch: Path, tenants: int, k: int) -> Populated:
+def populate(
+    instance: DagsterInstance,
+    scratch: Path,
+    tenants: int,
+    k: int,
+    templates: dict[str, EventLogEntry],
+) -> Populated:
     began = time.perf_counter()
     plan = feed_plan(k)
     per_batch = max(1, BATCH_EVENTS // k)
@@ -293,7 +302,7 @@ def populate(instance: DagsterInstance, scratch: Path, tenants: int, k: int) -> 
         writer = EventWriter(instance, scratch, pool)
         for first in range(0, tenants, per_batch):
             batch = [
-                tenant_run(i, plan, start + i * 60.0)
+                tenant_run(i, plan, start + i * 60.0, templates)
                 for i in range(first, min(first + per_batch, tenants))
             ]
             writer.write(batch)
@@ -301,15 +310,17 @@ def populate(instance: DagsterInstance, scratch: Path, tenants: int, k: int) -> 
     return Populated(slugs, time.perf_counter() - began, writer.runs_s, writer.events_s)
 
 
-def analyze(instance: DagsterInstance) -> None:
+def analyze(url: URL) -> None:
     """Refresh PostgreSQL's planner statistics, as autovacuum does on a live server (this CI one
     runs with autovacuum off). Without them, at 2,000 tenants the planner read the feed through
     idx_events_by_asset, filtering all tenants' observations (11 ms) instead of the partition
     index (0.07 ms)."""
-    storage = instance.event_log_storage
-    if isinstance(storage, SqlEventLogStorage):
-        with storage.index_connection() as conn:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
             conn.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
 
 
 def check_feed(instance: DagsterInstance, slug: str, plan: list[tuple[str, str]]) -> None:
@@ -355,18 +366,18 @@ def feed_query(instance: DagsterInstance, type_glob: str | None) -> Callable[[st
 
 
 @contextmanager
-def sqlite_instance() -> Iterator[tuple[DagsterInstance, Path]]:
+def sqlite_instance() -> Iterator[tuple[DagsterInstance, Path, None]]:
     with tempfile.TemporaryDirectory(prefix="bench-feed-sqlite-") as home:
         Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         instance = DagsterInstance.from_config(home)
         try:
-            yield instance, Path(home)
+            yield instance, Path(home), None
         finally:
             instance.dispose()
 
 
 @contextmanager
-def postgres_instance(pg_url: str) -> Iterator[tuple[DagsterInstance, Path]]:
+def postgres_instance(pg_url: str) -> Iterator[tuple[DagsterInstance, Path, URL]]:
     """A fresh database for this run, dropped afterwards whatever happens."""
     admin_url = make_url(pg_url).set(drivername="postgresql+psycopg2")
     db_name = f"bench_feed_{os.getpid()}_{secrets.token_hex(3)}"
@@ -375,14 +386,15 @@ def postgres_instance(pg_url: str) -> Iterator[tuple[DagsterInstance, Path]]:
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-feed-pg-") as home:
-            url = admin_url.set(database=db_name).render_as_string(hide_password=False)
+            db_url = admin_url.set(database=db_name)
+            url = db_url.render_as_string(hide_password=False)
             Path(home, "dagster.yaml").write_text(
                 f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
                 "telemetry:\n  enabled: false\n"
             )
             instance = DagsterInstance.from_config(home)
             try:
-                yield instance, Path(home)
+                yield instance, Path(home), db_url
             finally:
                 instance.dispose()
     finally:
@@ -422,14 +434,14 @@ def measure(
 
 def bench_storage(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     opened = sqlite_instance() if kind == "sqlite" else postgres_instance(args.pg_url)
-    with opened as (instance, home):
-        check_entries_match_log_event(instance)
-        filled = populate(instance, home, args.tenants, args.events_per_tenant)
+    with opened as (instance, home, db_url):
+        templates = reference_records(instance)
+        filled = populate(instance, home, args.tenants, args.events_per_tenant, templates)
         slugs, plan = filled.slugs, feed_plan(args.events_per_tenant)
         for slug in {slugs[0], slugs[-1], random.Random(1).choice(slugs)}:
             check_feed(instance, slug, plan)
-        if kind == "postgres" and not args.no_analyze:
-            analyze(instance)
+        if db_url is not None and not args.no_analyze:
+            analyze(db_url)
         reader = feed_instance(instance)  # as `tenantctl audit` reads
         rows = [
             measure("tenant", reader, None, args, slugs),

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bench.common import machine_info, percentile, print_table, write_json
 from bench.stack_timeline import PHASES, Timeline, timeline
+from tenant_pipelines.composition import build_platform
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.instance import open_instance
-from tenant_pipelines.orchestration.platform import build_platform
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga import emails, phases
 from tenant_pipelines.saga.context import SagaContext
@@ -49,7 +49,7 @@ def wait_active(settings: Settings, slug: str) -> None:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            state = registry.get_tenant(slug).state
+            state = registry.tenants.get(slug).state
         except Exception:
             state = "requested"
         if state == "active":
@@ -87,7 +87,7 @@ def floor(requests: int, plan: str) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         settings = Settings.from_env({"TENANT_DATA_DIR": tmp})
         platform = build_platform(settings)
-        registry = platform.registry.get()
+        registry = platform.registry
         backends = platform.backends()
         samples = []
         try:
@@ -108,7 +108,7 @@ def _floor_once(registry, backends, settings, slug: str, plan: str) -> dict[str,
             "requested_by": {"subject": "bench", "role": "platform-admin"},
         }
     )
-    registry.submit_request(request)
+    registry.requests.submit(request)
     ctx = SagaContext(
         registry, backends, settings.domain, str(uuid.uuid4()), emit=lambda event: None
     )

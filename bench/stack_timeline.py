@@ -48,8 +48,8 @@ def _marks(instance: DagsterInstance, run_id: str) -> dict[str, float]:
 
 
 def timeline(registry: TenantRegistry, instance: DagsterInstance, slug: str) -> Timeline:
-    tenant = registry.get_tenant(slug)
-    requested = registry.get_request(tenant.request_id).created_at.timestamp()
+    tenant = registry.tenants.get(slug)
+    requested = registry.requests.get(tenant.request_id).created_at.timestamp()
     run = provisioning_run(instance, slug)
     record = instance.get_run_record_by_id(run.run_id)
     assert record is not None

@@ -49,7 +49,7 @@ def wait_all(settings: Settings, count: int) -> tuple[int, int]:
     registry = TenantRegistry.shared(settings.db_url)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        states = [t.state for t in registry.list_tenants()]
+        states = [t.state for t in registry.tenants.all()]
         active, failed = states.count("active"), states.count("failed")
         if active + failed == count:
             return active, failed

@@ -27,10 +27,9 @@ import subprocess
 import sys
 import threading
 import time
-from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from resources.base import TenantBackend, resolved
 from resources.identity import pg_identity_schema
 from resources.identity_files import hand_over, identity_db_path
 from resources.pg_login import connection_env, login_dsn
@@ -163,33 +162,27 @@ def _wait_gone(alive: dict[int, str], data_dir: str | Path, wait_s: float) -> di
     return alive
 
 
-class WorkloadDeployer(TenantBackend, ABC):
-    """Runs tenants' workloads; `ensure` returns only once the workload passes readiness."""
-
-    @property
-    def kind(self) -> str:
-        return ResourceKind.WORKLOAD.value
-
-    @abstractmethod
-    def stop_all(self) -> list[str]:
-        """Stop every running workload, touching nothing else; the tenant keys stopped."""
-
-
-class LocalProcessDeployer(WorkloadDeployer):
+@dataclass(frozen=True, kw_only=True)
+class LocalProcessDeployer:
     """One `workload_server` process per tenant; state in `<data_dir>/workloads/<key>.json`.
+    `ensure` returns only once the workload passes readiness.
 
     Before it reports ready, a workload checks the tenant's identity store: the SQLite database
-    under `data_dir`, or, with `identity_pg_url` (the PostgreSQL identity store's server; an
-    `EnvVar`), the tenant's identity schema there, logged in as its identity role (the DSN in
-    the child's environment).
+    under `data_dir`, or, with `identity_pg_url` (the PostgreSQL identity store's server; it
+    holds credentials, so it stays out of the repr), the tenant's identity schema there, logged
+    in as its identity role (the DSN in the child's environment).
     """
 
     data_dir: str
     domain: str
-    identity_pg_url: str | None = None
+    identity_pg_url: str | None = field(default=None, repr=False)
     deployment: str = ""  # of the PostgreSQL identity schema's name (TENANT_DEPLOYMENT)
     # None: each tenant's plan says how long its workload may take to pass readiness.
     readiness_timeout_s: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return ResourceKind.WORKLOAD.value
 
     def ensure(self, tenant: TenantSpec) -> Handle:
         state = read_state(state_path(self.data_dir, tenant.key))
@@ -299,7 +292,7 @@ class LocalProcessDeployer(WorkloadDeployer):
         tenant's identity role, with no more than where and how to connect from ours."""
         if self.identity_pg_url:
             schema = pg_identity_schema(tenant.key, self.deployment)
-            dsn = login_dsn(resolved(self.identity_pg_url), tenant, schema, self.data_dir)
+            dsn = login_dsn(self.identity_pg_url, tenant, schema, self.data_dir)
             return {"--identity-schema": schema}, {IDENTITY_DSN_ENV: dsn, **connection_env()}
         data_dir = Path(self.data_dir).resolve()
         if isolated:
@@ -350,6 +343,7 @@ class LocalProcessDeployer(WorkloadDeployer):
         return set(_running(self.data_dir).values())
 
     def stop_all(self) -> list[str]:
+        """Stop every running workload, touching nothing else; the tenant keys stopped."""
         return _stop(_running(self.data_dir), self.data_dir)
 
 

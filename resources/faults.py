@@ -1,29 +1,32 @@
 """Fault injection for tests and drills: wrappers around the real backends, never inside them.
 
 Each wrapper obeys the fault plan (`resources.fault_plan`) for the phase its calls belong to and
-otherwise hands the call to the real backend; `orchestration.platform.with_faults` wraps them all.
+otherwise hands the call to the real backend; `tenant_pipelines.composition.with_faults` wraps
+them all. They implement the saga's ports (`tenant_pipelines.saga.ports`), as the backends do.
 """
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from resources.base import TenantBackend
-from resources.deployer import WorkloadDeployer
 from resources.fault_plan import INJECTED_REASON, injected_fault, raise_injected
-from resources.identity import IdentityStore
-from resources.mailer import Mailer
-from resources.storage import StorageBackend
-from resources.traffic import TrafficBoundary
 from tenant_pipelines.domain.errors import FaultPlanError
 from tenant_pipelines.domain.handles import Handle
 from tenant_pipelines.domain.mail import Invitation, OutgoingEmail, SendResult
 from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.saga.ports import (
+    IdentityStore,
+    Mailer,
+    TenantBackend,
+    TrafficBoundary,
+    WorkloadDeployer,
+)
 
 
+@dataclass(frozen=True, kw_only=True)
 class _PassThrough:
     """What a wrapped tenant backend forwards untouched, unless it overrides it."""
 
-    if TYPE_CHECKING:
-        inner: TenantBackend
+    inner: TenantBackend
+    plan_path: str
 
     @property
     def kind(self) -> str:
@@ -39,16 +42,14 @@ class _PassThrough:
         return self.inner.list_existing()
 
 
-class FaultyStorage(_PassThrough, StorageBackend):
+@dataclass(frozen=True, kw_only=True)
+class FaultyStorage(_PassThrough):
     """No phase targets storage: allocate's rules hit the traffic boundary, allocated last."""
 
-    inner: StorageBackend
-    plan_path: str
 
-
-class FaultyIdentityStore(_PassThrough, IdentityStore):
+@dataclass(frozen=True, kw_only=True)
+class FaultyIdentityStore(_PassThrough):
     inner: IdentityStore
-    plan_path: str
 
     def invitation(self, tenant_key: str) -> Invitation:
         return self.inner.invitation(tenant_key)
@@ -57,12 +58,12 @@ class FaultyIdentityStore(_PassThrough, IdentityStore):
         return self.inner.upgrade(tenant_key)
 
 
-class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
+@dataclass(frozen=True, kw_only=True)
+class FaultyTrafficBoundary(_PassThrough):
     """`ensure` is allocate's last side effect; `open` is mark_active's; `release` obeys the
     "release" phase (a route that will not go away)."""
 
     inner: TrafficBoundary
-    plan_path: str
 
     def ensure(self, tenant: TenantSpec) -> Handle:
         raise_injected(self.plan_path, "allocate", tenant.slug)
@@ -80,9 +81,9 @@ class FaultyTrafficBoundary(_PassThrough, TrafficBoundary):
         return self.inner.is_open(tenant_key)
 
 
-class FaultyDeployer(_PassThrough, WorkloadDeployer):
+@dataclass(frozen=True, kw_only=True)
+class FaultyDeployer(_PassThrough):
     inner: WorkloadDeployer
-    plan_path: str
 
     def ensure(self, tenant: TenantSpec) -> Handle:
         raise_injected(self.plan_path, "deploy", tenant.slug)
@@ -92,11 +93,16 @@ class FaultyDeployer(_PassThrough, WorkloadDeployer):
         return self.inner.stop_all()
 
 
-class FaultyMailer(Mailer):
+@dataclass(frozen=True, kw_only=True)
+class FaultyMailer:
     """Faults come back as a failed SendResult, as the real mailers report failures."""
 
     inner: Mailer
     plan_path: str
+
+    @property
+    def from_email(self) -> str:
+        return self.inner.from_email
 
     def send(self, message: OutgoingEmail) -> SendResult:
         try:

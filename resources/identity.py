@@ -18,7 +18,7 @@ made for; where it lives, who owns it and how the platform touches it are
 import os
 import secrets
 import sqlite3
-from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from sqlalchemy.engine import Connection
 
 # The role and status names live with the workload's sign-in, which must not import this module.
 from resources.admin_accounts import ADMIN_ROLE, PENDING_INVITATION, REDEMPTION_COLUMNS
-from resources.base import TenantBackend, resolved
 from resources.identity_files import (
     IDENTITY_DIR,
     STORE_FILE,
@@ -68,27 +67,15 @@ def pg_identity_schema(tenant_key: str, deployment: str = "") -> str:
     return object_name(tenant_key, PG_IDENTITY_SUFFIX, deployment)
 
 
-class IdentityStore(TenantBackend, ABC):
-    """Who may sign in to a tenant."""
+@dataclass(frozen=True, kw_only=True)
+class LocalSQLiteIdentityStore:
+    """A SQLite users database per tenant, `<data_dir>/identity/<key>/identity.db`."""
+
+    data_dir: str
 
     @property
     def kind(self) -> str:
         return ResourceKind.IDENTITY.value
-
-    @abstractmethod
-    def invitation(self, tenant_key: str) -> Invitation:
-        """The first admin's invitation; raises NotFound if the store does not exist."""
-
-    @abstractmethod
-    def upgrade(self, tenant_key: str) -> bool:
-        """Bring an existing store to the current schema (idempotent); False if there is none.
-        `tenantctl up` calls it for every active tenant before starting its workload."""
-
-
-class LocalSQLiteIdentityStore(IdentityStore):
-    """A SQLite users database per tenant, `<data_dir>/identity/<key>/identity.db`."""
-
-    data_dir: str
 
     def path_for(self, tenant_key: str) -> Path:
         return identity_db_path(self.data_dir, tenant_key)
@@ -213,18 +200,21 @@ def _upgrade_sqlite(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-class PostgresIdentityStore(IdentityStore):
+@dataclass(frozen=True, kw_only=True)
+class PostgresIdentityStore:
     """A schema `t_<slug>_<org>_identity` and a role of the same name per tenant, on `admin_url`
-    (an `EnvVar` when assembled by `tenant_pipelines.backends`: it holds credentials)."""
+    (it holds credentials: it stays out of the repr)."""
 
-    admin_url: str
+    admin_url: str = field(repr=False)
     deployment: str = ""  # prefixes the names (TENANT_DEPLOYMENT): roles are cluster-wide
 
     @property
+    def kind(self) -> str:
+        return ResourceKind.IDENTITY.value
+
+    @property
     def _schemas(self) -> PgTenantSchemas:
-        return PgTenantSchemas(
-            resolved(self.admin_url), self.kind, PG_IDENTITY_SUFFIX, self.deployment
-        )
+        return PgTenantSchemas(self.admin_url, self.kind, PG_IDENTITY_SUFFIX, self.deployment)
 
     def schema_name(self, tenant_key: str) -> str:
         return self._schemas.target(tenant_key).name

@@ -1,4 +1,4 @@
-"""Mail to a tenant's first admin: one interface, two backends.
+"""Mail to a tenant's first admin: the saga's `Mailer` port, two backends.
 
 `OutboxMailer` (the embedded default) writes each email as a standard RFC 5322 `.eml` file that a
 person can open in any mail client, in a folder per tenant key that records the tenant id it is
@@ -7,10 +7,10 @@ for (another tenant id's folder is never written; decommission releases the reco
 delivers: whether an email may go out at all (at most once per tenant) is decided from the
 ledger by `tenant_pipelines.saga.emails`.
 
-Configuration (chosen in `tenant_pipelines.orchestration.platform`): `SENDGRID_API_KEY` selects
-SendGrid and reaches `SendGridMailer.api_key` only through `EnvVar`; `SENDGRID_FROM` is the
-sender; `SENDGRID_API_HOST` the API host (`EU_SENDGRID_HOST` for EU data residency). The outbox
-lives under `TENANT_DATA_DIR`.
+Configuration (chosen in `tenant_pipelines.composition`): `SENDGRID_API_KEY` selects SendGrid
+and is read from the environment when the mailer is built (the Dagster resource holds it as an
+`EnvVar`); `SENDGRID_FROM` is the sender; `SENDGRID_API_HOST` the API host (`EU_SENDGRID_HOST`
+for EU data residency). The outbox lives under `TENANT_DATA_DIR`.
 """
 
 import http.client
@@ -19,8 +19,7 @@ import logging
 import os
 import time
 import urllib.error
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -28,8 +27,6 @@ from email.utils import format_datetime, make_msgid, parseaddr, parsedate_to_dat
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
-from pydantic import Field
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Category, CustomArg, From, Mail, To
@@ -53,26 +50,13 @@ MAIL_CATEGORY = "tenant-onboarding"
 CLIENT_LOGGER = "python_http_client.client"
 
 
-class Mailer(ConfigurableResource, ABC):
-    """Delivers one email; never raises for a delivery failure, returns it as a SendResult."""
-
-    from_email: str = Field(default=DEFAULT_FROM, description="Sender, 'Name <address>'.")
-
-    @abstractmethod
-    def send(self, message: OutgoingEmail) -> SendResult:
-        """Deliver `message` once (retrying only where that cannot duplicate it)."""
-
-    def release(self, tenant_key: str, tenant_id: str) -> bool:
-        """Forget what this mailer keeps for the tenant (at decommission), so that a later
-        tenant of the same key may receive mail; True if there was something to forget."""
-        return False
-
-
-class OutboxMailer(Mailer):
+@dataclass(frozen=True, kw_only=True)
+class OutboxMailer:
     """Writes `<data_dir>/outbox/<tenant_key>/<kind>.eml`, replacing it atomically. The folder's
     `.tenant-id` names the tenant it belongs to, claimed by the first email written there."""
 
-    data_dir: str = Field(description="TENANT_DATA_DIR; the outbox is its `outbox/` folder.")
+    data_dir: str  # TENANT_DATA_DIR; the outbox is its `outbox/` folder
+    from_email: str = DEFAULT_FROM  # the sender, 'Name <address>'
 
     def outbox_path(self, tenant_key: str, kind: str) -> Path:
         return Path(self.data_dir) / OUTBOX_DIR / tenant_key / f"{kind}.eml"
@@ -157,19 +141,33 @@ class _Attempt:
     maybe_delivered: bool = False
 
 
-class SendGridMailer(Mailer):
+@dataclass(frozen=True, kw_only=True)
+class SendGridMailer:
     """SendGrid v3 Mail Send. Retries 429 and 5xx with exponential backoff that honours
     Retry-After, within `max_total_s`; other 4xx are final. A request whose response never came
     (timeout, dropped connection) is not retried: SendGrid may have accepted it, and a second
     attempt could deliver the email twice."""
 
-    api_key: str = Field(repr=False, description="SendGrid API key: EnvVar('SENDGRID_API_KEY').")
-    from_email: str = Field(description="SENDGRID_FROM: a sender verified in SendGrid.")
-    api_host: str = Field(default=DEFAULT_SENDGRID_HOST, description="SENDGRID_API_HOST.")
-    timeout_s: float = Field(default=REQUEST_TIMEOUT_S, gt=0)
-    max_total_s: float = Field(default=MAX_TOTAL_S, gt=0)
-    backoff_base_s: float = Field(default=BACKOFF_BASE_S, ge=0)
-    backoff_max_s: float = Field(default=BACKOFF_MAX_S, ge=0)
+    api_key: str = field(repr=False)  # SENDGRID_API_KEY
+    from_email: str  # SENDGRID_FROM: a sender verified in SendGrid
+    api_host: str = DEFAULT_SENDGRID_HOST  # SENDGRID_API_HOST
+    timeout_s: float = REQUEST_TIMEOUT_S
+    max_total_s: float = MAX_TOTAL_S
+    backoff_base_s: float = BACKOFF_BASE_S
+    backoff_max_s: float = BACKOFF_MAX_S
+
+    def __post_init__(self) -> None:
+        """A zero timeout or total would mean "wait forever" or "never try": refused."""
+        if self.timeout_s <= 0 or self.max_total_s <= 0:
+            raise ValueError("SendGridMailer: timeout_s and max_total_s must be positive")
+        if self.backoff_base_s < 0 or self.backoff_max_s < 0:
+            raise ValueError(
+                "SendGridMailer: backoff_base_s and backoff_max_s must not be negative"
+            )
+
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        """SendGrid keeps nothing per tenant that a later tenant of the same key could trip on."""
+        return False
 
     def send(self, message: OutgoingEmail) -> SendResult:
         _drop_request_dumps()

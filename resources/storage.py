@@ -14,8 +14,8 @@ The PostgreSQL backend gives each tenant a schema and a role instead (see `resou
 import contextlib
 import os
 import sqlite3
-from abc import ABC
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from typing import Any
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
-from resources.base import TenantBackend, resolved
 from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
 from tenant_pipelines.domain.handles import Handle, ResourceKind, check_made_for, may_act_on
 from tenant_pipelines.domain.plans import get_plan
@@ -156,18 +155,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class StorageBackend(TenantBackend, ABC):
-    """Where a tenant's application data lives, sized by its plan."""
+@dataclass(frozen=True, kw_only=True)
+class LocalSQLiteStorage:
+    """A SQLite database per tenant under `<data_dir>/storage/`."""
+
+    data_dir: str
 
     @property
     def kind(self) -> str:
         return ResourceKind.STORAGE.value
-
-
-class LocalSQLiteStorage(StorageBackend):
-    """A SQLite database per tenant under `<data_dir>/storage/`."""
-
-    data_dir: str
 
     @property
     def _dir(self) -> Path:
@@ -211,19 +207,24 @@ class LocalSQLiteStorage(StorageBackend):
         return keys_in(self._dir)
 
 
-class PostgresSchemaStorage(StorageBackend):
+@dataclass(frozen=True, kw_only=True)
+class PostgresSchemaStorage:
     """A schema `t_<slug>_<org>_data` and a role of the same name per tenant, on `admin_url`.
 
     `tenant_meta` (plan, quota) is the control plane's record: the tenant role may read it only.
-    `admin_url` is an `EnvVar` when assembled by `tenant_pipelines.backends` (credentials).
+    `admin_url` holds credentials: it stays out of the repr.
     """
 
-    admin_url: str
+    admin_url: str = field(repr=False)
     deployment: str = ""  # prefixes the names (TENANT_DEPLOYMENT): roles are cluster-wide
 
     @property
+    def kind(self) -> str:
+        return ResourceKind.STORAGE.value
+
+    @property
     def _schemas(self) -> PgTenantSchemas:
-        return PgTenantSchemas(resolved(self.admin_url), self.kind, PG_DATA_SUFFIX, self.deployment)
+        return PgTenantSchemas(self.admin_url, self.kind, PG_DATA_SUFFIX, self.deployment)
 
     def schema_name(self, tenant_key: str) -> str:
         return self._schemas.target(tenant_key).name

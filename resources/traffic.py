@@ -14,11 +14,10 @@ ensures them.
 
 import contextlib
 import sqlite3
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from resources.base import TenantBackend
 from resources.route_table import (  # noqa: F401 - the table's names, where they always were
     CLOSED,
     COLUMNS,
@@ -37,27 +36,16 @@ from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import sqlite as sqlite_files
 
 
-class TrafficBoundary(TenantBackend, ABC):
-    """Decides whether requests for a tenant's host reach its workload."""
-
-    @property
-    def kind(self) -> str:
-        return ResourceKind.ROUTE.value
-
-    @abstractmethod
-    def open(self, tenant: TenantSpec) -> Handle:
-        """Let traffic through (creating the route if missing). Safe to call again."""
-
-    @abstractmethod
-    def is_open(self, tenant_key: str) -> bool:
-        """Whether traffic currently reaches the tenant."""
-
-
-class LocalEdgeRoutes(TrafficBoundary):
+@dataclass(frozen=True, kw_only=True)
+class LocalEdgeRoutes:
     """Routes in `<data_dir>/edge/routes.db`, read by the local edge gateway."""
 
     data_dir: str
     domain: str
+
+    @property
+    def kind(self) -> str:
+        return ResourceKind.ROUTE.value
 
     @property
     def _path(self) -> Path:

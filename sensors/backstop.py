@@ -92,7 +92,7 @@ def build_backstop_sensor(interval_s: int) -> SensorDefinition:
         context: SensorEvaluationContext, platform: TenantPlatform
     ) -> SensorResult:
         requests, cursor, released = backstop_tick(
-            platform.registry.get(), context.instance, context.cursor
+            platform.build().registry, context.instance, context.cursor
         )
         for claim in released:
             context.log.info(f"released {claim}")

@@ -59,7 +59,7 @@ def build_intake_sensor(interval_s: int) -> SensorDefinition:
     def tenant_request_intake(
         context: SensorEvaluationContext, platform: TenantPlatform
     ) -> SensorResult | SkipReason:
-        tick = evaluate_intake(platform.registry.get(), context.instance, context.cursor)
+        tick = evaluate_intake(platform.build().registry, context.instance, context.cursor)
         if not tick.run_requests:
             return SensorResult(skip_reason="no pending tenant requests", cursor=tick.cursor)
         return SensorResult(run_requests=tick.run_requests, cursor=tick.cursor)

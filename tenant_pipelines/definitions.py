@@ -10,7 +10,7 @@ from tenant_pipelines.orchestration.jobs import (
     decommission_tenant,
     provision_tenant,
 )
-from tenant_pipelines.orchestration.platform import build_platform
+from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.runtime.launchers import SiblingLaunchers
 from tenant_pipelines.settings import Settings
 
@@ -23,7 +23,7 @@ def build_definitions(settings: Settings) -> Definitions:
             build_backstop_sensor(settings.sensor_interval_s),
         ],
         resources={
-            "platform": build_platform(settings),
+            "platform": TenantPlatform.for_settings(settings),
             # How a run's failure hook launches its compensation (orchestration.hooks).
             LAUNCHER_RESOURCE: SiblingLaunchers(),
         },

@@ -24,7 +24,7 @@ COOKIE = "tp_console"
 
 def grant(registry: TenantRegistry, role: str, org: str | None = None, subject: str = "") -> str:
     grant = TokenGrant.parse({"subject": subject or f"{role}@{org}", "role": role, "org": org})
-    token, _ = registry.create_token(grant)
+    token, _ = registry.tokens.create(grant)
     return token
 
 
@@ -43,9 +43,9 @@ def seed_tenant(registry: TenantRegistry, slug: str, org: str) -> None:
             "requested_by": {"subject": "seed", "role": "platform-admin"},
         }
     )
-    record, _ = registry.submit_request(request)
-    reserved = registry.reserve_tenant(registry.get_request(record.request_id))
-    registry.transition(reserved.tenant_id, TenantState.ACTIVE)
+    record, _ = registry.requests.submit(request)
+    reserved = registry.tenants.reserve(registry.requests.get(record.request_id))
+    registry.tenants.transition(reserved.tenant_id, TenantState.ACTIVE)
 
 
 def write_event(instance: Any, slug: str, org: str, step: str, **details: object) -> None:

@@ -14,12 +14,11 @@ from dagster import (
     execute_job,
 )
 
+from tenant_pipelines.composition import Platform, build_platform
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.instance import open_instance
-from tenant_pipelines.orchestration.platform import build_platform
-from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.service.jobs import provision_run_config, provision_tags
@@ -29,7 +28,7 @@ from tenant_pipelines.settings import Settings
 @dataclass
 class LocalPlatform:
     settings: Settings
-    platform: TenantPlatform
+    platform: Platform
     registry: TenantRegistry
     instance: DagsterInstance
     events: list[AuditEvent]
@@ -51,13 +50,13 @@ class LocalPlatform:
         }
         if request_id:
             fields["request_id"] = request_id
-        record, _ = self.registry.submit_request(TenantRequest.parse(fields))
+        record, _ = self.registry.requests.submit(TenantRequest.parse(fields))
         return record
 
     def provision(self, request_id: str) -> tuple[str, bool, list[DagsterEventType]]:
         """Run `provision_tenant` through Dagster on the persistent instance:
         (run id, success, event types)."""
-        record = self.registry.get_request(request_id)
+        record = self.registry.requests.get(request_id)
         job = build_reconstructable_job(
             "tests.job_target", "job_named", ("provision_tenant", str(self.settings.data_dir))
         )
@@ -100,7 +99,7 @@ def platform_on(settings: Settings) -> Iterator[LocalPlatform]:
     """The platform's adapters and Dagster instance for `settings`; workloads stopped after."""
     platform = build_platform(settings)
     instance = open_instance(settings.dagster_home, settings)
-    local = LocalPlatform(settings, platform, platform.registry.get(), instance, [])
+    local = LocalPlatform(settings, platform, platform.registry, instance, [])
     try:
         yield local
     finally:

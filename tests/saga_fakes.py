@@ -50,24 +50,23 @@ class Clock:
         self.now += seconds
 
 
-class InMemoryRegistry:
-    """The registry's contract (see `registry/store.py`) kept in dictionaries."""
+class Ticks:
+    """The fakes' clock: strictly increasing, so "newest" is never a tie."""
 
     def __init__(self) -> None:
-        self.requests: dict[str, RequestRecord] = {}
-        self.tenants: dict[str, TenantRecord] = {}
-        self.live_slugs: dict[str, str] = {}  # slug -> tenant_id, until decommissioned
-        self.live_keys: dict[str, str] = {}  # tenant key -> tenant_id, until decommissioned
-        self.entries: dict[tuple[str, str], LedgerEntry] = {}
-        self.compensations: dict[str, CompensationRecord] = {}
-        self.operations: dict[str, tuple[str, str | None]] = {}
         self._tick = itertools.count()
 
-    def _now(self) -> datetime:
-        # Strictly increasing, so "newest" is never a tie.
+    def __call__(self) -> datetime:
         return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=next(self._tick))
 
-    # requests
+
+class InMemoryRequests:
+    """`registry.requests` (see `registry/requests.py`): request id -> record."""
+
+    def __init__(self, now: Ticks) -> None:
+        self.records: dict[str, RequestRecord] = {}
+        self._now = now
+
     def submit(self, request: TenantRequest) -> RequestRecord:
         moment = self._now()
         record = RequestRecord(
@@ -85,35 +84,45 @@ class InMemoryRegistry:
             created_at=moment,
             updated_at=moment,
         )
-        self.requests.setdefault(record.request_id, record)
-        return self.requests[record.request_id]
+        return self.records.setdefault(record.request_id, record)
 
-    def get_request(self, request_id: str) -> RequestRecord:
+    def get(self, request_id: str) -> RequestRecord:
         try:
-            return self.requests[request_id]
+            return self.records[request_id]
         except KeyError:
             raise NotFound(f"no request with id {request_id!r}") from None
 
-    def claim_request(self, request_id: str, run_id: str, root_run_id: str | None = None) -> bool:
-        request = self.get_request(request_id)
+    def claim(self, request_id: str, run_id: str, root_run_id: str | None = None) -> bool:
+        request = self.get(request_id)
         if request.run_id is None:
-            request = self._update_request(request, run_id=root_run_id or run_id)
+            request = self.update(request, run_id=root_run_id or run_id)
         return request.run_id in {run_id, root_run_id} - {None}
 
-    def reject_request(self, request_id: str, reason: str) -> RequestRecord:
-        request = self.get_request(request_id)
+    def reject(self, request_id: str, reason: str) -> RequestRecord:
+        request = self.get(request_id)
         if request.state == RequestState.REJECTED:
             return request
         check_request_transition(request.state, RequestState.REJECTED)
-        return self._update_request(request, state=RequestState.REJECTED, reason=reason)
+        return self.update(request, state=RequestState.REJECTED, reason=reason)
 
-    def _update_request(self, request: RequestRecord, **changes: Any) -> RequestRecord:
-        self.requests[request.request_id] = replace(request, updated_at=self._now(), **changes)
-        return self.requests[request.request_id]
+    def update(self, request: RequestRecord, **changes: Any) -> RequestRecord:
+        self.records[request.request_id] = replace(request, updated_at=self._now(), **changes)
+        return self.records[request.request_id]
 
-    # tenants
-    def reserve_tenant(self, request: RequestRecord) -> TenantRecord:
-        for tenant in self.tenants.values():
+
+class InMemoryTenants:
+    """`registry.tenants` (see `registry/tenants.py`): tenant id -> record; reserving links the
+    request, as the real one does in the same transaction."""
+
+    def __init__(self, requests: InMemoryRequests, now: Ticks) -> None:
+        self.records: dict[str, TenantRecord] = {}
+        self.live_slugs: dict[str, str] = {}  # slug -> tenant_id, until decommissioned
+        self.live_keys: dict[str, str] = {}  # tenant key -> tenant_id, until decommissioned
+        self._requests = requests
+        self._now = now
+
+    def reserve(self, request: RequestRecord) -> TenantRecord:
+        for tenant in self.records.values():
             if tenant.request_id == request.request_id:
                 return tenant
         if request.slug in self.live_slugs:
@@ -136,20 +145,20 @@ class InMemoryRegistry:
             created_at=moment,
             updated_at=moment,
         )
-        self.tenants[tenant.tenant_id] = tenant
+        self.records[tenant.tenant_id] = tenant
         self.live_slugs[tenant.slug] = tenant.tenant_id
         self.live_keys[key] = tenant.tenant_id
-        self._update_request(self.requests[request.request_id], tenant_id=tenant.tenant_id)
+        self._requests.update(self._requests.get(request.request_id), tenant_id=tenant.tenant_id)
         return tenant
 
-    def get_tenant_by_id(self, tenant_id: str) -> TenantRecord:
+    def get_by_id(self, tenant_id: str) -> TenantRecord:
         try:
-            return self.tenants[tenant_id]
+            return self.records[tenant_id]
         except KeyError:
             raise NotFound(f"no tenant with id {tenant_id!r}") from None
 
     def record_run(self, tenant_id: str, run_id: str) -> None:
-        self._update_tenant(self.get_tenant_by_id(tenant_id), last_run_id=run_id)
+        self._update(self.get_by_id(tenant_id), last_run_id=run_id)
 
     def transition(
         self,
@@ -159,7 +168,7 @@ class InMemoryRegistry:
         failed_step: str | None = None,
         failure_reason: str | None = None,
     ) -> TenantRecord:
-        tenant = self.get_tenant_by_id(tenant_id)
+        tenant = self.get_by_id(tenant_id)
         if tenant.state == target:
             return tenant
         check_tenant_transition(tenant.state, target)
@@ -171,14 +180,22 @@ class InMemoryRegistry:
         if target == TenantState.DECOMMISSIONED:
             self.live_slugs.pop(tenant.slug, None)
             self.live_keys.pop(tenant.spec.key, None)
-        return self._update_tenant(tenant, **changes)
+        return self._update(tenant, **changes)
 
-    def _update_tenant(self, tenant: TenantRecord, **changes: Any) -> TenantRecord:
-        self.tenants[tenant.tenant_id] = replace(tenant, updated_at=self._now(), **changes)
-        return self.tenants[tenant.tenant_id]
+    def _update(self, tenant: TenantRecord, **changes: Any) -> TenantRecord:
+        self.records[tenant.tenant_id] = replace(tenant, updated_at=self._now(), **changes)
+        return self.records[tenant.tenant_id]
 
-    # ledger
-    def ledger_set(
+
+class InMemoryLedger:
+    """`registry.ledger` (see `registry/ledger.py`): (tenant id, kind) -> entry."""
+
+    def __init__(self, tenants: InMemoryTenants, now: Ticks) -> None:
+        self.by_key: dict[tuple[str, str], LedgerEntry] = {}
+        self._tenants = tenants
+        self._now = now
+
+    def set(
         self,
         tenant_id: str,
         kind: str,
@@ -188,14 +205,14 @@ class InMemoryRegistry:
         run_id: str | None = None,
     ) -> LedgerEntry:
         state = LedgerState(state)
-        self.get_tenant_by_id(tenant_id)
-        entry = self.entries.get((tenant_id, kind))
+        self._tenants.get_by_id(tenant_id)
+        entry = self.by_key.get((tenant_id, kind))
         new_allocation = entry is None or (
             entry.state in SETTLED_LEDGER_STATES
             and state in (LedgerState.ALLOCATING, LedgerState.ALLOCATED)
         )
-        seq = 1 + max((e.seq for (t, _), e in self.entries.items() if t == tenant_id), default=0)
-        self.entries[(tenant_id, kind)] = LedgerEntry(
+        seq = 1 + max((e.seq for e in self.entries(tenant_id)), default=0)
+        self.by_key[(tenant_id, kind)] = LedgerEntry(
             tenant_id=tenant_id,
             kind=kind,
             state=state,
@@ -204,67 +221,93 @@ class InMemoryRegistry:
             seq=seq if new_allocation or entry is None else entry.seq,
             updated_at=self._now(),
         )
-        return self.entries[(tenant_id, kind)]
+        return self.by_key[(tenant_id, kind)]
 
-    def ledger_get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
-        return self.entries.get((tenant_id, kind))
+    def get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
+        return self.by_key.get((tenant_id, kind))
 
-    def ledger(self, tenant_id: str) -> list[LedgerEntry]:
-        mine = [e for (t, _), e in self.entries.items() if t == tenant_id]
+    def entries(self, tenant_id: str) -> list[LedgerEntry]:
+        mine = [e for (t, _), e in self.by_key.items() if t == tenant_id]
         return sorted(mine, key=lambda e: (e.seq, e.kind))
 
-    def live_ledger(self) -> list[tuple[TenantRecord, LedgerEntry]]:
+    def live(self) -> list[tuple[TenantRecord, LedgerEntry]]:
         return [
-            (self.tenants[e.tenant_id], e)
-            for e in self.entries.values()
+            (self._tenants.records[e.tenant_id], e)
+            for e in self.by_key.values()
             if e.state in LIVE_LEDGER_STATES
         ]
 
-    # compensations
-    def claim_compensation(self, failed_run_id: str, tenant_id: str) -> bool:
-        if failed_run_id in self.compensations:
+
+class InMemoryCompensations:
+    """`registry.compensations` (see `registry/compensations.py`): failed run id -> claim."""
+
+    def __init__(self, now: Ticks) -> None:
+        self.records: dict[str, CompensationRecord] = {}
+        self._now = now
+
+    def claim(self, failed_run_id: str, tenant_id: str) -> bool:
+        if failed_run_id in self.records:
             return False
-        self.compensations[failed_run_id] = CompensationRecord(
+        self.records[failed_run_id] = CompensationRecord(
             failed_run_id, tenant_id, None, self._now(), None
         )
         return True
 
-    def set_compensation_run(self, failed_run_id: str, compensation_run_id: str) -> None:
-        claim = self.compensations[failed_run_id]
-        self.compensations[failed_run_id] = replace(claim, compensation_run_id=compensation_run_id)
+    def get(self, failed_run_id: str) -> CompensationRecord | None:
+        return self.records.get(failed_run_id)
 
-    def get_compensation(self, failed_run_id: str) -> CompensationRecord | None:
-        return self.compensations.get(failed_run_id)
+    def set_run(self, failed_run_id: str, compensation_run_id: str) -> None:
+        claim = self.records[failed_run_id]
+        self.records[failed_run_id] = replace(claim, compensation_run_id=compensation_run_id)
 
-    def finish_compensation(self, failed_run_id: str) -> None:
-        claim = self.compensations[failed_run_id]
-        self.compensations[failed_run_id] = replace(claim, finished_at=self._now())
+    def finish(self, failed_run_id: str) -> None:
+        claim = self.records[failed_run_id]
+        self.records[failed_run_id] = replace(claim, finished_at=self._now())
 
-    def unfinished_compensations(self, tenant_id: str) -> list[CompensationRecord]:
+    def unfinished(self, tenant_id: str) -> list[CompensationRecord]:
         return [
             c
-            for c in self.compensations.values()
+            for c in self.records.values()
             if c.tenant_id == tenant_id and c.finished_at is None and c.gave_up_at is None
         ]
 
-    # lifecycle operations: tenant_id -> (holder, run_id)
-    def hold_operation(self, tenant_id: str, holder: str, run_id: str | None = None) -> None:
-        self.operations[tenant_id] = (holder, run_id)
 
-    def set_operation_run(self, tenant_id: str, holder: str, run_id: str) -> bool:
-        if self.operations.get(tenant_id, (None, None))[0] != holder:
+class InMemoryOperations:
+    """`registry.operations` (see `registry/operations.py`): tenant id -> (holder, run id)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[str, str | None]] = {}
+
+    def hold(self, tenant_id: str, holder: str, run_id: str | None = None) -> None:
+        """What a use case's claim leaves for the run it launches."""
+        self.held[tenant_id] = (holder, run_id)
+
+    def set_run(self, tenant_id: str, holder: str, run_id: str) -> bool:
+        if self.held.get(tenant_id, (None, None))[0] != holder:
             return False
-        self.operations[tenant_id] = (holder, run_id)
+        self.held[tenant_id] = (holder, run_id)
         return True
 
-    def release_operation(
+    def release(
         self, tenant_id: str, *, holder: str | None = None, run_id: str | None = None
     ) -> bool:
-        current = self.operations.get(tenant_id)
+        current = self.held.get(tenant_id)
         if current is None or holder not in (None, current[0]) or run_id not in (None, current[1]):
             return False
-        del self.operations[tenant_id]
+        del self.held[tenant_id]
         return True
+
+
+class InMemoryRegistry:
+    """The registry's stores, one per kind of record, kept in dictionaries."""
+
+    def __init__(self) -> None:
+        now = Ticks()
+        self.requests = InMemoryRequests(now)
+        self.tenants = InMemoryTenants(self.requests, now)
+        self.ledger = InMemoryLedger(self.tenants, now)
+        self.compensations = InMemoryCompensations(now)
+        self.operations = InMemoryOperations()
 
 
 @dataclass
@@ -425,7 +468,7 @@ class World:
                 "requested_by": {"subject": "alice", "role": role},
             }
         )
-        return self.registry.submit(request).request_id
+        return self.registry.requests.submit(request).request_id
 
     def types(self, prefix: str = "") -> list[tuple[str, str | None]]:
         """The feed as (type, step) pairs."""

@@ -52,7 +52,9 @@ def create_app(
     # included, gets the browser hardening headers.
     app.add_middleware(DagsterDoor, ctx=ctx)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(ServerSessions, store=lambda: ctx.registry, secure_cookies=secure_cookies)
+    app.add_middleware(
+        ServerSessions, store=lambda: ctx.registry.sessions, secure_cookies=secure_cookies
+    )
     errors.install(app)
     console.install_handlers(app)
     app.include_router(v1.router)

@@ -33,7 +33,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 def api_caller(credentials: Credentials, ctx: Ctx) -> Caller:
     if credentials is None:
         raise NotAuthenticated("send the API token as 'Authorization: Bearer <token>'")
-    return ctx.registry.authenticate(credentials.credentials)
+    return ctx.registry.tokens.authenticate(credentials.credentials)
 
 
 ApiCaller = Annotated[Caller, Depends(api_caller)]
@@ -47,7 +47,7 @@ def caller_of_session(session: Mapping[str, Any], ctx: ApiContext) -> Caller | N
     if not isinstance(token_id, str):
         return None
     try:
-        return ctx.registry.caller_for_token_id(token_id)
+        return ctx.registry.tokens.caller_for_id(token_id)
     except NotAuthenticated:
         return None
 

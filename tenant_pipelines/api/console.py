@@ -111,7 +111,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
     target = local_target(form.get("next"))
     try:
         token = form.get("token", "").strip()
-        caller = await run_in_threadpool(ctx.registry.authenticate, token)
+        caller = await run_in_threadpool(ctx.registry.tokens.authenticate, token)
     except NotAuthenticated as error:
         return page(request, "login.html", status=401, error=str(error), next=target)
     request.session.clear()

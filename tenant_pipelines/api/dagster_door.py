@@ -154,7 +154,7 @@ class DagsterDoor:
             if scheme.lower() != "bearer" or not token.strip():
                 raise NotAuthenticated("send the API token as 'Authorization: Bearer <token>'")
             token = token.strip()
-            return DoorPass(self.ctx.registry.authenticate(token), token=token)
+            return DoorPass(self.ctx.registry.tokens.authenticate(token), token=token)
         session = scope.get("session")
         session = session if isinstance(session, dict) else {}
         caller = caller_of_session(session, self.ctx)
@@ -165,9 +165,9 @@ class DagsterDoor:
     def _still_admitted(self, door_pass: DoorPass) -> bool:
         try:
             if door_pass.token is not None:
-                caller: Caller | None = self.ctx.registry.authenticate(door_pass.token)
+                caller: Caller | None = self.ctx.registry.tokens.authenticate(door_pass.token)
             else:
-                stored = self.ctx.registry.load_session(door_pass.session_id or "")
+                stored = self.ctx.registry.sessions.load(door_pass.session_id or "")
                 caller = caller_of_session(stored.data, self.ctx) if stored else None
             if caller is None:
                 return False

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import anyio.to_thread
 from starlette.datastructures import MutableHeaders
@@ -28,7 +28,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenant_pipelines.domain.errors import RegistryUnavailable
-from tenant_pipelines.registry.sessions import ConsoleSession, new_session_id
+from tenant_pipelines.registry.sessions import ConsoleSession, SessionStore, new_session_id
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +42,6 @@ MAX_PRE_LOGIN_SESSIONS = 10_000
 PURGE_INTERVAL_S = 60.0
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # what `new_session_id` makes
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
-
-
-class SessionStore(Protocol):
-    """What the middleware needs of the registry (`TenantRegistry` has it)."""
-
-    def load_session(self, session_id: str) -> ConsoleSession | None: ...
-
-    def start_session(
-        self,
-        session_id: str,
-        data: Mapping[str, Any],
-        token_id: str | None,
-        lifetime: timedelta,
-        replaces: str | None = None,
-    ) -> datetime: ...
-
-    def save_session(self, session_id: str, data: Mapping[str, Any]) -> bool: ...
-
-    def end_session(self, session_id: str) -> None: ...
-
-    def purge_sessions(self, max_anonymous: int) -> int: ...
 
 
 def _token_of(data: Mapping[str, Any]) -> str | None:
@@ -101,7 +80,7 @@ class ServerSessions:
             return
         sent_id = self._sent_id(scope)
         try:
-            loaded = await self._run(self.store().load_session, sent_id) if sent_id else None
+            loaded = await self._run(self.store().load, sent_id) if sent_id else None
         except RegistryUnavailable as error:
             await _unavailable(scope, send, error)
             return
@@ -156,14 +135,14 @@ class ServerSessions:
         store = self.store()
         if not session:
             if loaded is not None and sent_id:
-                store.end_session(sent_id)  # logout
+                store.end(sent_id)  # logout
             return self._header("", 0, secure) if sent_id is not None else None
         token_id = _token_of(session)
         if loaded is None or not sent_id or token_id != loaded.token_id:
             live_id = sent_id if loaded is not None else None
             return self._start(store, session, token_id, live_id, secure)
         if _dump(session) != before:
-            store.save_session(sent_id, session)  # False: ended meanwhile, and stays ended
+            store.save(sent_id, session)  # False: ended meanwhile, and stays ended
         return None
 
     def _start(
@@ -177,10 +156,10 @@ class ServerSessions:
         """A session under a new id (login rotates it), and now and then a purge."""
         session_id = new_session_id()
         lifetime = SESSION_LIFETIME if token_id else PRE_LOGIN_LIFETIME
-        expires_at = store.start_session(session_id, session, token_id, lifetime, replaces)
+        expires_at = store.start(session_id, session, token_id, lifetime, replaces)
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S
-            store.purge_sessions(MAX_PRE_LOGIN_SESSIONS)
+            store.purge(MAX_PRE_LOGIN_SESSIONS)
         max_age = max(0, int((expires_at - datetime.now(UTC)).total_seconds()))
         return self._header(session_id, max_age, secure)
 

@@ -56,7 +56,7 @@ class InstanceFeed:
 
 def make_hub(ctx: ApiContext, limits: StreamLimits) -> FeedHub:
     """The hub of this server's streams; `app.state.hub`, run in the app's lifespan."""
-    return FeedHub(InstanceFeed(ctx), lambda ids: ctx.registry.usable_token_ids(ids), limits)
+    return FeedHub(InstanceFeed(ctx), lambda ids: ctx.registry.tokens.usable_ids(ids), limits)
 
 
 def stream_hub(request: Request) -> FeedHub:

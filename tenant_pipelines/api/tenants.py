@@ -47,7 +47,7 @@ def list_visible(ctx: ApiContext, caller: Caller, state: str | None) -> list[Ten
     every = statuses.list_statuses(ctx.registry, ctx.settings.domain, state)
     if state in (None, TenantState.PROVISIONING):
         domain = ctx.settings.domain
-        every += [statuses.of_request(r, domain) for r in ctx.registry.requests_in_progress()]
+        every += [statuses.of_request(r, domain) for r in ctx.registry.requests.in_progress()]
     return [tenant for tenant in every if caller.sees(tenant.org)]
 
 

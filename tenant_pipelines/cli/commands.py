@@ -233,7 +233,7 @@ def _launch_and_wait(
         _print(args, data, text)
         return 0
     wait_for_run(_instance(settings), run_id)
-    tenant = _registry(settings).get_tenant(args.slug)
+    tenant = _registry(settings).tenants.get(args.slug)
     data.update(state=tenant.state, failed_step=tenant.failed_step)
     text += f"; tenant is {tenant.state}"
     if tenant.failed_step:
@@ -322,8 +322,8 @@ def _or_reason(open_store: Callable[[], T], name: str, unreadable: dict[str, str
 
 
 def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.composition import build_platform
     from tenant_pipelines.localstack.stack_file import read_stack
-    from tenant_pipelines.orchestration.platform import build_platform
     from tenant_pipelines.saga.inventory import format_inventory, take_inventory
 
     p = build_platform(settings)
@@ -331,7 +331,8 @@ def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     unreadable: dict[str, str] = {}
     registry = _or_reason(lambda: _registry(settings), "registry", unreadable)
     backends = [p.storage, p.identity, p.traffic, p.deployer]
-    result = take_inventory(registry, list(backends), skip, unreadable)
+    ledger = None if registry is None else registry.ledger
+    result = take_inventory(ledger, list(backends), skip, unreadable)
     _print(args, result.to_json(), format_inventory(result))
     return _unreadable_said(result.unreadable) or (0 if result.clean else 1)
 
@@ -340,7 +341,7 @@ def cmd_emails(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.saga.emails import email_rows
 
     reg = _registry(settings)
-    rows = [e.to_json() for e in email_rows(reg, reg.get_tenant(args.slug).tenant_id)]
+    rows = [e.to_json() for e in email_rows(reg.ledger, reg.tenants.get(args.slug).tenant_id)]
     text = "\n".join(
         f"{r['kind']:<11} {r['status']:<9} {r['at'] or '-':<33} {r['provider_id'] or ''}"
         for r in rows

@@ -56,7 +56,7 @@ def create_token(args: argparse.Namespace, registry: "TenantRegistry") -> str:
 
         problems = [rule if f == "request" else f"{f}: {rule}" for f, rule in field_errors(error)]
         raise InvalidGrant("cannot create the token: " + "; ".join(problems)) from None
-    token, record = registry.create_token(grant)
+    token, record = registry.tokens.create(grant)
     if args.json:
         return json.dumps({**_fields(record), "token": token}, sort_keys=True)
     return (
@@ -67,7 +67,7 @@ def create_token(args: argparse.Namespace, registry: "TenantRegistry") -> str:
 
 
 def list_tokens(args: argparse.Namespace, registry: "TenantRegistry") -> str:
-    records = registry.list_tokens()
+    records = registry.tokens.all()
     if args.json:
         return json.dumps([record.to_json() for record in records], sort_keys=True)
     lines = [
@@ -79,7 +79,7 @@ def list_tokens(args: argparse.Namespace, registry: "TenantRegistry") -> str:
 
 
 def revoke_token(args: argparse.Namespace, registry: "TenantRegistry") -> str:
-    record = registry.revoke_token(args.token_id)
+    record = registry.tokens.revoke(args.token_id)
     if args.json:
         return json.dumps(record.to_json(), sort_keys=True)
     return f"token {record.token_id} of {record.subject} is revoked"

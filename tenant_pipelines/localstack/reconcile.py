@@ -7,32 +7,32 @@ from tenant_pipelines.domain.states import LedgerState, TenantState
 from tenant_pipelines.settings import Settings
 
 if TYPE_CHECKING:
-    from tenant_pipelines.orchestration.platform import TenantPlatform
+    from tenant_pipelines.composition import Platform
 
 
 class LocalWorkloads:
     """Restore the workload of every active tenant from the registry; stop them all.
 
-    The platform (and Dagster with it) is built when first needed, not before `up` holds its
+    The adapters (`composition`) are built when first needed, not before `up` holds its
     lock: a refused `up` answers at once."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
     @cached_property
-    def _platform(self) -> "TenantPlatform":
-        from tenant_pipelines.orchestration.platform import build_platform
+    def _platform(self) -> "Platform":
+        from tenant_pipelines.composition import build_platform
 
         return build_platform(self._settings)
 
     def restore(self) -> list[str]:
-        registry = self._platform.registry.get()
+        registry = self._platform.registry
         restored = []
-        for tenant in registry.list_tenants(TenantState.ACTIVE):
+        for tenant in registry.tenants.all(TenantState.ACTIVE):
             # A store made by an older version gets the admin sign-in's columns first.
             self._platform.identity.upgrade(tenant.spec.key)
             handle = self._platform.deployer.ensure(tenant.spec)
-            registry.ledger_set(
+            registry.ledger.set(
                 tenant.tenant_id, handle.kind, LedgerState.ALLOCATED, handle=handle.to_json()
             )
             restored.append(tenant.spec.key)

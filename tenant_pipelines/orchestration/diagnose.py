@@ -94,10 +94,10 @@ def _run_failure_message(instance: DagsterInstance, run: DagsterRun) -> str | No
 
 def gave_up_reason(registry: TenantRegistry, tenant: TenantRecord) -> str | None:
     """Why a compensation of this tenant was given up, naming what would not release."""
-    claim = registry.get_compensation(tenant.last_run_id or "")
+    claim = registry.compensations.get(tenant.last_run_id or "")
     if claim is None or claim.gave_up_at is None:
         return None
-    kinds = [f"{r['kind']} ({r['name']})" for r in unreleased(registry, tenant.tenant_id)]
+    kinds = [f"{r['kind']} ({r['name']})" for r in unreleased(registry.ledger, tenant.tenant_id)]
     return (
         f"compensation of run {claim.failed_run_id} gave up after {claim.attempts} attempts; "
         f"would not release: {', '.join(kinds) or 'nothing left'}"
@@ -165,9 +165,9 @@ def _records(
     if registry is None:
         return None, None
     try:
-        request = registry.latest_request_for_slug(slug)
+        request = registry.requests.latest_for_slug(slug)
         try:
-            return registry.get_tenant(slug), request
+            return registry.tenants.get(slug), request
         except NotFound:
             return None, request
     except RegistryUnavailable as error:
@@ -276,15 +276,15 @@ def _of_tenant(
     unreadable: dict[str, str],
 ) -> Diagnosis:
     slug = tenant.slug
-    compensations = [c for r in runs if (c := registry.get_compensation(r.run_id)) is not None]
-    unfinished = len(registry.unfinished_compensations(tenant.tenant_id))
+    compensations = [c for r in runs if (c := registry.compensations.get(r.run_id)) is not None]
+    unfinished = len(registry.compensations.unfinished(tenant.tenant_id))
     action, why = next_action(tenant, runs, unfinished, gave_up_reason(registry, tenant))
     commands = {
         NextAction.RETRY: [f"tenantctl retry {slug} --wait"],
         NextAction.DECOMMISSION: [f"tenantctl decommission {slug} --wait"],
         NextAction.COMPENSATE: [retry_command(slug)],
     }.get(action, [])
-    operation = registry.get_operation(tenant.tenant_id)
+    operation = registry.operations.get(tenant.tenant_id)
     return Diagnosis(
         slug=slug,
         state=StatusState(tenant.state),
@@ -299,7 +299,7 @@ def _of_tenant(
                 "name": e.handle.get("name"),
                 "updated_at": e.updated_at.isoformat(),
             }
-            for e in registry.ledger(tenant.tenant_id)
+            for e in registry.ledger.entries(tenant.tenant_id)
         ],
         compensations=[
             {

@@ -35,7 +35,7 @@ def compensation_hook(compensate_job: JobDefinition) -> HookDefinition:
         run = runs.get(context.run_id)
         if run is None:
             return
-        ctx = ServiceContext(context.resources.platform.registry.get(), runs)
+        ctx = ServiceContext(context.resources.platform.build().registry, runs)
         launchers: SiblingLaunchers = getattr(context.resources, LAUNCHER_RESOURCE)
         launcher = launchers.for_run(context.instance, context.run_id, [compensate_job])
         if compensate_failed_run(ctx, run, launcher):

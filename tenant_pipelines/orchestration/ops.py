@@ -68,10 +68,11 @@ class CompensateConfig(TenantOpConfig):
 
 
 def saga_context(context: OpExecutionContext, platform: TenantPlatform) -> SagaContext:
+    adapters = platform.build()
     return SagaContext(
-        registry=platform.registry.get(),
-        backends=platform.backends(),
-        domain=platform.domain,
+        registry=adapters.registry,
+        backends=adapters.backends(),
+        domain=adapters.domain,
         run_id=context.run_id,
         root_run_id=context.run.root_run_id,
         requested_by=context.run.tags.get(REQUESTED_BY_TAG),

@@ -90,6 +90,29 @@ def store_errors(url: str | URL) -> Iterator[None]:
         raise RegistryUnavailable(store_name(str(url)), _first_line(error)) from error
 
 
+class Database:
+    """The engine every kind of record shares, and the two kinds of transaction they run: one
+    that writes (on SQLite it takes the write lock as it begins) and one that only reads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with store_errors(self.engine.url), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with store_errors(self.engine.url), self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__

@@ -19,8 +19,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from tenant_pipelines.registry.schema import api_tokens as K
-from tenant_pipelines.registry.schema import console_sessions as S
+from tenant_pipelines.registry.engine import Database
+from tenant_pipelines.registry.queries import now as current_time
+from tenant_pipelines.registry.schema import api_tokens, console_sessions
 
 SESSION_ID_BYTES = 32
 # Ids per statement when checking or deleting many: far below SQLite's and PostgreSQL's bind limits.
@@ -46,8 +47,10 @@ def _hash(session_id: str) -> str:
 
 def load_session(conn: Connection, session_id: str, now: datetime) -> ConsoleSession | None:
     """The session, unless it is unknown, ended or expired."""
-    query = select(S.c.data, S.c.token_id, S.c.expires_at).where(
-        S.c.session_hash == _hash(session_id), S.c.expires_at > now
+    query = select(
+        console_sessions.c.data, console_sessions.c.token_id, console_sessions.c.expires_at
+    ).where(
+        console_sessions.c.session_hash == _hash(session_id), console_sessions.c.expires_at > now
     )
     row = conn.execute(query).first()
     if row is None:
@@ -71,7 +74,9 @@ def start_session(
         end_session(conn, replaces)
     expires_at = now + lifetime
     if token_id is not None:
-        token_expiry = conn.execute(select(K.c.expires_at).where(K.c.token_id == token_id)).scalar()
+        token_expiry = conn.execute(
+            select(api_tokens.c.expires_at).where(api_tokens.c.token_id == token_id)
+        ).scalar()
         expires_at = min(expires_at, token_expiry or now)
     values = {
         "session_hash": _hash(session_id),
@@ -80,40 +85,54 @@ def start_session(
         "created_at": now,
         "expires_at": expires_at,
     }
-    conn.execute(insert(S).values(values))
+    conn.execute(insert(console_sessions).values(values))
     return expires_at
 
 
 def save_session(conn: Connection, session_id: str, data: Mapping[str, Any], now: datetime) -> bool:
     """Replace a live session's data; False if it ended meanwhile (it is not brought back)."""
-    key = (S.c.session_hash == _hash(session_id)) & (S.c.expires_at > now)
+    key = (console_sessions.c.session_hash == _hash(session_id)) & (
+        console_sessions.c.expires_at > now
+    )
     stored = json.dumps(dict(data), sort_keys=True)
-    return bool(conn.execute(update(S).where(key).values(data=stored)).rowcount)
+    return bool(conn.execute(update(console_sessions).where(key).values(data=stored)).rowcount)
 
 
 def end_session(conn: Connection, session_id: str) -> None:
-    conn.execute(delete(S).where(S.c.session_hash == _hash(session_id)))
+    conn.execute(
+        delete(console_sessions).where(console_sessions.c.session_hash == _hash(session_id))
+    )
 
 
 def end_token_sessions(conn: Connection, token_id: str) -> int:
     """End every session opened with this token (it was revoked); how many there were."""
-    return int(conn.execute(delete(S).where(S.c.token_id == token_id)).rowcount)
+    return int(
+        conn.execute(
+            delete(console_sessions).where(console_sessions.c.token_id == token_id)
+        ).rowcount
+    )
 
 
 def purge_sessions(conn: Connection, now: datetime, max_anonymous: int) -> int:
     """Delete expired sessions, and pre-login sessions beyond the newest `max_anonymous`;
     how many rows went."""
-    purged = int(conn.execute(delete(S).where(S.c.expires_at <= now)).rowcount)
+    purged = int(
+        conn.execute(delete(console_sessions).where(console_sessions.c.expires_at <= now)).rowcount
+    )
     surplus = (
-        select(S.c.session_hash)
-        .where(S.c.token_id.is_(None))
-        .order_by(S.c.created_at.desc(), S.c.session_hash)
+        select(console_sessions.c.session_hash)
+        .where(console_sessions.c.token_id.is_(None))
+        .order_by(console_sessions.c.created_at.desc(), console_sessions.c.session_hash)
         .offset(max_anonymous)
     )
     doomed = [row.session_hash for row in conn.execute(surplus)]
     for start in range(0, len(doomed), IDS_PER_QUERY):
         batch = doomed[start : start + IDS_PER_QUERY]
-        purged += int(conn.execute(delete(S).where(S.c.session_hash.in_(batch))).rowcount)
+        purged += int(
+            conn.execute(
+                delete(console_sessions).where(console_sessions.c.session_hash.in_(batch))
+            ).rowcount
+        )
     return purged
 
 
@@ -122,10 +141,48 @@ def usable_token_ids(conn: Connection, token_ids: Iterable[str], now: datetime) 
     wanted = sorted(set(token_ids))
     usable: set[str] = set()
     for start in range(0, len(wanted), IDS_PER_QUERY):
-        query = select(K.c.token_id).where(
-            K.c.token_id.in_(wanted[start : start + IDS_PER_QUERY]),
-            K.c.revoked_at.is_(None),
-            K.c.expires_at > now,
+        query = select(api_tokens.c.token_id).where(
+            api_tokens.c.token_id.in_(wanted[start : start + IDS_PER_QUERY]),
+            api_tokens.c.revoked_at.is_(None),
+            api_tokens.c.expires_at > now,
         )
         usable.update(conn.execute(query).scalars())
     return usable
+
+
+class SessionStore:
+    """The console_sessions table: `registry.sessions`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def load(self, session_id: str) -> ConsoleSession | None:
+        with self._db.read() as conn:
+            return load_session(conn, session_id, current_time())
+
+    def start(
+        self,
+        session_id: str,
+        data: Mapping[str, Any],
+        token_id: str | None,
+        lifetime: timedelta,
+        replaces: str | None = None,
+    ) -> datetime:
+        """Record a new session, ending `replaces`; when it expires."""
+        with self._db.write() as conn:
+            moment = current_time()
+            return start_session(
+                conn, session_id, data, token_id, now=moment, lifetime=lifetime, replaces=replaces
+            )
+
+    def save(self, session_id: str, data: Mapping[str, Any]) -> bool:
+        with self._db.write() as conn:
+            return save_session(conn, session_id, data, current_time())
+
+    def end(self, session_id: str) -> None:
+        with self._db.write() as conn:
+            end_session(conn, session_id)
+
+    def purge(self, max_anonymous: int) -> int:
+        with self._db.write() as conn:
+            return purge_sessions(conn, current_time(), max_anonymous)

@@ -48,9 +48,9 @@ def of_request(request: RequestRecord, domain: str) -> TenantStatus:
 
 def tenant_status(registry: TenantRegistry, domain: str, slug: str) -> TenantStatus:
     """The newest of the slug's tenant and its latest request; raises NotFound."""
-    request = registry.latest_request_for_slug(slug)
+    request = registry.requests.latest_for_slug(slug)
     try:
-        tenant: TenantRecord | None = registry.get_tenant(slug)
+        tenant: TenantRecord | None = registry.tenants.get(slug)
     except NotFound:
         tenant = None
     newer = request is not None and (tenant is None or request.created_at > tenant.created_at)
@@ -65,17 +65,17 @@ def waiting_request(registry: TenantRegistry, slug: str) -> RequestRecord | None
     """The slug's newest request if it is launched but has no tenant (its run has not got past
     Validate, or failed there for a reason that is not a refusal), and is newer than any tenant
     of the slug: what `status` shows, and what retry and discard act on."""
-    request = registry.latest_request_for_slug(slug)
+    request = registry.requests.latest_for_slug(slug)
     if request is None or request.tenant_id is not None:
         return None
     if request.state != RequestState.LAUNCHED:
         return None
     try:
-        tenant = registry.get_tenant(slug)
+        tenant = registry.tenants.get(slug)
     except NotFound:
         return request
     return request if request.created_at > tenant.created_at else None
 
 
 def list_statuses(registry: TenantRegistry, domain: str, state: str | None) -> list[TenantStatus]:
-    return [of_tenant(t, domain) for t in registry.list_tenants(state)]
+    return [of_tenant(t, domain) for t in registry.tenants.all(state)]

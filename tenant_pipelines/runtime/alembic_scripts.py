@@ -13,7 +13,8 @@ from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from dagster._core.storage.sql import ALEMBIC_SCRIPTS_LOCATION
+
+from tenant_pipelines.runtime.dagster_private import ALEMBIC_SCRIPTS_LOCATION
 
 _read: dict[str, ScriptDirectory] = {}
 _from_config = ScriptDirectory.from_config.__func__  # type: ignore[attr-defined]

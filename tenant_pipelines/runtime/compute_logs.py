@@ -12,16 +12,17 @@ the daemon's log) no longer repeats what the steps printed.
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Self
 
-from dagster._core.execution.compute_logs import redirect_to_file
-from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
-from dagster._core.storage.local_compute_log_manager import (
+from tenant_pipelines.runtime.dagster_private import (
     IO_TYPE_EXTENSION,
+    CapturedLogContext,
+    ComputeIOType,
+    ConfigurableClassData,
     LocalComputeLogManager,
+    redirect_to_file,
 )
-from dagster._serdes import ConfigurableClassData
-from dagster._utils import ensure_file, touch_file
 
 
 class FileComputeLogManager(LocalComputeLogManager):
@@ -40,7 +41,19 @@ class FileComputeLogManager(LocalComputeLogManager):
             for io_type in (ComputeIOType.STDOUT, ComputeIOType.STDERR)
         ]
         for path in paths:
-            ensure_file(path)
+            _ensure_file(path)
         with redirect_to_file(sys.stdout, paths[0]), redirect_to_file(sys.stderr, paths[1]):
             yield CapturedLogContext(log_key)
-        touch_file(self.complete_artifact_path(log_key))  # how readers know the capture ended
+        _touch(self.complete_artifact_path(log_key))  # how readers know the capture ended
+
+
+def _ensure_file(path: str) -> None:
+    """The file, created empty if missing; an existing one is left as it is."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a"):
+        pass
+
+
+def _touch(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).touch()

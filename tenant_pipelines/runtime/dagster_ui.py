@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from dagster import DagsterInstance
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_graphql.schema import create_schema
 from dagster_webserver.app import create_app_from_workspace_process_context
 from dagster_webserver.version import __version__
 from graphql import execute, parse
 from starlette.types import ASGIApp
 
+from tenant_pipelines.runtime.dagster_private import WorkspaceFileTarget, WorkspaceProcessContext
 from tenant_pipelines.runtime.run_coordinator import SlotRunCoordinator
 
 

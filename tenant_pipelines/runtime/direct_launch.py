@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from dagster import DagsterInstance, JobDefinition
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.origin import JobPythonOrigin
-from dagster._core.remote_origin import (
-    CodeLocationOrigin,
-    RemoteJobOrigin,
-    RemoteRepositoryOrigin,
-)
-from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.orchestration.graphql import LOCATION, REPOSITORY
+from tenant_pipelines.runtime.dagster_private import (
+    CodeLocationOrigin,
+    JobPythonOrigin,
+    ReconstructableRepository,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+    location_origins_from_yaml_paths,
+    submit_without_workspace,
+)
 
 DEFINITIONS_MODULE = "tenant_pipelines.definitions"
 DEFINITIONS_ATTRIBUTE = "defs"
@@ -67,5 +68,5 @@ class DirectLauncher:
                 RemoteRepositoryOrigin(self._location, REPOSITORY), job_name
             ),
         )
-        self._instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+        submit_without_workspace(self._instance, run.run_id)
         return run.run_id

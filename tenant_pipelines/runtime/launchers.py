@@ -17,6 +17,7 @@ from dagster import ConfigurableResource, DagsterInstance, JobDefinition
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.orchestration.graphql import DagsterApi
+from tenant_pipelines.runtime.dagster_private import submit_without_workspace
 from tenant_pipelines.runtime.direct_launch import DirectLauncher
 from tenant_pipelines.service.ports import RunView
 
@@ -70,7 +71,7 @@ class SiblingLauncher:
             job_code_origin=parent.job_code_origin._replace(job_name=job.name),
         )
         # Queued by the run coordinator (the daemon starts it): no workspace is needed for that.
-        self._instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+        submit_without_workspace(self._instance, run.run_id)
         return run.run_id
 
 

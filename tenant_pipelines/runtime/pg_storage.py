@@ -12,7 +12,6 @@ and configuration are dagster-postgres's own: an instance can switch to or from 
 from typing import Any, Self
 
 import psycopg2
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import (
     DagsterPostgresStorage,
     PostgresEventLogStorage,
@@ -21,6 +20,8 @@ from dagster_postgres import (
 )
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy import Engine, event, exc
+
+from tenant_pipelines.runtime.dagster_private import ConfigurableClassData
 
 
 def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

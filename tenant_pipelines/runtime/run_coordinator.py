@@ -32,11 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterRun, DagsterRunStatus, RunsFilter
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
-from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
+from dagster import DagsterRun, DagsterRunStatus, QueuedRunCoordinator, RunsFilter, SubmitRunContext
 
 from tenant_pipelines.orchestration.admission import DOOR_SCOPE_KEY, DoorCaller, admit
+from tenant_pipelines.runtime.dagster_private import ACTIVE_RUN_STATUSES, launch_without_workspace
 
 LAUNCH_NOW_ENV = "TENANT_LAUNCH_NOW"  # "1" in the processes `tenantctl up` starts
 LOCK_FILE = ".run-slots.lock"
@@ -75,7 +74,7 @@ class SlotRunCoordinator(QueuedRunCoordinator):
             ):
                 run = record.dagster_run
                 if self._limits(run) is not None and self._fits(run, active):
-                    self._instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+                    launch_without_workspace(self._instance, run.run_id)
                     active.append(run)
                     started.append(run.run_id)
         return started

@@ -26,12 +26,18 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any, Self
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
-from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, serialize_value
 
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.runtime.dagster_private import (
+    CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
 from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity, live_pid, lower_priority

@@ -7,15 +7,16 @@ spends importing them (docs/dagster.md).
 
 import os
 
-from dagster import DagsterInstance
-from dagster._cli.api import _execute_run_command_body
-from dagster._core.instance.ref import InstanceRef
-from dagster._serdes import deserialize_value
-from dagster._utils.interrupts import capture_interrupts
+from dagster import DagsterInstance, deserialize_value
 
 import tenant_pipelines.definitions  # noqa: F401 - imported once, in the fork server
 from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.runtime.alembic_scripts import read_dagster_scripts_once
+from tenant_pipelines.runtime.dagster_private import (
+    InstanceRef,
+    capture_interrupts,
+    execute_run_in_process,
+)
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 from tenant_pipelines.support.procs import identity
 
@@ -35,6 +36,4 @@ def execute_run(run_id: str, serialized_instance_ref: str) -> None:
         ref = deserialize_value(serialized_instance_ref, InstanceRef)
         with DagsterInstance.from_ref(ref) as instance:
             instance.add_run_tags(run_id, {WORKER_TAG: identity(os.getpid())})
-            _execute_run_command_body(
-                run_id, instance, lambda _event: None, set_exit_code_on_failure=False
-            )
+            execute_run_in_process(run_id, instance)

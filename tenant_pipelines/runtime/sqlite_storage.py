@@ -27,21 +27,20 @@ from typing import Any, Self
 
 import dagster
 import yaml
-from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    INDEX_SHARD_NAME,
-    SQLITE_BUSY_TIMEOUT_SECONDS,
-)
-from dagster._core.storage.runs import SqliteRunStorage
-from dagster._core.storage.sqlite_storage import (
-    DagsterSqliteStorage,
-    _event_logs_directory,
-    _runs_directory,
-)
-from dagster._serdes import ConfigurableClassData
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import QueuePool
+
+from tenant_pipelines.runtime.dagster_private import (
+    INDEX_SHARD_NAME,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    ConfigurableClassData,
+    DagsterSqliteStorage,
+    SqliteEventLogStorage,
+    SqliteRunStorage,
+    event_logs_directory,
+    runs_directory,
+)
 
 ENGINES_KEPT = 32  # databases a process uses at once: runs in progress, and the index
 CONNECTIONS_OVERFLOW = 4  # beyond the one kept per database, for threads reading at once
@@ -175,9 +174,9 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data)
         self._event_log_storage.dispose()
-        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._event_log_storage = PooledSqliteEventLogStorage(event_logs_directory(base_dir))
         self._run_storage.dispose()
-        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._run_storage = PooledSqliteRunStorage.from_local(runs_directory(base_dir))
 
     @classmethod
     def from_config_value(  # type: ignore[override]
@@ -190,5 +189,5 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         return ConfigurableClassData(
             __name__,
             PooledSqliteEventLogStorage.__name__,
-            yaml.dump({"base_dir": _event_logs_directory(self.base_dir)}),
+            yaml.dump({"base_dir": event_logs_directory(self.base_dir)}),
         )

@@ -38,13 +38,13 @@ def release_all(ctx: SagaContext, tenant: TenantSpec, event_type: str, step: Ste
     backends = ctx.backends.by_kind()
     live = [
         e
-        for e in ctx.registry.ledger(tenant.tenant_id)
+        for e in ctx.registry.ledger.entries(tenant.tenant_id)
         if e.kind in backends and e.state in LIVE_LEDGER_STATES
     ]
     released: list[str] = []
     failures: list[ReleaseFailure] = []
     for entry in sorted(live, key=lambda e: e.seq, reverse=True):
-        ctx.registry.ledger_set(
+        ctx.registry.ledger.set(
             tenant.tenant_id, entry.kind, LedgerState.RELEASING, run_id=ctx.run_id
         )
         try:
@@ -54,7 +54,7 @@ def release_all(ctx: SagaContext, tenant: TenantSpec, event_type: str, step: Ste
             ctx.event(event_type, tenant, step, kind=entry.kind, released=False, error=str(error))
             failures.append(ReleaseFailure(entry.kind, error))
             continue
-        ctx.registry.ledger_set(
+        ctx.registry.ledger.set(
             tenant.tenant_id, entry.kind, LedgerState.RELEASED, run_id=ctx.run_id
         )
         ctx.event(
@@ -79,15 +79,17 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
     tenant now) or the tenant is no longer being provisioned (active, decommissioned).
     """
     # This run does the compensation now (every attempt holds the same operation claim).
-    if ctx.registry.get_compensation(failed_run_id) is not None:
-        ctx.registry.set_compensation_run(failed_run_id, ctx.run_id)
-    ctx.registry.set_operation_run(tenant.tenant_id, compensation_holder(failed_run_id), ctx.run_id)
-    record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
+    if ctx.registry.compensations.get(failed_run_id) is not None:
+        ctx.registry.compensations.set_run(failed_run_id, ctx.run_id)
+    ctx.registry.operations.set_run(
+        tenant.tenant_id, compensation_holder(failed_run_id), ctx.run_id
+    )
+    record = ctx.registry.tenants.get_by_id(tenant.tenant_id)
     released: list[str] = []
     current = record.last_run_id == failed_run_id
     if current and record.state in (TenantState.FAILED, TenantState.PROVISIONING):
         if record.state == TenantState.PROVISIONING:  # killed worker or canceled run
-            ctx.registry.transition(
+            ctx.registry.tenants.transition(
                 tenant.tenant_id,
                 TenantState.FAILED,
                 failed_step=record.failed_step,
@@ -97,8 +99,8 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
         outcome = "released"
     else:
         outcome = f"skipped: tenant is {record.state}, latest run {record.last_run_id}"
-    ctx.registry.finish_compensation(failed_run_id)
-    ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
+    ctx.registry.compensations.finish(failed_run_id)
+    ctx.registry.operations.release(tenant.tenant_id, run_id=ctx.run_id)
     ctx.event(
         EventType.COMPENSATION_FINISHED,
         tenant,
@@ -112,11 +114,11 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
 
 def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
     """Release whatever remains and free the slug and the key."""
-    record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
+    record = ctx.registry.tenants.get_by_id(tenant.tenant_id)
     if record.state == TenantState.PROVISIONING:
         raise PermanentError(f"tenant {tenant.slug} is provisioning; wait for it to finish")
     if record.state != TenantState.DECOMMISSIONED:
-        ctx.registry.transition(tenant.tenant_id, TenantState.DECOMMISSIONING)
+        ctx.registry.tenants.transition(tenant.tenant_id, TenantState.DECOMMISSIONING)
         ctx.event(
             EventType.DECOMMISSION_STARTED,
             tenant,
@@ -126,7 +128,7 @@ def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
     released = release_all(ctx, tenant, EventType.DECOMMISSION_RELEASED, Step.DECOMMISSION)
     # What the mailer keeps per key (the outbox's record of its tenant) goes with the key.
     ctx.backends.mailer.release(tenant.key, tenant.tenant_id)
-    ctx.registry.transition(tenant.tenant_id, TenantState.DECOMMISSIONED)
-    ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
+    ctx.registry.tenants.transition(tenant.tenant_id, TenantState.DECOMMISSIONED)
+    ctx.registry.operations.release(tenant.tenant_id, run_id=ctx.run_id)
     ctx.event(EventType.DECOMMISSION_COMPLETED, tenant, Step.DECOMMISSION, released=released)
     return released

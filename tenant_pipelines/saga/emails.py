@@ -20,7 +20,7 @@ from tenant_pipelines.domain.states import LedgerState
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.saga.email_content import ledger_kind, render_email
-from tenant_pipelines.saga.ports import Registry
+from tenant_pipelines.saga.ports import Ledger
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def send_welcome_emails(ctx: SagaContext, tenant: TenantSpec) -> list[EmailOutco
     invitation = ctx.backends.identity.invitation(tenant.key)
     outcomes = []
     for kind in EmailKind:
-        entry = ctx.registry.ledger_get(tenant.tenant_id, ledger_kind(kind))
+        entry = ctx.registry.ledger.get(tenant.tenant_id, ledger_kind(kind))
         settled = _settled(entry, kind)
         if settled is not None:
             outcomes.append(settled)
@@ -107,7 +107,7 @@ def _settled(entry: LedgerEntry | None, kind: str) -> EmailOutcome | None:
 def _send_one(ctx: SagaContext, tenant: TenantSpec, message: OutgoingEmail) -> EmailOutcome:
     kind = ledger_kind(message.kind)
     intent = _handle(LedgerState.SENDING, message.to, None, "no answer recorded yet", 0, None)
-    ctx.registry.ledger_set(
+    ctx.registry.ledger.set(
         tenant.tenant_id, kind, LedgerState.SENDING, handle=intent, run_id=ctx.run_id
     )
     try:
@@ -119,7 +119,7 @@ def _send_one(ctx: SagaContext, tenant: TenantSpec, message: OutgoingEmail) -> E
     handle = _handle(
         state, message.to, result.provider_id, result.reason, result.attempts, result.status
     )
-    ctx.registry.ledger_set(tenant.tenant_id, kind, state, handle=handle, run_id=ctx.run_id)
+    ctx.registry.ledger.set(tenant.tenant_id, kind, state, handle=handle, run_id=ctx.run_id)
     event_type, details = _event(message, result)
     ctx.event(event_type, tenant, Step.SEND_WELCOME_EMAILS, **details)
     return EmailOutcome(
@@ -173,11 +173,11 @@ def _event(message: OutgoingEmail, result: SendResult) -> tuple[EventType, dict[
     }
 
 
-def email_rows(registry: Registry, tenant_id: str) -> list[EmailRow]:
+def email_rows(ledger: Ledger, tenant_id: str) -> list[EmailRow]:
     """The three emails as `tenantctl emails` shows them, in sending order."""
     rows = []
     for kind in EmailKind:
-        entry = registry.ledger_get(tenant_id, ledger_kind(kind))
+        entry = ledger.get(tenant_id, ledger_kind(kind))
         handle = entry.handle if entry is not None else {}
         at = handle.get("at") or (entry.updated_at.isoformat() if entry is not None else None)
         rows.append(

@@ -73,7 +73,7 @@ def run_phase(
 def fail_tenant(
     ctx: SagaContext, step: Step, tenant: TenantSpec, reason: str, attempt: Attempt
 ) -> None:
-    ctx.registry.transition(
+    ctx.registry.tenants.transition(
         tenant.tenant_id, TenantState.FAILED, failed_step=str(step), failure_reason=reason
     )
     ctx.event(EventType.FAILED, tenant, step, error=reason, attempts=attempt.number + 1)
@@ -99,16 +99,16 @@ def claim_compensation(registry: Registry, run: EndedRun) -> TenantRecord | None
     """
     if run.will_retry or run.request_id is None:
         return None
-    request = registry.get_request(run.request_id)
+    request = registry.requests.get(run.request_id)
     if request.tenant_id is None or request.run_id not in (run.run_id, run.root_run_id):
         return None  # refused in Validate, or a duplicate run that never owned the request
-    tenant = registry.get_tenant_by_id(request.tenant_id)
+    tenant = registry.tenants.get_by_id(request.tenant_id)
     if tenant.last_run_id not in (None, run.run_id):
         # Another run has the tenant now: a retry of a run that failed before the tenant existed
         # (the retry chain is named by that run), which compensation would skip anyway.
         return None
-    if not registry.claim_compensation(run.run_id, tenant.tenant_id):
-        claim = registry.get_compensation(run.run_id)
+    if not registry.compensations.claim(run.run_id, tenant.tenant_id):
+        claim = registry.compensations.get(run.run_id)
         if claim is None or claim.compensation_run_id or claim.finished_at:
             return None
     return tenant

@@ -11,7 +11,7 @@ from typing import Any
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.domain.states import LedgerState
-from tenant_pipelines.saga.ports import Registry, TenantBackend
+from tenant_pipelines.saga.ports import Ledger, TenantBackend
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,15 @@ class Inventory:
 
 
 def take_inventory(
-    registry: Registry | None,
+    ledger: Ledger | None,
     backends: list[TenantBackend],
     skip_ghosts: frozenset[str],
     unreadable: dict[str, str] | None = None,
 ) -> Inventory:
     """`skip_ghosts`: kinds whose absence is expected now (workloads while the stack is down).
-    `registry` is None when it could not be opened (the reason in `unreadable`)."""
+    `ledger` is None when the registry could not be opened (the reason in `unreadable`)."""
     unreadable = dict(unreadable or {})
-    live = _live(registry, unreadable)
+    live = _live(ledger, unreadable)
     existing = {}
     for backend in backends:
         try:
@@ -76,15 +76,13 @@ def take_inventory(
     return Inventory(existing, findings, sorted(skip_ghosts), unreadable)
 
 
-def _live(
-    registry: Registry | None, unreadable: dict[str, str]
-) -> dict[str, dict[str, str]] | None:
+def _live(ledger: Ledger | None, unreadable: dict[str, str]) -> dict[str, dict[str, str]] | None:
     """kind -> tenant key -> ledger state, or None if the ledger could not be read."""
-    if registry is None:
+    if ledger is None:
         return None
     live: dict[str, dict[str, str]] = {}
     try:
-        for tenant, entry in registry.live_ledger():
+        for tenant, entry in ledger.live():
             live.setdefault(entry.kind, {})[tenant.spec.key] = entry.state
     except TenantPipelinesError as error:  # RegistryUnavailable: the registry's store is gone
         unreadable["registry"] = str(error)

@@ -1,8 +1,8 @@
 """One lifecycle operation per tenant, and what happens to a compensation that fails.
 
 Retry, decommission and compensation of one tenant exclude each other through one claim in the
-registry (`claim_operation`). A compensation's claim is named after the run it compensates, so
-every attempt for that run holds the same claim.
+registry (`registry.operations.claim`). A compensation's claim is named after the run it
+compensates, so every attempt for that run holds the same claim.
 
 A compensation run that fails is launched again by the backstop sensor, a bounded number of
 times with exponential backoff; after the last attempt the saga gives up and reports it
@@ -15,7 +15,7 @@ from enum import StrEnum
 from tenant_pipelines.domain.events import AuditEvent, EventType, Step, make_event
 from tenant_pipelines.domain.records import CompensationRecord, TenantRecord
 from tenant_pipelines.domain.states import LIVE_LEDGER_STATES
-from tenant_pipelines.saga.ports import Registry
+from tenant_pipelines.saga.ports import Ledger
 
 MAX_COMPENSATION_ATTEMPTS = 3
 COMPENSATION_BACKOFF_S = 2.0  # before attempt 2; doubled before each later attempt
@@ -52,11 +52,11 @@ def next_move(claim: CompensationRecord, attempt_ended: bool, seconds_since_end:
     return Move.RELAUNCH
 
 
-def unreleased(registry: Registry, tenant_id: str) -> list[dict[str, str | None]]:
+def unreleased(ledger: Ledger, tenant_id: str) -> list[dict[str, str | None]]:
     """The tenant's resources still live in the ledger: what compensation could not release."""
     return [
         {"kind": e.kind, "state": e.state, "name": e.handle.get("name")}
-        for e in registry.ledger(tenant_id)
+        for e in ledger.entries(tenant_id)
         if e.state in LIVE_LEDGER_STATES
     ]
 
@@ -66,10 +66,10 @@ def retry_command(slug: str) -> str:
 
 
 def compensation_failed_event(
-    registry: Registry, tenant: TenantRecord, claim: CompensationRecord, last_run_id: str | None
+    ledger: Ledger, tenant: TenantRecord, claim: CompensationRecord, last_run_id: str | None
 ) -> AuditEvent:
     """The report of a compensation given up: what would not release, and how to try again."""
-    resources = unreleased(registry, tenant.tenant_id)
+    resources = unreleased(ledger, tenant.tenant_id)
     return make_event(
         EventType.COMPENSATION_FAILED,
         tenant=tenant.slug,

@@ -30,20 +30,20 @@ COMPENSATION_POLL_S = 0.5
 def validate(ctx: SagaContext, request_id: str) -> TenantSpec:
     """Claim the request for this run, check plan and role, reserve the slug."""
     registry = ctx.registry
-    request = registry.get_request(request_id)
-    if not registry.claim_request(request_id, ctx.run_id, ctx.root_run_id):
-        owner = registry.get_request(request_id).run_id
+    request = registry.requests.get(request_id)
+    if not registry.requests.claim(request_id, ctx.run_id, ctx.root_run_id):
+        owner = registry.requests.get(request_id).run_id
         raise PermanentError(f"request {request_id} is already owned by run {owner}")
     if request.state == RequestState.REJECTED:
         raise BusinessRefusal(f"request {request_id} was rejected: {request.reason}")
     try:
         get_plan(request.plan)
         check_role_admits(request.role, request.plan)
-        tenant = registry.reserve_tenant(request).spec
+        tenant = registry.tenants.reserve(request).spec
     except BusinessRefusal as refusal:
-        registry.reject_request(request_id, str(refusal))
+        registry.requests.reject(request_id, str(refusal))
         raise
-    registry.record_run(tenant.tenant_id, ctx.run_id)
+    registry.tenants.record_run(tenant.tenant_id, ctx.run_id)
     ctx.event(
         EventType.STARTED,
         tenant,
@@ -62,14 +62,14 @@ def begin_phase(ctx: SagaContext, tenant: TenantSpec, step: Step) -> None:
     other; once the retry has recorded itself as the tenant's run, a late compensation skips.
     """
     wait_for_compensations(ctx, tenant)
-    record = ctx.registry.get_tenant_by_id(tenant.tenant_id)
+    record = ctx.registry.tenants.get_by_id(tenant.tenant_id)
     if record.state in (TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):
         raise PermanentError(f"tenant {tenant.slug} is {record.state}; provisioning stopped")
     first_phase_of_run = record.last_run_id != ctx.run_id
     if first_phase_of_run:
-        ctx.registry.record_run(tenant.tenant_id, ctx.run_id)
+        ctx.registry.tenants.record_run(tenant.tenant_id, ctx.run_id)
     if record.state == TenantState.FAILED:
-        ctx.registry.transition(tenant.tenant_id, TenantState.PROVISIONING)
+        ctx.registry.tenants.transition(tenant.tenant_id, TenantState.PROVISIONING)
         ctx.event(
             EventType.STARTED,
             tenant,
@@ -86,7 +86,7 @@ def begin_phase(ctx: SagaContext, tenant: TenantSpec, step: Step) -> None:
 
 def wait_for_compensations(ctx: SagaContext, tenant: TenantSpec) -> None:
     deadline = ctx.clock.monotonic() + PHASE_COMPENSATION_WAIT_S
-    while pending := ctx.registry.unfinished_compensations(tenant.tenant_id):
+    while pending := ctx.registry.compensations.unfinished(tenant.tenant_id):
         if ctx.clock.monotonic() > deadline:
             runs = ", ".join(c.failed_run_id for c in pending)
             raise CompensationInProgress(f"compensation of run(s) {runs} has not finished")
@@ -95,9 +95,9 @@ def wait_for_compensations(ctx: SagaContext, tenant: TenantSpec) -> None:
 
 def ensure_resource(ctx: SagaContext, backend: TenantBackend, tenant: TenantSpec) -> Handle:
     """Ensure one backend's thing for the tenant, recording intent and result in the ledger."""
-    entry = ctx.registry.ledger_get(tenant.tenant_id, backend.kind)
+    entry = ctx.registry.ledger.get(tenant.tenant_id, backend.kind)
     if entry is None or entry.state != LedgerState.ALLOCATED:
-        ctx.registry.ledger_set(
+        ctx.registry.ledger.set(
             tenant.tenant_id, backend.kind, LedgerState.ALLOCATING, run_id=ctx.run_id
         )
     handle = call_with_timeout(
@@ -115,9 +115,9 @@ def _timeout_for(backend: TenantBackend, tenant: TenantSpec) -> float:
 
 def record_allocated(ctx: SagaContext, tenant: TenantSpec, handle: Handle) -> Handle:
     """Write the ledger only when something changed, so a repeated phase leaves it as it was."""
-    entry = ctx.registry.ledger_get(tenant.tenant_id, handle.kind)
+    entry = ctx.registry.ledger.get(tenant.tenant_id, handle.kind)
     if entry is None or entry.state != LedgerState.ALLOCATED or entry.handle != handle.to_json():
-        ctx.registry.ledger_set(
+        ctx.registry.ledger.set(
             tenant.tenant_id,
             handle.kind,
             LedgerState.ALLOCATED,
@@ -155,5 +155,5 @@ def mark_active(ctx: SagaContext, tenant: TenantSpec) -> str:
         lambda: traffic.open(tenant), get_plan(tenant.plan).backend_timeout_s, "route open"
     )
     record_allocated(ctx, tenant, handle)
-    ctx.registry.transition(tenant.tenant_id, TenantState.ACTIVE)
+    ctx.registry.tenants.transition(tenant.tenant_id, TenantState.ACTIVE)
     return tenant.url(ctx.domain)

@@ -1,6 +1,7 @@
 """What the saga needs from the world, as `Protocol`s: the registry, the tenant backends, the
-mailer, an event sink and a clock. Adapters in `resources/` and `registry/` satisfy them
-structurally; the saga never imports an adapter."""
+mailer, an event sink and a clock. These are the only declarations of the ports: adapters in
+`resources/` and `registry/` satisfy them structurally (plain classes, no base to inherit), the
+saga never imports an adapter, and `tenant_pipelines.composition` picks the adapters."""
 
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -41,36 +42,71 @@ class TenantBackend(Protocol):
 
 
 class IdentityStore(TenantBackend, Protocol):
-    def invitation(self, tenant_key: str) -> Invitation: ...
+    """Who may sign in to a tenant."""
+
+    def invitation(self, tenant_key: str) -> Invitation:
+        """The first admin's invitation; raises NotFound if the store does not exist."""
+        ...
+
+    def upgrade(self, tenant_key: str) -> bool:
+        """Bring an existing store to the current schema (idempotent); False if there is none.
+        `tenantctl up` calls it for every active tenant before starting its workload."""
+        ...
 
 
 class TrafficBoundary(TenantBackend, Protocol):
-    def open(self, tenant: TenantSpec) -> Handle: ...
+    """Decides whether requests for a tenant's host reach its workload."""
+
+    def open(self, tenant: TenantSpec) -> Handle:
+        """Let traffic through (creating the route if missing). Safe to call again."""
+        ...
+
+    def is_open(self, tenant_key: str) -> bool:
+        """Whether traffic currently reaches the tenant."""
+        ...
+
+
+class WorkloadDeployer(TenantBackend, Protocol):
+    """Runs tenants' workloads; `ensure` returns only once the workload passes readiness."""
+
+    def stop_all(self) -> list[str]:
+        """Stop every running workload, touching nothing else (`tenantctl up` at its end); the
+        tenant keys stopped."""
+        ...
 
 
 class Mailer(Protocol):
+    """Delivers one email; never raises for a delivery failure, returns it as a SendResult."""
+
     @property
     def from_email(self) -> str: ...
 
-    def send(self, message: OutgoingEmail) -> SendResult: ...
+    def send(self, message: OutgoingEmail) -> SendResult:
+        """Deliver `message` once (retrying only where that cannot duplicate it)."""
+        ...
 
-    def release(self, tenant_key: str, tenant_id: str) -> bool: ...
+    def release(self, tenant_key: str, tenant_id: str) -> bool:
+        """Forget what this mailer keeps for the tenant (at decommission), so that a later
+        tenant of the same key may receive mail; True if there was something to forget."""
+        ...
 
 
-class Registry(Protocol):
-    """The control-plane database, as far as the saga reads and writes it."""
+class Requests(Protocol):
+    """Tenant requests, as Validate and the compensation policy read and change them."""
 
-    def get_request(self, request_id: str) -> RequestRecord: ...
+    def get(self, request_id: str) -> RequestRecord: ...
 
-    def claim_request(
-        self, request_id: str, run_id: str, root_run_id: str | None = None
-    ) -> bool: ...
+    def claim(self, request_id: str, run_id: str, root_run_id: str | None = None) -> bool: ...
 
-    def reject_request(self, request_id: str, reason: str) -> RequestRecord: ...
+    def reject(self, request_id: str, reason: str) -> RequestRecord: ...
 
-    def reserve_tenant(self, request: RequestRecord) -> TenantRecord: ...
 
-    def get_tenant_by_id(self, tenant_id: str) -> TenantRecord: ...
+class Tenants(Protocol):
+    """Tenants: reserved once per request, moved along their state machine."""
+
+    def reserve(self, request: RequestRecord) -> TenantRecord: ...
+
+    def get_by_id(self, tenant_id: str) -> TenantRecord: ...
 
     def record_run(self, tenant_id: str, run_id: str) -> None: ...
 
@@ -83,9 +119,13 @@ class Registry(Protocol):
         failure_reason: str | None = None,
     ) -> TenantRecord: ...
 
-    def ledger_get(self, tenant_id: str, kind: str) -> LedgerEntry | None: ...
 
-    def ledger_set(
+class Ledger(Protocol):
+    """The resource ledger: what each tenant holds, in allocation order."""
+
+    def get(self, tenant_id: str, kind: str) -> LedgerEntry | None: ...
+
+    def set(
         self,
         tenant_id: str,
         kind: str,
@@ -95,22 +135,50 @@ class Registry(Protocol):
         run_id: str | None = None,
     ) -> LedgerEntry: ...
 
-    def ledger(self, tenant_id: str) -> list[LedgerEntry]: ...
+    def entries(self, tenant_id: str) -> list[LedgerEntry]: ...
 
-    def live_ledger(self) -> list[tuple[TenantRecord, LedgerEntry]]: ...
+    def live(self) -> list[tuple[TenantRecord, LedgerEntry]]: ...
 
-    def claim_compensation(self, failed_run_id: str, tenant_id: str) -> bool: ...
 
-    def get_compensation(self, failed_run_id: str) -> CompensationRecord | None: ...
+class Compensations(Protocol):
+    """Compensation claims: one per failed run."""
 
-    def finish_compensation(self, failed_run_id: str) -> None: ...
+    def claim(self, failed_run_id: str, tenant_id: str) -> bool: ...
 
-    def unfinished_compensations(self, tenant_id: str) -> list[CompensationRecord]: ...
+    def get(self, failed_run_id: str) -> CompensationRecord | None: ...
 
-    def set_compensation_run(self, failed_run_id: str, compensation_run_id: str) -> None: ...
+    def set_run(self, failed_run_id: str, compensation_run_id: str) -> None: ...
 
-    def set_operation_run(self, tenant_id: str, holder: str, run_id: str) -> bool: ...
+    def finish(self, failed_run_id: str) -> None: ...
 
-    def release_operation(
+    def unfinished(self, tenant_id: str) -> list[CompensationRecord]: ...
+
+
+class Operations(Protocol):
+    """The tenant's one lifecycle operation, as the runs doing it name and release it."""
+
+    def set_run(self, tenant_id: str, holder: str, run_id: str) -> bool: ...
+
+    def release(
         self, tenant_id: str, *, holder: str | None = None, run_id: str | None = None
     ) -> bool: ...
+
+
+class Registry(Protocol):
+    """The control-plane database, as far as the saga reads and writes it: one store per kind
+    of record (`registry.store.TenantRegistry` in production)."""
+
+    @property
+    def requests(self) -> Requests: ...
+
+    @property
+    def tenants(self) -> Tenants: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def compensations(self) -> Compensations: ...
+
+    @property
+    def operations(self) -> Operations: ...

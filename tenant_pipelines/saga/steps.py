@@ -66,15 +66,15 @@ def send_welcome_emails(
         emails={o.kind: str(o.status) for o in outcomes},
     )
     # The run's end: a retry's operation claim is released (a no-op for a first run).
-    ctx.registry.release_operation(tenant.tenant_id, run_id=ctx.run_id)
+    ctx.registry.operations.release(tenant.tenant_id, run_id=ctx.run_id)
     return outcomes
 
 
 def compensate(ctx: SagaContext, tenant_id: str, failed_run_id: str) -> list[str]:
-    tenant = ctx.registry.get_tenant_by_id(tenant_id).spec
+    tenant = ctx.registry.tenants.get_by_id(tenant_id).spec
     return compensation.compensate(ctx, tenant, failed_run_id)
 
 
 def decommission(ctx: SagaContext, tenant_id: str) -> list[str]:
-    tenant = ctx.registry.get_tenant_by_id(tenant_id).spec
+    tenant = ctx.registry.tenants.get_by_id(tenant_id).spec
     return compensation.decommission(ctx, tenant)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from tenant_pipelines.domain.errors import OperationInFlight
 from tenant_pipelines.domain.records import OperationKind, OperationRecord, TenantRecord
-from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.registry.operations import OperationStore
 from tenant_pipelines.service.context import ServiceContext
 from tenant_pipelines.service.ports import Runs
 
@@ -41,14 +41,14 @@ def claim_ended(runs: Runs) -> Callable[[OperationRecord], bool]:
 class Claim:
     """A claim held: the tenant as read under it, and how to name the run that does the work."""
 
-    registry: TenantRegistry
+    operations: OperationStore
     tenant: TenantRecord
     holder: str
 
     def name_run(self, run_id: str | None) -> None:
         """Name the run doing the operation (a sensor's run request names itself later)."""
         if run_id is not None:
-            self.registry.set_operation_run(self.tenant.tenant_id, self.holder, run_id)
+            self.operations.set_run(self.tenant.tenant_id, self.holder, run_id)
 
 
 @contextmanager
@@ -68,18 +68,18 @@ def operation_claim(
     the body raises releases the claim.
     """
     registry = ctx.registry
-    registry.claim_operation(
+    registry.operations.claim(
         tenant.tenant_id, kind, holder, ended=claim_ended(ctx.runs), successor_of=successor_of
     )
     try:
-        due = registry.unfinished_compensations(tenant.tenant_id)
+        due = registry.compensations.unfinished(tenant.tenant_id)
         if kind != OperationKind.COMPENSATION and due:
             raise OperationInFlight(
                 tenant.slug, OperationKind.COMPENSATION, due[-1].compensation_run_id
             )
-        yield Claim(registry, registry.get_tenant_by_id(tenant.tenant_id), holder)
+        yield Claim(registry.operations, registry.tenants.get_by_id(tenant.tenant_id), holder)
     except BaseException:
-        registry.release_operation(tenant.tenant_id, holder=holder)
+        registry.operations.release(tenant.tenant_id, holder=holder)
         raise
 
 
@@ -87,8 +87,8 @@ def release_stale(ctx: ServiceContext) -> list[OperationRecord]:
     """Release every claim whose run has ended; the claims released."""
     ended = claim_ended(ctx.runs)
     released = []
-    for claim in ctx.registry.operations():
-        if ended(claim) and ctx.registry.release_operation(
+    for claim in ctx.registry.operations.all():
+        if ended(claim) and ctx.registry.operations.release(
             claim.tenant_id, holder=claim.holder, run_id=claim.run_id
         ):
             released.append(claim)

@@ -78,7 +78,7 @@ def _launch(
     config = tenant_op_config(tenant, Step.COMPENSATE, failed_run_id=failed_run_id)
     run_id = launcher.launch(COMPENSATE_JOB, config, tenant_tags(tenant, **extra))
     if run_id is not None:
-        ctx.registry.set_compensation_run(failed_run_id, run_id)
+        ctx.registry.compensations.set_run(failed_run_id, run_id)
     claim.name_run(run_id)
 
 
@@ -86,7 +86,7 @@ def attempt_end(ctx: ServiceContext, claim: CompensationRecord) -> datetime | No
     """When the compensation's latest attempt ended without finishing; None while it may still
     be running (or being launched)."""
     if claim.compensation_run_id is None:
-        holder = ctx.registry.get_operation(claim.tenant_id)
+        holder = ctx.registry.operations.get(claim.tenant_id)
         if holder is not None and holder.holder == compensation_holder(claim.failed_run_id):
             return None if not claim_ended(ctx.runs)(holder) else holder.claimed_at
         age = (datetime.now(UTC) - claim.created_at).total_seconds()
@@ -102,16 +102,16 @@ def attempt_end(ctx: ServiceContext, claim: CompensationRecord) -> datetime | No
 def follow_up_compensations(ctx: ServiceContext, launcher: Launcher) -> None:
     """Launch again the compensations whose attempt failed (after their backoff); give up and
     report those that have used up their attempts."""
-    for claim in ctx.registry.compensations_in_progress(MAX_PER_TICK):
+    for claim in ctx.registry.compensations.in_progress(MAX_PER_TICK):
         ended_at = attempt_end(ctx, claim)
         since = 0.0 if ended_at is None else (datetime.now(UTC) - ended_at).total_seconds()
         move = next_move(claim, ended_at is not None, since)
-        tenant = ctx.registry.get_tenant_by_id(claim.tenant_id)
-        if move == Move.GIVE_UP and ctx.registry.give_up_compensation(claim.failed_run_id):
+        tenant = ctx.registry.tenants.get_by_id(claim.tenant_id)
+        if move == Move.GIVE_UP and ctx.registry.compensations.give_up(claim.failed_run_id):
             last_run = claim.compensation_run_id
-            ctx.report(compensation_failed_event(ctx.registry, tenant, claim, last_run))
+            ctx.report(compensation_failed_event(ctx.registry.ledger, tenant, claim, last_run))
             holder = compensation_holder(claim.failed_run_id)
-            ctx.registry.release_operation(tenant.tenant_id, holder=holder)
+            ctx.registry.operations.release(tenant.tenant_id, holder=holder)
         elif move == Move.RELAUNCH:
             _relaunch(ctx, launcher, tenant, claim)
 
@@ -122,7 +122,7 @@ def _relaunch(
     """The next attempt, counted by compare-and-set (one caller launches it)."""
     try:
         with _claim(ctx, tenant, record.failed_run_id) as claim:
-            if ctx.registry.record_compensation_attempt(record.failed_run_id, record.attempts):
+            if ctx.registry.compensations.record_attempt(record.failed_run_id, record.attempts):
                 _launch(ctx, launcher, claim, record.failed_run_id, record.attempts + 1)
     except OperationInFlight:
         return  # another operation holds the tenant: next tick

@@ -25,8 +25,8 @@ from tenant_pipelines.domain.errors import (
 from tenant_pipelines.domain.events import PROVISION_STEPS, Step
 from tenant_pipelines.domain.lifecycle_rules import LifecycleAction, check, check_tenant, refusal
 from tenant_pipelines.domain.records import OperationKind, RequestRecord, TenantRecord
+from tenant_pipelines.registry.requests import RETRY_MARKER
 from tenant_pipelines.registry.status import tenant_status, waiting_request
-from tenant_pipelines.registry.store import RETRY_MARKER
 from tenant_pipelines.saga.operations import MAX_COMPENSATION_ATTEMPTS, compensation_holder
 from tenant_pipelines.service.claims import LAUNCH_GRACE_S, Claim, operation_claim
 from tenant_pipelines.service.context import ServiceContext
@@ -106,7 +106,7 @@ def retry(ctx: ServiceContext, actor: Actor, slug: str) -> str:
         ended = _ended_request_run(ctx, request)
         hand_request_to_retry(ctx, request, ended.chain)
         return _reexecute(ctx, ended, slug, actor.subject)
-    tenant = ctx.registry.get_tenant(slug)
+    tenant = ctx.registry.tenants.get(slug)
     holder = f"{OperationKind.RETRY}:{uuid.uuid4()}"
     with operation_claim(ctx, tenant, OperationKind.RETRY, holder) as claim:
         check_retryable(claim.tenant)
@@ -145,7 +145,7 @@ def hand_request_to_retry(ctx: ServiceContext, request: RequestRecord, chain: st
     (compare-and-set); OperationInFlight when another retry got there first or is still being
     launched. The re-execution's Validate then claims it."""
     _not_being_retried(request)
-    if not ctx.registry.reopen_request(request.request_id, request.run_id, chain):
+    if not ctx.registry.requests.reopen(request.request_id, request.run_id, chain):
         raise OperationInFlight(request.slug, OperationKind.RETRY, None)
 
 
@@ -176,7 +176,7 @@ def decommission(
 def decommission_now(ctx: ServiceContext, actor: Actor, slug: str) -> str:
     """One attempt: OperationInFlight at once while anything holds the tenant."""
     _allowed(ctx, actor, LifecycleAction.DECOMMISSION, slug)
-    tenant = ctx.registry.get_tenant(slug)
+    tenant = ctx.registry.tenants.get(slug)
     holder = f"{OperationKind.DECOMMISSION}:{uuid.uuid4()}"
     with operation_claim(ctx, tenant, OperationKind.DECOMMISSION, holder) as claim:
         check_decommissionable(claim.tenant)
@@ -192,7 +192,7 @@ def compensate(ctx: ServiceContext, actor: Actor, slug: str) -> str:
     """Launch the compensation of the failed tenant's latest run again, once the automatic
     attempts gave up and the cause is fixed: it releases, newest first, what is still live."""
     _allowed(ctx, actor, LifecycleAction.COMPENSATE, slug)
-    tenant = ctx.registry.get_tenant(slug)
+    tenant = ctx.registry.tenants.get(slug)
     check_compensable(tenant)
     failed_run_id = str(tenant.last_run_id)
     with compensation_claim(ctx, tenant, failed_run_id) as claim:
@@ -212,13 +212,13 @@ def compensation_claim(
     """A person's compensation of `failed_run_id`: refused while an automatic attempt is in
     flight; otherwise the tenant's claim, with its compensation record reopened for one more
     attempt (so a failure is reported again rather than retried)."""
-    record = ctx.registry.get_compensation(failed_run_id)
+    record = ctx.registry.compensations.get(failed_run_id)
     if record is not None and record.finished_at is None and record.gave_up_at is None:
         raise OperationInFlight(tenant.slug, OperationKind.COMPENSATION, record.compensation_run_id)
     holder = compensation_holder(failed_run_id)
     with operation_claim(ctx, tenant, OperationKind.COMPENSATION, holder) as claim:
-        ctx.registry.claim_compensation(failed_run_id, tenant.tenant_id)  # its record, if none
-        ctx.registry.reopen_compensation(failed_run_id, MAX_COMPENSATION_ATTEMPTS)
+        ctx.registry.compensations.claim(failed_run_id, tenant.tenant_id)  # its record, if none
+        ctx.registry.compensations.reopen(failed_run_id, MAX_COMPENSATION_ATTEMPTS)
         yield claim
 
 
@@ -231,7 +231,7 @@ def discard(ctx: ServiceContext, actor: Actor, slug: str) -> str:
     if request is None:
         raise Refused(refusal(slug, "", LifecycleAction.DISCARD))
     _ended_request_run(ctx, request)
-    ctx.registry.reject_request(request.request_id, f"discarded by {actor.subject}")
+    ctx.registry.requests.reject(request.request_id, f"discarded by {actor.subject}")
     return request.request_id
 
 
@@ -243,19 +243,19 @@ def admit_ui_run(ctx: ServiceContext, run: RunView) -> None:
     run a person's compensation; each takes the tenant's claim, named after `run`. Raises
     (Refused, OperationInFlight, NotFound) when the state or another operation refuses it."""
     if run.job_name == DECOMMISSION_JOB:
-        tenant = ctx.registry.get_tenant_by_id(op_config(run, Step.DECOMMISSION)["tenant_id"])
+        tenant = ctx.registry.tenants.get_by_id(op_config(run, Step.DECOMMISSION)["tenant_id"])
         _claim_for_ui(ctx, tenant, OperationKind.DECOMMISSION, run.run_id)
     elif run.job_name == COMPENSATE_JOB:
         config = op_config(run, Step.COMPENSATE)
-        tenant = ctx.registry.get_tenant_by_id(config["tenant_id"])
+        tenant = ctx.registry.tenants.get_by_id(config["tenant_id"])
         check_compensable(tenant)
         with compensation_claim(ctx, tenant, str(config["failed_run_id"])) as claim:
             claim.name_run(run.run_id)
     elif run.job_name == PROVISION_JOB and run.parent_run_id is not None:
         request_id = str(op_config(run, Step.VALIDATE)["request_id"])
-        retried = ctx.registry.find_tenant_for_request(request_id)
+        retried = ctx.registry.tenants.for_request(request_id)
         if retried is None:
-            hand_request_to_retry(ctx, ctx.registry.get_request(request_id), run.chain)
+            hand_request_to_retry(ctx, ctx.registry.requests.get(request_id), run.chain)
             return
         _claim_for_ui(ctx, retried, OperationKind.RETRY, run.run_id)
 

@@ -20,7 +20,7 @@ from tenant_pipelines.domain.errors import SlugInUse
 from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import RequestedBy, TenantFields, TenantRequest
 from tenant_pipelines.domain.states import RequestState
-from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.registry.requests import RequestStore
 from tenant_pipelines.service.context import ServiceContext
 from tenant_pipelines.service.jobs import PROVISION_JOB, provision_run_config, provision_tags
 from tenant_pipelines.service.ports import Launcher
@@ -70,22 +70,22 @@ def submit(
     calls `start_claimed` after it has answered."""
     authorize(actor, Action.SUBMIT, request.org, request.plan)
     try:
-        record, created = ctx.registry.submit_request(request, exclusive_slug=True)
+        record, created = ctx.registry.requests.submit(request, exclusive_slug=True)
     except SlugInUse as taken:  # the holder is named only to an actor who sees its org
         raise taken.told_to(actor.sees) from None
-    claimed = ctx.launcher is not None and ctx.registry.mark_launched(record.request_id)
+    claimed = ctx.launcher is not None and ctx.registry.requests.mark_launched(record.request_id)
     run_id = start_claimed(ctx, record.request_id) if claimed and start_now else None
-    return Submission(ctx.registry.get_request(record.request_id), created, run_id, claimed)
+    return Submission(ctx.registry.requests.get(record.request_id), created, run_id, claimed)
 
 
 def start_claimed(ctx: ServiceContext, request_id: str) -> str | None:
     """Start the run of a request this process has marked launched; its run id, or None (the
     launch failed: the request stays launched without a run, which the intake sensor notices)."""
-    return _start(ctx.registry, ctx.launcher, request_id) if ctx.launcher else None
+    return _start(ctx.registry.requests, ctx.launcher, request_id) if ctx.launcher else None
 
 
-def _start(registry: TenantRegistry, launcher: Launcher, request_id: str) -> str | None:
-    request = registry.get_request(request_id)
+def _start(requests: RequestStore, launcher: Launcher, request_id: str) -> str | None:
+    request = requests.get(request_id)
     try:
         return launcher.launch(
             PROVISION_JOB, provision_run_config(request), provision_tags(request)
@@ -99,20 +99,22 @@ def launch_pending(ctx: ServiceContext, cursor: str | None, launcher: Launcher) 
     """The intake sensor's tick: launch every pending request it wins, and again every launched
     request that has no run (its own launches of the last tick, named by `cursor`, and anyone's
     unclaimed too long); the cursor for the next tick."""
+    requests = ctx.registry.requests
     launches = _lost_launches(ctx, cursor)
-    for request in ctx.registry.requests_to_launch(MAX_REQUESTS_PER_TICK):
-        if ctx.registry.mark_launched(request.request_id):  # lost: someone else launches it
+    for request in requests.to_launch(MAX_REQUESTS_PER_TICK):
+        if requests.mark_launched(request.request_id):  # lost: someone else launches it
             launches.append(request)
     for request in launches:
-        _start(ctx.registry, launcher, request.request_id)
+        _start(requests, launcher, request.request_id)
     return json.dumps(sorted(r.request_id for r in launches))
 
 
 def _lost_launches(ctx: ServiceContext, cursor: str | None) -> list[RequestRecord]:
     """Launched requests with no run: ours from the last tick, anyone's after a while."""
-    ours = [ctx.registry.get_request(rid) for rid in (json.loads(cursor) if cursor else [])]
+    requests = ctx.registry.requests
+    ours = [requests.get(rid) for rid in (json.loads(cursor) if cursor else [])]
     stale_before = datetime.now(UTC) - UNCLAIMED_AFTER
-    candidates = ours + ctx.registry.unclaimed_launches(stale_before, MAX_REQUESTS_PER_TICK)
+    candidates = ours + requests.unclaimed_launches(stale_before, MAX_REQUESTS_PER_TICK)
     lost: dict[str, RequestRecord] = {}
     for request in candidates:
         launched = request.state == RequestState.LAUNCHED

@@ -338,9 +338,9 @@ def test_a_request_stuck_before_its_tenant_is_retried_once(stack: Stack) -> None
     slug, cell = "stuck-request", Cell("request failed before its tenant existed, retry x2")
     registry = TenantRegistry.open(Settings.from_env(stack.env).db_url)
     try:
-        record, _ = registry.submit_request(TenantRequest.parse(request_fields(slug)))
+        record, _ = registry.requests.submit(TenantRequest.parse(request_fields(slug)))
         # A run that died in Validate had claimed it: the run the intake launches fails there.
-        registry.claim_request(record.request_id, "run-that-died")
+        registry.requests.claim(record.request_id, "run-that-died")
 
         def launched_and_finished() -> bool:
             runs = runs_for_request(stack.instance(), record.request_id)

@@ -43,11 +43,11 @@ class World:
     tokens: dict[str, str]
 
     def requests_recorded(self) -> int:
-        return len(self.registry.list_tenants()) + len(self.registry.requests_in_progress())
+        return len(self.registry.tenants.all()) + len(self.registry.requests.in_progress())
 
 
 def grant(registry: TenantRegistry, role: str, org: str | None = None, subject: str = "") -> str:
-    token, _ = registry.create_token(
+    token, _ = registry.tokens.create(
         TokenGrant.parse({"subject": subject or f"{role}@{org}", "role": role, "org": org})
     )
     return token
@@ -56,7 +56,7 @@ def grant(registry: TenantRegistry, role: str, org: str | None = None, subject: 
 def expired_token(registry: TenantRegistry) -> str:
     """A token issued long enough ago that its lifetime has passed."""
     issued = datetime.now(UTC) - timedelta(days=30)
-    with registry._write() as conn:  # the registry's own insert, back-dated
+    with registry.db.write() as conn:  # the registry's own insert, back-dated
         token, _ = token_queries.insert_token(
             conn,
             TokenGrant.parse({"subject": "old", "role": "platform-admin", "expires_in_days": 1}),
@@ -75,12 +75,14 @@ def tenant(registry: TenantRegistry, slug: str, org: str, state: TenantState) ->
             "requested_by": {"subject": "seed", "role": "platform-admin"},
         }
     )
-    record, _ = registry.submit_request(request)
-    reserved = registry.reserve_tenant(registry.get_request(record.request_id))
+    record, _ = registry.requests.submit(request)
+    reserved = registry.tenants.reserve(registry.requests.get(record.request_id))
     if state == TenantState.FAILED:
-        registry.transition(reserved.tenant_id, state, failed_step="deploy", failure_reason="x")
+        registry.tenants.transition(
+            reserved.tenant_id, state, failed_step="deploy", failure_reason="x"
+        )
     elif state == TenantState.ACTIVE:
-        registry.transition(reserved.tenant_id, state)
+        registry.tenants.transition(reserved.tenant_id, state)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "expired": expired_token(registry),
     }
     revoked = grant(registry, "platform-admin", subject="gone")
-    registry.revoke_token(revoked[3:].split("_", 1)[0])
+    registry.tokens.revoke(revoked[3:].split("_", 1)[0])
     tokens["revoked"] = revoked
     tenant(registry, "own-failed", OWN, TenantState.FAILED)
     tenant(registry, "own-active", OWN, TenantState.ACTIVE)
@@ -232,7 +234,7 @@ def test_a_submission_records_the_tokens_subject_not_the_body(world: World) -> N
 
     answer = world.server.call("POST", "/v1/tenants", world.tokens["org-admin"], body("who-asked"))
     assert answer.status_code == 202
-    stored = world.registry.get_request(answer.json()["request_id"])
+    stored = world.registry.requests.get(answer.json()["request_id"])
     assert (stored.subject, stored.role) == ("org-admin@widgets", "org-admin")
 
 
@@ -304,7 +306,7 @@ def test_twenty_concurrent_submissions_with_one_key_record_one_request(world: Wo
     assert sorted(a.status_code for a in answers) == [202] * 20
     assert {a.json()["request_id"] for a in answers} == {key["Idempotency-Key"]}
     assert sum(a.json()["created"] for a in answers) == 1
-    recorded = [r for r in world.registry.requests_in_progress() if r.slug == "burst-one"]
+    recorded = [r for r in world.registry.requests.in_progress() if r.slug == "burst-one"]
     assert len(recorded) == 1
 
 
@@ -449,7 +451,7 @@ def test_a_local_request_is_recorded_and_claims_nothing_on_a_server_that_cannot_
         "org": OTHER,
         "plan": "team",
     }
-    recorded = world.registry.get_request(request_id)
+    recorded = world.registry.requests.get(request_id)
     assert (recorded.state, recorded.subject, recorded.role) == (
         "pending",
         "operator:test",

@@ -30,7 +30,7 @@ class World:
     tokens: dict[str, str]
 
     def recorded(self) -> int:
-        return len(self.registry.list_tenants()) + len(self.registry.requests_in_progress())
+        return len(self.registry.tenants.all()) + len(self.registry.requests.in_progress())
 
     def submit(
         self, who: str, slug: str, org: str, key: str | None = None, plan: str = "team"

@@ -153,11 +153,11 @@ def test_the_registry_layer_raises_one_domain_error(tmp_path: Path, pg_database:
     # A database that goes away under an open registry: its next statement says so.
     registry = TenantRegistry.open(pg_database)
     try:
-        assert registry.list_tenants() == []
+        assert registry.tenants.all() == []
         _drop(pg_database)
         name = pg_database.rsplit("/", 1)[1]
         with pytest.raises(RegistryUnavailable, match=f"127.0.0.1:5432/{name}.*does not exist"):
-            registry.list_tenants()
+            registry.tenants.all()
     finally:
         registry.close()
 
@@ -189,7 +189,7 @@ def test_the_api_answers_503_with_the_reason(tmp_path: Path, pg_admin_url: str) 
     url = pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
         registry = TenantRegistry.open(url)
-        token, _ = registry.create_token(
+        token, _ = registry.tokens.create(
             TokenGrant.parse({"subject": "ops", "role": "platform-admin"})
         )
         registry.close()
@@ -237,8 +237,8 @@ def test_a_full_disk_at_validate_is_explained_and_recovered(
     local = platform_on_small_disk
     env = platform_env(local.settings.data_dir, local.settings.dagster_home)
     record = local.submit()
-    assert local.registry.mark_launched(record.request_id)
-    token, _ = local.registry.create_token(
+    assert local.registry.requests.mark_launched(record.request_id)
+    token, _ = local.registry.tokens.create(
         TokenGrant.parse({"subject": "ops", "role": "platform-admin"})
     )
     # Started before the disk fills: a first start writes the operator key there.
@@ -253,10 +253,10 @@ def test_a_full_disk_at_validate_is_explained_and_recovered(
 
     filler.unlink()  # the operator frees space: the next request goes through
     again = local.submit(slug="gamma")
-    assert local.registry.mark_launched(again.request_id)
+    assert local.registry.requests.mark_launched(again.request_id)
     _, success, _ = local.provision(again.request_id)
     assert success
-    assert local.registry.get_tenant("gamma").state == "active"
+    assert local.registry.tenants.get("gamma").state == "active"
 
 
 def _explained_by_the_cli(env: dict[str, str]) -> None:

@@ -131,7 +131,7 @@ def test_malformed_input_exits_2_naming_the_field_and_records_nothing(
     assert result.returncode == 2
     assert result.stderr.startswith("tenantctl: invalid request: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert local_platform.registry.requests_to_launch(10) == []
+    assert local_platform.registry.requests.to_launch(10) == []
 
 
 def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
@@ -161,7 +161,7 @@ def test_request_is_idempotent_by_request_id_and_conflicts_are_refused(
         taken.stderr == f"tenantctl: slug acme is taken by request {request_id}, in flight; "
         "choose another slug\n"
     )
-    assert len(local_platform.registry.requests_in_progress()) == 1
+    assert len(local_platform.registry.requests.in_progress()) == 1
 
 
 def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlatform) -> None:
@@ -252,7 +252,7 @@ def test_a_running_platform_whose_api_server_does_not_answer_is_worked_around(
     assert request.returncode == 0, request.stderr
     assert json.loads(request.stdout)["state"] == "pending"
     assert json.loads(status.stdout)["state"] == "request-pending"
-    assert len(local.registry.requests_in_progress()) == 1
+    assert len(local.registry.requests.in_progress()) == 1
 
 
 def test_a_request_sent_twice_after_no_answer_is_recorded_once(
@@ -265,7 +265,7 @@ def test_a_request_sent_twice_after_no_answer_is_recorded_once(
     with platform_api_server(local):
         again = tenantctl(local, "request", *VALID, "--request-id", request_id, "--json")
     assert json.loads(again.stdout)["created"] is False
-    assert [r.request_id for r in local.registry.requests_in_progress()] == [request_id]
+    assert [r.request_id for r in local.registry.requests.in_progress()] == [request_id]
 
 
 def interruptible() -> None:

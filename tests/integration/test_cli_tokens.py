@@ -43,7 +43,7 @@ def test_a_token_is_printed_once_works_and_is_listed_without_its_secret(
     assert set(issued) == {"token_id", "token", "subject", "role", "org", "expires_at"}
     assert (issued["subject"], issued["role"], issued["org"]) == ("bob", "org-admin", "widgets")
 
-    caller = registry(env).authenticate(issued["token"])
+    caller = registry(env).tokens.authenticate(issued["token"])
     assert (caller.subject, caller.role, caller.org) == ("bob", "org-admin", "widgets")
 
     for listing in (tenantctl(env, "token", "list"), tenantctl(env, "token", "list", "--json")):
@@ -65,7 +65,7 @@ def test_a_revoked_token_stops_working_at_once(env: dict[str, str]) -> None:
 
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
     with pytest.raises(NotAuthenticated):
-        registry(env).authenticate(issued["token"])
+        registry(env).tokens.authenticate(issued["token"])
     again = tenantctl(env, "token", "revoke", issued["token_id"], "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["revoked_at"]
 

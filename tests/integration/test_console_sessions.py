@@ -44,7 +44,7 @@ class World:
         return self.server.base
 
     def session_rows(self) -> list[dict[str, object]]:
-        with self.registry._read() as conn:
+        with self.registry.db.read() as conn:
             return [dict(row._mapping) for row in conn.execute(select(console_sessions))]
 
 
@@ -120,7 +120,7 @@ def test_revoking_the_token_sends_its_sessions_to_the_login_page(world: World) -
     sessions = [console_login(world.base, token).cookies[COOKIE] for _ in range(2)]
     assert [tenants_page(world.base, s).status_code for s in sessions] == [200, 200]
 
-    world.registry.revoke_token(token_id(token))
+    world.registry.tokens.revoke(token_id(token))
 
     for session_id in sessions:
         answer = tenants_page(world.base, session_id)
@@ -132,7 +132,7 @@ def test_a_token_that_expires_sends_its_session_to_the_login_page(world: World) 
     token = grant(world.registry, "org-admin", ORG)
     session_id = console_login(world.base, token).cookies[COOKIE]
     assert tenants_page(world.base, session_id).status_code == 200
-    with world.registry._write() as conn:  # its lifetime has passed
+    with world.registry.db.write() as conn:  # its lifetime has passed
         past = datetime.now(UTC) - timedelta(seconds=1)
         key = api_tokens.c.token_id == token_id(token)
         conn.execute(update(api_tokens).where(key).values(expires_at=past))
@@ -154,7 +154,7 @@ def test_a_session_lives_eight_hours_from_login_then_lands_on_login(world: World
     (again,) = [r for r in world.session_rows() if r["token_id"] == token_id(token)]
     assert again["expires_at"] == row["expires_at"]
 
-    with world.registry._write() as conn:  # 8 hours later
+    with world.registry.db.write() as conn:  # 8 hours later
         past = datetime.now(UTC) - timedelta(seconds=1)
         key = console_sessions.c.token_id == token_id(token)
         conn.execute(update(console_sessions).where(key).values(expires_at=past))
@@ -199,7 +199,7 @@ def test_the_middleware_keeps_sessions_for_any_asgi_app(tmp_path: Path) -> None:
 
     port = free_port()
     config = uvicorn.Config(
-        ServerSessions(counter, store=lambda: registry), port=port, log_level="warning"
+        ServerSessions(counter, store=lambda: registry.sessions), port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -214,7 +214,7 @@ def test_the_middleware_keeps_sessions_for_any_asgi_app(tmp_path: Path) -> None:
         assert browser.get(f"{base}/login", timeout=10).text == "3"
         assert browser.cookies[COOKIE] != first_id
         assert browser.get(f"{base}/", timeout=10).text == "4"
-        loaded = registry.load_session(browser.cookies[COOKIE])
+        loaded = registry.sessions.load(browser.cookies[COOKIE])
         assert loaded is not None and loaded.token_id == token_id(token)
     finally:
         server.should_exit = True

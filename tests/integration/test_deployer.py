@@ -1,5 +1,6 @@
 """Local workloads as real processes: readiness, reuse, safe stopping, and nothing left behind."""
 
+import dataclasses
 import http.client
 import json
 import os
@@ -191,7 +192,7 @@ def test_readiness_timeout_kills_the_process_it_started(
     deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore, data_dir: Path
 ) -> None:
     # A deadline no process can meet: it passes before the interpreter has even started.
-    impatient = deployer.model_copy(update={"readiness_timeout_s": 0.001})
+    impatient = dataclasses.replace(deployer, readiness_timeout_s=0.001)
     identity.ensure(tenant())
 
     with pytest.raises(ReadinessTimeout, match=r"'acme-corp' was not ready within 0\.001 s"):

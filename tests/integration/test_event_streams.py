@@ -133,7 +133,7 @@ def test_a_stream_sends_its_backlog_then_what_is_written_each_once(default: Plat
 def test_the_stream_of_a_token_that_expires_ends_within_two_seconds(default: Platform) -> None:
     seed_tenant(default.registry, "expiring", ORG)
     expires_at = datetime.now(UTC) + timedelta(seconds=3)
-    with default.registry._write() as conn:  # the registry's own insert, back-dated
+    with default.registry.db.write() as conn:  # the registry's own insert, back-dated
         grant_ = TokenGrant.parse({"subject": "brief", "role": "viewer", "org": ORG})
         token, _ = token_queries.insert_token(conn, grant_, expires_at - timedelta(days=90))
     stream = default.stream("expiring", token)

@@ -10,19 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, RetryPolicy, job, op
+from dagster import DagsterEventType, ResourceParam, RetryPolicy, job, op
 
 from resources import fault_plan
 from resources.fault_plan import FAULT_PLAN_ENV, INJECTED_REASON
 from resources.faults import FaultyMailer, FaultyTrafficBoundary
 from resources.mailer import OutboxMailer
 from resources.traffic import LocalEdgeRoutes
+from tenant_pipelines.composition import (
+    Platform,
+    build_platform,
+    build_real_platform,
+    deployment_config,
+    with_faults,
+)
 from tenant_pipelines.domain.errors import FaultPlanError, InjectedFault, PermanentInjectedFault
 from tenant_pipelines.domain.handles import Handle
 from tenant_pipelines.domain.mail import OutgoingEmail
 from tenant_pipelines.domain.tenant import TenantSpec
-from tenant_pipelines.orchestration.platform import build_platform, build_real_platform, with_faults
-from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.settings import Settings
 from tests.waiting import wait_until
 
@@ -68,27 +73,25 @@ def plan_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def platform(data_dir: Path, plan_path: Path, tmp_path: Path) -> Iterator[TenantPlatform]:
+def platform(data_dir: Path, plan_path: Path, tmp_path: Path) -> Iterator[Platform]:
     settings = Settings.from_env(
         {"TENANT_DATA_DIR": str(data_dir), "TENANT_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}"}
     )
-    real = build_real_platform(settings)
+    real = build_real_platform(deployment_config(settings))
     try:
         yield with_faults(real, str(plan_path))
     finally:
         real.deployer.stop_all()
 
 
-def allocate(platform: TenantPlatform, spec: TenantSpec) -> Handle:
+def allocate(platform: Platform, spec: TenantSpec) -> Handle:
     """Allocate's three ensures, in the phase's order."""
     platform.storage.ensure(spec)
     platform.identity.ensure(spec)
     return platform.traffic.ensure(spec)
 
 
-def test_transient_fails_the_first_n_calls_then_passes(
-    platform: TenantPlatform, plan_path: Path
-) -> None:
+def test_transient_fails_the_first_n_calls_then_passes(platform: Platform, plan_path: Path) -> None:
     write_plan(plan_path, [{"phase": "allocate", "tenant": "ac*", "mode": "transient", "times": 2}])
     for _ in range(2):
         with pytest.raises(InjectedFault, match="injected fault: transient allocate for 'acme'"):
@@ -137,9 +140,7 @@ def test_transient_counts_are_shared_between_processes(data_dir: Path, plan_path
     assert counts(plan_path) == {"0:allocate:acme": 3, "1:allocate:beta": 4}
 
 
-def test_permanent_always_fails_and_deploys_nothing(
-    platform: TenantPlatform, plan_path: Path
-) -> None:
+def test_permanent_always_fails_and_deploys_nothing(platform: Platform, plan_path: Path) -> None:
     write_plan(plan_path, [{"phase": "deploy", "mode": "permanent", "times": 1}])
     for _ in range(3):
         with pytest.raises(PermanentInjectedFault, match="permanent deploy"):
@@ -149,7 +150,7 @@ def test_permanent_always_fails_and_deploys_nothing(
 
 
 def test_a_hang_blocks_until_the_drill_removes_its_rule(
-    platform: TenantPlatform, plan_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, plan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fault_plan, "HANG_POLL_S", 0.02)
     hang = {"phase": "mark_active", "mode": "hang"}
@@ -173,7 +174,7 @@ def test_a_hang_blocks_until_the_drill_removes_its_rule(
 
 
 def test_a_hang_ends_by_itself_after_hang_s(
-    platform: TenantPlatform, plan_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, plan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fault_plan, "HANG_S", 0.3)
     monkeypatch.setattr(fault_plan, "HANG_POLL_S", 0.05)
@@ -184,7 +185,7 @@ def test_a_hang_ends_by_itself_after_hang_s(
 
 
 def test_the_plan_is_read_at_every_call(
-    platform: TenantPlatform, plan_path: Path, data_dir: Path
+    platform: Platform, plan_path: Path, data_dir: Path
 ) -> None:
     allocate(platform, tenant())  # no plan file: no faults
     write_plan(plan_path, [{"phase": "mark_active", "tenant": "acme", "mode": "permanent"}])
@@ -201,14 +202,14 @@ def test_the_plan_is_read_at_every_call(
 
 
 def test_a_malformed_plan_fails_the_call_naming_the_rule(
-    platform: TenantPlatform, plan_path: Path
+    platform: Platform, plan_path: Path
 ) -> None:
     write_plan(plan_path, [{"phase": "deploy", "mode": "transient"}, {"phase": "deploy"}])
     with pytest.raises(FaultPlanError, match=r"plan\.json: rule 1, field 'mode': Field required"):
         platform.deployer.ensure(tenant())
 
 
-def test_every_other_method_passes_through(platform: TenantPlatform, plan_path: Path) -> None:
+def test_every_other_method_passes_through(platform: Platform, plan_path: Path) -> None:
     phases = ("allocate", "deploy", "mark_active", "send_welcome_emails")
     write_plan(plan_path, [{"phase": p, "mode": "permanent"} for p in phases])
     spec = tenant()
@@ -239,9 +240,7 @@ def email(slug: str = "acme") -> OutgoingEmail:
     )
 
 
-def test_the_mailer_returns_faults_as_failed_results(
-    platform: TenantPlatform, plan_path: Path
-) -> None:
+def test_the_mailer_returns_faults_as_failed_results(platform: Platform, plan_path: Path) -> None:
     outbox = platform.mailer.inner
     assert isinstance(platform.mailer, FaultyMailer) and isinstance(outbox, OutboxMailer)
     assert platform.mailer.from_email == outbox.from_email
@@ -277,7 +276,7 @@ SPEC = tenant("jobby")
 
 
 @op(retry_policy=RetryPolicy(max_retries=2))
-def allocate_route(platform: TenantPlatform) -> str:
+def allocate_route(platform: ResourceParam[Platform]) -> str:
     assert isinstance(platform.traffic, FaultyTrafficBoundary)
     return str(allocate(platform, SPEC).details["state"])
 
@@ -287,9 +286,7 @@ def fault_drill() -> None:
     allocate_route()
 
 
-def test_a_wrapped_platform_runs_in_a_dagster_job(
-    platform: TenantPlatform, plan_path: Path
-) -> None:
+def test_a_wrapped_platform_runs_in_a_dagster_job(platform: Platform, plan_path: Path) -> None:
     write_plan(plan_path, [{"phase": "allocate", "tenant": "jobby", "mode": "transient"}])
     result = fault_drill.execute_in_process(resources={"platform": platform})
     assert result.success
@@ -299,7 +296,7 @@ def test_a_wrapped_platform_runs_in_a_dagster_job(
     assert "injected fault" in str(retries[0].event_specific_data)
 
 
-def test_a_permanent_fault_fails_the_dagster_run(platform: TenantPlatform, plan_path: Path) -> None:
+def test_a_permanent_fault_fails_the_dagster_run(platform: Platform, plan_path: Path) -> None:
     write_plan(plan_path, [{"phase": "allocate", "mode": "permanent"}])
     result = fault_drill.execute_in_process(resources={"platform": platform}, raise_on_error=False)
     assert not result.success

@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from sensors.intake import UNCLAIMED_AFTER, build_intake_sensor, evaluate_intake
 from tenant_pipelines.orchestration.jobs import provision_tenant
+from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.registry.schema import requests as requests_table
 from tests.platform_fixtures import LocalPlatform
 
@@ -34,7 +35,7 @@ def test_each_pending_request_is_launched_once(local_platform: LocalPlatform) ->
     tick = evaluate_intake(local.registry, local.instance, None)
     assert sorted(r.run_key for r in tick.run_requests) == sorted([request_id, other.request_id])
     assert json.loads(tick.cursor) == sorted([request_id, other.request_id])
-    assert local.registry.get_request(request_id).state == "launched"
+    assert local.registry.requests.get(request_id).state == "launched"
     by_key = {r.run_key: r for r in tick.run_requests}
     assert by_key[request_id].tags["request_id"] == request_id
     assert by_key[request_id].run_config["ops"]["validate"]["config"]["slug"] == "acme"
@@ -55,13 +56,14 @@ def test_a_request_launched_elsewhere_is_left_alone_until_it_looks_lost(
 ) -> None:
     local = local_platform
     request = local.submit()
-    assert local.registry.mark_launched(request.request_id)  # `tenantctl request` won the CAS
+    # `tenantctl request` won the CAS
+    assert local.registry.requests.mark_launched(request.request_id)
 
     assert evaluate_intake(local.registry, local.instance, None).run_requests == []
 
     # The launcher died before creating the run; once the launch is old enough, catch up.
     long_ago = datetime.now(UTC) - UNCLAIMED_AFTER - timedelta(seconds=1)
-    with local.registry._engine.begin() as conn:
+    with local.registry.db.engine.begin() as conn:
         conn.execute(update(requests_table).values(updated_at=long_ago))
     tick = evaluate_intake(local.registry, local.instance, None)
     assert [r.run_key for r in tick.run_requests] == [request.request_id]
@@ -73,7 +75,7 @@ def test_a_request_launched_elsewhere_is_left_alone_until_it_looks_lost(
 def test_sensor_definition_with_build_sensor_context(local_platform: LocalPlatform) -> None:
     local = local_platform
     sensor = build_intake_sensor(1)
-    resources = {"platform": local.platform}
+    resources = {"platform": TenantPlatform.for_settings(local.settings)}
     with build_sensor_context(instance=local.instance, resources=resources) as context:
         idle = sensor(context)
     assert idle.run_requests == []  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ def test_clean_after_provisioning_then_orphans_and_ghosts_are_named(
     ctx = local.phase_context(str(uuid.uuid4()))
     tenant = phases.validate(ctx, local.submit().request_id)
     phases.allocate(ctx, tenant)
-    assert take_inventory(local.registry, backends(local), frozenset()).clean
+    assert take_inventory(local.registry.ledger, backends(local), frozenset()).clean
 
     # An orphan: storage made for a tenant the ledger knows nothing of.
     stray = TenantSpec(
@@ -44,7 +44,7 @@ def test_clean_after_provisioning_then_orphans_and_ghosts_are_named(
     assert result.returncode == 1
     assert "ORPHAN: storage of stray-leak" in result.stdout
     assert "GHOST: identity of acme-widgets" in result.stdout
-    findings = take_inventory(local.registry, backends(local), frozenset()).findings
+    findings = take_inventory(local.registry.ledger, backends(local), frozenset()).findings
     assert {(f.problem, f.kind, f.tenant_key) for f in findings} == {
         ("orphan", "storage", "stray-leak"),
         ("ghost", "identity", "acme-widgets"),

@@ -37,8 +37,8 @@ def test_a_key_race_lost_at_validate_rejects_the_request_and_touches_nothing(
     first = local.submit("shop-prod", "zeta")
     _, success, _ = local.provision(first.request_id)
     assert success
-    holder = local.registry.get_tenant("shop-prod")
-    ledger = local.registry.ledger(holder.tenant_id)
+    holder = local.registry.tenants.get("shop-prod")
+    ledger = local.registry.ledger.entries(holder.tenant_id)
     before = (files_under(local), local.existing())
 
     loser = local.submit("shop", "prod-zeta")  # recorded past the submission check
@@ -47,12 +47,12 @@ def test_a_key_race_lost_at_validate_rejects_the_request_and_touches_nothing(
     assert not success
     assert events.count(DagsterEventType.STEP_FAILURE) == 1  # one attempt: never retried
     assert DagsterEventType.STEP_UP_FOR_RETRY not in events
-    request = local.registry.get_request(loser.request_id)
+    request = local.registry.requests.get(loser.request_id)
     assert (request.state, request.reason, request.tenant_id) == ("rejected", REASON, None)
-    assert [t.slug for t in local.registry.list_tenants()] == ["shop-prod"]
+    assert [t.slug for t in local.registry.tenants.all()] == ["shop-prod"]
     assert (files_under(local), local.existing()) == before
-    assert local.registry.ledger(holder.tenant_id) == ledger
-    assert local.registry.get_tenant("shop-prod").state == "active"
+    assert local.registry.ledger.entries(holder.tenant_id) == ledger
+    assert local.registry.tenants.get("shop-prod").state == "active"
     assert local.platform.traffic.is_open(KEY)
 
 
@@ -61,7 +61,7 @@ def test_tenantctl_request_refuses_a_key_held_under_another_split(
 ) -> None:
     local = local_platform
     holder = local.submit("shop-prod", "zeta")
-    local.registry.reserve_tenant(holder)
+    local.registry.tenants.reserve(holder)
     env = {
         **os.environ,
         "TENANT_DATA_DIR": str(local.settings.data_dir),
@@ -79,5 +79,5 @@ def test_tenantctl_request_refuses_a_key_held_under_another_split(
     assert refused.stderr == (
         f"tenantctl: {REASON} by tenant shop-prod of org zeta (provisioning)\n"
     )
-    assert local.registry.requests_in_progress() == []
-    assert local.registry.latest_request_for_slug("shop") is None
+    assert local.registry.requests.in_progress() == []
+    assert local.registry.requests.latest_for_slug("shop") is None

@@ -112,14 +112,14 @@ def seed(registry: TenantRegistry, state: str) -> Seeded:
         "admin_email": f"admin@{slug}.example.com",
         "requested_by": {"subject": "seed", "role": "platform-admin"},
     }
-    record, _ = registry.submit_request(TenantRequest.parse(fields))
+    record, _ = registry.requests.submit(TenantRequest.parse(fields))
     request_id = record.request_id
     if state == "request-launched":
-        registry.mark_launched(request_id)
+        registry.requests.mark_launched(request_id)
     elif state == "request-rejected":
-        registry.reject_request(request_id, "refused for the test")
+        registry.requests.reject(request_id, "refused for the test")
     elif state != "request-pending":
-        tenant = registry.reserve_tenant(registry.get_request(request_id))
+        tenant = registry.tenants.reserve(registry.requests.get(request_id))
         path = {
             "provisioning": [],
             "active": ["active"],
@@ -129,7 +129,7 @@ def seed(registry: TenantRegistry, state: str) -> Seeded:
         }[state]
         for target in path:
             reason = {"failed_step": "deploy", "failure_reason": "x"} if target == "failed" else {}
-            registry.transition(tenant.tenant_id, target, **reason)
+            registry.tenants.transition(tenant.tenant_id, target, **reason)
     return Seeded(slug, request_id)
 
 
@@ -160,7 +160,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for role in ROLES:
         org = None if role == "platform-admin" else ORG
         grant = TokenGrant.parse({"subject": f"{role}@{ORG}", "role": role, "org": org})
-        tokens[role], _ = registry.create_token(grant)
+        tokens[role], _ = registry.tokens.create(grant)
     seeded = {state: seed(registry, state) for state in STATES}
     with api_server(env, tmp / "api.log") as server:
         sessions = {role: console_session(server, tokens[role]) for role in ROLES}

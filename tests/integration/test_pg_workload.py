@@ -16,9 +16,10 @@ from resources.deployer import LocalProcessDeployer
 from resources.faults import FaultyIdentityStore
 from resources.identity import LocalSQLiteIdentityStore, PostgresIdentityStore, pg_identity_schema
 from resources.storage import LocalSQLiteStorage, PostgresSchemaStorage
+from tenant_pipelines.composition import build_platform
 from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
 from tenant_pipelines.domain.tenant import TenantSpec
-from tenant_pipelines.orchestration.platform import build_platform
+from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support import procs
 from tests.pg_helpers import admin_sql, drop_our_roles
@@ -40,18 +41,21 @@ def test_local_backends_are_the_default(tmp_path: Path) -> None:
 
 
 def test_postgres_backends_take_their_url_only_as_an_env_var(tmp_path: Path) -> None:
-    chosen = settings(
-        tmp_path, TENANT_BACKENDS="postgres", TENANT_BACKENDS_PG_URL="postgresql://u@h/t"
-    )
+    url = "postgresql://u@h/t"
+    chosen = settings(tmp_path, TENANT_BACKENDS="postgres", TENANT_BACKENDS_PG_URL=url)
+    # The code location's resource names the variable; its value never enters config.
+    resource = TenantPlatform.for_settings(chosen)
+    assert resource.backends_pg_url == EnvVar("TENANT_BACKENDS_PG_URL")
     platform = build_platform(chosen)
     assert isinstance(platform.storage, PostgresSchemaStorage)
     assert isinstance(platform.identity, PostgresIdentityStore)
-    for url in (
+    for held in (
         platform.storage.admin_url,
         platform.identity.admin_url,
         platform.deployer.identity_pg_url,  # type: ignore[attr-defined]
     ):
-        assert url == EnvVar("TENANT_BACKENDS_PG_URL")
+        assert held == url
+    assert url not in repr(platform)
     # Fault injection wraps them like any other backend.
     wrapped = build_platform(Settings.from_env({**chosen.child_env({}), "TENANT_FAULT_PLAN": "x"}))
     assert isinstance(wrapped.identity, FaultyIdentityStore)
@@ -90,7 +94,7 @@ def deployer(
     deployer = LocalProcessDeployer(
         data_dir=str(tmp_path / "data"),
         domain="localhost",
-        identity_pg_url=EnvVar("TENANT_BACKENDS_PG_URL"),  # resolved from the env, as in `up`
+        identity_pg_url=backends_url,  # as the composition root reads it from the env
     )
     yield deployer
     deployer.stop_all()

@@ -30,13 +30,13 @@ def test_every_phase_twice_changes_nothing_the_second_time(
     ]
     for step in steps:
         step()
-        ledger_after_first = local.registry.ledger(tenant.tenant_id)
+        ledger_after_first = local.registry.ledger.entries(tenant.tenant_id)
         existing_after_first = local.existing()
         step()
-        assert local.registry.ledger(tenant.tenant_id) == ledger_after_first
+        assert local.registry.ledger.entries(tenant.tenant_id) == ledger_after_first
         assert local.existing() == existing_after_first
 
-    assert local.registry.list_tenants()[0].state == "active"
+    assert local.registry.tenants.all()[0].state == "active"
     assert all(keys == {"acme-widgets"} for keys in local.existing().values())
     outbox = local.settings.data_dir / "outbox"
     assert sorted(p.name for p in outbox.rglob("*.eml")) == [
@@ -60,7 +60,7 @@ def test_deploy_reestablishes_what_was_released(local_platform: LocalPlatform) -
 
     phases.deploy(ctx, tenant)
     assert all(keys == {"acme-widgets"} for keys in local.existing().values())
-    states = {e.kind: e.state for e in local.registry.ledger(tenant.tenant_id)}
+    states = {e.kind: e.state for e in local.registry.ledger.entries(tenant.tenant_id)}
     assert states == dict.fromkeys(("storage", "identity", "route", "workload"), "allocated")
 
 
@@ -85,6 +85,6 @@ def test_two_requests_racing_for_one_slug_give_one_tenant(local_platform: LocalP
     for thread in threads:
         thread.join()
     assert sorted(outcomes.values()) == ["rejected", "tenant"]
-    assert len(local.registry.list_tenants()) == 1
+    assert len(local.registry.tenants.all()) == 1
     loser = next(r for r, outcome in outcomes.items() if outcome == "rejected")
-    assert local.registry.get_request(loser).state == "rejected"
+    assert local.registry.requests.get(loser).state == "rejected"

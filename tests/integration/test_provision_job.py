@@ -23,7 +23,7 @@ def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) 
     run_id, success, _ = local.provision(request.request_id)
     assert success
 
-    tenant = local.registry.get_tenant("acme")
+    tenant = local.registry.tenants.get("acme")
     assert tenant.state == "active" and tenant.last_run_id == run_id
     run = local.instance.get_run_by_id(run_id)
     assert run is not None
@@ -41,7 +41,7 @@ def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) 
     }
     assert local.platform.traffic.is_open("acme-widgets")
 
-    workload = local.registry.ledger_get(tenant.tenant_id, "workload")
+    workload = local.registry.ledger.get(tenant.tenant_id, "workload")
     assert workload is not None
     port = workload.handle["details"]["port"]
     url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
@@ -76,9 +76,9 @@ def test_business_refusal_fails_validate_once_and_allocates_nothing(
     _, success, event_types = local.provision(request.request_id)
     assert not success
     assert DagsterEventType.STEP_UP_FOR_RETRY not in event_types  # refusals are not retried
-    rejected = local.registry.get_request(request.request_id)
+    rejected = local.registry.requests.get(request.request_id)
     assert rejected.state == "rejected" and reason in (rejected.reason or "")
-    assert local.registry.list_tenants() == []
+    assert local.registry.tenants.all() == []
     assert all(keys == set() for keys in local.existing().values())
     events, _ = read_events(local.instance, tenant="acme")
     assert [e.type for e in events] == ["tenant.request.rejected"]
@@ -97,7 +97,7 @@ def retired(local: LocalPlatform, plan: str, role: str) -> RequestRecord:
             "requested_by": {"subject": "alice", "role": role},
         }
     )
-    record, _ = local.registry.submit_request(request.model_copy(update={"plan": plan}))
+    record, _ = local.registry.requests.submit(request.model_copy(update={"plan": plan}))
     return record
 
 
@@ -107,8 +107,8 @@ def test_slug_taken_is_rejected_and_leaves_the_owner_alone(local_platform: Local
     assert local.provision(first.request_id)[1]
     second = local.submit(org="gadgets")
     assert not local.provision(second.request_id)[1]
-    assert local.registry.get_request(second.request_id).reason == "slug acme is not available"
-    assert local.registry.get_tenant("acme").org == "widgets"
+    assert local.registry.requests.get(second.request_id).reason == "slug acme is not available"
+    assert local.registry.tenants.get("acme").org == "widgets"
     assert local.existing()["storage"] == {"acme-widgets"}
 
 
@@ -117,11 +117,11 @@ def test_a_second_run_for_one_request_does_nothing(local_platform: LocalPlatform
     request = local.submit()
     first_run, success, _ = local.provision(request.request_id)
     assert success
-    tenant = local.registry.get_tenant("acme")
-    ledger_before = local.registry.ledger(tenant.tenant_id)
+    tenant = local.registry.tenants.get("acme")
+    ledger_before = local.registry.ledger.entries(tenant.tenant_id)
 
     _, success, _ = local.provision(request.request_id)
     assert not success  # the request is owned by the first run
-    assert local.registry.get_request(request.request_id).run_id == first_run
-    assert local.registry.ledger(tenant.tenant_id) == ledger_before
-    assert local.registry.get_tenant("acme").state == "active"
+    assert local.registry.requests.get(request.request_id).run_id == first_run
+    assert local.registry.ledger.entries(tenant.tenant_id) == ledger_before
+    assert local.registry.tenants.get("acme").state == "active"

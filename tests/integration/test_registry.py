@@ -33,18 +33,18 @@ def make_request(slug: str = "acme", org: str = "corp", plan: str = "team") -> T
 
 
 def submitted(registry: TenantRegistry, slug: str = "acme", org: str = "corp") -> RequestRecord:
-    record, created = registry.submit_request(make_request(slug, org))
+    record, created = registry.requests.submit(make_request(slug, org))
     assert created
     return record
 
 
 def reserved(registry: TenantRegistry, slug: str = "acme") -> TenantRecord:
-    return registry.reserve_tenant(submitted(registry, slug))
+    return registry.tenants.reserve(submitted(registry, slug))
 
 
 def drive(registry: TenantRegistry, tenant: TenantRecord, *states: str) -> TenantRecord:
     for state in states:
-        tenant = registry.transition(tenant.tenant_id, state)
+        tenant = registry.tenants.transition(tenant.tenant_id, state)
     return tenant
 
 
@@ -55,11 +55,11 @@ def assert_utc(*moments: datetime) -> None:
 # requests -----------------------------------------------------------------------------------
 def test_submit_is_idempotent_by_request_id(registry: TenantRegistry) -> None:
     request = make_request()
-    first, created = registry.submit_request(request)
-    again, created_again = registry.submit_request(request)
+    first, created = registry.requests.submit(request)
+    again, created_again = registry.requests.submit(request)
 
     assert (created, created_again) == (True, False)
-    assert again == first == registry.get_request(str(request.request_id).upper())
+    assert again == first == registry.requests.get(str(request.request_id).upper())
     assert (first.state, first.run_id, first.tenant_id, first.reason) == (
         "pending",
         None,
@@ -72,83 +72,83 @@ def test_submit_is_idempotent_by_request_id(registry: TenantRegistry) -> None:
 
 def test_same_id_with_other_content_is_a_conflict(registry: TenantRegistry) -> None:
     request = make_request()
-    original, _ = registry.submit_request(request)
+    original, _ = registry.requests.submit(request)
     changed = request.model_copy(update={"slug": "other", "plan": "free"})
 
     with pytest.raises(RequestConflict, match=r"another slug, plan$"):
-        registry.submit_request(changed)
-    assert registry.get_request(original.request_id) == original
+        registry.requests.submit(changed)
+    assert registry.requests.get(original.request_id) == original
 
 
 def test_unknown_request_is_not_found(registry: TenantRegistry) -> None:
     with pytest.raises(NotFound):
-        registry.get_request("00000000-0000-0000-0000-000000000000")
+        registry.requests.get("00000000-0000-0000-0000-000000000000")
     with pytest.raises(NotFound):
-        registry.mark_launched("not-a-uuid")
+        registry.requests.mark_launched("not-a-uuid")
 
 
 def test_pending_requests_are_listed_oldest_first(registry: TenantRegistry) -> None:
     records = [submitted(registry, slug) for slug in ("one", "two", "three", "four")]
-    registry.mark_launched(records[1].request_id)
+    registry.requests.mark_launched(records[1].request_id)
 
-    pending = [r.request_id for r in registry.requests_to_launch(limit=10)]
+    pending = [r.request_id for r in registry.requests.to_launch(limit=10)]
     assert pending == [records[0].request_id, records[2].request_id, records[3].request_id]
-    assert [r.slug for r in registry.requests_to_launch(limit=2)] == ["one", "three"]
+    assert [r.slug for r in registry.requests.to_launch(limit=2)] == ["one", "three"]
 
 
 def test_mark_launched_is_compare_and_set(registry: TenantRegistry) -> None:
     record = submitted(registry)
-    assert registry.mark_launched(record.request_id) is True
-    assert registry.mark_launched(record.request_id) is False
-    assert registry.get_request(record.request_id).state == "launched"
+    assert registry.requests.mark_launched(record.request_id) is True
+    assert registry.requests.mark_launched(record.request_id) is False
+    assert registry.requests.get(record.request_id).state == "launched"
 
 
 def test_one_request_owns_one_run_and_its_reexecutions(registry: TenantRegistry) -> None:
     rid = submitted(registry).request_id
-    assert registry.claim_request(rid, "run-1") is True
-    assert registry.claim_request(rid, "run-1") is True  # the same run again (a retried op)
-    assert registry.claim_request(rid, "run-2") is False  # another run
-    assert registry.claim_request(rid, "run-3", root_run_id="run-1") is True  # re-execution
-    assert registry.claim_request(rid, "run-4", root_run_id="run-2") is False
-    assert registry.get_request(rid).run_id == "run-1"
+    assert registry.requests.claim(rid, "run-1") is True
+    assert registry.requests.claim(rid, "run-1") is True  # the same run again (a retried op)
+    assert registry.requests.claim(rid, "run-2") is False  # another run
+    assert registry.requests.claim(rid, "run-3", root_run_id="run-1") is True  # re-execution
+    assert registry.requests.claim(rid, "run-4", root_run_id="run-2") is False
+    assert registry.requests.get(rid).run_id == "run-1"
 
 
 def test_a_reexecution_that_claims_first_names_the_chain_by_its_root(
     registry: TenantRegistry,
 ) -> None:
     rid = submitted(registry).request_id
-    assert registry.claim_request(rid, "run-2", root_run_id="run-1") is True
-    assert registry.claim_request(rid, "run-3", root_run_id="run-1") is True
-    assert registry.claim_request(rid, "run-1") is True
-    assert registry.claim_request(rid, "run-9") is False
+    assert registry.requests.claim(rid, "run-2", root_run_id="run-1") is True
+    assert registry.requests.claim(rid, "run-3", root_run_id="run-1") is True
+    assert registry.requests.claim(rid, "run-1") is True
+    assert registry.requests.claim(rid, "run-9") is False
 
 
 def test_reject_is_final_and_keeps_the_first_reason(registry: TenantRegistry) -> None:
     pending, launched = submitted(registry, "one"), submitted(registry, "two")
-    registry.mark_launched(launched.request_id)
+    registry.requests.mark_launched(launched.request_id)
 
-    assert registry.reject_request(pending.request_id, "slug taken").state == "rejected"
-    rejected = registry.reject_request(launched.request_id, "role not allowed")
+    assert registry.requests.reject(pending.request_id, "slug taken").state == "rejected"
+    rejected = registry.requests.reject(launched.request_id, "role not allowed")
     assert (rejected.state, rejected.reason) == ("rejected", "role not allowed")
-    assert registry.reject_request(launched.request_id, "other").reason == "role not allowed"
-    assert registry.mark_launched(pending.request_id) is False
+    assert registry.requests.reject(launched.request_id, "other").reason == "role not allowed"
+    assert registry.requests.mark_launched(pending.request_id) is False
 
 
 # tenants ------------------------------------------------------------------------------------
 def test_reserve_is_idempotent_for_the_same_request(registry: TenantRegistry) -> None:
     request = submitted(registry)
-    tenant = registry.reserve_tenant(request)
+    tenant = registry.tenants.reserve(request)
 
-    assert registry.reserve_tenant(request) == tenant
-    assert registry.reserve_tenant(registry.get_request(request.request_id)) == tenant
+    assert registry.tenants.reserve(request) == tenant
+    assert registry.tenants.reserve(registry.requests.get(request.request_id)) == tenant
     assert (tenant.state, tenant.slug, tenant.request_id) == (
         "provisioning",
         "acme",
         request.request_id,
     )
-    assert registry.get_request(request.request_id).tenant_id == tenant.tenant_id
+    assert registry.requests.get(request.request_id).tenant_id == tenant.tenant_id
     assert tenant.spec.key == "acme-corp"
-    assert registry.get_tenant_by_id(tenant.tenant_id) == registry.get_tenant("acme") == tenant
+    assert registry.tenants.get_by_id(tenant.tenant_id) == registry.tenants.get("acme") == tenant
     assert_utc(tenant.created_at, tenant.updated_at)
 
 
@@ -162,10 +162,10 @@ def test_a_slug_held_by_a_live_tenant_is_taken(
     rival = submitted(registry, org="other")
 
     with pytest.raises(SlugTaken) as caught:
-        registry.reserve_tenant(rival)
+        registry.tenants.reserve(rival)
     assert caught.value.slug == "acme"
-    assert registry.get_request(rival.request_id).tenant_id is None
-    assert [t.tenant_id for t in registry.list_tenants()] == [holder.tenant_id]
+    assert registry.requests.get(rival.request_id).tenant_id is None
+    assert [t.tenant_id for t in registry.tenants.all()] == [holder.tenant_id]
 
 
 def test_a_decommissioned_slug_is_free_again(registry: TenantRegistry) -> None:
@@ -173,29 +173,30 @@ def test_a_decommissioned_slug_is_free_again(registry: TenantRegistry) -> None:
     second = reserved(registry)
 
     assert second.tenant_id != first.tenant_id
-    assert registry.get_tenant("acme") == second  # the live one wins over a newer-or-older dead one
-    assert registry.reserve_tenant(registry.get_request(first.request_id)) == first
-    assert [t.tenant_id for t in registry.list_tenants()] == [first.tenant_id, second.tenant_id]
-    assert registry.list_tenants(state="decommissioned") == [first]
+    # the live one wins over a newer-or-older dead one
+    assert registry.tenants.get("acme") == second
+    assert registry.tenants.reserve(registry.requests.get(first.request_id)) == first
+    assert [t.tenant_id for t in registry.tenants.all()] == [first.tenant_id, second.tenant_id]
+    assert registry.tenants.all(state="decommissioned") == [first]
 
     second = drive(registry, second, "failed", "decommissioning", "decommissioned")
-    assert registry.get_tenant("acme") == second  # none live: the most recent
+    assert registry.tenants.get("acme") == second  # none live: the most recent
 
 
 def test_unknown_tenants_are_not_found(registry: TenantRegistry) -> None:
     with pytest.raises(NotFound):
-        registry.get_tenant("nobody")
+        registry.tenants.get("nobody")
     with pytest.raises(NotFound):
-        registry.get_tenant_by_id("missing")
+        registry.tenants.get_by_id("missing")
     with pytest.raises(NotFound):
-        registry.transition("missing", "active")
+        registry.tenants.transition("missing", "active")
     with pytest.raises(NotFound):
-        registry.record_run("missing", "run-1")
+        registry.tenants.record_run("missing", "run-1")
 
 
 def test_transitions_record_and_clear_the_failure(registry: TenantRegistry) -> None:
     tenant = reserved(registry)
-    failed = registry.transition(
+    failed = registry.tenants.transition(
         tenant.tenant_id, "failed", failed_step="deploy", failure_reason="readiness timed out"
     )
     assert (failed.state, failed.failed_step, failed.failure_reason) == (
@@ -204,27 +205,28 @@ def test_transitions_record_and_clear_the_failure(registry: TenantRegistry) -> N
         "readiness timed out",
     )
     assert failed.updated_at >= tenant.updated_at
-    assert registry.transition(tenant.tenant_id, "failed", failed_step="other") == failed  # no-op
+    again = registry.tenants.transition(tenant.tenant_id, "failed", failed_step="other")
+    assert again == failed  # no-op
 
-    retried = registry.transition(tenant.tenant_id, "provisioning")
+    retried = registry.tenants.transition(tenant.tenant_id, "provisioning")
     assert (retried.state, retried.failed_step, retried.failure_reason) == (
         "provisioning",
         None,
         None,
     )
-    assert registry.transition(tenant.tenant_id, "active").state == "active"
+    assert registry.tenants.transition(tenant.tenant_id, "active").state == "active"
 
-    registry.record_run(tenant.tenant_id, "run-7")
-    assert registry.get_tenant_by_id(tenant.tenant_id).last_run_id == "run-7"
+    registry.tenants.record_run(tenant.tenant_id, "run-7")
+    assert registry.tenants.get_by_id(tenant.tenant_id).last_run_id == "run-7"
 
 
 def test_states_may_be_given_as_enums(registry: TenantRegistry) -> None:
     tenant = reserved(registry)
-    active = registry.transition(tenant.tenant_id, TenantState.ACTIVE)
+    active = registry.tenants.transition(tenant.tenant_id, TenantState.ACTIVE)
     assert active.state == "active" and type(active.state) is str
-    assert registry.list_tenants(TenantState.ACTIVE) == [active]
+    assert registry.tenants.all(TenantState.ACTIVE) == [active]
     with pytest.raises(ValueError):
-        registry.list_tenants("archived")
+        registry.tenants.all("archived")
 
 
 PATHS = {
@@ -251,8 +253,8 @@ def test_invalid_transitions_are_refused_and_change_nothing(registry: TenantRegi
             if target == current or (current, target) in VALID:
                 continue
             with pytest.raises(InvalidTransition):
-                registry.transition(tenant.tenant_id, target)
-            assert registry.get_tenant_by_id(tenant.tenant_id) == tenant
+                registry.tenants.transition(tenant.tenant_id, target)
+            assert registry.tenants.get_by_id(tenant.tenant_id) == tenant
 
 
 def test_concurrent_transitions_have_exactly_one_winner(
@@ -262,11 +264,13 @@ def test_concurrent_transitions_have_exactly_one_winner(
     try:
         for number in range(5):
             tid = reserved(registry, f"cas{number}").tenant_id
-            outcomes = race(lambda i, tid=tid: others[i].transition(tid, ("active", "failed")[i]))
+            outcomes = race(
+                lambda i, tid=tid: others[i].tenants.transition(tid, ("active", "failed")[i])
+            )
             winners = [o for o in outcomes if isinstance(o, TenantRecord)]
             assert len(winners) == 1
             assert [type(o) for o in outcomes if o not in winners] == [InvalidTransition]
-            assert registry.get_tenant_by_id(tid).state == winners[0].state
+            assert registry.tenants.get_by_id(tid).state == winners[0].state
     finally:
         for other in others:
             other.close()
@@ -276,77 +280,77 @@ def test_concurrent_transitions_have_exactly_one_winner(
 def test_ledger_keeps_allocation_order(registry: TenantRegistry) -> None:
     tid = reserved(registry).tenant_id
     for kind in ("storage", "identity", "route"):
-        registry.ledger_set(tid, kind, "allocating", run_id="run-1")
-        registry.ledger_set(tid, kind, "allocated", handle={"name": kind}, run_id="run-1")
-    assert [(e.kind, e.seq) for e in registry.ledger(tid)] == [
+        registry.ledger.set(tid, kind, "allocating", run_id="run-1")
+        registry.ledger.set(tid, kind, "allocated", handle={"name": kind}, run_id="run-1")
+    assert [(e.kind, e.seq) for e in registry.ledger.entries(tid)] == [
         ("storage", 1),
         ("identity", 2),
         ("route", 3),
     ]
 
-    registry.ledger_set(tid, "storage", "releasing", run_id="comp-1")
-    released = registry.ledger_set(tid, "storage", "released", run_id="comp-1")
+    registry.ledger.set(tid, "storage", "releasing", run_id="comp-1")
+    released = registry.ledger.set(tid, "storage", "released", run_id="comp-1")
     assert (released.seq, released.handle, released.run_id) == (1, {"name": "storage"}, "comp-1")
 
-    again = registry.ledger_set(tid, "storage", "allocating", run_id="run-2")
+    again = registry.ledger.set(tid, "storage", "allocating", run_id="run-2")
     assert again.seq == 4 and again.handle == {"name": "storage"}
-    again = registry.ledger_set(tid, "storage", "allocated", handle={"name": "s2"})
+    again = registry.ledger.set(tid, "storage", "allocated", handle={"name": "s2"})
     assert (again.seq, again.handle, again.run_id) == (4, {"name": "s2"}, "run-2")
-    assert [e.kind for e in registry.ledger(tid)] == ["identity", "route", "storage"]
-    assert registry.ledger_get(tid, "storage") == again
-    assert registry.ledger_get(tid, "workload") is None
+    assert [e.kind for e in registry.ledger.entries(tid)] == ["identity", "route", "storage"]
+    assert registry.ledger.get(tid, "storage") == again
+    assert registry.ledger.get(tid, "workload") is None
     assert_utc(again.updated_at)
 
 
 def test_ledger_refuses_unknown_states_and_tenants(registry: TenantRegistry) -> None:
     tid = reserved(registry).tenant_id
     with pytest.raises(ValueError, match="ledger state"):
-        registry.ledger_set(tid, "storage", "gone")
+        registry.ledger.set(tid, "storage", "gone")
     with pytest.raises(NotFound):
-        registry.ledger_set("missing", "storage", "allocating")
-    assert registry.ledger(tid) == []
+        registry.ledger.set("missing", "storage", "allocating")
+    assert registry.ledger.entries(tid) == []
 
 
 def test_live_ledger_lists_what_may_exist_across_tenants(registry: TenantRegistry) -> None:
     one, two = reserved(registry, "one"), reserved(registry, "two")
-    registry.ledger_set(one.tenant_id, "storage", "allocated", handle={"path": "/x"})
-    registry.ledger_set(one.tenant_id, "identity", "released")
-    registry.ledger_set(one.tenant_id, "email:welcome", "sent")
-    registry.ledger_set(two.tenant_id, "route", "allocating")
-    registry.ledger_set(two.tenant_id, "workload", "releasing")
-    registry.ledger_set(two.tenant_id, "storage", "failed")
+    registry.ledger.set(one.tenant_id, "storage", "allocated", handle={"path": "/x"})
+    registry.ledger.set(one.tenant_id, "identity", "released")
+    registry.ledger.set(one.tenant_id, "email:welcome", "sent")
+    registry.ledger.set(two.tenant_id, "route", "allocating")
+    registry.ledger.set(two.tenant_id, "workload", "releasing")
+    registry.ledger.set(two.tenant_id, "storage", "failed")
 
-    live = registry.live_ledger()
+    live = registry.ledger.live()
     assert [(t.slug, e.kind, e.state) for t, e in live] == [
         ("one", "storage", "allocated"),
         ("two", "route", "allocating"),
         ("two", "workload", "releasing"),
     ]
-    assert live[0][0] == registry.get_tenant_by_id(one.tenant_id)
+    assert live[0][0] == registry.tenants.get_by_id(one.tenant_id)
     assert live[0][1].handle == {"path": "/x"}
 
 
 # compensations ------------------------------------------------------------------------------
 def test_compensation_is_claimed_exactly_once(registry: TenantRegistry, registry_url: str) -> None:
     tid = reserved(registry).tenant_id
-    assert registry.get_compensation("run-1") is None
+    assert registry.compensations.get("run-1") is None
     claimers = [TenantRegistry.open(registry_url) for _ in range(4)]
     try:
         with ThreadPoolExecutor(len(claimers)) as pool:
-            claims = list(pool.map(lambda r: r.claim_compensation("run-1", tid), claimers))
+            claims = list(pool.map(lambda r: r.compensations.claim("run-1", tid), claimers))
     finally:
         for claimer in claimers:
             claimer.close()
     assert sorted(claims) == [False, False, False, True]
-    assert registry.claim_compensation("run-1", tid) is False
+    assert registry.compensations.claim("run-1", tid) is False
 
-    registry.set_compensation_run("run-1", "comp-1")
-    record = registry.get_compensation("run-1")
+    registry.compensations.set_run("run-1", "comp-1")
+    record = registry.compensations.get("run-1")
     assert record is not None
     assert (record.tenant_id, record.compensation_run_id) == (tid, "comp-1")
     assert_utc(record.created_at)
     with pytest.raises(NotFound):
-        registry.set_compensation_run("run-unknown", "comp-2")
+        registry.compensations.set_run("run-unknown", "comp-2")
 
 
 # the slug race ------------------------------------------------------------------------------
@@ -370,7 +374,7 @@ def race(action: Callable[[int], object], contenders: int = 2) -> list[object]:
 
 def assert_one_winner(registry: TenantRegistry, slug: str, outcomes: list[object]) -> None:
     assert sorted(type(o).__name__ for o in outcomes) == ["SlugTaken", "TenantRecord"]
-    assert [t.slug for t in registry.list_tenants()].count(slug) == 1
+    assert [t.slug for t in registry.tenants.all()].count(slug) == 1
 
 
 def test_same_slug_race_between_threads(registry: TenantRegistry, registry_url: str) -> None:
@@ -380,7 +384,7 @@ def test_same_slug_race_between_threads(registry: TenantRegistry, registry_url: 
         for number in range(RACE_ROUNDS):
             slug = f"race{number}"
             requests = [submitted(registry, slug, org) for org in ("red", "blue")]
-            outcomes = race(lambda i, rs=requests: contenders[i].reserve_tenant(rs[i]))
+            outcomes = race(lambda i, rs=requests: contenders[i].tenants.reserve(rs[i]))
             assert_one_winner(registry, slug, outcomes)
     finally:
         for contender in contenders:
@@ -392,10 +396,10 @@ def _reserve_in_process(url: str, request_ids: list[str], barrier: Any, results:
     registry = TenantRegistry.open(url)
     try:
         for request_id in request_ids:
-            request = registry.get_request(request_id)
+            request = registry.requests.get(request_id)
             try:
                 barrier.wait(timeout=30)
-                registry.reserve_tenant(request)
+                registry.tenants.reserve(request)
                 results.put((request_id, "TenantRecord"))
             except SlugTaken:
                 results.put((request_id, "SlugTaken"))
@@ -432,7 +436,7 @@ def test_same_slug_race_between_processes(registry: TenantRegistry, registry_url
     assert all(worker.exitcode == 0 for worker in workers)
     for number, pair in enumerate(rounds):
         assert sorted(outcomes[rid] for rid in pair) == ["SlugTaken", "TenantRecord"]
-        assert [t.slug for t in registry.list_tenants()].count(f"proc{number}") == 1
+        assert [t.slug for t in registry.tenants.all()].count(f"proc{number}") == 1
 
 
 def test_sqlite_connections_share_the_file_safely(tmp_path: Path) -> None:

@@ -58,14 +58,14 @@ def request(
 
 def recorded(registry: TenantRegistry, slug: str, org: str) -> RequestRecord:
     """A request recorded without the submission check: as a race past it would leave it."""
-    record, created = registry.submit_request(request(slug, org))
+    record, created = registry.requests.submit(request(slug, org))
     assert created
     return record
 
 
 def nothing_recorded(registry: TenantRegistry, refused: TenantRequest) -> bool:
     try:
-        registry.get_request(str(refused.request_id))
+        registry.requests.get(str(refused.request_id))
     except NotFound:
         return True
     return False
@@ -76,13 +76,13 @@ def nothing_recorded(registry: TenantRegistry, refused: TenantRequest) -> bool:
 def test_a_key_held_by_a_live_tenant_is_refused_at_submission(
     registry: TenantRegistry, holder_state: str
 ) -> None:
-    holder = registry.reserve_tenant(recorded(registry, "shop-prod", "zeta"))
+    holder = registry.tenants.reserve(recorded(registry, "shop-prod", "zeta"))
     if holder_state != "provisioning":
         drive(registry, holder, holder_state)
     rival = request("shop", "prod-zeta")
 
     with pytest.raises(SlugInUse) as refused:
-        registry.submit_request(rival, exclusive_slug=True)
+        registry.requests.submit(rival, exclusive_slug=True)
 
     message = str(refused.value)
     assert message == (
@@ -100,12 +100,12 @@ def test_a_key_held_by_a_live_tenant_is_refused_at_submission(
 def test_a_key_held_by_a_request_in_flight_is_refused_at_submission(
     registry: TenantRegistry,
 ) -> None:
-    first, created = registry.submit_request(request("shop", "prod-zeta"), exclusive_slug=True)
+    first, created = registry.requests.submit(request("shop", "prod-zeta"), exclusive_slug=True)
     assert created
     rival = request("shop-prod", "zeta")
 
     with pytest.raises(SlugInUse) as refused:
-        registry.submit_request(rival, exclusive_slug=True)
+        registry.requests.submit(rival, exclusive_slug=True)
 
     assert str(refused.value) == (
         "slug shop-prod is not available in org zeta: the address shop-prod-zeta is taken"
@@ -120,16 +120,16 @@ def test_a_key_held_by_a_request_in_flight_is_refused_at_submission(
 def test_a_key_is_free_again_once_its_tenant_is_decommissioned_or_its_request_rejected(
     registry: TenantRegistry,
 ) -> None:
-    first, _ = registry.submit_request(request("shop-prod", "zeta"), exclusive_slug=True)
-    registry.reject_request(first.request_id, "discarded by operator:test")
-    second, created = registry.submit_request(request("shop", "prod-zeta"), exclusive_slug=True)
+    first, _ = registry.requests.submit(request("shop-prod", "zeta"), exclusive_slug=True)
+    registry.requests.reject(first.request_id, "discarded by operator:test")
+    second, created = registry.requests.submit(request("shop", "prod-zeta"), exclusive_slug=True)
     assert created
 
-    tenant = registry.reserve_tenant(second)
+    tenant = registry.tenants.reserve(second)
     drive(registry, tenant, "active", "decommissioning", "decommissioned")
-    third, created = registry.submit_request(request("shop-prod", "zeta"), exclusive_slug=True)
+    third, created = registry.requests.submit(request("shop-prod", "zeta"), exclusive_slug=True)
     assert created
-    assert registry.reserve_tenant(third).org == "zeta"
+    assert registry.tenants.reserve(third).org == "zeta"
 
 
 def test_fourteen_splits_of_one_key_at_once_record_exactly_one(
@@ -137,12 +137,12 @@ def test_fourteen_splits_of_one_key_at_once_record_exactly_one(
 ) -> None:
     requests = [request(slug, org) for slug, org in MANY_SPLITS]
     assert len(requests) == 14 and len({f"{r.slug}-{r.org}" for r in requests}) == 1
-    outcomes = together(lambda i: registry.submit_request(requests[i], exclusive_slug=True), 14)
+    outcomes = together(lambda i: registry.requests.submit(requests[i], exclusive_slug=True), 14)
 
     accepted = [o for o in outcomes if isinstance(o, tuple)]
     assert len(accepted) == 1
     assert sum(isinstance(o, SlugInUse) for o in outcomes) == 13
-    assert registry.requests_in_progress() == [accepted[0][0]]
+    assert registry.requests.in_progress() == [accepted[0][0]]
 
 
 def together(action: Callable[[int], object], contenders: int) -> list[object]:
@@ -164,17 +164,17 @@ def together(action: Callable[[int], object], contenders: int) -> list[object]:
 def test_validate_refuses_a_key_held_by_a_live_tenant_naming_only_its_own_request(
     registry: TenantRegistry,
 ) -> None:
-    registry.reserve_tenant(recorded(registry, "shop-prod", "zeta"))
+    registry.tenants.reserve(recorded(registry, "shop-prod", "zeta"))
     loser = recorded(registry, "shop", "prod-zeta")  # past submission, as a race would be
 
     with pytest.raises(SlugTaken) as refused:
-        registry.reserve_tenant(loser)
+        registry.tenants.reserve(loser)
 
     assert str(refused.value) == (
         "slug shop is not available in org prod-zeta: the address shop-prod-zeta is taken"
     )
-    assert registry.find_tenant_for_request(loser.request_id) is None
-    assert [(t.slug, t.org) for t in registry.list_tenants()] == [("shop-prod", "zeta")]
+    assert registry.tenants.for_request(loser.request_id) is None
+    assert [(t.slug, t.org) for t in registry.tenants.all()] == [("shop-prod", "zeta")]
 
 
 def test_the_same_key_race_between_threads_gives_one_tenant(
@@ -188,10 +188,10 @@ def test_the_same_key_race_between_threads_gives_one_tenant(
                 recorded(registry, f"run{number}-shop", "prod"),
                 recorded(registry, f"run{number}", "shop-prod"),
             ]
-            outcomes = together(lambda i, rs=pair: contenders[i].reserve_tenant(rs[i]), 2)
+            outcomes = together(lambda i, rs=pair: contenders[i].tenants.reserve(rs[i]), 2)
             assert sorted(type(o).__name__ for o in outcomes) == ["SlugTaken", "TenantRecord"]
             key = f"run{number}-shop-prod"
-            assert [t.spec.key for t in registry.list_tenants()].count(key) == 1
+            assert [t.spec.key for t in registry.tenants.all()].count(key) == 1
     finally:
         for contender in contenders:
             contender.close()
@@ -202,10 +202,10 @@ def _reserve_in_process(url: str, request_ids: list[str], barrier: Any, results:
     registry = TenantRegistry.open(url)
     try:
         for request_id in request_ids:
-            request = registry.get_request(request_id)
+            request = registry.requests.get(request_id)
             try:
                 barrier.wait(timeout=30)
-                registry.reserve_tenant(request)
+                registry.tenants.reserve(request)
                 results.put((request_id, "TenantRecord"))
             except SlugTaken as refused:
                 results.put((request_id, str(refused)))
@@ -259,16 +259,16 @@ ID = "6f1c2b9e-0d7a-4c1e-9a55-3b7f1f0e2d11"
 def test_the_same_caller_gets_its_request_back_or_the_fields_that_differ(
     registry: TenantRegistry,
 ) -> None:
-    first, created = registry.submit_request(
+    first, created = registry.requests.submit(
         request("acme", "corp", request_id=ID), exclusive_slug=True
     )
-    again, created_again = registry.submit_request(
+    again, created_again = registry.requests.submit(
         request("acme", "corp", request_id=ID), exclusive_slug=True
     )
     assert created and (again, created_again) == (first, False)
 
     with pytest.raises(RequestConflict) as conflict:
-        registry.submit_request(request("acme", "corp", plan="free", request_id=ID))
+        registry.requests.submit(request("acme", "corp", plan="free", request_id=ID))
     assert str(conflict.value) == f"request {ID} was already submitted with another plan"
     assert not isinstance(conflict.value, RequestIdTaken)
 
@@ -285,22 +285,22 @@ def test_the_same_caller_gets_its_request_back_or_the_fields_that_differ(
 def test_another_callers_request_id_reveals_nothing_of_its_request(
     registry: TenantRegistry, caller: dict[str, str]
 ) -> None:
-    first, _ = registry.submit_request(request("acme", "corp", request_id=ID))
+    first, _ = registry.requests.submit(request("acme", "corp", request_id=ID))
     fields = {"org": "corp", **caller}
 
     with pytest.raises(RequestIdTaken) as refused:
-        registry.submit_request(request("acme", request_id=ID, **fields))
+        registry.requests.submit(request("acme", request_id=ID, **fields))
 
     assert str(refused.value) == "this request id cannot be used; send a new one"
-    assert registry.get_request(ID) == first  # unchanged
+    assert registry.requests.get(ID) == first  # unchanged
 
 
 def test_a_platform_admin_gets_its_own_request_back_whatever_the_org(
     registry: TenantRegistry,
 ) -> None:
-    registry.submit_request(request("acme", "corp", role="platform-admin", request_id=ID))
+    registry.requests.submit(request("acme", "corp", role="platform-admin", request_id=ID))
     with pytest.raises(RequestConflict) as conflict:
-        registry.submit_request(request("acme", "other", role="platform-admin", request_id=ID))
+        registry.requests.submit(request("acme", "other", role="platform-admin", request_id=ID))
     assert str(conflict.value).endswith("already submitted with another org, admin_email")
 
 
@@ -334,7 +334,7 @@ def test_the_upgrade_backfills_keys_and_the_older_of_two_sharing_one_keeps_it(
     reopened = TenantRegistry.open(registry_url)
     try:
         with pytest.raises(SlugInUse, match="the address beta-one-corp is taken"):
-            reopened.submit_request(request("beta", "one-corp"), exclusive_slug=True)
+            reopened.requests.submit(request("beta", "one-corp"), exclusive_slug=True)
     finally:
         reopened.close()
 

@@ -119,17 +119,17 @@ def fields(slug: str = "acme", org: str = "corp", plan: str = "team") -> TenantF
 def tenant_in(ctx: ServiceContext, runs: Runs, state: str, slug: str = "acme") -> TenantRecord:
     """A tenant of org corp whose last provisioning run ended as `state` says."""
     registry = ctx.registry
-    record, _ = registry.submit_request(request_of(ADMIN, fields(slug), None))
+    record, _ = registry.requests.submit(request_of(ADMIN, fields(slug), None))
     run_id = f"first-{slug}"
-    assert registry.claim_request(record.request_id, run_id)
-    tenant = registry.reserve_tenant(record)
+    assert registry.requests.claim(record.request_id, run_id)
+    tenant = registry.tenants.reserve(record)
     status = RunStatus.FAILURE if state == TenantState.FAILED else RunStatus.SUCCESS
     tags = {REQUEST_TAG: record.request_id}
     runs.runs[run_id] = RunView(run_id, PROVISION_JOB, status, None, None, tags)
-    registry.record_run(tenant.tenant_id, run_id)
+    registry.tenants.record_run(tenant.tenant_id, run_id)
     if state != TenantState.PROVISIONING:
-        registry.transition(tenant.tenant_id, state, failed_step="deploy")
-    return registry.get_tenant_by_id(tenant.tenant_id)
+        registry.tenants.transition(tenant.tenant_id, state, failed_step="deploy")
+    return registry.tenants.get_by_id(tenant.tenant_id)
 
 
 # submit ---------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_submit_refused_records_nothing(ctx: ServiceContext, actor: Caller, erro
     request = TenantRequest(**{**request_of(ADMIN, fields(), None).model_dump()})
     with pytest.raises(Forbidden, match=error):
         submit(ctx, actor, request)
-    assert ctx.registry.requests_in_progress() == []
+    assert ctx.registry.requests.in_progress() == []
 
 
 def test_a_taken_slug_names_its_holder_only_to_whoever_sees_its_org(ctx: ServiceContext) -> None:
@@ -193,7 +193,7 @@ def test_retry_reexecutes_the_failed_run_under_the_claim_then_names_it(
     run_id = lifecycle.retry(ctx, OWN, "acme")
     [(job, tags, steps)] = launcher_of(ctx).launched
     assert (job, steps, tags[REQUESTED_BY_TAG]) == (PROVISION_JOB, None, "carol")
-    claim = ctx.registry.get_operation(tenant.tenant_id)
+    claim = ctx.registry.operations.get(tenant.tenant_id)
     assert claim is not None and (claim.kind, claim.run_id) == ("retry", run_id)
 
     with pytest.raises(OperationInFlight, match=f"has a retry in flight \\(run {run_id}\\)"):
@@ -227,7 +227,7 @@ def test_retry_refused_by_the_state_releases_the_claim(
     tenant = tenant_in(ctx, runs, state)
     with pytest.raises(Refused, match=refusal):
         lifecycle.retry(ctx, ADMIN, "acme")
-    assert ctx.registry.get_operation(tenant.tenant_id) is None
+    assert ctx.registry.operations.get(tenant.tenant_id) is None
     assert launcher_of(ctx).launched == []
 
 
@@ -236,7 +236,7 @@ def test_a_launch_that_fails_releases_the_claim(ctx: ServiceContext, runs: Runs)
     launcher_of(ctx).fail = RuntimeError("code server gone")
     with pytest.raises(RuntimeError):
         lifecycle.retry(ctx, ADMIN, "acme")
-    assert ctx.registry.get_operation(tenant.tenant_id) is None
+    assert ctx.registry.operations.get(tenant.tenant_id) is None
 
 
 def test_without_a_launcher_the_platform_is_said_not_running(
@@ -246,7 +246,7 @@ def test_without_a_launcher_the_platform_is_said_not_running(
     tenant = tenant_in(no_launcher, runs, TenantState.FAILED)
     with pytest.raises(PlatformNotRunning):
         lifecycle.retry(no_launcher, ADMIN, "acme")
-    assert registry.get_operation(tenant.tenant_id) is None
+    assert registry.operations.get(tenant.tenant_id) is None
 
 
 @pytest.mark.parametrize(
@@ -287,16 +287,16 @@ def test_decommission_waits_for_a_compensation_in_flight_then_goes_ahead(
     clock = Clock()
     ctx = ServiceContext(registry, runs, Launcher(runs), clock=clock)
     tenant = tenant_in(ctx, runs, TenantState.FAILED)
-    registry.claim_compensation("first-acme", tenant.tenant_id)
+    registry.compensations.claim("first-acme", tenant.tenant_id)
 
     def compensation_ends() -> None:
         if len(clock.slept) == 3:
-            registry.finish_compensation("first-acme")
+            registry.compensations.finish("first-acme")
 
     clock.on_sleep = compensation_ends
     run_id = lifecycle.decommission(ctx, OWN, "acme")
     assert len(clock.slept) == 3 and launcher_of(ctx).launched[0][0] == DECOMMISSION_JOB
-    assert registry.get_operation(tenant.tenant_id).run_id == run_id  # type: ignore[union-attr]
+    assert registry.operations.get(tenant.tenant_id).run_id == run_id  # type: ignore[union-attr]
 
 
 def test_decommission_gives_up_waiting_after_its_bound(
@@ -304,7 +304,7 @@ def test_decommission_gives_up_waiting_after_its_bound(
 ) -> None:
     ctx = ServiceContext(registry, runs, Launcher(runs), clock=Clock())
     tenant = tenant_in(ctx, runs, TenantState.FAILED)
-    registry.claim_compensation("first-acme", tenant.tenant_id)
+    registry.compensations.claim("first-acme", tenant.tenant_id)
     with pytest.raises(OperationInFlight, match="compensation"):
         lifecycle.decommission(ctx, OWN, "acme", wait_s=2.0)
 
@@ -319,9 +319,9 @@ def test_a_failed_run_is_compensated_once_and_the_claim_named(
     assert not compensate_failed_run(ctx, failed, launcher_of(ctx))  # once per failed run
     [(job, tags, _)] = launcher_of(ctx).launched
     assert job == COMPENSATE_JOB and tags["failed_run_id"] == "first-acme"
-    record = ctx.registry.get_compensation("first-acme")
+    record = ctx.registry.compensations.get("first-acme")
     assert record is not None and record.compensation_run_id == "run-100"
-    assert ctx.registry.get_operation(tenant.tenant_id).run_id == "run-100"  # type: ignore[union-attr]
+    assert ctx.registry.operations.get(tenant.tenant_id).run_id == "run-100"  # type: ignore[union-attr]
 
 
 def test_a_compensation_waits_while_another_operation_holds_the_tenant(
@@ -331,7 +331,7 @@ def test_a_compensation_waits_while_another_operation_holds_the_tenant(
     retry_run = lifecycle.retry(ctx, OWN, "acme")  # its run is in flight (STARTED)
     assert not compensate_failed_run(ctx, runs.runs["first-acme"], launcher_of(ctx))
     assert [job for job, _, _ in launcher_of(ctx).launched] == [PROVISION_JOB]
-    claim = ctx.registry.get_operation(tenant.tenant_id)
+    claim = ctx.registry.operations.get(tenant.tenant_id)
     assert claim is not None and (claim.kind, claim.run_id) == ("retry", retry_run)
 
 
@@ -345,8 +345,8 @@ def test_a_decommission_launched_in_the_ui_takes_the_claim_or_is_refused(
     retry_run = lifecycle.retry(ctx, OWN, "acme")
     with pytest.raises(OperationInFlight, match=f"retry in flight \\(run {retry_run}\\)"):
         lifecycle.admit_ui_run(ctx, ui_run)
-    ctx.registry.release_operation(tenant.tenant_id, run_id=retry_run)  # the retry ended
+    ctx.registry.operations.release(tenant.tenant_id, run_id=retry_run)  # the retry ended
 
     lifecycle.admit_ui_run(ctx, ui_run)
-    claim = ctx.registry.get_operation(tenant.tenant_id)
+    claim = ctx.registry.operations.get(tenant.tenant_id)
     assert claim is not None and (claim.kind, claim.run_id) == ("decommission", "ui-1")

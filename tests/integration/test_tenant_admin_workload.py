@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import EnvVar
 from psycopg2 import sql
 
 from resources.deployer import LocalProcessDeployer
@@ -114,7 +113,7 @@ def workload(
         deployer = LocalProcessDeployer(
             data_dir=str(data_dir),
             domain=DOMAIN,
-            identity_pg_url=EnvVar("TENANT_BACKENDS_PG_URL"),
+            identity_pg_url=url,
         )
         run = pg_runner(url, pg_identity_schema(tenant.key))
     try:

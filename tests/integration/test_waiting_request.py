@@ -15,8 +15,8 @@ def stuck_request(local: LocalPlatform) -> tuple[str, str]:
     """A launched request whose run failed in Validate for a reason that is not a refusal (here:
     another run, which never ran, had claimed it); (request id, failed run id)."""
     request = local.submit()
-    local.registry.mark_launched(request.request_id)
-    local.registry.claim_request(request.request_id, "run-that-died")
+    local.registry.requests.mark_launched(request.request_id)
+    local.registry.requests.claim(request.request_id, "run-that-died")
     run_id, success, _ = local.provision(request.request_id)
     assert not success
     return request.request_id, run_id
@@ -51,9 +51,9 @@ def test_a_request_stuck_before_its_tenant_shows_and_can_be_discarded(
         "slug": "acme",
         "state": "rejected",
     }
-    record = local.registry.get_request(request_id)
+    record = local.registry.requests.get(request_id)
     assert record.state == "rejected" and (record.reason or "").startswith("discarded by operator:")
-    assert local.registry.list_tenants() == []
+    assert local.registry.tenants.all() == []
 
     again = tenantctl(local, "discard", "acme")
     assert (again.returncode, again.stderr) == (
@@ -77,4 +77,4 @@ def test_retry_and_compensate_of_an_active_tenant_are_refused_with_exit_3(
             refused = tenantctl(local, command, "acme")
             assert refused.returncode == 3, refused.stderr
             assert refused.stderr.startswith(f"tenantctl: tenant acme is {state}; only a failed")
-    assert local.registry.operations() == []  # a refused command leaves no claim
+    assert local.registry.operations.all() == []  # a refused command leaves no claim

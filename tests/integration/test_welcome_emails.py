@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from resources.mailer import Mailer, OutboxMailer, SendGridMailer
+from resources.mailer import DEFAULT_FROM, OutboxMailer, SendGridMailer
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.mail import EmailKind, OutgoingEmail, SendResult
 from tenant_pipelines.domain.request import TenantRequest
@@ -24,6 +24,7 @@ from tenant_pipelines.saga.context import Backends, SagaContext
 from tenant_pipelines.saga.email_content import ledger_kind, render_email
 from tenant_pipelines.saga.emails import email_rows as email_statuses
 from tenant_pipelines.saga.emails import send_welcome_emails
+from tenant_pipelines.saga.ports import Mailer
 from tests.fake_sendgrid import (
     FakeSendGrid,
     bad_request,
@@ -72,9 +73,9 @@ def tenant(registry: TenantRegistry) -> TenantSpec:
             "requested_by": {"subject": "alice", "role": "platform-admin"},
         }
     )
-    record, _ = registry.submit_request(request)
-    reserved = registry.reserve_tenant(registry.get_request(str(record.request_id)))
-    registry.transition(reserved.tenant_id, "active")
+    record, _ = registry.requests.submit(request)
+    reserved = registry.tenants.reserve(registry.requests.get(str(record.request_id)))
+    registry.tenants.transition(reserved.tenant_id, "active")
     return reserved.spec
 
 
@@ -122,7 +123,7 @@ def test_three_emails_go_out_once_and_a_rerun_sends_nothing(
     assert {o.status for o in outcomes.values()} == {"sent"}
     assert kinds_delivered(fake) == ["welcome", "console", "onboarding"]
     for kind, outcome in outcomes.items():
-        entry = registry.ledger_get(tenant.tenant_id, ledger_kind(kind))
+        entry = registry.ledger.get(tenant.tenant_id, ledger_kind(kind))
         assert entry is not None and entry.state == "sent" and entry.run_id == "run-1"
         assert entry.handle["provider_id"] == outcome.provider_id
         assert entry.handle["provider_id"].startswith("fake-msg-")
@@ -134,7 +135,7 @@ def test_three_emails_go_out_once_and_a_rerun_sends_nothing(
 
     assert all(o.skipped and o.status == "sent" for o in rerun.values())
     assert len(fake.requests) == 3 and again.emitted == []
-    assert registry.get_tenant_by_id(tenant.tenant_id).state == "active"
+    assert registry.tenants.get_by_id(tenant.tenant_id).state == "active"
 
 
 def test_429_with_retry_after_then_success(
@@ -164,8 +165,8 @@ def test_persistent_500_is_recorded_and_reported_and_the_phase_succeeds(
     assert [d["kind"] for d in failed] == list(EMAIL_KINDS)
     assert all(d["status"] == 500 and "HTTP 500" in d["reason"] for d in failed)
     assert all(not d["maybe_delivered"] for d in failed)
-    assert {s.status for s in email_statuses(registry, tenant.tenant_id)} == {"failed"}
-    assert registry.get_tenant_by_id(tenant.tenant_id).state == "active"
+    assert {s.status for s in email_statuses(registry.ledger, tenant.tenant_id)} == {"failed"}
+    assert registry.tenants.get_by_id(tenant.tenant_id).state == "active"
     assert fake.delivered == []
 
 
@@ -203,14 +204,14 @@ def test_a_hang_is_bounded_by_the_timeout_and_never_sent_twice(
 
     assert rerun["welcome"].skipped and rerun["welcome"].status == "unknown"
     assert len(fake.requests) == 3
-    assert email_statuses(registry, tenant.tenant_id)[0].status == "unknown"
+    assert email_statuses(registry.ledger, tenant.tenant_id)[0].status == "unknown"
 
 
 def test_a_crash_between_send_and_record_does_not_resend_on_resume(
     registry: TenantRegistry, tenant: TenantSpec, fake: FakeSendGrid
 ) -> None:
     # What an interrupted run leaves: the intent record written before the mailer was called.
-    registry.ledger_set(
+    registry.ledger.set(
         tenant.tenant_id,
         ledger_kind("welcome"),
         "failed",
@@ -227,9 +228,14 @@ def test_a_crash_between_send_and_record_does_not_resend_on_resume(
 def test_a_broken_mailer_never_fails_the_phase(
     registry: TenantRegistry, tenant: TenantSpec
 ) -> None:
-    class BrokenMailer(Mailer):
+    class BrokenMailer:
+        from_email = DEFAULT_FROM
+
         def send(self, message: OutgoingEmail) -> SendResult:
             raise RuntimeError("disk on fire")
+
+        def release(self, tenant_key: str, tenant_id: str) -> bool:
+            return False
 
     events = Events()
     outcomes = run_phase(registry, BrokenMailer(), tenant, events)
@@ -249,8 +255,8 @@ def test_the_api_key_never_reaches_events_ledger_or_logs(
     with caplog.at_level(logging.DEBUG):
         outcomes = run_phase(registry, sendgrid(fake, max_total_s=0.3), tenant, events)
 
-    handles = [e.handle for e in registry.ledger(tenant.tenant_id)]
-    statuses = [s.to_json() for s in email_statuses(registry, tenant.tenant_id)]
+    handles = [e.handle for e in registry.ledger.entries(tenant.tenant_id)]
+    statuses = [s.to_json() for s in email_statuses(registry.ledger, tenant.tenant_id)]
     for text in (
         json.dumps([event.to_json() for event in events.emitted]),
         json.dumps(handles),
@@ -290,12 +296,12 @@ def test_the_outbox_holds_three_readable_emails_with_hostile_values_escaped(
     console = read_eml(outbox / "console.eml")
     text, html = (part.get_content() for part in console.iter_parts())
     assert HOSTILE in text and "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html
-    statuses = email_statuses(registry, tenant.tenant_id)
+    statuses = email_statuses(registry.ledger, tenant.tenant_id)
     assert [s.provider_id for s in statuses] == [str(outbox / f"{k}.eml") for k in EMAIL_KINDS]
 
 
 def test_statuses_before_any_run_say_not_sent(registry: TenantRegistry, tenant: TenantSpec) -> None:
-    statuses = email_statuses(registry, tenant.tenant_id)
+    statuses = email_statuses(registry.ledger, tenant.tenant_id)
 
     assert [(s.kind, s.status, s.at) for s in statuses] == [
         (kind, "not_sent", None) for kind in EMAIL_KINDS

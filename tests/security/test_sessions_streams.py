@@ -94,7 +94,7 @@ def test_finding_4_a_revoked_tokens_open_stream_ends_within_two_seconds(server: 
         while stream.events() < 2:  # followed live
             assert stream.read_for(10), "the live event never came"
 
-        server.registry.revoke_token(token_id(token))
+        server.registry.tokens.revoke(token_id(token))
         revoked_at = time.monotonic()
         received_before = stream.events()
         while not stream.eof and time.monotonic() - revoked_at < ENDED_WITHIN_S:

@@ -175,7 +175,7 @@ def test_a_request_that_slips_past_submission_is_rejected_at_validate(
                 "requested_by": {"subject": "pat@prod-zeta", "role": "org-admin"},
             }
         )
-        record, created = registry.submit_request(request)  # no submission check
+        record, created = registry.requests.submit(request)  # no submission check
         assert created
         settled = wait_settled(registry, record.request_id)
     finally:
@@ -191,7 +191,7 @@ def wait_settled(registry: TenantRegistry, request_id: str) -> RequestRecord:
     """The request once Validate has decided: rejected, or given a tenant."""
 
     def decided() -> RequestRecord | None:
-        record = registry.get_request(request_id)
+        record = registry.requests.get(request_id)
         return record if record.state == "rejected" or record.tenant_id is not None else None
 
     return wait_until(decided, WAIT_S, f"request {request_id} was never decided", 0.2)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from dagster import EnvVar
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
@@ -48,7 +47,7 @@ def deployer(
     deployer = LocalProcessDeployer(
         data_dir=str(tmp_path / "data"),
         domain="localhost",
-        identity_pg_url=EnvVar("TENANT_BACKENDS_PG_URL"),
+        identity_pg_url=admin_url,
     )
     yield deployer
     deployer.stop_all()

@@ -37,25 +37,25 @@ def fail_at_mark_active(world: World, run_id: str = "run-1") -> TenantSpec:
 def test_compensation_releases_newest_first_and_parks_the_tenant_in_failed() -> None:
     world = World()
     tenant = fail_at_mark_active(world)
-    world.registry.claim_compensation("run-1", tenant.tenant_id)
+    world.registry.compensations.claim("run-1", tenant.tenant_id)
 
     released = steps.compensate(world.context("comp-1"), tenant.tenant_id, "run-1")
 
     assert released == NEWEST_FIRST
     assert world.journal.of("release") == NEWEST_FIRST
     assert all(not backend.things for backend in (world.storage, world.identity, world.deployer))
-    record = world.registry.get_tenant_by_id(tenant.tenant_id)
+    record = world.registry.tenants.get_by_id(tenant.tenant_id)
     assert (record.state, record.failed_step) == (TenantState.FAILED, Step.MARK_ACTIVE)
     assert [e.details["kind"] for e in world.events if e.type == EventType.COMPENSATED] == (
         NEWEST_FIRST
     )
-    assert world.registry.unfinished_compensations(tenant.tenant_id) == []
+    assert world.registry.compensations.unfinished(tenant.tenant_id) == []
 
 
 def test_a_failing_release_does_not_stop_the_others_and_is_reported() -> None:
     world = World()
     tenant = fail_at_mark_active(world)
-    world.registry.claim_compensation("run-1", tenant.tenant_id)
+    world.registry.compensations.claim("run-1", tenant.tenant_id)
     world.identity.fail_release = [Flaky("identity store locked")]
 
     with pytest.raises(ReleaseFailed, match=r"identity.*identity store locked"):
@@ -70,26 +70,26 @@ def test_a_failing_release_does_not_stop_the_others_and_is_reported() -> None:
         ("identity", False),
         ("storage", True),
     ]
-    entry = world.registry.ledger_get(tenant.tenant_id, "identity")
+    entry = world.registry.ledger.get(tenant.tenant_id, "identity")
     assert entry is not None and entry.state == LedgerState.RELEASING  # still live
-    assert world.registry.unfinished_compensations(tenant.tenant_id) != []
+    assert world.registry.compensations.unfinished(tenant.tenant_id) != []
 
     # The compensation runs again (its op is retried): only what is left is released.
     assert steps.compensate(world.context("comp-1"), tenant.tenant_id, "run-1") == ["identity"]
-    assert world.registry.unfinished_compensations(tenant.tenant_id) == []
+    assert world.registry.compensations.unfinished(tenant.tenant_id) == []
 
 
 def test_a_retry_after_compensation_reestablishes_what_was_released() -> None:
     world = World()
     tenant = fail_at_mark_active(world)
-    world.registry.claim_compensation("run-1", tenant.tenant_id)
+    world.registry.compensations.claim("run-1", tenant.tenant_id)
     steps.compensate(world.context("comp-1"), tenant.tenant_id, "run-1")
     # Re-execution from failure: only mark_active and what follows run again.
     retry = world.context("run-2", root_run_id="run-1")
     steps.mark_active(retry, tenant, FIRST)
     steps.send_welcome_emails(retry, tenant, FIRST)
 
-    record = world.registry.get_tenant_by_id(tenant.tenant_id)
+    record = world.registry.tenants.get_by_id(tenant.tenant_id)
     assert (record.state, record.failed_step) == (TenantState.ACTIVE, None)
     for backend in (world.storage, world.identity, world.traffic, world.deployer):
         assert backend.things == {"acme-widgets": 1}, backend.kind
@@ -98,7 +98,7 @@ def test_a_retry_after_compensation_reestablishes_what_was_released() -> None:
     assert started[-1].details["retry"] and started[-1].details["previous_failed_step"] == (
         "mark_active"
     )
-    live = [e.kind for _, e in world.registry.live_ledger()]
+    live = [e.kind for _, e in world.registry.ledger.live()]
     assert sorted(live) == ["identity", "route", "storage", "workload"]
 
 
@@ -107,7 +107,7 @@ def test_a_late_compensation_skips_a_tenant_that_a_retry_owns() -> None:
     tenant = fail_at_mark_active(world)
     retry = world.context("run-2", root_run_id="run-1")
     steps.mark_active(retry, tenant, FIRST)
-    world.registry.claim_compensation("run-1", tenant.tenant_id)
+    world.registry.compensations.claim("run-1", tenant.tenant_id)
 
     assert steps.compensate(world.context("comp-1"), tenant.tenant_id, "run-1") == []
     assert world.journal.of("release") == []
@@ -125,7 +125,7 @@ def test_decommission_releases_everything_and_frees_the_slug() -> None:
     released = steps.decommission(world.context("dec-1"), tenant.tenant_id)
 
     assert released == NEWEST_FIRST
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).state == TenantState.DECOMMISSIONED
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).state == TenantState.DECOMMISSIONED
     again = world.context("run-3")
     assert steps.validate(again, world.request(), "acme", "widgets").tenant_id != tenant.tenant_id
 
@@ -146,10 +146,10 @@ def test_exactly_one_compensation_per_failed_run() -> None:
 
     first = claim_compensation(world.registry, failed)
     assert first is not None and first.tenant_id == tenant.tenant_id
-    world.registry.set_compensation_run("run-1", "comp-1")  # the hook launched it
+    world.registry.compensations.set_run("run-1", "comp-1")  # the hook launched it
 
     assert claim_compensation(world.registry, failed) is None  # the backstop leaves it
-    world.registry.finish_compensation("run-1")
+    world.registry.compensations.finish("run-1")
     assert claim_compensation(world.registry, failed) is None
 
 
@@ -181,7 +181,7 @@ def test_runs_that_need_no_compensation(run: EndedRun) -> None:
         run = EndedRun(run.run_id, run.root_run_id, tenant.request_id, run.will_retry)
 
     assert claim_compensation(world.registry, run) is None
-    assert world.registry.compensations == {}
+    assert world.registry.compensations.records == {}
 
 
 def test_a_request_refused_in_validate_needs_no_compensation() -> None:
@@ -202,7 +202,7 @@ def test_a_reexecution_of_the_chain_is_compensated_under_its_own_run_id() -> Non
 
     claimed = claim_compensation(world.registry, EndedRun("run-2", "run-1", tenant.request_id))
 
-    assert claimed is not None and world.registry.get_compensation("run-2") is not None
+    assert claimed is not None and world.registry.compensations.get("run-2") is not None
 
 
 def test_the_failed_first_run_of_a_retried_chain_is_not_compensated() -> None:
@@ -213,7 +213,7 @@ def test_the_failed_first_run_of_a_retried_chain_is_not_compensated() -> None:
     request_id = world.request()
     retry = world.context("run-1", root_run_id="run-0")
     tenant = steps.validate(retry, request_id, "acme", "widgets")
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).last_run_id == "run-1"
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).last_run_id == "run-1"
 
     assert claim_compensation(world.registry, EndedRun("run-0", None, request_id)) is None
-    assert world.registry.compensations == {}
+    assert world.registry.compensations.records == {}

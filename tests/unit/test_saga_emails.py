@@ -29,7 +29,7 @@ def active_tenant(world: World) -> TenantSpec:
 
 
 def statuses(world: World, tenant: TenantSpec) -> list[EmailStatus]:
-    return [row.status for row in email_rows(world.registry, tenant.tenant_id)]
+    return [row.status for row in email_rows(world.registry.ledger, tenant.tenant_id)]
 
 
 def test_an_email_whose_outcome_is_unknown_is_never_sent_again() -> None:
@@ -42,7 +42,7 @@ def test_an_email_whose_outcome_is_unknown_is_never_sent_again() -> None:
 
     assert [m.kind for m in world.mailer.delivered] == list(EmailKind)  # each once, at most
     assert statuses(world, tenant) == [EmailStatus.UNKNOWN, EmailStatus.SENT, EmailStatus.SENT]
-    entry = world.registry.ledger_get(tenant.tenant_id, ledger_kind(EmailKind.WELCOME))
+    entry = world.registry.ledger.get(tenant.tenant_id, ledger_kind(EmailKind.WELCOME))
     assert entry is not None and entry.state == LedgerState.UNKNOWN
 
 
@@ -50,7 +50,7 @@ def test_a_send_interrupted_before_its_answer_was_recorded_is_not_resent() -> No
     world = World()
     tenant = active_tenant(world)
     # What a process that died inside `mailer.send` leaves: the intent, no answer.
-    world.registry.ledger_set(
+    world.registry.ledger.set(
         tenant.tenant_id,
         ledger_kind(EmailKind.WELCOME),
         LedgerState.SENDING,
@@ -73,7 +73,7 @@ def test_a_mailer_that_raises_leaves_the_outcome_unknown_and_the_tenant_active()
 
     assert statuses(world, tenant)[0] == EmailStatus.UNKNOWN
     assert EmailKind.WELCOME not in [m.kind for m in world.mailer.delivered]
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).state == "active"
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).state == "active"
 
 
 def test_a_definite_failure_is_sent_again_by_the_next_run() -> None:
@@ -101,7 +101,7 @@ def test_the_phase_never_fails_the_tenant_once_its_retries_are_spent() -> None:
     outcomes = steps.send_welcome_emails(world.context("run-1"), tenant, Attempt(budget))
 
     assert outcomes == []
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).state == "active"
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).state == "active"
     assert world.types()[-2:] == [
         (EventType.EMAIL_FAILED, "send_welcome_emails"),
         (EventType.STEP_COMPLETED, "send_welcome_emails"),

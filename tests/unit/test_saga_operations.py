@@ -69,8 +69,8 @@ def fail_at_deploy(world: World) -> str:
     world.deployer.fail_ensure = [PermanentError("no capacity")]
     with pytest.raises(StepFailed):
         steps.deploy(ctx, tenant, FIRST)
-    world.registry.claim_compensation("run-1", tenant.tenant_id)
-    world.registry.hold_operation(tenant.tenant_id, compensation_holder("run-1"))
+    world.registry.compensations.claim("run-1", tenant.tenant_id)
+    world.registry.operations.hold(tenant.tenant_id, compensation_holder("run-1"))
     return tenant.tenant_id
 
 
@@ -80,10 +80,10 @@ def test_a_compensation_names_its_run_on_the_claim_and_releases_it_when_done() -
 
     steps.compensate(world.context("comp-1"), tenant_id, "run-1")
 
-    record = world.registry.get_compensation("run-1")
+    record = world.registry.compensations.get("run-1")
     assert record is not None and record.compensation_run_id == "comp-1"
     assert record.finished_at is not None
-    assert tenant_id not in world.registry.operations
+    assert tenant_id not in world.registry.operations.held
 
 
 def test_a_failing_compensation_keeps_the_claim_for_its_next_attempt() -> None:
@@ -94,30 +94,30 @@ def test_a_failing_compensation_keeps_the_claim_for_its_next_attempt() -> None:
     with pytest.raises(ReleaseFailed, match="storage"):
         steps.compensate(world.context("comp-1"), tenant_id, "run-1")
 
-    assert world.registry.operations[tenant_id] == (compensation_holder("run-1"), "comp-1")
+    assert world.registry.operations.held[tenant_id] == (compensation_holder("run-1"), "comp-1")
     # the next attempt (another run) takes the same claim over and finishes
     steps.compensate(world.context("comp-2"), tenant_id, "run-1")
-    record = world.registry.get_compensation("run-1")
+    record = world.registry.compensations.get("run-1")
     assert record is not None and record.compensation_run_id == "comp-2"
-    assert tenant_id not in world.registry.operations
+    assert tenant_id not in world.registry.operations.held
 
 
 def test_a_retry_run_releases_its_claim_at_its_end_and_only_its_own() -> None:
     world = World()
     tenant_id = fail_at_deploy(world)
     steps.compensate(world.context("comp-1"), tenant_id, "run-1")
-    tenant = world.registry.get_tenant_by_id(tenant_id).spec
-    world.registry.hold_operation(tenant_id, "retry:x", "run-2")
+    tenant = world.registry.tenants.get_by_id(tenant_id).spec
+    world.registry.operations.hold(tenant_id, "retry:x", "run-2")
     retry = world.context("run-2", root_run_id="run-1")
     for step in (steps.deploy, steps.mark_active):
         step(retry, tenant, FIRST)
-    assert tenant_id in world.registry.operations  # held until the run's last step
+    assert tenant_id in world.registry.operations.held  # held until the run's last step
     steps.send_welcome_emails(world.context("run-other"), tenant, FIRST)
-    assert tenant_id in world.registry.operations  # another run cannot release it
+    assert tenant_id in world.registry.operations.held  # another run cannot release it
 
     steps.send_welcome_emails(retry, tenant, FIRST)
 
-    assert tenant_id not in world.registry.operations
+    assert tenant_id not in world.registry.operations.held
 
 
 def test_decommission_releases_its_claim_when_done() -> None:
@@ -126,11 +126,11 @@ def test_decommission_releases_its_claim_when_done() -> None:
     tenant = steps.validate(ctx, world.request(), "acme", "widgets")
     for step in (steps.allocate, steps.deploy, steps.mark_active):
         step(ctx, tenant, FIRST)
-    world.registry.hold_operation(tenant.tenant_id, "decommission:x", "dec-1")
+    world.registry.operations.hold(tenant.tenant_id, "decommission:x", "dec-1")
 
     steps.decommission(world.context("dec-1"), tenant.tenant_id)
 
-    assert tenant.tenant_id not in world.registry.operations
+    assert tenant.tenant_id not in world.registry.operations.held
 
 
 def test_the_report_of_a_compensation_given_up_names_what_would_not_release() -> None:
@@ -139,10 +139,10 @@ def test_the_report_of_a_compensation_given_up_names_what_would_not_release() ->
     world.storage.fail_release = [Locked("storage is locked")]
     with pytest.raises(ReleaseFailed):
         steps.compensate(world.context("comp-3"), tenant_id, "run-1")
-    record = replace(world.registry.compensations["run-1"], attempts=3)
+    record = replace(world.registry.compensations.records["run-1"], attempts=3)
 
     event = compensation_failed_event(
-        world.registry, world.registry.get_tenant_by_id(tenant_id), record, "comp-3"
+        world.registry.ledger, world.registry.tenants.get_by_id(tenant_id), record, "comp-3"
     )
 
     assert (event.type, event.tenant, event.run_id, event.step) == (

@@ -45,7 +45,7 @@ def test_a_request_becomes_an_active_tenant_with_the_feed_in_order() -> None:
     world = World()
     tenant = provision(world)
 
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).state == TenantState.ACTIVE
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).state == TenantState.ACTIVE
     assert world.types("tenant.provisioning.") == [
         (EventType.STARTED, Step.VALIDATE),
         (EventType.STEP_COMPLETED, Step.VALIDATE),
@@ -69,16 +69,16 @@ def test_each_phase_twice_creates_nothing_twice() -> None:
     tenant = phases.validate(ctx, request_id)
     for phase in (phases.allocate, phases.deploy, phases.mark_active):
         phase(ctx, tenant)
-        before = (created(world), world.registry.ledger(tenant.tenant_id))
+        before = (created(world), world.registry.ledger.entries(tenant.tenant_id))
         phase(ctx, tenant)
-        assert (created(world), world.registry.ledger(tenant.tenant_id)) == before
+        assert (created(world), world.registry.ledger.entries(tenant.tenant_id)) == before
     steps.send_welcome_emails(ctx, tenant, FIRST)
     steps.send_welcome_emails(ctx, tenant, FIRST)
 
     assert phases.validate(ctx, request_id) == tenant  # the same run claims its request again
     assert created(world) == {"storage": 1, "identity": 1, "route": 1, "workload": 1}
     assert len(world.mailer.delivered) == 3
-    assert len(world.registry.tenants) == 1
+    assert len(world.registry.tenants.records) == 1
 
 
 def test_a_second_run_for_the_same_request_is_refused_for_good() -> None:
@@ -88,7 +88,7 @@ def test_a_second_run_for_the_same_request_is_refused_for_good() -> None:
 
     with pytest.raises(StepFailed, match="already owned by run run-1"):
         steps.validate(world.context("run-2"), request_id, "acme", "widgets")
-    assert len(world.registry.tenants) == 1
+    assert len(world.registry.tenants.records) == 1
 
 
 def test_a_business_refusal_rejects_the_request_allocates_nothing_and_says_so() -> None:
@@ -98,7 +98,7 @@ def test_a_business_refusal_rejects_the_request_allocates_nothing_and_says_so() 
     with pytest.raises(StepFailed, match="may not provision plan 'enterprise'"):
         steps.validate(world.context("run-1"), request_id, "acme", "widgets")
 
-    request = world.registry.get_request(request_id)
+    request = world.registry.requests.get(request_id)
     assert request.state == RequestState.REJECTED and request.tenant_id is None
     assert world.types() == [(EventType.REQUEST_REJECTED, Step.VALIDATE)]
     assert world.journal.calls == []
@@ -111,7 +111,7 @@ def test_a_slug_held_by_a_live_tenant_is_refused() -> None:
 
     with pytest.raises(StepFailed, match=r"slug acme is not available$"):
         steps.validate(world.context("run-2"), request_id, "acme", "widgets")
-    assert world.registry.get_request(request_id).state == RequestState.REJECTED
+    assert world.registry.requests.get(request_id).state == RequestState.REJECTED
 
 
 @pytest.mark.parametrize("plan", sorted(PLANS))
@@ -136,11 +136,11 @@ def test_a_transient_error_is_retried_until_the_budget_then_fails_the_tenant(pla
     for number in range(budget):
         with pytest.raises(Flaky):
             steps.allocate(ctx, tenant, Attempt(number))
-        assert world.registry.get_tenant_by_id(tenant.tenant_id).state == TenantState.PROVISIONING
+        assert world.registry.tenants.get_by_id(tenant.tenant_id).state == TenantState.PROVISIONING
     with pytest.raises(StepFailed, match="Allocate resources failed: Flaky: edge busy"):
         steps.allocate(ctx, tenant, Attempt(budget))
 
-    record = world.registry.get_tenant_by_id(tenant.tenant_id)
+    record = world.registry.tenants.get_by_id(tenant.tenant_id)
     assert (record.state, record.failed_step) == (TenantState.FAILED, Step.ALLOCATE)
     [failed] = [e for e in world.events if e.type == EventType.FAILED]
     assert failed.details["attempts"] == budget + 1 and "edge busy" in failed.details["error"]
@@ -155,7 +155,7 @@ def test_a_permanent_error_is_never_retried() -> None:
     with pytest.raises(StepFailed, match="image does not exist"):
         steps.deploy(ctx, tenant, Attempt(0))  # the first attempt is the last
 
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).failed_step == Step.DEPLOY
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).failed_step == Step.DEPLOY
     assert is_final_attempt("enterprise", 0, PermanentError("no"))
 
 
@@ -168,7 +168,7 @@ def test_an_interrupted_phase_fails_the_tenant_instead_of_carrying_on() -> None:
     with pytest.raises(StepFailed, match="interrupted"):
         steps.deploy(ctx, tenant, Attempt(0))
 
-    record = world.registry.get_tenant_by_id(tenant.tenant_id)
+    record = world.registry.tenants.get_by_id(tenant.tenant_id)
     assert record.state == TenantState.FAILED
     assert record.failure_reason == "the run was terminated"
 
@@ -183,7 +183,7 @@ def test_a_run_resumed_after_a_crash_says_so_and_redoes_nothing() -> None:
     steps.deploy(resumed, tenant, FIRST)
 
     assert (EventType.RESUMED, Step.DEPLOY) in world.types()
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).last_run_id == "run-2"
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).last_run_id == "run-2"
     assert created(world) == {"storage": 1, "identity": 1, "route": 1, "workload": 1}
 
 
@@ -191,7 +191,7 @@ def test_a_retry_waits_for_a_compensation_in_flight_and_gives_up_in_time() -> No
     world = World()
     ctx = world.context("run-1")
     tenant = steps.validate(ctx, world.request(), "acme", "widgets")
-    world.registry.claim_compensation("run-0", tenant.tenant_id)  # never finishes
+    world.registry.compensations.claim("run-0", tenant.tenant_id)  # never finishes
 
     with pytest.raises(CompensationInProgress, match="run-0"):
         phases.allocate(ctx, tenant)
@@ -217,6 +217,6 @@ def test_mark_active_opens_traffic_only_after_the_workload_is_ready() -> None:
 
     actions = [(kind, action) for kind, action, _ in world.journal.calls]
     assert actions.index(("workload", "ensure")) < actions.index(("route", "open"))
-    entry = world.registry.ledger_get(tenant.tenant_id, "route")
+    entry = world.registry.ledger.get(tenant.tenant_id, "route")
     assert entry is not None and entry.state == LedgerState.ALLOCATED
     assert entry.handle["details"] == {"state": "open"}

@@ -43,7 +43,7 @@ def test_validate_rejects_a_key_held_under_another_split_and_allocates_nothing()
 
     reason = "slug shop is not available in org prod-zeta: the address shop-prod-zeta is taken"
     assert str(failed.value) == f"request rejected: {reason}"
-    request = world.registry.get_request(request_id)
+    request = world.registry.requests.get(request_id)
     assert (request.state, request.reason, request.tenant_id) == (
         RequestState.REJECTED,
         reason,
@@ -56,7 +56,7 @@ def test_validate_rejects_a_key_held_under_another_split_and_allocates_nothing()
         reason,
     )
     assert world.journal.calls == calls_before  # nothing ensured, nothing released
-    assert world.registry.get_tenant_by_id(first.tenant_id).state == TenantState.ACTIVE
+    assert world.registry.tenants.get_by_id(first.tenant_id).state == TenantState.ACTIVE
 
 
 def test_a_key_is_free_for_another_split_once_its_tenant_is_decommissioned() -> None:
@@ -67,7 +67,7 @@ def test_a_key_is_free_for_another_split_once_its_tenant_is_decommissioned() -> 
     second = provision(world, "shop", "prod-zeta", "run-2")
 
     assert second.key == first.key and second.tenant_id != first.tenant_id
-    assert world.registry.get_tenant_by_id(second.tenant_id).state == TenantState.ACTIVE
+    assert world.registry.tenants.get_by_id(second.tenant_id).state == TenantState.ACTIVE
     assert all(b.made_for == {second.key: second.tenant_id} for b in backends(world))
     assert world.mailer.released == [(first.key, first.tenant_id)]
 
@@ -87,11 +87,11 @@ def test_a_resource_made_for_another_tenant_is_refused_at_once_and_never_release
         for step in (steps.allocate, steps.deploy, steps.mark_active):
             step(ctx, tenant, Attempt(0))  # the first attempt is the last: permanent
     assert "OwnedByAnotherTenant" in str(failed.value)
-    record = world.registry.get_tenant_by_id(tenant.tenant_id)
+    record = world.registry.tenants.get_by_id(tenant.tenant_id)
     assert record.state == TenantState.FAILED
     assert tenant.key not in world.traffic.opened  # never served
 
-    world.registry.claim_compensation("run-1", tenant.tenant_id)
+    world.registry.compensations.claim("run-1", tenant.tenant_id)
     steps.compensate(world.context("comp-1"), tenant.tenant_id, "run-1")
 
     assert foreign.things == {tenant.key: 1}  # still there, still the other tenant's
@@ -109,6 +109,6 @@ def test_compensation_and_decommission_name_the_tenant_id_in_every_release() -> 
     steps.decommission(world.context("decom-1"), tenant.tenant_id)
 
     assert all(b.released_for == [tenant.tenant_id] for b in backends(world))
-    assert world.registry.get_tenant_by_id(tenant.tenant_id).state == TenantState.DECOMMISSIONED
+    assert world.registry.tenants.get_by_id(tenant.tenant_id).state == TenantState.DECOMMISSIONED
     assert world.mailer.released == [(tenant.key, tenant.tenant_id)]
     assert (EventType.DECOMMISSION_COMPLETED, Step.DECOMMISSION) in world.types()
