@@ -30,10 +30,11 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py).
+# The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py). Each run
+# ends with its 15 slowest tests, so CI shows where the time goes.
 test: setup browser lint
-	$(BIN)/pytest -q tests/unit
-	$(BIN)/pytest -q tests/integration tests/security tests/e2e
+	$(BIN)/pytest -q --durations=15 tests/unit
+	$(BIN)/pytest -q --durations=15 tests/integration tests/security tests/e2e
 
 # Full-size benchmarks (figures in README "Performance"); results in bench/results/*.json.
 bench: setup

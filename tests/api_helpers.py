@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 import requests
 
 from tests.stack_helpers import free_port
+from tests.waiting import wait_until
 
 START_TIMEOUT_S = 60
 
@@ -71,14 +71,12 @@ def api_server(env: dict[str, str], log: Path, *args: str) -> Iterator[ApiServer
 
 
 def _wait_ready(server: ApiServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if server.process.poll() is not None:
             raise AssertionError(f"the API server exited: {server.log.read_text()[-2000:]}")
         try:
-            if requests.get(server.base + "/healthz", timeout=2).status_code == 200:
-                return
+            return requests.get(server.base + "/healthz", timeout=2).status_code == 200
         except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the API server did not answer /healthz in time")
+            return False
+
+    wait_until(healthy, START_TIMEOUT_S, "the API server did not answer /healthz in time")

@@ -71,6 +71,16 @@ def backend_pids(url: str) -> set[int]:
     return {pid for (pid,) in rows}
 
 
+def statements_started(url: str) -> dict[int, Any]:
+    """When each other connection to this database started its latest statement, by server pid."""
+    rows = admin_sql(
+        url,
+        "SELECT pid, query_start FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return dict(rows)
+
+
 def terminate_backends(url: str) -> None:
     """Drop every other connection to this database, as a server restart would, and wait for it."""
     admin_sql(

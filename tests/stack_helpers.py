@@ -23,6 +23,7 @@ from gql.transport.requests import RequestsHTTPTransport
 from tenant_pipelines.orchestration.graphql import DagsterApi
 from tenant_pipelines.support import procs
 from tenant_pipelines.support.procs import descendants
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -143,16 +144,20 @@ class Stack:
         return DagsterApi(send)
 
     def wait_for_state(self, slug: str, states: set[str], timeout_s: float = 120) -> dict:
-        deadline = time.monotonic() + timeout_s
         last: dict = {}
-        while time.monotonic() < deadline:
+
+        def reached() -> dict | None:
+            nonlocal last
             result = self.cli("status", slug, "--json", check=False)
-            if result.returncode == 0:
-                last = json.loads(result.stdout)
-                if last["state"] in states:
-                    return last
-            time.sleep(0.5)
-        raise AssertionError(f"{slug} never reached {states}; last status {last}")
+            if result.returncode != 0:
+                return None
+            last = json.loads(result.stdout)
+            return last if last["state"] in states else None
+
+        def said() -> str:
+            return f"{slug} never reached {states}; last status {last}"
+
+        return wait_until(reached, timeout_s, said, 0.5)
 
     def start(self, *extra: str) -> None:
         """`tenantctl up` with this stack's ports (and `extra` arguments), until it says it is up.
@@ -196,13 +201,11 @@ class Stack:
 
     def wait_said(self, text: str, timeout_s: float = 60) -> str:
         """The first line `up` said containing `text`, waiting for it if need be."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.said):
-                if text in line:
-                    return line
-            time.sleep(0.1)
-        raise AssertionError(f"tenantctl up never said {text!r}: {''.join(self.said)}")
+        return wait_until(
+            lambda: next((line for line in list(self.said) if text in line), None),
+            timeout_s,
+            lambda: f"tenantctl up never said {text!r}: {''.join(self.said)}",
+        )
 
     def stop(self) -> int:
         """SIGTERM, as an operator would; returns the exit status."""

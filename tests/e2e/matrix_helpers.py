@@ -3,12 +3,12 @@
 import os
 import re
 import signal
-import time
 from dataclasses import dataclass
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from tests.stack_helpers import Stack
+from tests.waiting import wait_until
 
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
@@ -45,14 +45,15 @@ def story(stack: Stack, slug: str) -> list[tuple[str, str | None]]:
 def wait_for_step_start(
     instance: DagsterInstance, slug: str, step: str, timeout_s: float = 90
 ) -> DagsterRun:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def started() -> DagsterRun | None:
         for run in runs_of(instance, slug, "provision_tenant"):
             starts = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
             if run.status == DagsterRunStatus.STARTED and any(e.step_key == step for e in starts):
                 return run
-        time.sleep(0.2)
-    raise AssertionError(f"{slug}: step {step} never started")
+        return None
+
+    return wait_until(started, timeout_s, f"{slug}: step {step} never started", 0.2)
 
 
 def kill_run_worker(instance: DagsterInstance, run: DagsterRun) -> int:

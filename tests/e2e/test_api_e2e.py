@@ -6,16 +6,16 @@ import json
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from dagster import RunsFilter
 
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, write_fault_plan
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,15 +24,8 @@ POLL_S = 0.05
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("api-e2e")
-    plan = tmp / "faults.json"
-    write_fault_plan(plan, [])
-    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
+def stack_options() -> StackOptions:
+    return StackOptions(faults=True)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +43,11 @@ def body(slug: str, plan: str = "team") -> dict[str, str]:
 
 
 def wait_state(stack: Stack, token: str, slug: str, states: set[str]) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        detail = stack.api("GET", f"/v1/tenants/{slug}", token).json()
-        if detail.get("state") in states:
-            return dict(detail)
-        time.sleep(POLL_S)
-    raise AssertionError(f"{slug} never reached {states}")
+    def reached() -> dict | None:
+        detail = dict(stack.api("GET", f"/v1/tenants/{slug}", token).json())
+        return detail if detail.get("state") in states else None
+
+    return wait_until(reached, 120, f"{slug} never reached {states}", POLL_S)
 
 
 def test_submit_to_active_with_its_timeline_its_live_feed_and_its_run_tags(
@@ -95,13 +86,11 @@ def test_submit_to_active_with_its_timeline_its_live_feed_and_its_run_tags(
 
 
 def wait_timeline(stack: Stack, token: str, slug: str, last: str) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def ended() -> dict | None:
         detail = dict(stack.api("GET", f"/v1/tenants/{slug}", token).json())
-        if detail["timeline"] and detail["timeline"][-1]["message"] == last:
-            return detail
-        time.sleep(POLL_S)
-    raise AssertionError(f"{slug}'s timeline never ended with {last!r}")
+        return detail if detail["timeline"] and detail["timeline"][-1]["message"] == last else None
+
+    return wait_until(ended, 30, f"{slug}'s timeline never ended with {last!r}", POLL_S)
 
 
 def follow(stack: Stack, token: str, slug: str, feed: list[dict]) -> None:
@@ -186,13 +175,11 @@ def test_a_failed_tenant_is_retried_to_active_then_decommissioned(
 
 
 def wait_compensated(stack: Stack, token: str, slug: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def compensated() -> bool:
         feed = stack.api("GET", f"/v1/tenants/{slug}/events", token).json()
-        if any(e["type"] == "tenant.provisioning.compensation_finished" for e in feed):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{slug} was never compensated")
+        return any(e["type"] == "tenant.provisioning.compensation_finished" for e in feed)
+
+    wait_until(compensated, 60, f"{slug} was never compensated", 0.2)
 
 
 def test_diagnosis_names_the_next_action(stack: Stack, org_admin: str) -> None:

@@ -15,7 +15,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +27,10 @@ from tenant_pipelines.orchestration.runs import runs_for_request
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tests.e2e.matrix_helpers import runs_of, story
-from tests.stack_helpers import REPO, TENANTCTL, Stack, local_stack, processes_mentioning
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import REPO, TENANTCTL, Stack, processes_mentioning
 from tests.stack_helpers import write_fault_plan as write_plan
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,20 +58,16 @@ class Cell:
 CELLS: list[Cell] = []
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("concurrency")
-    plan = tmp / "faults.json"
-    write_plan(plan, [])
-    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
-        assert processes_mentioning(str(running.data_dir)) == []
+def nothing_left_then_report(stack: Stack) -> None:
+    assert processes_mentioning(str(stack.data_dir)) == []
     report = os.environ.get("TENANT_CONCURRENCY_REPORT")
     if report:
         Path(report).write_text(json.dumps([asdict(c) for c in CELLS], indent=2))
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    return StackOptions(faults=True, after_stop=nothing_left_then_report)
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +148,12 @@ def failed_and_compensated(stack: Stack, slug: str) -> None:
     then deploy hangs once, so a retry's run is surely still in flight while rivals arrive
     (however slowly their processes start on a loaded machine) until the test lifts the fault."""
     assert stack.wait_for_state(slug, {"failed"})["failed_step"] == "deploy"
-    deadline = time.monotonic() + 60
-    while ("compensation_finished", "compensate") not in story(stack, slug):
-        assert time.monotonic() < deadline, f"{slug} was never compensated"
-        time.sleep(0.5)
+    wait_until(
+        lambda: ("compensation_finished", "compensate") in story(stack, slug),
+        60,
+        f"{slug} was never compensated",
+        0.5,
+    )
     faults(stack, {"phase": "deploy", "tenant": slug, "mode": "hang"}, lift=slug)
 
 
@@ -171,10 +170,12 @@ def finish(stack: Stack, cell: Cell, slug: str, started: float, wanted: set[str]
     """Wait for the tenant at rest and no run of it in flight; the fault matrix's invariants."""
     status = stack.wait_for_state(slug, wanted)
     instance = stack.instance()
-    deadline = time.monotonic() + 60
-    while any(not run.is_finished for run in runs_of_any(instance, slug)):
-        assert time.monotonic() < deadline, f"{slug} still has runs in flight"
-        time.sleep(0.3)
+    wait_until(
+        lambda: all(run.is_finished for run in runs_of_any(instance, slug)),
+        60,
+        f"{slug} still has runs in flight",
+        0.3,
+    )
     cell.end_state = status["state"]
     cell.seconds = round(time.monotonic() - started, 1)
     CELLS.append(cell)
@@ -304,10 +305,12 @@ def test_a_compensation_that_fails_is_retried_then_reported(
     slug, cell = STUCK, Cell("compensation fails (route will not release)")
     started = failing[slug]
     assert stack.wait_for_state(slug, {"failed"})["state"] == "failed"
-    deadline = time.monotonic() + 150
-    while ("compensation_failed", "compensate") not in story(stack, slug):
-        assert time.monotonic() < deadline, story(stack, slug)
-        time.sleep(1)
+    wait_until(
+        lambda: ("compensation_failed", "compensate") in story(stack, slug),
+        150,
+        lambda: str(story(stack, slug)),
+        1,
+    )
     reported = time.monotonic() - started
     [event] = stack.cli_json_lines(
         "audit", "--tenant", slug, "--type", "tenant.provisioning.compensation_failed"
@@ -338,12 +341,12 @@ def test_a_request_stuck_before_its_tenant_is_retried_once(stack: Stack) -> None
         record, _ = registry.requests.submit(TenantRequest.parse(request_fields(slug)))
         # A run that died in Validate had claimed it: the run the intake launches fails there.
         registry.requests.claim(record.request_id, "run-that-died")
-        deadline = time.monotonic() + 60
-        while not (runs := runs_for_request(stack.instance(), record.request_id)) or not all(
-            run.is_finished for run in runs
-        ):
-            assert time.monotonic() < deadline, "the intake never launched the request"
-            time.sleep(0.5)
+
+        def launched_and_finished() -> bool:
+            runs = runs_for_request(stack.instance(), record.request_id)
+            return bool(runs) and all(run.is_finished for run in runs)
+
+        wait_until(launched_and_finished, 60, "the intake never launched the request", 0.5)
         assert stack.cli_json("status", slug)["state"] == "request-launched"  # type: ignore
         started = time.monotonic()
 

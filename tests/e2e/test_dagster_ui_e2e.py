@@ -4,15 +4,14 @@ API server's origin, and "Re-execute from failure" brings the tenant to active; 
 the session's subject's. The UI's live run view (a websocket through the door) follows it."""
 
 import re
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.test_console_e2e import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.e2e.test_console_e2e import WAIT_MS
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, write_fault_plan
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -20,24 +19,8 @@ SLUG = "ui-retry"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("dagster-ui")
-    plan = tmp / "faults.json"
-    write_fault_plan(plan, [])
-    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+def stack_options() -> StackOptions:
+    return StackOptions(faults=True)
 
 
 def compensated_failure(stack: Stack) -> str:
@@ -47,10 +30,8 @@ def compensated_failure(stack: Stack) -> str:
     body = {"slug": SLUG, "org": "widgets", "plan": "team", "admin_email": "a@ui.example.com"}
     assert stack.api("POST", "/v1/tenants", stack.admin_token(), body).status_code == 202
     failed = stack.wait_for_state(SLUG, {"failed"})
-    deadline = time.monotonic() + 90
-    while not stack.cli_json_lines("audit", "--tenant", SLUG, "--type", "*.compensation_finished"):
-        assert time.monotonic() < deadline, "not compensated"
-        time.sleep(0.5)
+    finished = ("audit", "--tenant", SLUG, "--type", "*.compensation_finished")
+    wait_until(lambda: stack.cli_json_lines(*finished), 90, "not compensated", 0.5)
     write_fault_plan(stack.fault_plan, [])
     return str(failed["last_run_id"])
 

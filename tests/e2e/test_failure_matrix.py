@@ -8,13 +8,13 @@ platform at every call) targets only that tenant. Cells run in order and each en
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus
 
+from resources.fault_plan import FaultCounters
 from tests.e2e.matrix_helpers import (
     Cell,
     kill_run_worker,
@@ -23,7 +23,9 @@ from tests.e2e.matrix_helpers import (
     story,
     wait_for_step_start,
 )
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, write_fault_plan
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,19 +39,15 @@ RELEASE_ORDER = {
 CELLS: list[Cell] = []
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("matrix")
-    plan = tmp / "faults.json"
-    write_fault_plan(plan, [])
-    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
+def write_report(stack: Stack) -> None:
     report = os.environ.get("TENANT_MATRIX_REPORT")
     if report:
         Path(report).write_text(json.dumps([asdict(c) for c in CELLS], indent=2))
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    return StackOptions(faults=True, after_stop=write_report)
 
 
 def faults(stack: Stack, *rules: dict[str, object]) -> None:
@@ -99,11 +97,20 @@ def finish_cell(stack: Stack, cell: Cell, started: float) -> None:
     ).stdout
 
 
+def hang_began(stack: Stack, phase: str, slug: str) -> bool:
+    """Whether the plan's hang (its only rule) fired: it is counted before the call blocks."""
+    assert stack.fault_plan is not None
+    counters = FaultCounters(stack.fault_plan)
+    return counters.read().get(counters.key(0, phase, slug), 0) > 0
+
+
 def wait_for_compensation(stack: Stack, slug: str) -> None:
-    deadline = time.monotonic() + 60
-    while ("compensation_finished", "compensate") not in story(stack, slug):
-        assert time.monotonic() < deadline, f"{slug} was never compensated"
-        time.sleep(0.5)
+    wait_until(
+        lambda: ("compensation_finished", "compensate") in story(stack, slug),
+        60,
+        f"{slug} was never compensated",
+        0.5,
+    )
 
 
 @pytest.mark.parametrize("phase", ["allocate", "deploy", "mark_active"])
@@ -172,7 +179,7 @@ def test_killed_worker_resumes_without_compensation(stack: Stack, phase: str) ->
     submit(stack, cell.slug)
     instance = stack.instance()
     run = wait_for_step_start(instance, cell.slug, phase)
-    time.sleep(1.0)  # inside the hanging call
+    wait_until(lambda: hang_began(stack, phase, cell.slug), 30, f"{phase} never hung", 0.2)
     kill_run_worker(instance, run)
     assert stack.wait_for_state(cell.slug, {"active", "failed"})["state"] == "active"
     finish_cell(stack, cell, started)
@@ -194,10 +201,9 @@ def test_email_failure_leaves_the_tenant_active(stack: Stack) -> None:
     started = time.monotonic()
     submit(stack, cell.slug)
     assert stack.wait_for_state(cell.slug, {"active", "failed"})["state"] == "active"
-    deadline = time.monotonic() + 30
-    while story(stack, cell.slug) != HAPPY:
-        assert time.monotonic() < deadline, story(stack, cell.slug)
-        time.sleep(0.5)
+    wait_until(
+        lambda: story(stack, cell.slug) == HAPPY, 30, lambda: str(story(stack, cell.slug)), 0.5
+    )
     finish_cell(stack, cell, started)
     assert cell.compensations == 0
     emails = stack.cli_json("emails", cell.slug)
@@ -216,10 +222,12 @@ def test_compensation_run_twice_changes_nothing(stack: Stack) -> None:
     instance = stack.instance()
     (first,) = runs_of(instance, slug, "compensate_tenant")
     again = stack.dagster_api().reexecute(first.run_id, "ALL_STEPS")
-    deadline = time.monotonic() + 60
-    while instance.get_run_by_id(again).status != DagsterRunStatus.SUCCESS:  # type: ignore
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_until(
+        lambda: instance.get_run_by_id(again).status == DagsterRunStatus.SUCCESS,  # type: ignore
+        60,
+        f"run {again} did not succeed",
+        0.5,
+    )
     after = stack.cli_json("diagnose", slug)
     assert after["ledger"] == before["ledger"] and after["state"] == "failed"  # type: ignore
     compensated = stack.cli_json_lines("audit", "--tenant", slug, "--type", "*.compensated")

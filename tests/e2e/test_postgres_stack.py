@@ -30,7 +30,9 @@ from tests.pg_helpers import (
     role_exists,
     schema_exists,
 )
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, write_fault_plan
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -66,27 +68,25 @@ def databases(pg_admin_url: str) -> Iterator[Databases]:
             drop_our_roles(backends)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def dagster_pg_url(databases: Databases) -> Iterator[None]:
+    """This process opens the instance too (Stack.instance): its dagster.yaml reads the URL here."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_PG_URL", databases.dagster)
+        yield
+
+
 @pytest.fixture(scope="module")
-def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("pgstack")
-    plan = tmp / "faults.json"
-    write_fault_plan(plan, [])
+def stack_options(databases: Databases) -> StackOptions:
     env = {
         "DAGSTER_PG_URL": databases.dagster,
         "TENANT_DB_URL": databases.registry,
         "TENANT_BACKENDS": "postgres",
         "TENANT_BACKENDS_PG_URL": databases.backends,
         "TENANT_FREE_CONCURRENCY": "1",
-        "TENANT_FAULT_PLAN": str(plan),
         "TENANT_DEPLOYMENT": DEPLOYMENT,
     }
-    # This process opens the instance too (Stack.instance): its dagster.yaml reads the URL here.
-    with pytest.MonkeyPatch.context() as patch, local_stack(tmp, **env) as running:
-        patch.setenv("DAGSTER_PG_URL", databases.dagster)
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
+    return StackOptions(faults=True, env=env)
 
 
 @pytest.fixture
@@ -140,10 +140,12 @@ def inventory_clean(stack: Stack) -> None:
 
 
 def wait_for_compensation(stack: Stack, slug: str) -> None:
-    deadline = time.monotonic() + 60
-    while ("compensation_finished", "compensate") not in story(stack, slug):
-        assert time.monotonic() < deadline, f"{slug} was never compensated"
-        time.sleep(0.5)
+    wait_until(
+        lambda: ("compensation_finished", "compensate") in story(stack, slug),
+        60,
+        f"{slug} was never compensated",
+        0.5,
+    )
 
 
 def test_request_to_active_with_everything_on_postgres(
@@ -248,8 +250,8 @@ def in_deploy(instance: DagsterInstance, slug: str) -> bool:
 def run_spans(instance: DagsterInstance, slugs: list[str]) -> dict[str, tuple[float, float]]:
     """(start, end) of each tenant's provisioning run, once every one has ended: a tenant is
     `active` from Mark active on, while its run still sends the welcome emails."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def ended() -> dict[str, tuple[float, float]] | None:
         records = {
             slug: instance.get_run_records(
                 RunsFilter(job_name="provision_tenant", tags={"tenant": slug})
@@ -257,12 +259,11 @@ def run_spans(instance: DagsterInstance, slugs: list[str]) -> dict[str, tuple[fl
             for slug in slugs
         }
         span = {slug: (r.start_time, r.end_time) for slug, r in records.items()}
-        if all(start and end for start, end in span.values()):
-            return {
-                slug: (float(start or 0), float(end or 0)) for slug, (start, end) in span.items()
-            }
-        assert time.monotonic() < deadline, f"the runs did not end: {span}"
-        time.sleep(0.2)
+        if not all(start and end for start, end in span.values()):
+            return None
+        return {slug: (float(start or 0), float(end or 0)) for slug, (start, end) in span.items()}
+
+    return wait_until(ended, 60, "the runs did not end", 0.2)
 
 
 def test_free_runs_one_at_a_time_while_a_team_run_proceeds(
@@ -279,10 +280,12 @@ def test_free_runs_one_at_a_time_while_a_team_run_proceeds(
     for slug in free:
         submit(stack, slug, plan="free")
 
-    deadline = time.monotonic() + 60
-    while not (in_deploy(instance, team) and any(in_deploy(instance, s) for s in free)):
-        assert time.monotonic() < deadline, "the team run and a free run never ran together"
-        time.sleep(0.2)
+    wait_until(
+        lambda: in_deploy(instance, team) and any(in_deploy(instance, s) for s in free),
+        60,
+        "the team run and a free run never ran together",
+        0.2,
+    )
     running = next(s for s in free if in_deploy(instance, s))
     waiting = next(s for s in free if s != running)
     time.sleep(HOLD_S)  # dequeue passes every second: the second free run had its chances

@@ -9,6 +9,7 @@ from dagster import DagsterInstance
 
 from tests.fake_sendgrid import FakeSendGrid, rate_limited
 from tests.stack_helpers import Stack, local_stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -70,11 +71,8 @@ def test_three_emails_go_through_sendgrid_once_and_the_key_stays_secret(tmp_path
 
 
 def wait_for_emails(stack: Stack) -> list[dict]:
-    import time
-
-    deadline = time.monotonic() + 60
-    while True:
+    def all_tried() -> list[dict] | None:
         emails = stack.cli_json("emails", "mailco")
-        if all(e["status"] != "not_sent" for e in emails) or time.monotonic() > deadline:
-            return emails
-        time.sleep(0.5)
+        return emails if all(e["status"] != "not_sent" for e in emails) else None  # type: ignore
+
+    return wait_until(all_tried, 60, "the welcome emails were never all tried", 0.5)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +20,9 @@ import requests
 from resources.deployer import read_endpoint
 from tenant_pipelines.localstack import leftovers
 from tenant_pipelines.support import procs
-from tests.stack_helpers import REPO, TENANTCTL, Stack, free_port, local_stack
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import REPO, TENANTCTL, Stack, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,20 +46,17 @@ class Row:
 ROWS: list[Row] = []
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("supervision")
-    with local_stack(tmp, make_data_dir=False) as running:
-        assert not running.data_dir.exists()
-        running.start("--init")
-        assert running.data_dir.is_dir()
-        yield running
-        if running.process is not None:  # the crash-loop cell stopped it already
-            assert running.stop() == 0
-        assert platform_pids(running) == [] and workloads(running) == {}
+def nothing_left_then_report(stack: Stack) -> None:
+    assert platform_pids(stack) == [] and workloads(stack) == {}
     report = os.environ.get("TENANT_SUPERVISION_REPORT")
     if report:
         Path(report).write_text(json.dumps([asdict(r) for r in ROWS], indent=2))
+
+
+@pytest.fixture(scope="module")
+def stack_options() -> StackOptions:
+    """`up --init` on a data directory that does not exist yet."""
+    return StackOptions(init=True, after_stop=nothing_left_then_report)
 
 
 def platform_pids(stack: Stack) -> list[int]:
@@ -129,15 +127,6 @@ def assert_platform_whole(stack: Stack) -> None:
     assert inventory.returncode == 0, inventory.stdout
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, poll_s: float = 0.05) -> float:
-    """Seconds until `condition()` held; fails after `timeout_s`."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, f"not within {timeout_s} s"
-        time.sleep(poll_s)
-    return time.monotonic() - started
-
-
 def test_a_second_up_is_refused_at_once(stack: Stack) -> None:
     assert stack.process is not None
     started = time.monotonic()
@@ -168,7 +157,7 @@ def test_a_killed_edge_is_back_and_serving_within_5_s(stack: Stack) -> None:
     port = read_endpoint(stack.data_dir.resolve(), key)  # the workload serves on meanwhile
     assert port is not None
     assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    wait_until(lambda: served(stack, "edge-kill"), EDGE_BACK_S)
+    wait_until(lambda: served(stack, "edge-kill"), EDGE_BACK_S, "the edge is not back", 0.05)
     seconds = round(time.monotonic() - killed, 2)
     said = stack.wait_said("edge exited")
     assert said.strip() == "edge exited with status -9; restarting it in 0.0 s (restart 1)"
@@ -200,7 +189,12 @@ def test_a_killed_api_server_is_restarted_and_answers_again(stack: Stack) -> Non
     child = the_child(stack, name)
     os.kill(child, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: answers(f"{stack.api_base}/healthz") and answers(*ui), 90, poll_s=0.2)
+    wait_until(
+        lambda: answers(f"{stack.api_base}/healthz") and answers(*ui),
+        90,
+        "the API server and the Dagster UI do not answer",
+        0.2,
+    )
     seconds = round(time.monotonic() - killed, 1)
     said = stack.wait_said(f"{name} exited")
     assert said.strip() == f"{name} exited with status -9; restarting it in 0.0 s (restart 1)"
@@ -228,7 +222,12 @@ def test_up_killed_then_started_again_leaves_no_orphan_and_no_second_daemon(
     stack.process = None
     killed = time.monotonic()
     # Its children die with it; tenant workloads run on for the next `up` to adopt.
-    wait_until(lambda: not any(child_pids(stack, name) for name in CHILD_MARKS), 10)
+    wait_until(
+        lambda: not any(child_pids(stack, name) for name in CHILD_MARKS),
+        10,
+        "children outlived up",
+        0.05,
+    )
     assert workloads(stack) == serving
     down = stack.cli(
         "request",
@@ -248,7 +247,12 @@ def test_up_killed_then_started_again_leaves_no_orphan_and_no_second_daemon(
     )
     assert down.returncode == 0, down.stderr  # recorded; launched once the platform is back
     stack.start()
-    wait_until(lambda: served(stack, "edge-kill") and served(stack, "daemon-kill"), 30)
+    wait_until(
+        lambda: served(stack, "edge-kill") and served(stack, "daemon-kill"),
+        30,
+        "the tenants are not served",
+        0.05,
+    )
     seconds = round(time.monotonic() - killed, 1)
     assert stack.wait_for_state("while-down", {"active", "failed"})["state"] == "active"
     assert not before & set(platform_pids(stack)), "a process of the killed up survived"
@@ -269,8 +273,8 @@ def test_an_edge_that_keeps_dying_stops_the_platform_with_the_reason(stack: Stac
         edge = the_child(stack, "edge")
         os.kill(edge, signal.SIGKILL)
         if kill < 4:  # restarted after its backoff (0, 0.5, 1, 2 s), and serving again
-            wait_until(functools.partial(replaced, stack, "edge", edge), 30, poll_s=0.1)
-            wait_until(lambda: served(stack, "edge-kill"), 30)
+            wait_until(functools.partial(replaced, stack, "edge", edge), 30, "no new edge", 0.1)
+            wait_until(lambda: served(stack, "edge-kill"), 30, "the edge is not back", 0.05)
     assert stack.process.wait(timeout=60) == 1
     seconds = round(time.monotonic() - started, 1)
     said = stack.wait_said("tenantctl: edge exited 5 times")

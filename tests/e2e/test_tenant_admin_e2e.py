@@ -8,9 +8,7 @@ TENANT_CONSOLE_SCREENSHOTS=DIR to keep the screenshots."""
 
 import os
 import re
-import time
 import uuid
-from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -19,10 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.test_console_e2e import CHROMIUM, CHROMIUM_ARGS
-from tests.stack_helpers import Stack, local_stack
+from tests.stack_helpers import Stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,29 +55,9 @@ class EmailLinks(HTMLParser):
         self._in_code = False
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with local_stack(tmp_path_factory.mktemp("tenant-admin")) as running:
-        running.start()
-        yield running
-        assert running.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 def console_email(stack: Stack) -> EmailMessage:
     path = stack.data_dir / "outbox" / KEY / "console.eml"
-    deadline = time.monotonic() + EMAIL_WAIT_S
-    while not path.exists():
-        assert time.monotonic() < deadline, f"no console email at {path}"
-        time.sleep(0.2)
+    wait_until(path.exists, EMAIL_WAIT_S, f"no console email at {path}", 0.2)
     message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
     assert isinstance(message, EmailMessage)
     return message

@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +22,10 @@ from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import operator_key_file
 from tests.api_helpers import ApiServer, api_server, platform_env
-from tests.pg_helpers import backend_pids
+from tests.pg_helpers import backend_pids, statements_started
 from tests.platform_fixtures import LocalPlatform
 from tests.stack_helpers import REPO, TENANTCTL, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -275,6 +275,17 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def between_polls(pid: int) -> bool:
+    """Whether the process sleeps in `time.sleep` (its poll interval), read from /proc."""
+    return Path(f"/proc/{pid}/wchan").read_text() in ("hrtimer_nanosleep", "do_nanosleep")
+
+
+def wait_for_a_statement(url: str) -> None:
+    """Until a connection to the database starts a new statement (or a new one appears)."""
+    seen = statements_started(url)
+    wait_until(lambda: statements_started(url) != seen, 20 * FOLLOW_POLL_S, "nothing polled")
+
+
 def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform) -> None:
     local = local_platform
     env = {
@@ -291,8 +302,8 @@ def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform
         preexec_fn=interruptible,
     )
     try:
-        time.sleep(2)  # following an empty feed
-        provision(local)
+        wait_until(lambda: between_polls(follower.pid), 60, "the follower never polled the feed")
+        provision(local)  # events that arrive while it follows an empty feed
         assert follower.stdout is not None
         first = json.loads(follower.stdout.readline())
         assert (first["type"], first["tenant"]) == ("tenant.provisioning.started", "acme")
@@ -335,9 +346,9 @@ def test_audit_follow_on_postgresql_holds_one_connection(
             assert follower.stdout is not None
             assert json.loads(follower.stdout.readline())["step"] == "validate"
             held = []
-            for _ in range(3):  # between polls, where a connection per statement would be gone
+            for _ in range(3):  # after a poll, where a connection per statement would be gone
+                wait_for_a_statement(pg_database)
                 held.append(backend_pids(pg_database))
-                time.sleep(2 * FOLLOW_POLL_S)
             emit(instance, "allocate")
             assert json.loads(follower.stdout.readline())["step"] == "allocate"
         finally:

@@ -25,6 +25,7 @@ from tests.api_helpers import ApiServer, api_server, platform_env
 from tests.conftest import fresh_pg_database
 from tests.console_streams import COOKIE, console_login, grant, tenants_page, token_id
 from tests.stack_helpers import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -223,13 +224,14 @@ def test_the_middleware_keeps_sessions_for_any_asgi_app(tmp_path: Path) -> None:
 
 
 def _wait_until_serving(browser: requests.Session, base: str) -> None:
-    for _ in range(200):
+    def serving() -> bool:
         try:
             assert browser.get(f"{base}/", timeout=10).text == "1"
-            return
+            return True
         except requests.ConnectionError:
-            threading.Event().wait(0.05)
-    raise AssertionError("the test server did not start")
+            return False
+
+    wait_until(serving, 10, "the test server did not start", 0.05)
 
 
 @pytest.mark.postgres

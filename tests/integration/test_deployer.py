@@ -21,6 +21,8 @@ from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import procs
+from tests.local_backends import workload_pids
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,29 +40,13 @@ def tenant(slug: str = "acme", org: str = "corp", plan: str = "free") -> TenantS
     )
 
 
-def workload_pids(data_dir: Path) -> set[int]:
-    """Live workload processes of this data directory, found without the code under test."""
-    pids = set()
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"resources.workload_server" in cmdline and str(data_dir).encode() in cmdline:
-            pids.add(int(entry.name))
-    return pids
+def gone(pid: int) -> bool:
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or not cmdline.read_bytes()
 
 
-def wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (
-            not Path(f"/proc/{pid}/cmdline").exists()
-            or not Path(f"/proc/{pid}/cmdline").read_bytes()
-        ):
-            return True
-        time.sleep(0.05)
-    return False
+def wait_gone(pid: int, timeout_s: float = 5.0) -> None:
+    wait_until(lambda: gone(pid), timeout_s, f"process {pid} is still there", 0.05)
 
 
 def get(port: int, path: str) -> tuple[int, str, bytes]:
@@ -71,27 +57,6 @@ def get(port: int, path: str) -> tuple[int, str, bytes]:
         return response.status, response.getheader("Content-Type") or "", response.read()
     finally:
         conn.close()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path.resolve()
-
-
-@pytest.fixture
-def deployer(data_dir: Path) -> Iterator[LocalProcessDeployer]:
-    deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
-    yield deployer
-    deployer.stop_all()
-    leftovers = workload_pids(data_dir)
-    for pid in leftovers:
-        os.kill(pid, signal.SIGKILL)
-    assert leftovers == set(), "stop_all left workloads running"
-
-
-@pytest.fixture
-def identity(data_dir: Path) -> LocalSQLiteIdentityStore:
-    return LocalSQLiteIdentityStore(data_dir=str(data_dir))
 
 
 @pytest.fixture
@@ -174,7 +139,7 @@ def test_release_stops_the_workload_and_is_idempotent(
     pid = deployer.ensure(tenant()).details["pid"]
 
     assert deployer.release("acme-corp") is True
-    assert wait_gone(pid, timeout_s=0.5)
+    wait_gone(pid, timeout_s=0.5)
     assert not (data_dir / "workloads" / "acme-corp.json").exists()
     assert deployer.release("acme-corp") is False
     assert deployer.list_existing() == set()
@@ -276,7 +241,7 @@ def test_ensure_replaces_a_workload_that_died(
     identity.ensure(tenant())
     old = deployer.ensure(tenant()).details["pid"]
     os.kill(old, signal.SIGKILL)  # a crash: no chance to remove its state file
-    assert wait_gone(old)
+    wait_gone(old)
     assert read_endpoint(data_dir, "acme-corp") is None
 
     new = deployer.ensure(tenant())
@@ -311,7 +276,7 @@ def test_a_stopping_workload_keeps_a_state_file_that_names_a_successor(
     successor = write_state(data_dir, "acme-corp", pid + 1_000_000)
 
     os.kill(pid, signal.SIGTERM)
-    assert wait_gone(pid)
+    wait_gone(pid)
     assert json.loads(successor.read_text())["pid"] == pid + 1_000_000
 
 
@@ -454,10 +419,14 @@ def test_a_process_of_a_workloads_uid_cannot_pass_for_another_tenants_workload(
     as_evil = ["setpriv", f"--reuid={evil_uid}", f"--regid={evil_uid}", "--clear-groups", "--"]
     forger = subprocess.Popen([*as_evil, "sh", "-c", "while :; do sleep 1; done", *claim])
     try:
-        deadline = time.monotonic() + 5
-        while b"resources.workload_server" not in Path(f"/proc/{forger.pid}/cmdline").read_bytes():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(
+            lambda: (
+                b"resources.workload_server" in Path(f"/proc/{forger.pid}/cmdline").read_bytes()
+            ),
+            5,
+            "the forger never claimed the key",
+            0.05,
+        )
         assert deployer.ensure(tenant("acme", "corp")) == acme
         assert deployer.list_existing() == {"acme-corp", "evil-corp"}
         assert deployer.release("acme-corp", "t-acme") is True

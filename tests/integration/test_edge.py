@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from resources.deployer import LocalProcessDeployer
 from resources.identity import LocalSQLiteIdentityStore
 from resources.traffic import LocalEdgeRoutes, routes_db_path
 from tenant_pipelines.domain.tenant import TenantSpec
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,15 +78,14 @@ def start_edge(port: int, data_dir: Path, log: Path, *options: str) -> subproces
 
 
 def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert process.poll() is None, "the edge exited during startup"
         try:
-            if request(port, "anything.example", "/_edge/healthz").status == 200:
-                return
+            return request(port, "anything.example", "/_edge/healthz").status == 200
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"the edge did not come up on port {port}")
+            return False
+
+    wait_until(healthy, STARTUP_TIMEOUT_S, f"the edge did not come up on port {port}", 0.05)
 
 
 @dataclass(frozen=True)
@@ -106,11 +105,6 @@ class Edge:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path.resolve()
-
-
-@pytest.fixture
 def edge(data_dir: Path) -> Iterator[Edge]:
     port = free_port()
     process = start_edge(port, data_dir, data_dir / "edge.log")
@@ -126,14 +120,6 @@ def edge(data_dir: Path) -> Iterator[Edge]:
             process.kill()
             process.wait()
         assert process.returncode == 0, "the edge did not stop cleanly on SIGTERM"
-
-
-@pytest.fixture
-def deployer(data_dir: Path) -> Iterator[LocalProcessDeployer]:
-    deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
-    yield deployer
-    deployer.stop_all()
-    assert deployer.list_existing() == set()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
 from tests.api_helpers import ApiServer, api_server, platform_env
 from tests.console_streams import RawStream, grant, seed_tenant, write_event
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -183,14 +184,15 @@ def test_a_token_has_its_cap_of_streams_and_the_server_its_own(small: Platform) 
 
 
 def _opens_within(at: Platform, slug: str, token: str, within_s: float) -> RawStream:
-    deadline = time.monotonic() + within_s
-    while True:
+
+    def opened() -> RawStream | None:
         stream = at.stream(slug, token)
         if stream.status() == 200:
             return stream
         stream.close()
-        assert time.monotonic() < deadline, "the closed stream still holds its place"
-        time.sleep(0.1)
+        return None
+
+    return wait_until(opened, within_s, "the closed stream still holds its place")
 
 
 def test_500_unread_streams_leave_the_api_answering_at_once(default: Platform) -> None:

@@ -29,6 +29,7 @@ from tenant_pipelines.domain.handles import Handle
 from tenant_pipelines.domain.mail import OutgoingEmail
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.settings import Settings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,12 @@ def tenant(slug: str = "acme", org: str = "corp") -> TenantSpec:
     )
 
 
+def hanging(plan_path: Path, phase: str) -> bool:
+    """Whether the plan's first rule, a hang in `phase`, fired: it is counted before it blocks."""
+    fired = Path(f"{plan_path}.counts.json").exists() and counts(plan_path)
+    return bool(fired) and any(key.startswith(f"0:{phase}:") for key in fired)
+
+
 def write_plan(path: Path, rules: list[dict[str, Any]] | str) -> None:
     """Replace the plan atomically, as a drill should."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -56,11 +63,6 @@ def write_plan(path: Path, rules: list[dict[str, Any]] | str) -> None:
 
 def counts(plan_path: Path) -> dict[str, int]:
     return json.loads(Path(f"{plan_path}.counts.json").read_text())
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return (tmp_path / "data").resolve()
 
 
 @pytest.fixture
@@ -158,7 +160,7 @@ def test_a_hang_blocks_until_the_drill_removes_its_rule(
     opened: list[Handle] = []
     worker = threading.Thread(target=lambda: opened.append(platform.traffic.open(tenant())))
     worker.start()
-    time.sleep(0.5)
+    wait_until(lambda: hanging(plan_path, "mark_active"), JOIN_TIMEOUT_S, "the call never hung")
     assert worker.is_alive()
     assert not platform.traffic.is_open("acme-corp")
     write_plan(plan_path, [other])

@@ -28,11 +28,6 @@ def tenant(slug: str = "acme", org: str = "corp") -> TenantSpec:
     )
 
 
-@pytest.fixture
-def identity(tmp_path: Path) -> LocalSQLiteIdentityStore:
-    return LocalSQLiteIdentityStore(data_dir=str(tmp_path))
-
-
 def users(path: Path) -> list[tuple[str, str, str, str]]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT email, role, status, invitation_token FROM users").fetchall()

@@ -19,7 +19,8 @@ from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
-from tests.integration.test_run_launcher import hold_job, run_messages, wait_for_status, wait_until
+from tests.integration.test_run_launcher import WAIT_S, hold_job, run_messages, wait_for_status
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +118,9 @@ def test_a_run_with_a_free_slot_starts_at_once_and_the_rest_queue(
     (tmp_path / "a" / "release").write_text("")
     assert wait_for_status(instance, first.run_id).status == DagsterRunStatus.SUCCESS
     # The slot goes to the oldest queued free run at once: no daemon runs in this test.
-    wait_until(lambda: status(instance, second) != DagsterRunStatus.QUEUED, "the hand-over")
+    wait_until(
+        lambda: status(instance, second) != DagsterRunStatus.QUEUED, WAIT_S, "the hand-over", 0.05
+    )
     assert status(instance, third) == DagsterRunStatus.QUEUED
     (tmp_path / "b" / "release").write_text("")
     assert wait_for_status(instance, second.run_id).status == DagsterRunStatus.SUCCESS

@@ -28,6 +28,7 @@ from tenant_pipelines.runtime.run_launcher import LAUNCHED_TAG, launched_by
 from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity as process_identity
 from tenant_pipelines.support.procs import live_pid
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -101,21 +102,12 @@ def launch(
     return run
 
 
-def wait_until(predicate: object, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def wait_for_status(instance: DagsterInstance, run_id: str) -> DagsterRun:
     def finished() -> bool:
         run = instance.get_run_by_id(run_id)
         return run is not None and run.is_finished
 
-    wait_until(finished, f"run {run_id} to finish")
+    wait_until(finished, WAIT_S, f"run {run_id} to finish", 0.05)
     run = instance.get_run_by_id(run_id)
     assert run is not None
     return run
@@ -126,7 +118,7 @@ def worker_pid_of(instance: DagsterInstance, run_id: str) -> int:
         run = instance.get_run_by_id(run_id)
         return run is not None and bool(run.tags.get(WORKER_TAG))
 
-    wait_until(tagged, "the worker's identity on the run")
+    wait_until(tagged, WAIT_S, "the worker's identity on the run", 0.05)
     run = instance.get_run_by_id(run_id)
     assert run is not None
     return int(run.tags[WORKER_TAG].split(":")[0])
@@ -149,7 +141,9 @@ def test_a_run_executes_in_a_worker_forked_from_the_fork_server(
     assert "multiprocessing.forkserver" in (tmp_path / "parent").read_text()
     assert finished.tags[WORKER_TAG].startswith(f"{worker_pid}:")
     assert f"Started process for run (pid: {worker_pid})." in run_messages(instance, run.run_id)
-    wait_until(lambda: live_pid(finished.tags[WORKER_TAG]) is None, "the worker to exit")
+    wait_until(
+        lambda: live_pid(finished.tags[WORKER_TAG]) is None, WAIT_S, "the worker to exit", 0.05
+    )
 
 
 @pytest.mark.parametrize(("plan", "niceness"), [("free", 10), ("team", 5), ("enterprise", 0)])
@@ -166,7 +160,7 @@ def test_a_worker_runs_at_its_plans_cpu_priority(
 
 def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance, tmp_path: Path) -> None:
     run = launch(instance, tmp_path, hold=True)
-    wait_until((tmp_path / "pid").exists, "the op to start")
+    wait_until((tmp_path / "pid").exists, WAIT_S, "the op to start", 0.05)
     pid = worker_pid_of(instance, run.run_id)
 
     os.kill(pid, signal.SIGKILL)
@@ -183,7 +177,7 @@ def test_terminate_from_another_process_cancels_the_run(
     instance: DagsterInstance, dagster_home: Path, tmp_path: Path
 ) -> None:
     run = launch(instance, tmp_path, hold=True)
-    wait_until((tmp_path / "pid").exists, "the op to start")
+    wait_until((tmp_path / "pid").exists, WAIT_S, "the op to start", 0.05)
     worker_pid_of(instance, run.run_id)
 
     # Another instance object: a launcher that did not start the worker (the webserver's case).
@@ -199,7 +193,7 @@ def test_worker_health_is_read_from_the_run_from_any_process(
     instance: DagsterInstance, dagster_home: Path, tmp_path: Path
 ) -> None:
     run = launch(instance, tmp_path, hold=True)
-    wait_until((tmp_path / "pid").exists, "the op to start")
+    wait_until((tmp_path / "pid").exists, WAIT_S, "the op to start", 0.05)
     pid = worker_pid_of(instance, run.run_id)
 
     with DagsterInstance.from_config(str(dagster_home)) as other:
@@ -210,7 +204,9 @@ def test_worker_health_is_read_from_the_run_from_any_process(
         assert launcher.check_run_worker_health(tagged).status == WorkerStatus.RUNNING
 
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: live_pid(tagged.tags[WORKER_TAG]) is None, "the worker to die")
+        wait_until(
+            lambda: live_pid(tagged.tags[WORKER_TAG]) is None, WAIT_S, "the worker to die", 0.05
+        )
         assert launcher.check_run_worker_health(tagged).status == WorkerStatus.FAILED
 
         untagged = tagged.with_tags({})

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,12 @@ from tenant_pipelines.localstack.supervisor import (
     Supervisor,
 )
 from tenant_pipelines.support import procs
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 CRASHER = [sys.executable, "-c", "import sys; sys.exit(3)"]
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def gone(pid: int) -> bool:
@@ -68,7 +61,9 @@ def test_a_killed_child_is_restarted_and_the_restart_is_said(tmp_path: Path) -> 
     try:
         first = sup.children["sleeper"].process.pid
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: restarted(sup, "sleeper", first))
+        wait_until(
+            lambda: restarted(sup, "sleeper", first), 10, "the sleeper was not restarted", 0.05
+        )
         assert said == ["sleeper exited with status -9; restarting it in 0.0 s (restart 1)"]
         second = sup.children["sleeper"].process
         assert second.poll() is None
@@ -141,11 +136,11 @@ def test_children_die_with_their_supervisor_and_leftovers_are_found(tmp_path: Pa
     try:
         assert up.stdout is not None
         child = int(up.stdout.readline())
-        wait_for(lambda: len(leftovers.marked(mark)) == 2)
+        wait_until(lambda: len(leftovers.marked(mark)) == 2, 10, "not two marked processes", 0.05)
         (grandchild,) = [pid for pid in leftovers.marked(mark) if pid != child]
         up.kill()
         up.wait()
-        wait_for(lambda: gone(child), timeout_s=5)
+        wait_until(lambda: gone(child), 5, f"{child} is still there", 0.05)
         assert leftovers.marked(mark) == [grandchild]
         assert leftovers.kill_marked(mark) == [grandchild]
         assert gone(grandchild) and leftovers.marked(mark) == []

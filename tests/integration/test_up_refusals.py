@@ -5,7 +5,6 @@ the stack file other commands trust only while the lock is held."""
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from tenant_pipelines.localstack.stack_file import read_stack, stack_file
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support import procs
 from tests.stack_helpers import REPO, TENANTCTL, free_port, local_stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,15 @@ def up(data_dir: Path, dagster_home: Path, *extra: str) -> subprocess.CompletedP
         text=True,
         timeout=60,
     )
+
+
+def lock_owner(data_dir: Path) -> int | None:
+    """The pid the data directory's lock file names: `up` writes it once it holds the lock (read,
+    not locked, so that asking cannot make an `up` that is starting refuse itself)."""
+    try:
+        return int(json.loads((data_dir / platform_lock.LOCK_FILE).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def test_a_missing_data_dir_is_refused_and_not_created(tmp_path: Path) -> None:
@@ -99,7 +108,11 @@ def test_two_ups_started_a_second_apart_one_runs_one_is_refused(tmp_path: Path) 
             text=True,
             start_new_session=True,
         )
-        time.sleep(1)
+        wait_until(
+            lambda: lock_owner(first.data_dir) == first.process.pid,  # type: ignore[union-attr]
+            30,
+            "the first up never took the lock",
+        )
         second = up(first.data_dir, Path(first.env["DAGSTER_HOME"]))
         assert second.returncode == 1
         assert f"already running for the data directory {first.data_dir.resolve()}" in (

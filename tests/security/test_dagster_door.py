@@ -14,14 +14,13 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import requests
-from dagster import DagsterRunStatus, RunsFilter
+from dagster import DagsterRun, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClientError
 from gql import Client, GraphQLRequest
 from gql.transport.requests import RequestsHTTPTransport
@@ -29,7 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tenant_pipelines.localstack import leftovers
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, write_fault_plan
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,15 +55,8 @@ mutation Reexecute($params: ReexecutionParams) {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("door")
-    plan = tmp / "faults.json"
-    write_fault_plan(plan, [])
-    with local_stack(tmp, TENANT_FAULT_PLAN=str(plan)) as running:
-        running.fault_plan = plan
-        running.start()
-        yield running
-        assert running.stop() == 0
+def stack_options() -> StackOptions:
+    return StackOptions(faults=True)
 
 
 def provision(stack: Stack, slug: str, wanted: str = "active") -> dict[str, Any]:
@@ -268,13 +262,8 @@ def test_decommission_from_the_ui_while_a_retry_is_in_flight_fails_naming_the_re
 
 
 def wait_compensated(stack: Stack, slug: str) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        found = stack.cli_json_lines("audit", "--tenant", slug, "--type", "*.compensation_finished")
-        if found:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{slug} was not compensated")
+    finished = ("audit", "--tenant", slug, "--type", "*.compensation_finished")
+    wait_until(lambda: stack.cli_json_lines(*finished), 90, f"{slug} was not compensated", 0.5)
 
 
 def test_scripts_relaunch_a_failed_run_from_failure_at_the_door(stack: Stack) -> None:
@@ -304,11 +293,14 @@ def test_scripts_relaunch_a_failed_run_from_failure_at_the_door(stack: Stack) ->
         run = instance.get_run_by_id(result["run"]["runId"])
         assert run is not None and run.tags["requested_by"] == "stack-admin"
         assert run.parent_run_id == failed["last_run_id"]
-        while not run.is_finished:
-            time.sleep(0.2)
-            run = instance.get_run_by_id(run.run_id)
-            assert run is not None
-        assert run.status == DagsterRunStatus.SUCCESS
+        run_id = run.run_id
+
+        def finished() -> DagsterRun | None:
+            again = instance.get_run_by_id(run_id)
+            return again if again is not None and again.is_finished else None
+
+        ended = wait_until(finished, 120, f"run {run_id} never finished", 0.2)
+        assert ended.status == DagsterRunStatus.SUCCESS
     finally:
         instance.dispose()
 

@@ -7,7 +7,6 @@ string, with anything shaped like a secret masked, and never a header."""
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_oper
 from tests.api_helpers import ApiServer, api_server, platform_env
 from tests.integration.test_api import grant
 from tests.integration.test_edge import free_port, start_edge, wait_until_up
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,13 +106,12 @@ def carriers(secret: str) -> list[tuple[str, str, dict[str, object]]]:
 def wait_for_line(log: Path, text: str, times: int = 1) -> str:
     """The log's contents once `text` is in it `times` times (lines are written as requests
     end)."""
-    deadline = time.monotonic() + LOG_TIMEOUT_S
-    while time.monotonic() < deadline:
+
+    def written() -> str | None:
         contents = log.read_text(errors="replace")
-        if contents.count(text) >= times:
-            return contents
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never reached {log}")
+        return contents if contents.count(text) >= times else None
+
+    return wait_until(written, LOG_TIMEOUT_S, f"{text!r} never reached {log}", 0.05)
 
 
 def assert_no_secret(contents: str, secrets: Secrets) -> None:

@@ -5,16 +5,15 @@ edge) answered 200 with its user count to any caller. It must ask for its admin:
 without a session, and the only way in is the invitation code the welcome email carries, once,
 then the password the admin chose."""
 
-import time
 import uuid
-from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
 
 import pytest
 
 from tests.admin_client import PASSWORD, AdminClient
-from tests.stack_helpers import Stack, local_stack
+from tests.stack_helpers import Stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -25,28 +24,22 @@ ADMIN_EMAIL = "admin@open.example.com"
 EMAIL_WAIT_S = 60
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with local_stack(tmp_path_factory.mktemp("tadmin-security")) as running:
-        running.start()
-        running.cli(
-            *("request", "--slug", SLUG, "--org", ORG, "--plan", "free"),
-            *("--admin-email", ADMIN_EMAIL, "--caller", "ops", "--role", "platform-admin"),
-            *("--request-id", str(uuid.uuid4())),
-        )
-        status = running.wait_for_state(SLUG, {"active", "failed"})
-        assert status["state"] == "active", status
-        yield running
-        assert running.stop() == 0
+@pytest.fixture(scope="module", autouse=True)
+def tenant(stack: Stack) -> None:
+    """The tenant whose admin page is attacked, active."""
+    stack.cli(
+        *("request", "--slug", SLUG, "--org", ORG, "--plan", "free"),
+        *("--admin-email", ADMIN_EMAIL, "--caller", "ops", "--role", "platform-admin"),
+        *("--request-id", str(uuid.uuid4())),
+    )
+    status = stack.wait_for_state(SLUG, {"active", "failed"})
+    assert status["state"] == "active", status
 
 
 def invitation_code(stack: Stack) -> str:
     """The code as the console email's text part gives it (the line after "paste ... code:")."""
     path = stack.data_dir / "outbox" / KEY / "console.eml"
-    deadline = time.monotonic() + EMAIL_WAIT_S
-    while not path.exists():
-        assert time.monotonic() < deadline, f"no console email at {path}"
-        time.sleep(0.2)
+    wait_until(path.exists, EMAIL_WAIT_S, f"no console email at {path}", 0.2)
     message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     lines = [line.strip() for line in text.splitlines()]

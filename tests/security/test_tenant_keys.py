@@ -11,11 +11,9 @@
 """
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +21,8 @@ from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
-from tests.stack_helpers import Stack, local_stack
+from tests.stack_helpers import Stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +31,6 @@ HOST = f"{KEY}.localhost"
 KEY_REFUSAL = "slug shop is not available in org prod-zeta: the address shop-prod-zeta is taken"
 IDEMPOTENCY_REFUSAL = "this Idempotency-Key cannot be used; send a new one"
 WAIT_S = 60
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with local_stack(tmp_path_factory.mktemp("tenant-keys")) as running:
-        running.start()
-        yield running
-        assert running.stop() == 0
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +189,12 @@ def test_a_request_that_slips_past_submission_is_rejected_at_validate(
 
 def wait_settled(registry: TenantRegistry, request_id: str) -> RequestRecord:
     """The request once Validate has decided: rejected, or given a tenant."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
+
+    def decided() -> RequestRecord | None:
         record = registry.requests.get(request_id)
-        if record.state == "rejected" or record.tenant_id is not None:
-            return record
-        if time.monotonic() > deadline:
-            raise AssertionError(f"request {request_id} was never decided: {record}")
-        time.sleep(0.2)
+        return record if record.state == "rejected" or record.tenant_id is not None else None
+
+    return wait_until(decided, WAIT_S, f"request {request_id} was never decided", 0.2)
 
 
 def test_the_stack_holds_one_tenant_per_key(stack: Stack, tokens: dict[str, str]) -> None:

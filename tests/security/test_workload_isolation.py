@@ -10,14 +10,14 @@ import json
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from tenant_pipelines.support import procs
-from tests.stack_helpers import Stack, local_stack
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack
 
 pytestmark = [pytest.mark.e2e]
 
@@ -65,27 +65,31 @@ def edge(stack: Stack, slug: str, path: str) -> requests.Response:
     )
 
 
+def older_version_left_it_readable(stack: Stack) -> None:
+    """A data directory an older version left readable to all (0755 / 0644)."""
+    (stack.data_dir / "logs").mkdir(mode=0o755)
+    older = stack.data_dir / "logs" / "api.log.1"
+    older.write_text("an older version's log\n")
+    older.chmod(0o644)
+    stack.data_dir.chmod(0o755)
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A platform on a data directory an older version left readable to all (0755 / 0644)."""
-    tmp = tmp_path_factory.mktemp("isolation")
-    with local_stack(tmp) as running:
-        (running.data_dir / "logs").mkdir(mode=0o755)
-        older = running.data_dir / "logs" / "api.log.1"
-        older.write_text("an older version's log\n")
-        older.chmod(0o644)
-        running.data_dir.chmod(0o755)
-        running.start()
-        for slug in TENANTS:
-            running.cli(
-                *("request", "--slug", slug, "--org", ORG, "--plan", "free"),
-                *("--admin-email", f"admin@{slug}.example.com", "--caller", "sec"),
-                *("--role", "platform-admin"),
-            )
-        for slug in TENANTS:
-            assert running.wait_for_state(slug, {"active", "failed"})["state"] == "active"
-        yield running
-        assert running.stop() == 0
+def stack_options() -> StackOptions:
+    return StackOptions(before_start=older_version_left_it_readable)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tenants(stack: Stack) -> None:
+    """Every tenant of TENANTS, active."""
+    for slug in TENANTS:
+        stack.cli(
+            *("request", "--slug", slug, "--org", ORG, "--plan", "free"),
+            *("--admin-email", f"admin@{slug}.example.com", "--caller", "sec"),
+            *("--role", "platform-admin"),
+        )
+    for slug in TENANTS:
+        assert stack.wait_for_state(slug, {"active", "failed"})["state"] == "active"
 
 
 def test_each_workload_runs_as_an_unprivileged_uid_of_its_own(stack: Stack) -> None:

@@ -5,7 +5,6 @@ both `shop-prod-zeta`)."""
 
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,18 +42,6 @@ def healthy(port: int) -> bool:
         return conn.getresponse().status == 200
     finally:
         conn.close()
-
-
-@pytest.fixture
-def identity(tmp_path: Path) -> LocalSQLiteIdentityStore:
-    return LocalSQLiteIdentityStore(data_dir=str(tmp_path))
-
-
-@pytest.fixture
-def deployer(tmp_path: Path) -> Iterator[LocalProcessDeployer]:
-    deployer = LocalProcessDeployer(data_dir=str(tmp_path), domain="localhost")
-    yield deployer
-    assert deployer.stop_all() in ([], [KEY])
 
 
 def test_an_identity_store_made_for_another_tenant_is_refused_and_left_as_it_is(
