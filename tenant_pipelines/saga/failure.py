@@ -17,7 +17,7 @@ from typing import TypeVar
 from tenant_pipelines.domain.errors import PermanentError, TenantPipelinesError
 from tenant_pipelines.domain.events import STEP_NAMES, EventType, Step
 from tenant_pipelines.domain.plans import PLANS
-from tenant_pipelines.domain.records import TenantRecord
+from tenant_pipelines.domain.records import CompensationRecord, TenantRecord
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.saga.context import SagaContext
@@ -94,8 +94,10 @@ def claim_compensation(registry: Registry, run: EndedRun) -> TenantRecord | None
     nothing to compensate or another caller has it in hand.
 
     Exactly one compensation per failed run: the registry's claim decides between the failure
-    hook and the backstop sensor. A claim whose compensation never started (its claimant died
-    midway) is handed out again.
+    hook and the backstop sensor. A claim whose first attempt never started (its claimant died
+    midway) is handed out again; one between later attempts is not, although its run is not
+    named yet either: the backstop's follow-ups own it, and the failed run can come back to the
+    backstop at any time (Dagster tags it after it ended, which counts as an update).
     """
     if run.will_retry or run.request_id is None:
         return None
@@ -107,8 +109,17 @@ def claim_compensation(registry: Registry, run: EndedRun) -> TenantRecord | None
         # Another run has the tenant now: a retry of a run that failed before the tenant existed
         # (the retry chain is named by that run), which compensation would skip anyway.
         return None
-    if not registry.compensations.claim(run.run_id, tenant.tenant_id):
-        claim = registry.compensations.get(run.run_id)
-        if claim is None or claim.compensation_run_id or claim.finished_at:
-            return None
+    claimed = registry.compensations.claim(run.run_id, tenant.tenant_id)
+    if not claimed and not _first_attempt_never_started(registry.compensations.get(run.run_id)):
+        return None
     return tenant
+
+
+def _first_attempt_never_started(claim: CompensationRecord | None) -> bool:
+    return (
+        claim is not None
+        and claim.attempts == 1
+        and claim.compensation_run_id is None
+        and claim.finished_at is None
+        and claim.gave_up_at is None
+    )

@@ -1,6 +1,8 @@
 """Compensation, retry after compensation, decommission, and the claim that decides who
 compensates a failed run: the saga as plain Python with in-memory ports."""
 
+from dataclasses import replace
+
 import pytest
 
 from tenant_pipelines.domain.errors import PermanentError, TenantPipelinesError
@@ -163,6 +165,22 @@ def test_a_claim_whose_compensation_never_started_is_handed_out_again() -> None:
     again = claim_compensation(world.registry, failed)
 
     assert again is not None and again.tenant_id == tenant.tenant_id
+
+
+def test_a_compensation_between_attempts_is_not_handed_out_again() -> None:
+    world = World()
+    tenant = fail_at_mark_active(world)
+    failed = EndedRun("run-1", None, tenant.request_id)
+    assert claim_compensation(world.registry, failed) is not None
+    world.registry.compensations.set_run("run-1", "comp-1")  # the hook launched attempt 1
+    # Attempt 1 failed; the backstop counted attempt 2, whose run has not named itself yet.
+    claim = world.registry.compensations.records["run-1"]
+    world.registry.compensations.records["run-1"] = replace(
+        claim, attempts=2, compensation_run_id=None
+    )
+
+    # The failed run comes back to the backstop (Dagster tagged it: an update).
+    assert claim_compensation(world.registry, failed) is None
 
 
 @pytest.mark.parametrize(
