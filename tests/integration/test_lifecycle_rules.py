@@ -4,7 +4,6 @@ console shows Retry and Decommission exactly when the API lets that action past 
 what `tenantctl retry|decommission|compensate` call) meets the same sentences. Real HTTP against
 a real API server; the console through a logged-in session."""
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
 from tests.api_helpers import ApiServer, api_server, platform_env
+from tests.console_streams import console_login
 
 pytestmark = pytest.mark.integration
 
@@ -133,22 +133,6 @@ def seed(registry: TenantRegistry, state: str) -> Seeded:
     return Seeded(slug, request_id)
 
 
-def console_session(server: ApiServer, token: str) -> requests.Session:
-    """A browser's console session: the login form, its CSRF token, the cookie."""
-    browser = requests.Session()
-    page = browser.get(f"{server.base}/console/login", timeout=30).text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf is not None
-    answer = browser.post(
-        f"{server.base}/console/login",
-        data={"csrf_token": csrf[1], "token": token},
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert answer.status_code == 303, answer.text
-    return browser
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("rules")
@@ -163,7 +147,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         tokens[role], _ = registry.tokens.create(grant)
     seeded = {state: seed(registry, state) for state in STATES}
     with api_server(env, tmp / "api.log") as server:
-        sessions = {role: console_session(server, tokens[role]) for role in ROLES}
+        sessions = {role: console_login(server.base, tokens[role]) for role in ROLES}
         yield World(server, settings, seeded, sessions, tokens)
         for browser in sessions.values():
             browser.close()

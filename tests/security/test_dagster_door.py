@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tenant_pipelines.localstack import leftovers
+from tests.console_streams import console_login, console_logout
 from tests.stack_fixtures import StackOptions
 from tests.stack_helpers import Stack, write_fault_plan
 from tests.waiting import wait_until
@@ -129,22 +130,6 @@ def decommission_runs(stack: Stack, slug: str) -> list[Any]:
         instance.dispose()
 
 
-def session(stack: Stack, token: str) -> requests.Session:
-    """A browser's console session: the login form, its CSRF token, the cookie."""
-    browser = requests.Session()
-    page = browser.get(f"{stack.api_base}/console/login", timeout=30).text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf is not None
-    answer = browser.post(
-        f"{stack.api_base}/console/login",
-        data={"csrf_token": csrf[1], "token": token},
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert answer.status_code == 303, answer.text
-    return browser
-
-
 def test_no_port_of_the_platform_launches_runs_without_the_door(stack: Stack) -> None:
     """Old code: the webserver's port ran this decommission for anyone, naming `mallory`."""
     provision(stack, "open-port")
@@ -162,7 +147,7 @@ def test_a_mutation_sent_as_a_get_from_another_origin_does_nothing(stack: Stack)
     provision(stack, "get-mutation")
     params = decommission_params(stack, "get-mutation")
     query = urlencode({"query": LAUNCH, "variables": json.dumps({"params": params})})
-    browser = session(stack, stack.token("platform-admin", subject="olga"))
+    browser = console_login(stack.api_base, stack.token("platform-admin", subject="olga"))
     for url in graphql_urls(stack):
         answer = browser.get(f"{url}?{query}", headers={"Origin": EVIL}, timeout=30)
         assert answer.status_code in (404, 405), (url, answer.status_code, answer.text[:300])
@@ -173,7 +158,7 @@ def test_a_mutation_sent_as_a_get_from_another_origin_does_nothing(stack: Stack)
 def test_a_session_posts_only_from_its_own_origin_and_only_json(stack: Stack) -> None:
     provision(stack, "cross-post")
     params = decommission_params(stack, "cross-post")
-    browser = session(stack, stack.token("platform-admin", subject="olga"))
+    browser = console_login(stack.api_base, stack.token("platform-admin", subject="olga"))
     url = f"{stack.api_base}/dagster/graphql"
     body = {"query": LAUNCH, "variables": {"params": params}}
     foreign = browser.post(url, json=body, headers={"Origin": EVIL}, timeout=30)
@@ -207,7 +192,7 @@ def test_only_a_platform_admin_passes_the_door(stack: Stack, role: str) -> None:
         url, json={"query": "{ version }"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert by_token.status_code == 403 and "may not open the Dagster UI" in by_token.text
-    browser = session(stack, token)
+    browser = console_login(stack.api_base, token)
     page = browser.get(f"{stack.api_base}/dagster/runs", headers={"Accept": "text/html"})
     assert page.status_code == 403
     nobody = requests.get(
@@ -311,7 +296,7 @@ def ws_url(stack: Stack) -> str:
 
 def test_the_websocket_takes_no_mutation_and_no_foreign_origin(stack: Stack) -> None:
     token = stack.token("platform-admin", subject="wendy")
-    browser = session(stack, token)
+    browser = console_login(stack.api_base, token)
     cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
     with pytest.raises(InvalidStatus):  # the handshake is refused
         connect(
@@ -365,7 +350,7 @@ def test_an_open_websocket_ends_when_its_token_is_revoked(stack: Stack) -> None:
 
 
 def test_an_open_websocket_ends_when_its_session_logs_out(stack: Stack) -> None:
-    browser = session(stack, stack.token("platform-admin", subject="lola"))
+    browser = console_login(stack.api_base, stack.token("platform-admin", subject="lola"))
     cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
     with connect(
         ws_url(stack),
@@ -375,15 +360,7 @@ def test_an_open_websocket_ends_when_its_session_logs_out(stack: Stack) -> None:
     ) as socket:
         socket.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert json.loads(socket.recv(timeout=10))["type"] == "connection_ack"
-        page = browser.get(f"{stack.api_base}/console/tenants", timeout=30).text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert csrf is not None
-        out = browser.post(
-            f"{stack.api_base}/console/logout",
-            data={"csrf_token": csrf[1]},
-            allow_redirects=False,
-            timeout=30,
-        )
+        out = console_logout(browser, stack.api_base)
         assert out.status_code == 303
         ended_at = time.monotonic()
         with pytest.raises(ConnectionClosed):

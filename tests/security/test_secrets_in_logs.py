@@ -4,7 +4,6 @@ cookie, form body), leaves a trace of a secret in the API server's log, as `tena
 it writing to a file, nor in the edge's log: each access line names the path without its query
 string, with anything shaped like a secret masked, and never a header."""
 
-import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
 from tests.api_helpers import ApiServer, api_server, platform_env
+from tests.console_streams import console_login
 from tests.integration.test_api import grant
 from tests.integration.test_edge import free_port, start_edge, wait_until_up
 from tests.waiting import wait_until
@@ -70,18 +70,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 def console_session(server: ApiServer, token: str) -> str:
     """The cookie of a real console login: a session id is as good as the token behind it."""
-    browser = requests.Session()
-    page = browser.get(f"{server.base}/console/login", timeout=30).text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf is not None
-    answer = browser.post(
-        f"{server.base}/console/login",
-        data={"csrf_token": csrf[1], "token": token},
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert answer.status_code == 303
-    return str(browser.cookies["tp_console"])
+    return str(console_login(server.base, token).cookies["tp_console"])
 
 
 def carriers(secret: str) -> list[tuple[str, str, dict[str, object]]]:
