@@ -59,5 +59,6 @@ bench-smoke: setup
 	$(BIN)/python -m bench.throughput --requests 4 --json bench/results/smoke-throughput.json
 	$(BIN)/python -m bench.compensation --samples 1 --json bench/results/smoke-compensation.json
 	$(BIN)/python -m bench.feed --tenants 50 --queries 20 --json bench/results/smoke-feed.json
+	$(BIN)/python -m bench.call_chain --json bench/results/smoke-call-chain.json
 	$(BIN)/python -m bench.unread_streams --streams 20 --calls 5 --rounds 1 \
 	  --json bench/results/smoke-unread-streams.json

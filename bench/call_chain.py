@@ -152,6 +152,8 @@ def failed_tenant(stack: Stack, fault_plan: Path, slug: str) -> None:
 
 
 def caller_of(registry: Any, token: str) -> Any:
+    """The token's caller, from today's registry or one before its split per kind of record
+    (so the script also traces an older checkout, for before/after figures)."""
     authenticate = getattr(registry, "authenticate", None) or registry.tokens.authenticate
     return authenticate(token)
 
