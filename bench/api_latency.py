@@ -1,24 +1,29 @@
 """Submit through the HTTP API -> tenant active, measured from outside as a client meets it.
 
-    python -m bench.api_latency [--requests 20] [--rounds 3] [--plan team]
+    python -m bench.api_latency [--requests 20] [--rounds 3] [--plan team] [--backend postgres]
 
 Each round starts a fresh platform with `tenantctl up` (product defaults), issues a token with
 `tenantctl token create`, then submits tenants one after the other. A timing starts just before
 the client sends `POST /v1/tenants` and stops when `GET /v1/tenants/{slug}` (polled every 50 ms)
-first answers `active`. The first request after `up` is reported apart: it also pays for the
-run launcher's fork server. Server-side splits (queue, launch, each op) explain the figures.
+first answers `active`. `--backend postgres` runs each round on the production configuration
+(`deploy/postgres.env`, on databases of its own: bench/postgres.py). The first request after
+`up` is reported apart: it also pays for the run launcher's fork server. Server-side splits
+(queue, launch, each op) explain the figures.
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import requests
 
 from bench.common import machine_info, percentile, print_table, write_json
+from bench.postgres import BACKENDS, backend_env
 from bench.stack_timeline import PHASES, timeline
 from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.registry.store import TenantRegistry
@@ -50,10 +55,11 @@ def submit_and_wait(
     raise RuntimeError(f"{slug} not active after {TIMEOUT_S} s")
 
 
-def one_round(requests_n: int, plan: str, round_no: int) -> dict[str, Any]:
+def one_round(requests_n: int, plan: str, round_no: int, backend: str) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
-        local_stack(Path(tmp)) as stack,
+        backend_env(backend) as env,
+        local_stack(Path(tmp), **env) as stack,
     ):
         stack.start()
         token = stack.token("platform-admin", subject="bench")
@@ -68,7 +74,9 @@ def one_round(requests_n: int, plan: str, round_no: int) -> dict[str, Any]:
 
 def server_splits(stack: Stack, slugs: list[str]) -> dict[str, list[float]]:
     settings = Settings.from_env(stack.env)
-    instance = open_instance(settings.dagster_home, settings)
+    dagster_env = {k: v for k, v in stack.env.items() if k.startswith("DAGSTER_")}
+    with patch.dict(os.environ, dagster_env):  # dagster.yaml reads DAGSTER_PG_URL from there
+        instance = open_instance(settings.dagster_home, settings)
     registry = TenantRegistry.shared(settings.db_url)
     timelines = [timeline(registry, instance, slug) for slug in slugs]
     instance.dispose()
@@ -95,10 +103,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plan", default="team")
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
     parser.add_argument("--json", default="bench/results/api_latency.json")
     args = parser.parse_args()
 
-    rounds = [one_round(args.requests, args.plan, n) for n in range(args.rounds)]
+    rounds = [one_round(args.requests, args.plan, n, args.backend) for n in range(args.rounds)]
     rows = []
     for n, result in enumerate(rounds):
         rows.append(summary(f"round {n + 1}: submit -> active", result["seconds"]))
@@ -110,7 +119,8 @@ def main() -> None:
         rows.append(summary(f"  {name}", [v for r in rounds for v in r["splits"][name]]))
     print_table(rows, ["measure", "p50_s", "p95_s", "max_s"])
     print(
-        f"median over {args.rounds} rounds of {args.requests} sequential {args.plan} tenants: "
+        f"{args.backend}: median over {args.rounds} rounds of {args.requests} sequential "
+        f"{args.plan} tenants: "
         f"p50 {statistics.median(p50s):.2f} s ({min(p50s):.2f}-{max(p50s):.2f}), "
         f"p95 {statistics.median(p95s):.2f} s ({min(p95s):.2f}-{max(p95s):.2f}), "
         f"first after up {statistics.median(firsts):.2f} s ({min(firsts):.2f}-{max(firsts):.2f}); "

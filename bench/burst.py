@@ -3,11 +3,14 @@
     python -m bench.burst --requests 50 --plans free                    # 50 free at once
     python -m bench.burst --requests 200 --plans free,team --enterprise  # 200 mixed, one
                                                                          # enterprise mid-burst
+    python -m bench.burst ... --backend postgres     # deploy/postgres.env (bench/postgres.py)
 Each round starts a fresh `tenantctl up`, issues a token, and submits every request from 16
 client threads. The burst's clock starts just before the first POST; a tenant counts once
 `GET /v1/tenants` lists it `active`. With --enterprise one enterprise request is sent once half
 the others are, and its own time (its POST -> active, polled every 50 ms) is reported too.
-Memory is the platform's and the tenants' processes' PSS, the peak during the burst and at rest.
+On PostgreSQL the platform's connections are sampled from `pg_stat_activity` every 100 ms (the
+peak, in all and per process kind). Memory is the platform's and the tenants' processes' PSS,
+the peak during the burst and at rest.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import requests
 
 from bench.common import machine_info, print_table, write_json
 from bench.memory import MemorySampler
+from bench.postgres import BACKENDS, ConnectionSampler, backend_env
 from tests.stack_helpers import Stack, local_stack
 
 CLIENTS = 16
@@ -73,17 +77,23 @@ def wait_all(stack: Stack, token: str, count: int, started: float) -> dict[str, 
     raise RuntimeError(f"not all {count} tenants settled within {TIMEOUT_S} s")
 
 
-def one_round(requests_n: int, plans: list[str], enterprise: bool, round_no: int) -> dict[str, Any]:
+def one_round(
+    requests_n: int, plans: list[str], enterprise: bool, round_no: int, backend: str
+) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
-        local_stack(Path(tmp)) as stack,
+        backend_env(backend) as env,
+        local_stack(Path(tmp), **env) as stack,
     ):
         stack.start()
         token = stack.token("platform-admin", subject="burst")
         assert stack.process is not None
         slugs = [f"b{round_no}n{i:03d}" for i in range(requests_n)]
         timed: dict[str, float] = {}
-        with MemorySampler(str(stack.data_dir), stack.process.pid) as memory:
+        with (
+            MemorySampler(str(stack.data_dir), stack.process.pid) as memory,
+            ConnectionSampler(env) as connections,
+        ):
             started = time.perf_counter()
             with ThreadPoolExecutor(CLIENTS) as pool:
                 futures = []
@@ -110,6 +120,8 @@ def one_round(requests_n: int, plans: list[str], enterprise: bool, round_no: int
         "at_rest_pss_mb": at_rest_mb,
         "platform_pss_mb": memory.peak_platform_mb,
         "workload_pss_mb": statistics.mean(memory.workload_mb) if memory.workload_mb else None,
+        "pg_connections_peak": connections.peak_total if backend == "postgres" else None,
+        "pg_connections_by_process": connections.peak_by_name,
     }
 
 
@@ -119,20 +131,32 @@ def main() -> None:
     parser.add_argument("--plans", default="free")
     parser.add_argument("--enterprise", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
     parser.add_argument("--json", default="bench/results/burst.json")
     args = parser.parse_args()
     plans = args.plans.split(",")
 
-    rounds = [one_round(args.requests, plans, args.enterprise, n) for n in range(args.rounds)]
+    rounds = [
+        one_round(args.requests, plans, args.enterprise, n, args.backend)
+        for n in range(args.rounds)
+    ]
     columns = ["all_settled_s", "active", "failed", "submitted_s", "enterprise_s"]
     columns += ["peak_pss_mb", "at_rest_pss_mb", "platform_pss_mb", "workload_pss_mb"]
+    columns += ["pg_connections_peak"] if args.backend == "postgres" else []
     print_table(rounds, columns)
     settled = [r["all_settled_s"] for r in rounds]
     print(
-        f"{args.requests} x {args.plans}{' + 1 enterprise' if args.enterprise else ''}, "
+        f"{args.backend}: {args.requests} x {args.plans}"
+        f"{' + 1 enterprise' if args.enterprise else ''}, "
         f"{args.rounds} rounds: all settled in {statistics.median(settled):.1f} s "
         f"({min(settled):.1f}-{max(settled):.1f}), failed {sum(r['failed'] for r in rounds)}"
     )
+    if args.backend == "postgres":
+        for n, result in enumerate(rounds):
+            print(
+                f"round {n + 1}: PostgreSQL connections at peak {result['pg_connections_peak']}, "
+                f"by process kind {result['pg_connections_by_process']}"
+            )
     write_json(args.json, {"machine": machine_info(), "args": vars(args), "rounds": rounds})
 
 
