@@ -4,11 +4,12 @@
     python -m bench.burst --requests 200 --plans free,team --enterprise  # 200 mixed, one
                                                                          # enterprise mid-burst
     python -m bench.burst ... --backend postgres     # deploy/postgres.env (bench/postgres.py)
+    python -m bench.burst ... --backend sqlite,postgres --vs-code ../old   # interleaved rounds
 Each round starts a fresh `tenantctl up`, issues a token, and submits every request from 16
 client threads. The burst's clock starts just before the first POST; a tenant counts once
 `GET /v1/tenants` lists it `active`. With --enterprise one enterprise request is sent once half
 the others are, and its own time (its POST -> active, polled every 50 ms) is reported too.
-On PostgreSQL the platform's connections are sampled from `pg_stat_activity` every 100 ms (the
+On PostgreSQL the platform's connections are sampled from `pg_stat_activity` every 250 ms (the
 peak, in all and per process kind). Memory is the platform's and the tenants' processes' PSS,
 the peak during the burst and at rest.
 """
@@ -26,7 +27,8 @@ import requests
 
 from bench.common import machine_info, print_table, write_json
 from bench.memory import MemorySampler
-from bench.postgres import BACKENDS, ConnectionSampler, backend_env
+from bench.postgres import ConnectionSampler
+from bench.variants import Variant, variant_env, variants
 from tests.stack_helpers import Stack, local_stack
 
 CLIENTS = 16
@@ -78,13 +80,14 @@ def wait_all(stack: Stack, token: str, count: int, started: float) -> dict[str, 
 
 
 def one_round(
-    requests_n: int, plans: list[str], enterprise: bool, round_no: int, backend: str
+    requests_n: int, plans: list[str], enterprise: bool, round_no: int, variant: Variant
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
-        backend_env(backend) as env,
+        variant_env(variant) as env,
         local_stack(Path(tmp), **env) as stack,
     ):
+        stack.cwd = variant.code or stack.cwd
         stack.start()
         token = stack.token("platform-admin", subject="burst")
         assert stack.process is not None
@@ -120,7 +123,7 @@ def one_round(
         "at_rest_pss_mb": at_rest_mb,
         "platform_pss_mb": memory.peak_platform_mb,
         "workload_pss_mb": statistics.mean(memory.workload_mb) if memory.workload_mb else None,
-        "pg_connections_peak": connections.peak_total if backend == "postgres" else None,
+        "pg_connections_peak": connections.peak_total if variant.backend == "postgres" else None,
         "pg_connections_by_process": connections.peak_by_name,
     }
 
@@ -131,33 +134,48 @@ def main() -> None:
     parser.add_argument("--plans", default="free")
     parser.add_argument("--enterprise", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
+    parser.add_argument("--backend", default="sqlite", help="sqlite, postgres or both")
+    parser.add_argument("--vs-code", help="another checkout, run alternately with this one")
     parser.add_argument("--json", default="bench/results/burst.json")
     args = parser.parse_args()
     plans = args.plans.split(",")
+    chosen = variants(args.backend, args.vs_code)
 
-    rounds = [
-        one_round(args.requests, plans, args.enterprise, n, args.backend)
-        for n in range(args.rounds)
-    ]
+    results: dict[str, list[dict[str, Any]]] = {v.label: [] for v in chosen}
+    for n in range(args.rounds):
+        for variant in chosen:
+            result = one_round(args.requests, plans, args.enterprise, n, variant)
+            results[variant.label].append(result)
+    for label, rounds in results.items():
+        report(label, rounds, args)
+    write_json(args.json, {"machine": machine_info(), "args": vars(args), "variants": results})
+
+
+def report(label: str, rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
     columns = ["all_settled_s", "active", "failed", "submitted_s", "enterprise_s"]
     columns += ["peak_pss_mb", "at_rest_pss_mb", "platform_pss_mb", "workload_pss_mb"]
-    columns += ["pg_connections_peak"] if args.backend == "postgres" else []
+    postgres = rounds[0]["pg_connections_peak"] is not None
+    columns += ["pg_connections_peak"] if postgres else []
+    print(f"\n{label}")
     print_table(rounds, columns)
     settled = [r["all_settled_s"] for r in rounds]
-    print(
-        f"{args.backend}: {args.requests} x {args.plans}"
-        f"{' + 1 enterprise' if args.enterprise else ''}, "
-        f"{args.rounds} rounds: all settled in {statistics.median(settled):.1f} s "
+    line = (
+        f"{label}: {args.requests} x {args.plans}"
+        f"{' + 1 enterprise' if args.enterprise else ''}, {len(rounds)} rounds: "
+        f"all settled in {statistics.median(settled):.1f} s "
         f"({min(settled):.1f}-{max(settled):.1f}), failed {sum(r['failed'] for r in rounds)}"
     )
-    if args.backend == "postgres":
+    if args.enterprise:
+        ent = [r["enterprise_s"] for r in rounds if r["enterprise_s"] is not None]
+        if ent:
+            line += f", enterprise {statistics.median(ent):.2f} s ({min(ent):.2f}-{max(ent):.2f})"
+    print(line)
+    if postgres:
         for n, result in enumerate(rounds):
             print(
                 f"round {n + 1}: PostgreSQL connections at peak {result['pg_connections_peak']}, "
                 f"by process kind {result['pg_connections_by_process']}"
             )
-    write_json(args.json, {"machine": machine_info(), "args": vars(args), "rounds": rounds})
 
 
 if __name__ == "__main__":

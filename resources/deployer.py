@@ -33,7 +33,7 @@ from pathlib import Path
 from resources.identity import pg_identity_schema
 from resources.identity_files import hand_over, identity_db_path
 from resources.pg_login import connection_env, login_dsn
-from resources.workload_env import IDENTITY_DSN_ENV
+from resources.workload_env import IDENTITY_DSN_ENV, PG_APPLICATION_NAME
 from resources.workload_state import (  # noqa: F401 - read_endpoint: where it always was
     SERVER_MODULE,
     WorkloadState,
@@ -263,6 +263,7 @@ class LocalProcessDeployer:
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env["MALLOC_ARENA_MAX"] = "2"  # per-thread arenas would reserve memory the cap counts
         env.update(store_env)
+        env["PGAPPNAME"] = PG_APPLICATION_NAME  # libpq's: names its connections on the server
         if isolated:
             env["HOME"] = ISOLATED_HOME
         paths = [_SOURCE_ROOT, *([_home_of("psycopg2")] if self.identity_pg_url else [])]

@@ -34,14 +34,14 @@ from typing import Any
 
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
 
 from tenant_pipelines.domain.errors import PermanentError
 from tenant_pipelines.domain.handles import Handle, check_made_for, may_act_on
 from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key
 from tenant_pipelines.support.db_url import normalize_url
+from tenant_pipelines.support.pooled_engines import pooled_pg_engine
 
 APP = "tenant-pipelines"
 NAME_PREFIX = "t_"
@@ -51,6 +51,8 @@ HASH_CHARS = 8
 # Marks a shortened name. A full name never contains it: tenant keys have no "--".
 SHORTENED_MARK = "__"
 CONNECT_TIMEOUT_S = 10
+ADMIN_POOL_SIZE = 1  # connections a process keeps to a backend's database
+ADMIN_POOL_OVERFLOW = 2  # more while threads call at once (the API server's inventory)
 LOCK_TIMEOUT = "30s"  # how long an ensure waits behind a concurrent one for the same tenant
 TABLE_PRIVILEGES = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
 SEQUENCE_PRIVILEGES = sql.SQL("USAGE, SELECT, UPDATE")
@@ -137,10 +139,13 @@ def run(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ())
 
 @cache
 def admin_engine(admin_url: str) -> Engine:
-    # NullPool: control-plane calls are rare, and no connection outlives a call (or a fork).
-    return create_engine(
+    """One small pool per process: a provisioning run makes several calls, and a new connection
+    for each was most of their time (docs/performance.md). A kept connection is tested before
+    use, and a forked child opens its own."""
+    return pooled_pg_engine(
         normalize_url(admin_url),
-        poolclass=NullPool,
+        pool_size=ADMIN_POOL_SIZE,
+        max_overflow=ADMIN_POOL_OVERFLOW,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )
 

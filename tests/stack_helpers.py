@@ -55,12 +55,13 @@ class Stack:
     fault_plan: Path | None = None
     said: list[str] = field(default_factory=list)
     _admin_token: str | None = None
+    cwd: Path = REPO  # where its processes start (`python -m` puts it first on sys.path)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [TENANTCTL, *args],
             env=self.env,
-            cwd=REPO,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=120,
@@ -173,7 +174,7 @@ class Stack:
                 str(self.api_port),
             ],
             env=self.env,
-            cwd=REPO,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

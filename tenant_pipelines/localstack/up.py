@@ -140,6 +140,12 @@ def _settle_previous(settings: Settings, say: Callable[[str], None]) -> None:
         say(f"{len(interrupted)} run(s) interrupted by the last stop will be resumed")
 
 
+def named(env: dict[str, str], kind: str) -> dict[str, str]:
+    """`env` with libpq's PGAPPNAME, so an operator reading `pg_stat_activity` sees which
+    process holds each PostgreSQL connection (run workers name themselves: run_worker.py)."""
+    return {**env, "PGAPPNAME": f"tenant-{kind}"}
+
+
 def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[ChildSpec]:
     """The platform's processes, in start order; stopped in the reverse order (the API server,
     which launches runs, first)."""
@@ -156,8 +162,10 @@ def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[Child
             env,
             f"{local}:{ports.edge}/_edge/healthz",
         ),
-        ChildSpec("daemon", [_bin("dagster-daemon"), "run", *target], env),
-        ChildSpec("api", _api_argv(ports, workspace), env, f"{local}:{ports.api}/healthz"),
+        ChildSpec("daemon", [_bin("dagster-daemon"), "run", *target], named(env, "daemon")),
+        ChildSpec(
+            "api", _api_argv(ports, workspace), named(env, "api"), f"{local}:{ports.api}/healthz"
+        ),
     ]
 
 

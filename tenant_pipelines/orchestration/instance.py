@@ -33,7 +33,7 @@ from tenant_pipelines.support.files import write_atomically
 CONFIG_FILE = "dagster.yaml"
 TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 GENERATED_MARK = "# tenant-pipelines: generated from the environment"
-PG_STORAGE_MODULE = "tenant_pipelines.runtime.pg_storage"  # Dagster's, pinging held connections
+PG_STORAGE_MODULE = "tenant_pipelines.runtime.pg_storage"  # Dagster's, pooled per process
 LEGACY_STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
 
 

@@ -4,9 +4,7 @@ On SQLite each connection comes from `support.sqlite` (busy timeout, WAL), and a
 takes the write lock when it begins (`BEGIN IMMEDIATE`) unless the connection only reads.
 """
 
-import os
 import sqlite3
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,40 +17,31 @@ from sqlalchemy.pool import NullPool
 from tenant_pipelines.domain.errors import RegistryUnavailable
 from tenant_pipelines.support import sqlite
 from tenant_pipelines.support.db_url import normalize_url, store_name
+from tenant_pipelines.support.pooled_engines import fork_safe, pooled_pg_engine
 
 # Execution option marking a connection whose transactions only read: those need no write lock.
 READ_ONLY_OPTION = "tenant_pipelines_read_only"
 
 PG_CONNECT_TIMEOUT_S = 10
-_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-
-
-def _drop_inherited_connections() -> None:
-    # A forked child must not use (or close) the parent's pooled connections: open its own.
-    for engine in list(_ENGINES):
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_drop_inherited_connections)
+PG_POOL_SIZE = 2  # connections a process keeps (docs/performance.md, "PostgreSQL connections")
+PG_POOL_OVERFLOW = 4  # more while threads query at once; beyond, a thread waits for one
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
     """An engine for `url`; SQLite files get their directory, WAL and up-front write locks."""
     parsed = normalize_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if not pooled:
-        kwargs["poolclass"] = NullPool
+    kwargs: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() == "postgresql":
+        if pooled:
+            kwargs.update(pool_size=PG_POOL_SIZE, max_overflow=PG_POOL_OVERFLOW)
         # A server that does not answer is reported (RegistryUnavailable), not waited on forever.
         kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    if parsed.get_backend_name() == "sqlite":
-        path = _sqlite_path(parsed.database or "")
-        kwargs["creator"] = lambda: sqlite.connect(path, "rwc", wal=True, any_thread=True)
-    engine = create_engine(parsed, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-        event.listen(engine, "begin", _begin_sqlite)
-    _ENGINES.add(engine)
-    return engine
+        return pooled_pg_engine(parsed, **kwargs)
+    path = _sqlite_path(parsed.database or "")
+    kwargs["creator"] = lambda: sqlite.connect(path, "rwc", wal=True, any_thread=True)
+    engine = create_engine(parsed, pool_pre_ping=True, **kwargs)
+    event.listen(engine, "begin", _begin_sqlite)
+    return fork_safe(engine)  # a forked child opens its own connections
 
 
 def _sqlite_path(database: str) -> Path:

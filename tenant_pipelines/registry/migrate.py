@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import (
     Column,
     Connection,
+    Engine,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -91,26 +92,29 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def ensure_upgraded(url: str) -> None:
-    """Upgrade once per process and URL: opening a registry is frequent, migrating is not."""
+def ensure_upgraded(url: str, engine: Engine | None = None) -> None:
+    """Upgrade once per process and URL: opening a registry is frequent, migrating is not. The
+    revision is read through `engine` when given (the registry's own pool: a run worker opens
+    one connection, not two)."""
     key = normalize_url(url).render_as_string(hide_password=False)
     with _upgraded_lock, store_errors(url):
         if key not in _upgraded:
-            if _stored_revision(url) != HEAD_REVISION:
+            if _stored_revision(url, engine) != HEAD_REVISION:
                 upgrade(url)
             _upgraded.add(key)
 
 
-def _stored_revision(url: str) -> str | None:
+def _stored_revision(url: str, engine: Engine | None) -> str | None:
     """The revision recorded in the database, read without Alembic; None if there is none."""
-    engine = make_engine(url, pooled=False)
+    reader = engine or make_engine(url, pooled=False)
     try:
-        with engine.connect() as connection:
+        with reader.connect() as connection:
             return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
     except exc.DBAPIError:
         return None  # no version table yet: a new database, or one to adopt
     finally:
-        engine.dispose()
+        if engine is None:
+            reader.dispose()
 
 
 def _known_revisions() -> set[str]:

@@ -53,8 +53,13 @@ class TenantRegistry:
     @classmethod
     def open(cls, url: str) -> "TenantRegistry":
         """Connect (postgresql:// is mapped to psycopg2) and upgrade the schema to head."""
-        ensure_upgraded(url)
-        return cls(make_engine(url))
+        engine = make_engine(url)
+        try:
+            ensure_upgraded(url, engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
 
     def close(self) -> None:
         self.db.close()

@@ -1,68 +1,222 @@
-"""Dagster's PostgreSQL storage, whose held connections are tested before each use.
+"""Dagster's PostgreSQL storage, through one small connection pool per process.
 
-dagster-webserver (and our feed readers, `orchestration.feed.feed_instance`) hold pooled
-connections (`optimize_for_webserver`). After PostgreSQL restarts, every held connection is dead,
-and the GraphQL query that drew one answered 500 (measured: one such answer, then clean). A ping
-at checkout (SQLAlchemy's "pessimistic disconnect handling") swaps a dead connection for a new one
-before the query runs, so the webserver answers as soon as the server is back. Processes that
-hold no connection (run workers, the daemon: Dagster's NullPool) are unchanged. Tables, schema
-and configuration are dagster-postgres's own: an instance can switch to or from this class.
+dagster-postgres opens a new connection for every statement (SQLAlchemy's NullPool) and closes
+it after: a provisioning run's worker made about a hundred connections (one per event it stored),
+and the daemon about fifteen a second while idle. On PostgreSQL each connection is a server
+process to start and a catalog to warm; measured here, that churn is where the PostgreSQL
+configuration lost to the embedded one (docs/performance.md). The three storages of a process
+(runs, event log, schedules) share one pooled engine per database URL instead, which also bounds
+what a process can hold: `POOL_SIZE` kept, `POOL_OVERFLOW` more while threads query at once,
+and beyond that a thread waits for one (docs/performance.md, "PostgreSQL connections").
+
+A kept connection can die (PostgreSQL restarted, an idle timeout): one the server closed is found
+at checkout and replaced (`support.pooled_engines`), so the next query works as soon as the
+server is back. A forked child never uses its parent's connections: it starts its own pool.
+
+Dagster also asks the catalog again and again about schema that only a migration adds (does this
+table, this column exist?): each answer is a catalog query of a few milliseconds, asked on every
+run. Here a true answer is kept for the life of the process (migrations add, never remove), and a
+run worker checks no tables at its start (its run was read from them). Tables, schema and
+configuration are dagster-postgres's own: an instance can switch to or from this class.
 """
 
+import threading
+from functools import partial
 from typing import Any, Self
 
-import psycopg2
 from dagster_postgres import (
     DagsterPostgresStorage,
     PostgresEventLogStorage,
     PostgresRunStorage,
     PostgresScheduleStorage,
 )
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
-from sqlalchemy import Engine, event, exc
+from dagster_postgres.auth import register_do_connect_hook
+from dagster_postgres.utils import (
+    get_token_provider_from_config,
+    pg_url_from_config,
+    set_pg_statement_timeout,
+)
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import Connection
 
 from tenant_pipelines.runtime.dagster_private import ConfigurableClassData
+from tenant_pipelines.support.pooled_engines import pooled_pg_engine
+
+POOL_SIZE = 2  # connections a process keeps per database (run workers use one)
+POOL_OVERFLOW = 3  # opened while more threads query at once, closed when returned
+POOL_RECYCLE_S = 3600  # a kept connection is replaced after an hour
+
+_engines: dict[str, Engine] = {}
+_timeouts: dict[str, int] = {}  # URL -> the statement timeout its engine's connections have
+_engines_lock = threading.Lock()
+_schema_seen: set[tuple[str, str]] = set()  # (URL, what): schema a migration added, seen here
 
 
-def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SELECT 1")
-    except psycopg2.Error as error:  # the pool retries the checkout with a new connection
-        raise exc.DisconnectionError(str(error).strip()) from error
-    finally:
-        cursor.close()
+def shared_engine(url: str, token_provider: Any) -> Engine:
+    """This process's pooled engine for `url`."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = pooled_pg_engine(
+                url,
+                isolation_level="AUTOCOMMIT",  # as dagster-postgres: transactions are explicit
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+                pool_recycle=POOL_RECYCLE_S,
+            )
+            if token_provider is not None:  # as dagster-postgres: a token for each connection
+                register_do_connect_hook(engine, token_provider)
+            _engines[url] = engine
+        return engine
 
 
-def ping_at_checkout(engine: Engine) -> None:
-    event.listen(engine, "checkout", _ping)
+def limit_statements(url: str, engine: Engine, millis: int) -> None:
+    """Give every connection of the process's engine a statement timeout (the webserver's: a
+    long-lived reader), once; connections already open are replaced."""
+    with _engines_lock:
+        if url in _timeouts:
+            return
+        _timeouts[url] = millis
+        event.listen(engine, "connect", _statement_timeout(millis))
+        engine.dispose()  # checked-out connections are closed when returned
 
 
-class PrePingPostgresRunStorage(PostgresRunStorage):
+def _statement_timeout(millis: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        set_pg_statement_timeout(dbapi_connection, millis)
+
+    return on_connect
+
+
+def seen_once(url: str, what: str, check: Any) -> bool:
+    """`check()`, remembered once true: schema that a migration added stays."""
+    if (url, what) in _schema_seen:
+        return True
+    present = bool(check())
+    if present:
+        _schema_seen.add((url, what))
+    return present
+
+
+class SharedPoolMixin:
+    """What the three storages share: the process's engine, also for the webserver."""
+
+    postgres_url: str
+    _token_provider: Any
+    _engine: Engine
+
+    def _use_shared_engine(self) -> None:
+        self._engine = shared_engine(self.postgres_url, self._token_provider)
+
     def optimize_for_webserver(
         self, statement_timeout: int, pool_recycle: int, max_overflow: int
     ) -> None:
-        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
-        ping_at_checkout(self._engine)
+        """The process's queries get the webserver's statement timeout; the pool (one per
+        process, so that its bound holds) stays this module's."""
+        limit_statements(self.postgres_url, self._engine, statement_timeout)
 
 
-class PrePingPostgresEventLogStorage(PostgresEventLogStorage):
-    def optimize_for_webserver(
-        self, statement_timeout: int, pool_recycle: int, max_overflow: int
+_tables_known = threading.Event()  # set in a run worker: its run was read from these tables
+
+
+def tables_exist() -> None:
+    """Say Dagster's tables exist in this process (a run worker: the launcher read the run from
+    them), so that building the instance checks none."""
+    _tables_known.set()
+
+
+def _autocreate(url: str, kind: str, configured: bool) -> bool:
+    """Whether Dagster should check for its tables (creating missing ones): once per process
+    and kind of storage, the first time it is built."""
+    known = _tables_known.is_set() or (url, f"tables:{kind}") in _schema_seen
+    return configured and not known
+
+
+def _tables_checked(url: str, kind: str) -> None:
+    _schema_seen.add((url, f"tables:{kind}"))
+
+
+class PooledPostgresRunStorage(SharedPoolMixin, PostgresRunStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
     ) -> None:
-        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
-        ping_at_checkout(self._engine)
+        autocreate = _autocreate(postgres_url, "runs", should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)
+        _tables_checked(postgres_url, "runs")
+        self.should_autocreate_tables = should_autocreate_tables
+        self._use_shared_engine()
+
+    def has_run_stats_index_cols(self) -> bool:
+        return seen_once(self.postgres_url, "runs.stats", super().has_run_stats_index_cols)
+
+    def has_bulk_actions_selector_cols(self) -> bool:
+        check = super().has_bulk_actions_selector_cols
+        return seen_once(self.postgres_url, "bulk_actions.selector_id", check)
+
+    def has_backfill_id_column(self) -> bool:
+        return seen_once(self.postgres_url, "runs.backfill_id", super().has_backfill_id_column)
+
+    def has_bulk_action_job_name_column(self) -> bool:
+        check = super().has_bulk_action_job_name_column
+        return seen_once(self.postgres_url, "bulk_actions.job_name", check)
+
+    def has_backfill_tags_table(self) -> bool:
+        return seen_once(self.postgres_url, "backfill_tags", super().has_backfill_tags_table)
 
 
-class PrePingPostgresScheduleStorage(PostgresScheduleStorage):
-    def optimize_for_webserver(
-        self, statement_timeout: int, pool_recycle: int, max_overflow: int
+class PooledPostgresEventLogStorage(SharedPoolMixin, PostgresEventLogStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
     ) -> None:
-        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
-        ping_at_checkout(self._engine)
+        autocreate = _autocreate(postgres_url, "event_logs", should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)
+        _tables_checked(postgres_url, "event_logs")
+        self.should_autocreate_tables = should_autocreate_tables
+        self._use_shared_engine()
+
+    def has_table(self, table_name: str) -> bool:
+        check = partial(super().has_table, table_name)
+        return seen_once(self.postgres_url, f"table:{table_name}", check)
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        """Asked for every asset event (Dagster's private method: if a Dagster release renames
+        it, the check is only asked again, never skipped)."""
+        check = partial(super()._has_asset_key_col_on_connection, conn, column_name)
+        return seen_once(self.postgres_url, f"asset_keys.{column_name}", check)
 
 
-class PrePingPostgresStorage(DagsterPostgresStorage):
+class PooledPostgresScheduleStorage(SharedPoolMixin, PostgresScheduleStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
+    ) -> None:
+        autocreate = _autocreate(postgres_url, "schedules", should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)
+        _tables_checked(postgres_url, "schedules")
+        self.should_autocreate_tables = should_autocreate_tables
+        self._use_shared_engine()
+
+    def _has_instigators_table(self, conn: Connection) -> bool:
+        """Asked at every sensor tick (private, as `_has_asset_key_col_on_connection`)."""
+        check = partial(super()._has_instigators_table, conn)
+        return seen_once(self.postgres_url, "instigators", check)
+
+    def has_secondary_index_table(self) -> bool:
+        return seen_once(self.postgres_url, "secondary_indexes", super().has_secondary_index_table)
+
+
+class PooledPostgresStorage(DagsterPostgresStorage):
     """`storage: postgres:` with the three storages above (same config: `postgres_url`, ...)."""
 
     def __init__(
@@ -76,13 +230,11 @@ class PrePingPostgresStorage(DagsterPostgresStorage):
         self.should_autocreate_tables = should_autocreate_tables
         self._inst_data = inst_data
         args = (postgres_url, should_autocreate_tables)
-        self._run_storage = PrePingPostgresRunStorage(*args, token_provider=token_provider)
-        self._event_log_storage = PrePingPostgresEventLogStorage(
+        self._run_storage = PooledPostgresRunStorage(*args, token_provider=token_provider)
+        self._event_log_storage = PooledPostgresEventLogStorage(
             *args, token_provider=token_provider
         )
-        self._schedule_storage = PrePingPostgresScheduleStorage(
-            *args, token_provider=token_provider
-        )
+        self._schedule_storage = PooledPostgresScheduleStorage(*args, token_provider=token_provider)
         super(DagsterPostgresStorage, self).__init__()
 
     @classmethod
@@ -93,3 +245,6 @@ class PrePingPostgresStorage(DagsterPostgresStorage):
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
+
+
+PrePingPostgresStorage = PooledPostgresStorage  # the name in dagster.yaml files written before

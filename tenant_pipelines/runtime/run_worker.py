@@ -17,6 +17,7 @@ from tenant_pipelines.runtime.dagster_private import (
     capture_interrupts,
     execute_run_in_process,
 )
+from tenant_pipelines.runtime.pg_storage import tables_exist
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 from tenant_pipelines.support.procs import identity
 
@@ -32,6 +33,8 @@ def execute_run(run_id: str, serialized_instance_ref: str) -> None:
     """
     # A run launches no run of its own in this process (compensation is queued instead).
     os.environ.pop(LAUNCH_NOW_ENV, None)
+    os.environ["PGAPPNAME"] = "tenant-run-worker"  # its PostgreSQL connections say so
+    tables_exist()  # the launcher read this run from them: no check at the instance's start
     with capture_interrupts():
         ref = deserialize_value(serialized_instance_ref, InstanceRef)
         with DagsterInstance.from_ref(ref) as instance:

@@ -37,7 +37,7 @@ def test_the_two_templates_differ_only_in_storage() -> None:
     assert postgres.pop("storage") == {
         "custom": {
             "module": "tenant_pipelines.runtime.pg_storage",
-            "class": "PrePingPostgresStorage",
+            "class": "PooledPostgresStorage",
             "config": {"postgres_url": {"env": "DAGSTER_PG_URL"}},
         }
     }

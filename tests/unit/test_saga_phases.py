@@ -187,6 +187,20 @@ def test_a_run_resumed_after_a_crash_says_so_and_redoes_nothing() -> None:
     assert created(world) == {"storage": 1, "identity": 1, "route": 1, "workload": 1}
 
 
+def test_a_run_ensures_each_allocated_thing_once_and_a_new_run_again() -> None:
+    """Later phases of the run that allocated take the ledger's word; a re-execution (a new
+    run, which may follow a compensation) ensures everything again."""
+    world = World()
+    tenant = provision(world)
+    allocated = ["storage", "identity", "route"]
+    # deploy and mark_active ensure the workload; the route's `open` checks the route itself.
+    assert world.journal.of("ensure") == [*allocated, "workload", "workload", "route"]
+
+    world.journal.calls.clear()
+    steps.deploy(world.context("run-2", root_run_id="run-1"), tenant, FIRST)
+    assert world.journal.of("ensure") == [*allocated, "workload"]
+
+
 def test_a_retry_waits_for_a_compensation_in_flight_and_gives_up_in_time() -> None:
     world = World()
     ctx = world.context("run-1")

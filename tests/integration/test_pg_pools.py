@@ -1,0 +1,205 @@
+"""The platform's PostgreSQL connections: kept per process, bounded, checked without a round trip,
+replaced when the server closed them, and never shared with a forked child."""
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy
+from sqlalchemy import Engine, create_engine, text
+
+from tenant_pipelines.runtime import pg_storage
+from tenant_pipelines.runtime.pg_storage import POOL_OVERFLOW, POOL_SIZE, PooledPostgresStorage
+from tenant_pipelines.support.db_url import normalize_url
+from tenant_pipelines.support.pooled_engines import pooled_pg_engine
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.postgres
+
+
+def last_query(admin_url: str, pid: int) -> str:
+    """The last statement the backend `pid` ran (`pg_stat_activity` says it as it starts)."""
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            query = "SELECT query FROM pg_stat_activity WHERE pid = :pid"
+            return str(conn.execute(text(query), {"pid": pid}).scalar_one())
+    finally:
+        admin.dispose()
+
+
+def backend_pid(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+@pytest.fixture
+def engine(pg_database: str) -> Iterator[Engine]:
+    url = normalize_url(pg_database)
+    made = pooled_pg_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    yield made
+    made.dispose()
+
+
+def terminate(pg_database: str, pid: int) -> None:
+    admin = create_engine(normalize_url(pg_database), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+
+
+def test_a_kept_connection_is_reused_without_a_ping(engine: Engine, pg_database: str) -> None:
+    first = backend_pid(engine)
+    assert backend_pid(engine) == first
+    with engine.connect():
+        pass  # a checkout: SQLAlchemy's pre-ping would send SELECT 1 here
+    assert last_query(pg_database, first) == "SELECT pg_backend_pid()"
+
+
+def test_a_connection_the_server_closed_is_replaced_before_use(
+    engine: Engine, pg_database: str
+) -> None:
+    first = backend_pid(engine)
+    terminate(pg_database, first)
+    wait_until(lambda: not backend_alive(pg_database, first), 5, "the backend never ended")
+    # Its goodbye waits on the kept connection's socket: the checkout pings, fails, reconnects.
+    replaced = backend_pid(engine)
+    assert replaced != first
+
+
+def backend_alive(admin_url: str, pid: int) -> bool:
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"
+            return bool(conn.execute(text(query), {"pid": pid}).scalar_one())
+    finally:
+        admin.dispose()
+
+
+def test_a_forked_child_opens_its_own_connection(engine: Engine) -> None:
+    parent = backend_pid(engine)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write, str(backend_pid(engine)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        childs = int(pipe.read())
+    os.waitpid(child, 0)
+    assert childs != parent
+    assert backend_pid(engine) == parent  # the child left the parent's connection alone
+
+
+@pytest.fixture
+def dagster_storage(pg_database: str) -> Iterator[PooledPostgresStorage]:
+    yield PooledPostgresStorage(pg_database)
+
+
+def connections_named(pg_database: str, name: str) -> int:
+    admin = create_engine(normalize_url(pg_database), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = :name AND pid <> pg_backend_pid()"
+            )
+            return int(conn.execute(text(query), {"name": name}).scalar_one())
+    finally:
+        admin.dispose()
+
+
+def test_dagsters_three_storages_share_one_pool(dagster_storage: PooledPostgresStorage) -> None:
+    engines = {
+        id(dagster_storage.run_storage._engine),  # type: ignore[attr-defined]
+        id(dagster_storage.event_log_storage._engine),  # type: ignore[attr-defined]
+        id(dagster_storage.schedule_storage._engine),  # type: ignore[attr-defined]
+    }
+    assert len(engines) == 1
+
+
+def test_a_process_holds_at_most_the_pools_bound(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty threads reading at once through one instance's storage open at most
+    POOL_SIZE + POOL_OVERFLOW connections; the rest wait for one."""
+    storage = PooledPostgresStorage(pg_database)  # its pool opens connections when used
+    name = f"pool-bound-{os.getpid()}"
+    monkeypatch.setenv("PGAPPNAME", name)
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, connections_named(pg_database, name))
+
+    def read() -> None:
+        for _ in range(20):
+            storage.run_storage.get_runs()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    readers = [threading.Thread(target=read) for _ in range(20)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    stop.set()
+    watcher.join()
+    assert 1 <= peak <= POOL_SIZE + POOL_OVERFLOW
+
+
+def test_schema_checks_are_answered_once_true(
+    dagster_storage: PooledPostgresStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event_log = dagster_storage.event_log_storage
+    assert event_log.has_table("event_logs")
+    dialect = event_log._engine.dialect  # type: ignore[attr-defined]
+    asked: list[str] = []
+    real = dialect.has_table
+    monkeypatch.setattr(
+        dialect, "has_table", lambda conn, name: asked.append(name) or real(conn, name)
+    )
+    assert event_log.has_table("event_logs")
+    assert asked == []
+    assert not event_log.has_table("no_such_table")  # a false answer is asked again
+    assert not event_log.has_table("no_such_table")
+    assert asked == ["no_such_table", "no_such_table"]
+
+
+def inspections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What Dagster's storages ask the catalog about (`sqlalchemy.inspect`) from now on."""
+    asked: list[object] = []
+    real = sqlalchemy.inspect
+
+    def inspect(subject: object, *args: Any) -> Any:
+        asked.append(subject)
+        return real(subject, *args)
+
+    monkeypatch.setattr(sqlalchemy, "inspect", inspect)
+    return asked
+
+
+def test_a_run_worker_builds_its_instance_without_listing_tables(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    PooledPostgresStorage(pg_database)  # the tables exist
+    monkeypatch.setattr(pg_storage, "_tables_known", threading.Event())
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # as in a new process
+    inspected = inspections(monkeypatch)
+    PooledPostgresStorage(pg_database)
+    assert len(inspected) == 3  # each storage lists the tables once per process
+
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())
+    inspected.clear()
+    pg_storage.tables_exist()  # what a run worker says before it builds its instance
+    PooledPostgresStorage(pg_database)
+    assert inspected == []
