@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-smoke browser
+.PHONY: setup up test lint bench bench-pg bench-smoke browser
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,12 +49,24 @@ bench: setup
 	$(BIN)/python -m bench.feed --tenants 10000
 	$(BIN)/python -m bench.unread_streams --streams 500 --calls 50 --rounds 3
 
+# The production configuration (deploy/postgres.env) beside the embedded default, their rounds
+# interleaved in one run; each PostgreSQL round creates and drops its own databases and roles on
+# the server at 127.0.0.1:5432 (bench/postgres.py). Figures in README "Performance".
+bench-pg: setup
+	$(BIN)/python -m bench.api_latency --requests 20 --rounds 3 --backend sqlite,postgres \
+	  --json bench/results/api_latency-pg.json
+	$(BIN)/python -m bench.burst --requests 50 --plans free --rounds 3 --backend sqlite,postgres \
+	  --json bench/results/burst-50-pg.json
+	$(BIN)/python -m bench.burst --requests 200 --plans free,team --enterprise --rounds 3 \
+	  --backend sqlite,postgres --json bench/results/burst-200-pg.json
+
 # Tiny sizes, run by CI to keep the scripts working.
 bench-smoke: setup
-	$(BIN)/python -m bench.api_latency --requests 2 --rounds 1 --json bench/results/smoke-api.json
+	$(BIN)/python -m bench.api_latency --requests 2 --rounds 1 --backend sqlite,postgres \
+	  --json bench/results/smoke-api.json
 	$(BIN)/python -m bench.cli_latency --requests 2 --rounds 1 --json bench/results/smoke-cli.json
 	$(BIN)/python -m bench.burst --requests 6 --plans free,team --enterprise --rounds 1 \
-	  --json bench/results/smoke-burst.json
+	  --backend sqlite,postgres --json bench/results/smoke-burst.json
 	$(BIN)/python -m bench.latency --requests 2 --json bench/results/smoke-latency.json
 	$(BIN)/python -m bench.throughput --requests 4 --json bench/results/smoke-throughput.json
 	$(BIN)/python -m bench.compensation --samples 1 --json bench/results/smoke-compensation.json

@@ -61,24 +61,22 @@ def grants_mentioning(url: str, name: str) -> list[str]:
     return [what for (what,) in rows]
 
 
-def backend_pids(url: str) -> set[int]:
-    """The server processes of the connections to this database, this query's own left out."""
-    rows = admin_sql(
-        url,
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    return {pid for (pid,) in rows}
+OTHERS = "datname = current_database() AND pid <> pg_backend_pid()"
+NAMED = " AND (%(name)s::text IS NULL OR application_name = %(name)s)"
 
 
-def statements_started(url: str) -> dict[int, Any]:
-    """When each other connection to this database started its latest statement, by server pid."""
-    rows = admin_sql(
-        url,
-        "SELECT pid, query_start FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    return dict(rows)
+def backend_pids(url: str, application_name: str | None = None) -> set[int]:
+    """The server processes of the connections to this database, this query's own left out
+    (only those of processes that name themselves `application_name`, if given)."""
+    query = f"SELECT pid FROM pg_stat_activity WHERE {OTHERS}{NAMED}"
+    return {pid for (pid,) in admin_sql(url, query, {"name": application_name})}
+
+
+def statements_started(url: str, application_name: str | None = None) -> dict[int, Any]:
+    """When each other connection to this database started its latest statement, by server pid
+    (as `backend_pids`)."""
+    query = f"SELECT pid, query_start FROM pg_stat_activity WHERE {OTHERS}{NAMED}"
+    return dict(admin_sql(url, query, {"name": application_name}))
 
 
 def terminate_backends(url: str) -> None:

@@ -280,10 +280,11 @@ def between_polls(pid: int) -> bool:
     return Path(f"/proc/{pid}/wchan").read_text() in ("hrtimer_nanosleep", "do_nanosleep")
 
 
-def wait_for_a_statement(url: str) -> None:
-    """Until a connection to the database starts a new statement (or a new one appears)."""
-    seen = statements_started(url)
-    wait_until(lambda: statements_started(url) != seen, 20 * FOLLOW_POLL_S, "nothing polled")
+def wait_for_a_statement(url: str, name: str) -> None:
+    """Until a connection of process `name` starts a new statement (or a new one appears)."""
+    seen = statements_started(url, name)
+    changed = lambda: statements_started(url, name) != seen  # noqa: E731
+    wait_until(changed, 20 * FOLLOW_POLL_S, "nothing polled")
 
 
 def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform) -> None:
@@ -312,6 +313,9 @@ def test_audit_follow_prints_events_as_they_arrive(local_platform: LocalPlatform
         assert follower.wait(timeout=30) == 0
 
 
+FOLLOWER = "tenantctl-audit-follow"  # the follower's connections name themselves so
+
+
 @pytest.mark.postgres
 def test_audit_follow_on_postgresql_holds_one_connection(
     tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
@@ -321,6 +325,7 @@ def test_audit_follow_on_postgresql_holds_one_connection(
         "TENANT_DATA_DIR": str(tmp_path / "data"),
         "DAGSTER_HOME": str(tmp_path / "data" / "dagster"),
         "DAGSTER_PG_URL": pg_database,
+        "PGAPPNAME": FOLLOWER,  # the writer below, in this process, keeps connections too
     }
     monkeypatch.setenv("DAGSTER_PG_URL", pg_database)  # dagster.yaml reads it from there
     settings = Settings.from_env(env)
@@ -347,8 +352,8 @@ def test_audit_follow_on_postgresql_holds_one_connection(
             assert json.loads(follower.stdout.readline())["step"] == "validate"
             held = []
             for _ in range(3):  # after a poll, where a connection per statement would be gone
-                wait_for_a_statement(pg_database)
-                held.append(backend_pids(pg_database))
+                wait_for_a_statement(pg_database, FOLLOWER)
+                held.append(backend_pids(pg_database, FOLLOWER))
             emit(instance, "allocate")
             assert json.loads(follower.stdout.readline())["step"] == "allocate"
         finally:
