@@ -98,24 +98,6 @@ def seen_once(url: str, what: str, check: Any) -> bool:
     return present
 
 
-class SharedPoolMixin:
-    """What the three storages share: the process's engine, also for the webserver."""
-
-    postgres_url: str
-    _token_provider: Any
-    _engine: Engine
-
-    def _use_shared_engine(self) -> None:
-        self._engine = shared_engine(self.postgres_url, self._token_provider)
-
-    def optimize_for_webserver(
-        self, statement_timeout: int, pool_recycle: int, max_overflow: int
-    ) -> None:
-        """The process's queries get the webserver's statement timeout; the pool (one per
-        process, so that its bound holds) stays this module's."""
-        limit_statements(self.postgres_url, self._engine, statement_timeout)
-
-
 _tables_known = threading.Event()  # set in a run worker: its run was read from these tables
 
 
@@ -136,7 +118,14 @@ def _tables_checked(url: str, kind: str) -> None:
     _schema_seen.add((url, f"tables:{kind}"))
 
 
-class PooledPostgresRunStorage(SharedPoolMixin, PostgresRunStorage):
+class SharedPoolMixin:
+    """What the three storages share: built as dagster-postgres builds them (the tables checked
+    once per process), then on the process's engine, also for the webserver."""
+
+    tables: str  # the storage's kind of tables, for the once-per-process check
+    postgres_url: str
+    _engine: Engine
+
     def __init__(
         self,
         postgres_url: str,
@@ -144,11 +133,22 @@ class PooledPostgresRunStorage(SharedPoolMixin, PostgresRunStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
-        autocreate = _autocreate(postgres_url, "runs", should_autocreate_tables)
-        super().__init__(postgres_url, autocreate, inst_data, token_provider)
-        _tables_checked(postgres_url, "runs")
+        autocreate = _autocreate(postgres_url, self.tables, should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)  # type: ignore[call-arg]
+        _tables_checked(postgres_url, self.tables)
         self.should_autocreate_tables = should_autocreate_tables
-        self._use_shared_engine()
+        self._engine = shared_engine(postgres_url, token_provider)
+
+    def optimize_for_webserver(
+        self, statement_timeout: int, pool_recycle: int, max_overflow: int
+    ) -> None:
+        """The process's queries get the webserver's statement timeout; the pool (one per
+        process, so that its bound holds) stays this module's."""
+        limit_statements(self.postgres_url, self._engine, statement_timeout)
+
+
+class PooledPostgresRunStorage(SharedPoolMixin, PostgresRunStorage):
+    tables = "runs"
 
     def has_run_stats_index_cols(self) -> bool:
         return seen_once(self.postgres_url, "runs.stats", super().has_run_stats_index_cols)
@@ -169,18 +169,7 @@ class PooledPostgresRunStorage(SharedPoolMixin, PostgresRunStorage):
 
 
 class PooledPostgresEventLogStorage(SharedPoolMixin, PostgresEventLogStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: Any = None,
-    ) -> None:
-        autocreate = _autocreate(postgres_url, "event_logs", should_autocreate_tables)
-        super().__init__(postgres_url, autocreate, inst_data, token_provider)
-        _tables_checked(postgres_url, "event_logs")
-        self.should_autocreate_tables = should_autocreate_tables
-        self._use_shared_engine()
+    tables = "event_logs"
 
     def has_table(self, table_name: str) -> bool:
         check = partial(super().has_table, table_name)
@@ -194,18 +183,7 @@ class PooledPostgresEventLogStorage(SharedPoolMixin, PostgresEventLogStorage):
 
 
 class PooledPostgresScheduleStorage(SharedPoolMixin, PostgresScheduleStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: Any = None,
-    ) -> None:
-        autocreate = _autocreate(postgres_url, "schedules", should_autocreate_tables)
-        super().__init__(postgres_url, autocreate, inst_data, token_provider)
-        _tables_checked(postgres_url, "schedules")
-        self.should_autocreate_tables = should_autocreate_tables
-        self._use_shared_engine()
+    tables = "schedules"
 
     def _has_instigators_table(self, conn: Connection) -> bool:
         """Asked at every sensor tick (private, as `_has_asset_key_col_on_connection`)."""

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from tenant_pipelines.runtime import pg_storage
 from tenant_pipelines.runtime.pg_storage import POOL_OVERFLOW, POOL_SIZE, PooledPostgresStorage
 from tenant_pipelines.support.db_url import normalize_url
 from tenant_pipelines.support.pooled_engines import pooled_pg_engine
+from tests.pg_helpers import admin_sql, backend_pids
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
@@ -21,13 +22,8 @@ pytestmark = pytest.mark.postgres
 
 def last_query(admin_url: str, pid: int) -> str:
     """The last statement the backend `pid` ran (`pg_stat_activity` says it as it starts)."""
-    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            query = "SELECT query FROM pg_stat_activity WHERE pid = :pid"
-            return str(conn.execute(text(query), {"pid": pid}).scalar_one())
-    finally:
-        admin.dispose()
+    [(query,)] = admin_sql(admin_url, "SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
+    return str(query)
 
 
 def backend_pid(engine: Engine) -> int:
@@ -44,12 +40,7 @@ def engine(pg_database: str) -> Iterator[Engine]:
 
 
 def terminate(pg_database: str, pid: int) -> None:
-    admin = create_engine(normalize_url(pg_database), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        admin.dispose()
+    admin_sql(pg_database, "SELECT pg_terminate_backend(%s)", (pid,))
 
 
 def test_a_kept_connection_is_reused_without_a_ping(engine: Engine, pg_database: str) -> None:
@@ -72,13 +63,7 @@ def test_a_connection_the_server_closed_is_replaced_before_use(
 
 
 def backend_alive(admin_url: str, pid: int) -> bool:
-    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            query = "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"
-            return bool(conn.execute(text(query), {"pid": pid}).scalar_one())
-    finally:
-        admin.dispose()
+    return bool(admin_sql(admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)))
 
 
 def test_a_forked_child_opens_its_own_connection(engine: Engine) -> None:
@@ -104,16 +89,7 @@ def dagster_storage(pg_database: str) -> Iterator[PooledPostgresStorage]:
 
 
 def connections_named(pg_database: str, name: str) -> int:
-    admin = create_engine(normalize_url(pg_database), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            query = (
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE application_name = :name AND pid <> pg_backend_pid()"
-            )
-            return int(conn.execute(text(query), {"name": name}).scalar_one())
-    finally:
-        admin.dispose()
+    return len(backend_pids(pg_database, name))  # this query's own connection left out
 
 
 def test_dagsters_three_storages_share_one_pool(dagster_storage: PooledPostgresStorage) -> None:
