@@ -21,6 +21,7 @@ configuration are dagster-postgres's own: an instance can switch to or from this
 """
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Self
 
@@ -47,7 +48,7 @@ POOL_OVERFLOW = 3  # opened while more threads query at once, closed when return
 POOL_RECYCLE_S = 3600  # a kept connection is replaced after an hour
 
 _engines: dict[str, Engine] = {}
-_timeouts: dict[str, int] = {}  # URL -> the statement timeout its engine's connections have
+_timed_out: set[str] = set()  # URLs whose engine gives its connections a statement timeout
 _engines_lock = threading.Lock()
 _schema_seen: set[tuple[str, str]] = set()  # (URL, what): schema a migration added, seen here
 
@@ -74,9 +75,9 @@ def limit_statements(url: str, engine: Engine, millis: int) -> None:
     """Give every connection of the process's engine a statement timeout (the webserver's: a
     long-lived reader), once; connections already open are replaced."""
     with _engines_lock:
-        if url in _timeouts:
+        if url in _timed_out:
             return
-        _timeouts[url] = millis
+        _timed_out.add(url)
         event.listen(engine, "connect", _statement_timeout(millis))
         engine.dispose()  # checked-out connections are closed when returned
 
@@ -88,7 +89,7 @@ def _statement_timeout(millis: int) -> Any:
     return on_connect
 
 
-def seen_once(url: str, what: str, check: Any) -> bool:
+def seen_once(url: str, what: str, check: Callable[[], object]) -> bool:
     """`check()`, remembered once true: schema that a migration added stays."""
     if (url, what) in _schema_seen:
         return True

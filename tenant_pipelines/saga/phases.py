@@ -96,10 +96,19 @@ def wait_for_compensations(ctx: SagaContext, tenant: TenantSpec) -> None:
         ctx.clock.sleep(COMPENSATION_POLL_S)
 
 
-def ensure_resource(ctx: SagaContext, backend: TenantBackend, tenant: TenantSpec) -> Handle:
-    """Ensure one backend's thing for the tenant, recording intent and result in the ledger."""
+def ensure_resource(
+    ctx: SagaContext, backend: TenantBackend, tenant: TenantSpec, *, once_per_run: bool = False
+) -> Handle:
+    """Ensure one backend's thing for the tenant, recording intent and result in the ledger.
+
+    `once_per_run`: take the handle an earlier phase (or attempt) of this run recorded as
+    allocated, if it did. A run that starts mid-saga (re-execution from failure, a resumed run)
+    finds an earlier run's id in the entry, and ensures the thing again."""
     entry = ctx.registry.ledger.get(tenant.tenant_id, backend.kind)
-    if entry is None or entry.state != LedgerState.ALLOCATED:
+    allocated = entry is not None and entry.state == LedgerState.ALLOCATED
+    if once_per_run and allocated and entry is not None and entry.run_id == ctx.run_id:
+        return Handle(**entry.handle)
+    if not allocated:
         ctx.registry.ledger.set(
             tenant.tenant_id, backend.kind, LedgerState.ALLOCATING, run_id=ctx.run_id
         )
@@ -133,21 +142,9 @@ def record_allocated(ctx: SagaContext, tenant: TenantSpec, handle: Handle) -> Ha
 def _allocate_resources(ctx: SagaContext, tenant: TenantSpec) -> list[Handle]:
     b = ctx.backends
     return [
-        _allocated_by_this_run(ctx, backend, tenant) or ensure_resource(ctx, backend, tenant)
+        ensure_resource(ctx, backend, tenant, once_per_run=True)
         for backend in (b.storage, b.identity, b.traffic)
     ]
-
-
-def _allocated_by_this_run(
-    ctx: SagaContext, backend: TenantBackend, tenant: TenantSpec
-) -> Handle | None:
-    """The handle an earlier phase (or attempt) of this run recorded, if it did. A run that
-    starts mid-saga (re-execution from failure, a resumed run) finds an earlier run's id in the
-    entry, and ensures the thing again."""
-    entry = ctx.registry.ledger.get(tenant.tenant_id, backend.kind)
-    if entry is None or entry.state != LedgerState.ALLOCATED or entry.run_id != ctx.run_id:
-        return None
-    return Handle(**entry.handle)
 
 
 def allocate(ctx: SagaContext, tenant: TenantSpec) -> list[Handle]:

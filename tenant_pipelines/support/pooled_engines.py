@@ -44,12 +44,8 @@ def pooled_pg_engine(url: str | URL, **kwargs: Any) -> Engine:
     `kwargs` go to `create_engine` (pool sizes, isolation level, connect arguments)."""
     # No hstore columns here: skip the type lookup SQLAlchemy runs on every new connection.
     engine = create_engine(url, use_native_hstore=False, **kwargs)
-    check_before_use(engine)
-    return fork_safe(engine)
-
-
-def check_before_use(engine: Engine) -> None:
     event.listen(engine, "checkout", _alive_or_replaced)
+    return fork_safe(engine)
 
 
 def _alive_or_replaced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
