@@ -10,8 +10,9 @@ import re
 
 MASK = "***"
 # An API token is `tp_<token id>_<secret>` (domain.tokens; support may not import the domain):
-# the id names the token in `tenantctl token list` and stays, the secret goes.
-_TOKEN = re.compile(r"(tp_[0-9A-Za-z]+_)[A-Za-z0-9_-]+")
+# the id names the token in `tenantctl token list` and stays, the secret goes. Only where a token
+# can begin: a random key may hold `tp_<letters>_` inside it, and must then be masked whole.
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])(tp_[0-9A-Za-z]+_)[A-Za-z0-9_-]+")
 # The platform's other secrets (operator and session keys, invitation codes, CSRF tokens) are
 # `secrets.token_urlsafe` strings of 32 bytes or more: long runs of the url-safe alphabet that mix
 # upper and lower case, as no slug, org, tenant key, uuid, hex digest or run id does.

@@ -4,6 +4,7 @@ cookie, form body), leaves a trace of a secret in the API server's log, as `tena
 it writing to a file, nor in the edge's log: each access line names the path without its query
 string, with anything shaped like a secret masked, and never a header."""
 
+import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import requests
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
+from tenant_pipelines.support.redact import mask_secrets
 from tests.api_helpers import ApiServer, api_server, platform_env
 from tests.console_streams import console_login
 from tests.integration.test_api import grant
@@ -25,6 +27,7 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 LOG_TIMEOUT_S = 10.0
+TOKEN_SHAPED = "tp_abc123_" + "s3cretPart-of_the-token0123"
 
 
 @dataclass
@@ -171,3 +174,12 @@ def test_the_edges_log_holds_no_secret_whatever_carries_it(
     contents = wait_for_line(log, "/edge-marker")
     assert_no_secret(contents, secrets)
     assert '"GET /v1/tenants" 404' in contents  # the lines are there, cut to the path
+
+
+def test_a_key_that_holds_a_token_prefix_is_masked_whole() -> None:
+    """A random key with `tp_<id>_` inside it (about 1 in 30,000 keys) was masked from there on
+    only, leaving the key's first characters in the log line."""
+    key = "Zm" + "tp_2KKj_" + secrets.token_urlsafe(40)
+    assert mask_secrets(f"/local/{key}/x key={key}") == "/local/***/x key=***"
+    # A token still keeps its id.
+    assert mask_secrets(f"Bearer {TOKEN_SHAPED}") == "Bearer tp_abc123_***"
