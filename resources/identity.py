@@ -37,7 +37,7 @@ from resources.identity_files import (
     remove_store_directory,
     snapshot,
 )
-from resources.pg_tenant import PgTenantSchemas, TenantSchema, object_name, run
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, defer, object_name, run
 from resources.storage import META_TABLE, create_db_atomically, open_db, utc_now
 from tenant_pipelines.domain.errors import NotFound, OwnedByAnotherTenant
 from tenant_pipelines.domain.handles import Handle, ResourceKind
@@ -225,7 +225,7 @@ class PostgresIdentityStore:
         def build(conn: Connection, target: TenantSchema) -> dict[str, Any]:
             _create_tables(conn, target)
             _grant_sign_in(conn, target)
-            run(
+            defer(
                 conn,
                 sql.SQL(
                     "INSERT INTO {} (tenant_key, plan, max_users) VALUES (%s, %s, %s)"
@@ -267,14 +267,14 @@ class PostgresIdentityStore:
 
 
 def _create_tables(conn: Connection, target: TenantSchema) -> None:
-    run(
+    defer(
         conn,
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (tenant_key text PRIMARY KEY, plan text NOT NULL,"
             " max_users integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
         ).format(target.table(META_TABLE)),
     )
-    run(
+    defer(
         conn,
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
@@ -286,13 +286,13 @@ def _create_tables(conn: Connection, target: TenantSchema) -> None:
     )
     users = target.table(USERS_TABLE)
     for column, kind in SIGN_IN_COLUMNS.items():  # a store of version 1 lacks them
-        run(
+        defer(
             conn,
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                 users, sql.Identifier(column), sql.SQL(kind)
             ),
         )
-    run(
+    defer(
         conn,
         sql.SQL(
             "UPDATE {} SET invitation_expires_at = %s"
@@ -315,12 +315,12 @@ def _grant_sign_in(conn: Connection, target: TenantSchema) -> None:
         sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(target.ident, role),
     )
     for statement in statements:
-        run(conn, statement)
+        defer(conn, statement)
 
 
 def _seed_admin(conn: Connection, target: TenantSchema, email: str) -> None:
     """Insert the first admin only if there is none: the token is made once, never replaced."""
-    run(
+    defer(
         conn,
         sql.SQL(
             "INSERT INTO {users} (email, role, status, invitation_token, invitation_expires_at)"

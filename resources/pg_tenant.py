@@ -128,13 +128,37 @@ Build = Callable[[Connection, TenantSchema], dict[str, Any]]
 
 
 def run(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ()) -> list[Any]:
-    """Execute a composed statement on the connection's transaction; rows if it returns any."""
+    """Execute a composed statement on the connection's transaction, after the statements
+    `defer` queued, in one round trip; rows if it returns any."""
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(statement, tuple(params) or None)
+        text = cursor.mogrify(statement, tuple(params) or None)
+        cursor.execute(b";\n".join([*conn.info.pop(_DEFERRED, []), text]))
         return list(cursor.fetchall()) if cursor.description else []
     finally:
         cursor.close()
+
+
+def defer(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ()) -> None:
+    """Queue a statement whose result nothing reads (DDL, grants, inserts): it goes to the server
+    with the next `run`, or when the tenant's transaction ends (`flush`). An ensure is some thirty
+    statements; one round trip each was most of its time on a busy host (docs/performance.md).
+    An error is raised where the queue is sent, and the transaction rolls back as before."""
+    cursor = conn.connection.cursor()
+    try:
+        text = cursor.mogrify(statement, tuple(params) or None)
+    finally:
+        cursor.close()
+    conn.info.setdefault(_DEFERRED, []).append(text)
+
+
+def flush(conn: Connection) -> None:
+    """Send what `defer` queued."""
+    if conn.info.get(_DEFERRED):
+        run(conn, sql.SQL("SELECT 1"))
+
+
+_DEFERRED = "tenant_pipelines.deferred"  # in the DBAPI connection's info: cleared with each use
 
 
 @cache
@@ -177,12 +201,19 @@ class PgTenantSchemas:
 
     @contextmanager
     def locked(self, target: TenantSchema) -> Iterator[Connection]:
-        """A transaction holding the tenant's advisory lock: concurrent calls queue, not race."""
+        """A transaction holding the tenant's advisory lock: concurrent calls queue, not race.
+        What the body deferred is sent before the commit."""
         with self.connect() as conn:
-            run(conn, sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-            lock_key = f"{APP}:{target.name}"
-            run(conn, sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [lock_key])
-            yield conn
+            conn.info.pop(_DEFERRED, None)  # never a statement left from another use
+            timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT))
+            lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))")
+            try:
+                defer(conn, timeout)
+                run(conn, lock, [f"{APP}:{target.name}"])
+                yield conn
+                flush(conn)
+            finally:
+                conn.info.pop(_DEFERRED, None)
 
     def ensure(self, tenant: TenantSpec, build: Build, read_only: Sequence[str] = ()) -> Handle:
         """Create what is missing (role, schema, grants, tables via `build`); describe it all.
@@ -198,7 +229,7 @@ class PgTenantSchemas:
             keep_out_of_public(conn, target)
             extra = build(conn, target)
             for table in read_only:
-                run(
+                defer(
                     conn,
                     sql.SQL("REVOKE {} ON {} FROM {}").format(
                         WRITE_PRIVILEGES, target.table(table), target.ident
@@ -222,10 +253,10 @@ class PgTenantSchemas:
             schema = is_ours(schema_marker(conn, target.name), target, database)
             role = is_ours(role_marker(conn, target.name), target, database)
             if schema:
-                run(conn, sql.SQL("DROP SCHEMA {} CASCADE").format(target.ident))
+                defer(conn, sql.SQL("DROP SCHEMA {} CASCADE").format(target.ident))
             if role:
-                run(conn, sql.SQL("DROP OWNED BY {}").format(target.ident))
-                run(conn, sql.SQL("DROP ROLE {}").format(target.ident))
+                defer(conn, sql.SQL("DROP OWNED BY {}").format(target.ident))
+                defer(conn, sql.SQL("DROP ROLE {}").format(target.ident))
         return schema or role
 
     def exists(self, conn: Connection, target: TenantSchema) -> bool:
@@ -320,7 +351,7 @@ def check_ours(
 
 def comment_on(conn: Connection, what: str, target: TenantSchema, database: str) -> None:
     comment = json.dumps(target.comment(database), sort_keys=True)
-    run(
+    defer(
         conn,
         sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(what), target.ident, sql.Literal(comment)),
     )
@@ -331,6 +362,7 @@ def ensure_role(conn: Connection, target: TenantSchema, database: str) -> None:
     may race us: a duplicate there is caught inside a savepoint and then checked for ownership."""
     marker = role_marker(conn, target.name)
     if marker is None:
+        flush(conn)  # what came before stays out of the savepoint
         try:
             with conn.begin_nested():
                 run(
@@ -353,7 +385,7 @@ def ensure_schema(conn: Connection, target: TenantSchema, database: str) -> None
         check_ours(conn, "SCHEMA", marker, target, database)
         return
     # Owned by the admin running this: the tenant role can use the schema, never alter or drop it.
-    run(conn, sql.SQL("CREATE SCHEMA {}").format(target.ident))
+    defer(conn, sql.SQL("CREATE SCHEMA {}").format(target.ident))
     comment_on(conn, "SCHEMA", target, database)
 
 
@@ -369,7 +401,7 @@ def grant_schema(conn: Connection, target: TenantSchema) -> None:
         "GRANT {sequences} ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
     )
     for statement in statements:
-        run(
+        defer(
             conn,
             sql.SQL(statement).format(
                 schema=schema, role=role, tables=TABLE_PRIVILEGES, sequences=SEQUENCE_PRIVILEGES
@@ -386,32 +418,33 @@ def keep_out_of_public(conn: Connection, target: TenantSchema) -> None:
     it to PUBLIC, which no per-role revoke can override, so there (and only there) CREATE is revoked
     from PUBLIC, which is the PostgreSQL 15 default; USAGE stays, so nobody loses read access.
     """
-    for grantee, ident in ((target.name, target.ident), ("", sql.SQL("PUBLIC"))):
-        if public_create_granted(conn, grantee):
+    for grantee in sorted(public_create_grantees(conn, target.name)):
+        run(
+            conn,
+            sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
+            [f"{APP}:{PUBLIC_SCHEMA}"],
+        )
+        if grantee in public_create_grantees(conn, target.name):
+            ident = sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC")
             run(
                 conn,
-                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
-                [f"{APP}:{PUBLIC_SCHEMA}"],
+                sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(
+                    sql.Identifier(PUBLIC_SCHEMA), ident
+                ),
             )
-            if public_create_granted(conn, grantee):
-                run(
-                    conn,
-                    sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(
-                        sql.Identifier(PUBLIC_SCHEMA), ident
-                    ),
-                )
 
 
-def public_create_granted(conn: Connection, grantee: str) -> bool:
-    """Whether `public` grants CREATE directly to `grantee` ("" = PUBLIC, grantee oid 0)."""
+def public_create_grantees(conn: Connection, role: str) -> set[str]:
+    """Which of `role` and PUBLIC ("", grantee oid 0) `public` grants CREATE to directly."""
     rows = run(
         conn,
         sql.SQL(
-            "SELECT 1 FROM pg_namespace n,"
-            " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+            "SELECT coalesce(r.rolname, '') FROM pg_namespace n"
+            " CROSS JOIN aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+            " LEFT JOIN pg_roles r ON r.oid = a.grantee"
             " WHERE n.nspname = %s AND a.privilege_type = 'CREATE'"
-            " AND a.grantee = coalesce((SELECT oid FROM pg_roles WHERE rolname = %s), 0)"
+            " AND (a.grantee = 0 OR r.rolname = %s)"
         ),
-        [PUBLIC_SCHEMA, grantee],
+        [PUBLIC_SCHEMA, role],
     )
-    return bool(rows)
+    return {str(grantee) for (grantee,) in rows}

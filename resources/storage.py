@@ -23,7 +23,7 @@ from typing import Any
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
-from resources.pg_tenant import PgTenantSchemas, TenantSchema, run
+from resources.pg_tenant import PgTenantSchemas, TenantSchema, defer, run
 from tenant_pipelines.domain.handles import Handle, ResourceKind, check_made_for, may_act_on
 from tenant_pipelines.domain.plans import get_plan
 from tenant_pipelines.domain.tenant import TenantSpec, check_tenant_key, is_tenant_key
@@ -234,7 +234,7 @@ class PostgresSchemaStorage:
 
         def build(conn: Connection, target: TenantSchema) -> dict[str, Any]:
             meta = target.table(META_TABLE)
-            run(
+            defer(
                 conn,
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (tenant_key text PRIMARY KEY,"
@@ -242,7 +242,7 @@ class PostgresSchemaStorage:
                     " created_at timestamptz NOT NULL DEFAULT now())"
                 ).format(meta),
             )
-            run(
+            defer(
                 conn,
                 sql.SQL(
                     "INSERT INTO {} (tenant_key, plan, quota_mb) VALUES (%s, %s, %s)"

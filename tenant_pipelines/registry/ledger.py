@@ -5,14 +5,13 @@ allocations."""
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select
+from sqlalchemy import Connection, Row, func, insert, select, update
 
 from tenant_pipelines.domain.records import LedgerEntry, TenantRecord
 from tenant_pipelines.domain.states import LIVE_LEDGER_STATES, SETTLED_LEDGER_STATES, LedgerState
 from tenant_pipelines.registry.engine import Database
 from tenant_pipelines.registry.queries import (
     TENANT_COLUMNS,
-    compare_and_set,
     fetch_tenant,
     now,
     tenant_record,
@@ -49,11 +48,6 @@ def _is_new_allocation(entry: LedgerEntry | None, state: str) -> bool:
     )
 
 
-def _required(entry: LedgerEntry | None) -> LedgerEntry:
-    assert entry is not None, "the entry was written in this transaction"
-    return entry
-
-
 class LedgerStore:
     """The ledger table: `registry.ledger`."""
 
@@ -88,11 +82,12 @@ class LedgerStore:
                 values["seq"] = _next_seq(conn, tenant_id)
             if entry is None:
                 values.setdefault("handle", "{}")
-                conn.execute(insert(ledger).values(tenant_id=tenant_id, kind=kind, **values))
+                write = insert(ledger).values(tenant_id=tenant_id, kind=kind, **values)
             else:
                 key = (ledger.c.tenant_id == tenant_id) & (ledger.c.kind == kind)
-                compare_and_set(conn, ledger, key, values)
-            return _required(_find(conn, tenant_id, kind))
+                write = update(ledger).where(key).values(values)
+            # The row as written, in the same round trip (the tenant's lock keeps it ours).
+            return _entry(conn.execute(write.returning(*ledger.c)).one())
 
     def get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
         with self._db.read() as conn:

@@ -16,15 +16,23 @@ server is back. A forked child never uses its parent's connections: it starts it
 Dagster also asks the catalog again and again about schema that only a migration adds (does this
 table, this column exist?): each answer is a catalog query of a few milliseconds, asked on every
 run. Here a true answer is kept for the life of the process (migrations add, never remove), and a
-run worker checks no tables at its start (its run was read from them). Tables, schema and
-configuration are dagster-postgres's own: an instance can switch to or from this class.
+run worker starts with the answers its launcher's process had (`seen_schema`), so a run asks the
+catalog nothing its launcher knew. Tables, schema and configuration are dagster-postgres's own: an
+instance can switch to or from this class.
+
+dagster-postgres sends a `NOTIFY` after every event it stores, kept "to support version skew"
+with Dagster releases that watched the event log by listening; this one polls, and nothing else
+listens. Here an event is stored as Dagster's other SQL storages store it, without it: one round
+trip fewer per event, and no commit-time lock on the server's notification queue.
 """
 
+import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Self
 
+from dagster import EventLogEntry
 from dagster_postgres import (
     DagsterPostgresStorage,
     PostgresEventLogStorage,
@@ -40,7 +48,7 @@ from dagster_postgres.utils import (
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 
-from tenant_pipelines.runtime.dagster_private import ConfigurableClassData
+from tenant_pipelines.runtime.dagster_private import ConfigurableClassData, SqlEventLogStorage
 from tenant_pipelines.support.pooled_engines import pooled_pg_engine
 
 POOL_SIZE = 2  # connections a process keeps per database (run workers use one)
@@ -50,7 +58,8 @@ POOL_RECYCLE_S = 3600  # a kept connection is replaced after an hour
 _engines: dict[str, Engine] = {}
 _timed_out: set[str] = set()  # URLs whose engine gives its connections a statement timeout
 _engines_lock = threading.Lock()
-_schema_seen: set[tuple[str, str]] = set()  # (URL, what): schema a migration added, seen here
+# (digest of the URL, what): schema a migration added, seen in this process or its launcher's.
+_schema_seen: set[tuple[str, str]] = set()
 
 
 def shared_engine(url: str, token_provider: Any) -> Engine:
@@ -91,32 +100,39 @@ def _statement_timeout(millis: int) -> Any:
 
 def seen_once(url: str, what: str, check: Callable[[], object]) -> bool:
     """`check()`, remembered once true: schema that a migration added stays."""
-    if (url, what) in _schema_seen:
+    fact = (_url_key(url), what)
+    if fact in _schema_seen:
         return True
     present = bool(check())
     if present:
-        _schema_seen.add((url, what))
+        _schema_seen.add(fact)
     return present
 
 
-_tables_known = threading.Event()  # set in a run worker: its run was read from these tables
+def seen_schema() -> frozenset[tuple[str, str]]:
+    """What this process has seen of Dagster's schema, for a run worker it launches: the worker
+    starts without a catalog query for any of it (tables included: its run was read from them).
+    URLs appear only as digests."""
+    return frozenset(_schema_seen)
 
 
-def tables_exist() -> None:
-    """Say Dagster's tables exist in this process (a run worker: the launcher read the run from
-    them), so that building the instance checks none."""
-    _tables_known.set()
+def adopt_seen_schema(facts: Iterable[tuple[str, str]]) -> None:
+    """Take the launcher's `seen_schema()` as this process's own (a run worker, at its start)."""
+    _schema_seen.update(facts)
+
+
+def _url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _autocreate(url: str, kind: str, configured: bool) -> bool:
     """Whether Dagster should check for its tables (creating missing ones): once per process
     and kind of storage, the first time it is built."""
-    known = _tables_known.is_set() or (url, f"tables:{kind}") in _schema_seen
-    return configured and not known
+    return configured and (_url_key(url), f"tables:{kind}") not in _schema_seen
 
 
 def _tables_checked(url: str, kind: str) -> None:
-    _schema_seen.add((url, f"tables:{kind}"))
+    _schema_seen.add((_url_key(url), f"tables:{kind}"))
 
 
 class SharedPoolMixin:
@@ -171,6 +187,11 @@ class PooledPostgresRunStorage(SharedPoolMixin, PostgresRunStorage):
 
 class PooledPostgresEventLogStorage(SharedPoolMixin, PostgresEventLogStorage):
     tables = "event_logs"
+
+    def store_event(self, event: EventLogEntry) -> None:
+        """The insert and the asset index writes of Dagster's SQL storages, without the
+        `NOTIFY` that dagster-postgres adds (module docstring)."""
+        SqlEventLogStorage.store_event(self, event)
 
     def has_table(self, table_name: str) -> bool:
         check = partial(super().has_table, table_name)

@@ -38,6 +38,7 @@ from tenant_pipelines.runtime.dagster_private import (
     RunLauncher,
     WorkerStatus,
 )
+from tenant_pipelines.runtime.pg_storage import seen_schema
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
 from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity, live_pid, lower_priority
@@ -80,12 +81,17 @@ def _ready() -> None:
     """A child that does nothing: its start proves the fork server ready."""
 
 
-def _run_worker_main(run_id: str, serialized_instance_ref: str, niceness: int) -> None:
+def _run_worker_main(
+    run_id: str,
+    serialized_instance_ref: str,
+    niceness: int,
+    seen_schema: frozenset[tuple[str, str]] = frozenset(),
+) -> None:
     # Imported in the child, where the fork server has it already; never in the launcher.
     from tenant_pipelines.runtime.run_worker import execute_run
 
     lower_priority(niceness)
-    execute_run(run_id, serialized_instance_ref)
+    execute_run(run_id, serialized_instance_ref, seen_schema)
 
 
 def plan_niceness(run: DagsterRun) -> int:
@@ -167,7 +173,12 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             return
         worker = self._fork_context().Process(
             target=_run_worker_main,
-            args=(run.run_id, serialize_value(self._instance.get_ref()), plan_niceness(run)),
+            args=(
+                run.run_id,
+                serialize_value(self._instance.get_ref()),
+                plan_niceness(run),
+                seen_schema(),
+            ),
             name=f"dagster-run-{run.run_id[:8]}",
         )
         worker.start()

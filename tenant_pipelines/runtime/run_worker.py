@@ -6,6 +6,7 @@ spends importing them (docs/dagster.md).
 """
 
 import os
+from collections.abc import Iterable
 
 from dagster import DagsterInstance, deserialize_value
 
@@ -17,14 +18,16 @@ from tenant_pipelines.runtime.dagster_private import (
     capture_interrupts,
     execute_run_in_process,
 )
-from tenant_pipelines.runtime.pg_storage import tables_exist
+from tenant_pipelines.runtime.pg_storage import adopt_seen_schema
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
 from tenant_pipelines.support.procs import identity
 
 read_dagster_scripts_once()  # in the fork server, for every worker it forks
 
 
-def execute_run(run_id: str, serialized_instance_ref: str) -> None:
+def execute_run(
+    run_id: str, serialized_instance_ref: str, seen_schema: Iterable[tuple[str, str]] = ()
+) -> None:
     """Execute one run to its end, as `dagster api execute_run` would.
 
     The worker records its identity on the run before the run starts, so the launcher can tell
@@ -34,7 +37,9 @@ def execute_run(run_id: str, serialized_instance_ref: str) -> None:
     # A run launches no run of its own in this process (compensation is queued instead).
     os.environ.pop(LAUNCH_NOW_ENV, None)
     os.environ["PGAPPNAME"] = "tenant-run-worker"  # its PostgreSQL connections say so
-    tables_exist()  # the launcher read this run from them: no check at the instance's start
+    # What the launcher's process knew of Dagster's schema (its tables included: the run was read
+    # from them) is not asked again.
+    adopt_seen_schema(seen_schema)
     with capture_interrupts():
         ref = deserialize_value(serialized_instance_ref, InstanceRef)
         with DagsterInstance.from_ref(ref) as instance:

@@ -1,15 +1,21 @@
 """The platform's PostgreSQL connections: kept per process, bounded, checked without a round trip,
 replaced when the server closed them, and never shared with a forked child."""
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
 import pytest
 import sqlalchemy
+from dagster import EventLogEntry
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
 from sqlalchemy import Engine, text
 
+from tenant_pipelines.registry.engine import Database, make_engine
 from tenant_pipelines.runtime import pg_storage
 from tenant_pipelines.runtime.pg_storage import POOL_OVERFLOW, POOL_SIZE, PooledPostgresStorage
 from tenant_pipelines.support.db_url import normalize_url
@@ -164,18 +170,71 @@ def inspections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return asked
 
 
-def test_a_run_worker_builds_its_instance_without_listing_tables(
+def test_a_run_worker_asks_nothing_its_launcher_knew_of_the_schema(
     pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    PooledPostgresStorage(pg_database)  # the tables exist
-    monkeypatch.setattr(pg_storage, "_tables_known", threading.Event())
-    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # as in a new process
-    inspected = inspections(monkeypatch)
-    PooledPostgresStorage(pg_database)
-    assert len(inspected) == 3  # each storage lists the tables once per process
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # the launcher's process, new
+    launcher = PooledPostgresStorage(pg_database)
+    assert launcher.run_storage.has_run_stats_index_cols()
+    known = pg_storage.seen_schema()
+    assert not any(pg_database in part for fact in known for part in fact)  # digests, no URL
 
-    monkeypatch.setattr(pg_storage, "_schema_seen", set())
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # a new process that knows nothing
+    inspected = inspections(monkeypatch)
+    PooledPostgresStorage(pg_database).run_storage.has_run_stats_index_cols()
+    assert len(inspected) == 4  # each storage lists the tables; the runs table's columns
+
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # a run worker, handed what it knew
     inspected.clear()
-    pg_storage.tables_exist()  # what a run worker says before it builds its instance
-    PooledPostgresStorage(pg_database)
+    pg_storage.adopt_seen_schema(known)
+    PooledPostgresStorage(pg_database).run_storage.has_run_stats_index_cols()
     assert inspected == []
+
+
+def test_an_event_is_stored_without_a_notify(
+    dagster_storage: PooledPostgresStorage, pg_database: str
+) -> None:
+    """dagster-postgres sent `NOTIFY run_events` after every event; nothing listens any more."""
+    listener = psycopg2.connect(pg_database)
+    try:
+        listener.autocommit = True
+        listener.cursor().execute("LISTEN run_events")
+        entry = EventLogEntry(
+            error_info=None,
+            level=logging.INFO,
+            user_message="probe",
+            run_id="probe-run",
+            timestamp=time.time(),
+        )
+        dagster_storage.event_log_storage.store_event(entry)
+        records = dagster_storage.event_log_storage.get_records_for_run("probe-run").records
+        assert [record.event_log_entry.user_message for record in records] == ["probe"]
+        listener.poll()
+        assert listener.notifies == []
+    finally:
+        listener.close()
+
+
+def test_a_registry_read_sends_no_begin_and_a_write_keeps_its_transaction(
+    pg_database: str,
+) -> None:
+    """Under READ COMMITTED a read's BEGIN and COMMIT bought nothing but two round trips; a
+    write still runs in one transaction (the server says so after each statement)."""
+    db = Database(make_engine(pg_database))
+    try:
+        for _ in range(2):  # and the connection goes back to the pool as it came
+            with db.read() as conn:
+                conn.execute(text("SELECT 1"))
+                assert server_status(conn) == TRANSACTION_STATUS_IDLE
+            with db.write() as conn:
+                conn.execute(text("SELECT 1"))
+                assert server_status(conn) == TRANSACTION_STATUS_INTRANS
+    finally:
+        db.close()
+
+
+def server_status(conn: sqlalchemy.Connection) -> int:
+    """Whether the server said it is in a transaction block, as of the last statement."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    return int(dbapi.get_transaction_status())  # type: ignore[attr-defined]
