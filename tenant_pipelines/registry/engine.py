@@ -95,11 +95,30 @@ class Database:
     def read(self) -> Iterator[Connection]:
         with store_errors(self.engine.url), self.engine.connect() as conn:
             conn.execution_options(**{READ_ONLY_OPTION: True})
-            with conn.begin():
+            with _no_transaction_on_postgres(conn), conn.begin():
                 yield conn
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _no_transaction_on_postgres(conn: Connection) -> Iterator[None]:
+    """A read on PostgreSQL runs without a transaction: under READ COMMITTED each statement sees
+    what was committed when it started, inside a transaction or not, and BEGIN and COMMIT were
+    two of a one-query read's three round trips. Switched with the driver's own `autocommit`
+    (no statement sent), not SQLAlchemy's isolation level, which sends a SET as the connection
+    goes back to the pool. SQLite keeps its read transaction: a consistent snapshot there."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    dbapi = conn.connection.dbapi_connection
+    dbapi.autocommit = True  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if not dbapi.closed:  # type: ignore[union-attr]
+            dbapi.autocommit = False  # type: ignore[union-attr]
 
 
 def _first_line(error: BaseException) -> str:

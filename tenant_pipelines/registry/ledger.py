@@ -5,7 +5,7 @@ allocations."""
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Insert, Row, Update, func, insert, select, update
 
 from tenant_pipelines.domain.records import LedgerEntry, TenantRecord
 from tenant_pipelines.domain.states import LIVE_LEDGER_STATES, SETTLED_LEDGER_STATES, LedgerState
@@ -80,6 +80,7 @@ class LedgerStore:
                 values["run_id"] = run_id
             if _is_new_allocation(entry, state):
                 values["seq"] = _next_seq(conn, tenant_id)
+            write: Insert | Update
             if entry is None:
                 values.setdefault("handle", "{}")
                 write = insert(ledger).values(tenant_id=tenant_id, kind=kind, **values)
