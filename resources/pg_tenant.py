@@ -142,8 +142,8 @@ def run(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ())
 def defer(conn: Connection, statement: sql.Composable, params: Sequence[Any] = ()) -> None:
     """Queue a statement whose result nothing reads (DDL, grants, inserts): it goes to the server
     with the next `run`, or when the tenant's transaction ends (`flush`). An ensure is some thirty
-    statements; one round trip each was most of its time on a busy host (docs/performance.md).
-    An error is raised where the queue is sent, and the transaction rolls back as before."""
+    statements, a round trip each when sent one at a time (docs/performance.md). An error is
+    raised where the queue is sent, and the transaction rolls back as before."""
     cursor = conn.connection.cursor()
     try:
         text = cursor.mogrify(statement, tuple(params) or None)
