@@ -8,6 +8,9 @@ spends importing them (docs/dagster.md).
 import os
 from collections.abc import Iterable
 
+# What `DagsterInstance.from_ref` imports in every worker unless the fork server has it: ~30 ms
+# of CPU a run (py-spy over the run workers).
+import upath.core  # noqa: F401
 from dagster import DagsterInstance, deserialize_value
 
 import tenant_pipelines.definitions  # noqa: F401 - imported once, in the fork server
