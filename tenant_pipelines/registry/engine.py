@@ -113,12 +113,13 @@ def _no_transaction_on_postgres(conn: Connection) -> Iterator[None]:
         yield
         return
     dbapi = conn.connection.dbapi_connection
-    dbapi.autocommit = True  # type: ignore[union-attr]
+    assert dbapi is not None, "a checked-out connection has its driver connection"
+    dbapi.autocommit = True
     try:
         yield
     finally:
-        if not dbapi.closed:  # type: ignore[union-attr]
-            dbapi.autocommit = False  # type: ignore[union-attr]
+        if not dbapi.closed:
+            dbapi.autocommit = False
 
 
 def _first_line(error: BaseException) -> str:

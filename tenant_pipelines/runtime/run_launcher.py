@@ -85,13 +85,13 @@ def _run_worker_main(
     run_id: str,
     serialized_instance_ref: str,
     niceness: int,
-    seen_schema: frozenset[tuple[str, str]] = frozenset(),
+    schema_facts: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     # Imported in the child, where the fork server has it already; never in the launcher.
     from tenant_pipelines.runtime.run_worker import execute_run
 
     lower_priority(niceness)
-    execute_run(run_id, serialized_instance_ref, seen_schema)
+    execute_run(run_id, serialized_instance_ref, schema_facts)
 
 
 def plan_niceness(run: DagsterRun) -> int:

@@ -29,7 +29,7 @@ read_dagster_scripts_once()  # in the fork server, for every worker it forks
 
 
 def execute_run(
-    run_id: str, serialized_instance_ref: str, seen_schema: Iterable[tuple[str, str]] = ()
+    run_id: str, serialized_instance_ref: str, schema_facts: Iterable[tuple[str, str]] = ()
 ) -> None:
     """Execute one run to its end, as `dagster api execute_run` would.
 
@@ -42,7 +42,7 @@ def execute_run(
     os.environ["PGAPPNAME"] = "tenant-run-worker"  # its PostgreSQL connections say so
     # What the launcher's process knew of Dagster's schema (its tables included: the run was read
     # from them) is not asked again.
-    adopt_seen_schema(seen_schema)
+    adopt_seen_schema(schema_facts)
     with capture_interrupts():
         ref = deserialize_value(serialized_instance_ref, InstanceRef)
         with DagsterInstance.from_ref(ref) as instance:
