@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-pg bench-smoke browser
+.PHONY: setup up test lint bench bench-pg bench-smoke browser gateway-config
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,22 @@ $(BIN)/tenantctl: pyproject.toml
 setup: $(BIN)/tenantctl
 
 # The console's browser tests drive Debian's Chromium: Playwright cannot download its own here.
+# certutil (libnss3-tools) makes the browser trust the platform's local CA for tenants' HTTPS.
 browser:
-	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; }
+	@test -x /usr/bin/chromium -a -x /usr/bin/certutil || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium libnss3-tools || { apt-get update -q \
+	  && apt-get install -y -q chromium libnss3-tools; }; }
 
 # --init only for the default data directory: a mistyped TENANT_DATA_DIR is refused, not created.
 up: setup
 	$(BIN)/tenantctl up $(if $(TENANT_DATA_DIR),,--init)
+
+# The production gateway's configuration (deploy/caddy/): generated from deploy/caddy/production.env
+# by the code `tenantctl up` starts Caddy with; `make test` checks it is current and that Caddy
+# takes it (tests/integration/test_gateway_config.py).
+gateway-config: setup
+	set -a; . deploy/caddy/production.env; set +a; \
+	  $(BIN)/tenantctl gateway-config --edge-port 80 --api-port 8000 > deploy/caddy/production.json
 
 # Style, the layer contracts (import-linter, pyproject.toml) and types (mypy; strict for the domain
 # and the saga).

@@ -169,7 +169,7 @@ def trace_use_cases(stack: Stack, token: str, failed: str) -> dict[str, Any]:
     workspace = settings.data_dir / "workspace.yaml"  # `up` writes one when started elsewhere
     if not workspace.exists():
         workspace = ROOT / "workspace.yaml"
-    ctx = ApiContext(settings, Addresses(stack.edge_port, workspace))
+    ctx = ApiContext(settings, Addresses(workspace=workspace))
     ctx.open()
     try:
         caller = caller_of(ctx.registry, token)

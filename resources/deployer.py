@@ -6,8 +6,9 @@ names the tenant and this deployer's state file: PIDs get recycled, so nothing i
 without that check (Linux only; elsewhere nothing is ever signalled). A workload's address space
 is capped at its plan's `workload_memory_mb`.
 
-The platform, not the workload, decides where it listens: the deployer binds the loopback socket,
-hands it over, and writes the state file the edge reads, in a directory the workload cannot write.
+The platform, not the workload, decides where it listens: the deployer binds the workload's Unix
+socket (`workload_state.socket_path`) in a directory the workload cannot enter, hands it over, and
+writes the state file there.
 When the platform runs as root, each tenant's workload runs as a uid of its own
 (`resources.workload_uids`), owns its identity store's directory and nothing else, and cannot
 signal another tenant's workload or a platform process; otherwise it runs as the platform's user.
@@ -43,6 +44,7 @@ from resources.workload_state import (  # noqa: F401 - read_endpoint: where it a
     read_endpoint,
     read_state,
     recorded_tenant_id,
+    socket_path,
     state_path,
     workload_args,
     workloads_dir,
@@ -56,6 +58,7 @@ from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import procs
 from tenant_pipelines.support.files import PRIVATE_DIR, open_private_log
 from tenant_pipelines.support.privileges import isolates_workloads
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
 
 POLL_INTERVAL_S = 0.05
 HEALTH_TIMEOUT_S = 1.0
@@ -67,7 +70,6 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "
 # looked up under the platform's.
 ISOLATED_HOME = "/"
 LISTEN_BACKLOG = 128
-LOOPBACK = "127.0.0.1"
 # The directory holding the `resources` package, for children of a non-installed checkout.
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -108,8 +110,8 @@ def _started_for(pid: int, data_dir: str | Path) -> str | None:
     return (workload_args(pid) or {}).get("tenant-id")
 
 
-def _healthy(port: int, tenant_key: str) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HEALTH_TIMEOUT_S)
+def _healthy(path: str, tenant_key: str) -> bool:
+    conn = UnixHTTPConnection(path, HEALTH_TIMEOUT_S)
     try:
         conn.request("GET", "/healthz")
         response = conn.getresponse()
@@ -174,7 +176,7 @@ class LocalProcessDeployer:
     """
 
     data_dir: str
-    domain: str
+    domain: str  # what follows `<key>.` in the address the workload names (its issuer)
     identity_pg_url: str | None = field(default=None, repr=False)
     deployment: str = ""  # of the PostgreSQL identity schema's name (TENANT_DEPLOYMENT)
     # None: each tenant's plan says how long its workload may take to pass readiness.
@@ -191,7 +193,7 @@ class LocalProcessDeployer:
             and state.tenant_id == tenant.tenant_id
             and is_live(state, self.data_dir, tenant.key)
             and state.uid == self._uid(tenant)
-            and _healthy(state.port, tenant.key)
+            and _healthy(state.socket, tenant.key)
         ):
             return self._handle(tenant.key, state)
         pids = self._pids_of(tenant.key)
@@ -201,12 +203,12 @@ class LocalProcessDeployer:
         uid = self._uid(tenant)
         self._stop_key(tenant.key, pids)  # a stale state file, or a workload that stopped answering
         timeout_s = self.readiness_timeout_s or get_plan(tenant.plan).readiness_timeout_s
-        listener = _listener()
+        listener = _listener(self._socket_path(tenant.key))
         try:
             process = self._start(tenant, uid, listener)
             state = WorkloadState(
                 pid=process.pid,
-                port=listener.getsockname()[1],
+                socket=listener.getsockname(),
                 uid=uid,
                 tenant_id=tenant.tenant_id,
                 listen_fd=listener.fileno(),
@@ -215,6 +217,12 @@ class LocalProcessDeployer:
         finally:
             listener.close()  # the workload holds its own copy
         return self._await_ready(process, tenant.key, state, timeout_s)
+
+    def _socket_path(self, tenant_key: str) -> Path:
+        try:
+            return socket_path(self.data_dir, tenant_key)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     def _uid(self, tenant: TenantSpec) -> int:
         """The tenant's own uid when the platform can give it one, else the platform's."""
@@ -238,7 +246,7 @@ class LocalProcessDeployer:
             kind=self.kind,
             tenant_key=tenant_key,
             name=str(state_path(self.data_dir, tenant_key)),
-            details={"pid": state.pid, "port": state.port, "uid": state.uid},
+            details={"pid": state.pid, "socket": state.socket, "uid": state.uid},
         )
 
     def _start(
@@ -311,7 +319,7 @@ class LocalProcessDeployer:
                 log = state_path(self.data_dir, key).with_suffix(".log")
                 reason = f"exited with status {process.returncode}; see {log}"
                 raise ReadinessTimeout(key, timeout_s, reason)
-            ready = _healthy(state.port, key)
+            ready = _healthy(state.socket, key)
             # Ready counts only if seen before the deadline: a check that ends after it cannot
             # tell when the workload became ready.
             if ready and time.monotonic() < deadline:
@@ -338,6 +346,8 @@ class LocalProcessDeployer:
         state_file = state_path(self.data_dir, tenant_key)
         existed = state_file.exists()
         state_file.unlink(missing_ok=True)
+        with contextlib.suppress(ValueError):  # no socket fits under too long a data directory
+            socket_path(self.data_dir, tenant_key).unlink(missing_ok=True)
         return bool(stopped) or existed
 
     def list_existing(self) -> set[str]:
@@ -348,11 +358,16 @@ class LocalProcessDeployer:
         return _stop(_running(self.data_dir), self.data_dir)
 
 
-def _listener() -> socket.socket:
-    """A listening socket on a free loopback port, bound here and handed to the workload."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listener(path: Path) -> socket.socket:
+    """The workload's listening Unix socket at `path`, bound here (owner-only, in the platform's
+    private directory) and handed to the workload. What a dead workload left there is removed
+    first: the path is the tenant key's, and only the platform writes that directory."""
+    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind((LOOPBACK, 0))
+        listener.bind(str(path))
+        os.chmod(path, 0o600)
         listener.listen(LISTEN_BACKLOG)
     except OSError:
         listener.close()

@@ -1,6 +1,7 @@
-"""The edge's route table: `<data_dir>/edge/routes.db`, written by `resources.traffic`, read by
-the edge gateway on every request. Kept apart from the resource (and so from Dagster) because the
-edge imports it: a restarted edge is serving again sooner.
+"""The edge's route table: `<data_dir>/edge/routes.db`, written by `resources.traffic`; the
+record the gateway's configuration is made from (`resources.gateway`), and what the platform's
+certificate `ask` answers from. Kept apart from the resource (and so from Dagster): the API
+server reads it on every TLS handshake the gateway asks about.
 """
 
 import contextlib
@@ -41,8 +42,12 @@ class Route:
         return self.state == OPEN
 
 
+def edge_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir).resolve() / "edge"
+
+
 def routes_db_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "edge" / "routes.db"
+    return edge_dir(data_dir) / "routes.db"
 
 
 @contextlib.contextmanager
@@ -54,8 +59,8 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def lookup_route(data_dir: str | Path, host: str) -> Route | None:
-    """The route for a Host (without port), or None; never creates the table (the edge reads).
+def _rows(data_dir: str | Path, query: str, params: tuple[str, ...] = ()) -> list[tuple]:
+    """The rows `query` reads; none before the table exists (readers never create it).
 
     A normal open of a WAL database creates its shared-memory file, which fails on a full disk:
     then the table is read as the main file holds it, so healthy tenants are still served.
@@ -63,12 +68,21 @@ def lookup_route(data_dir: str | Path, host: str) -> Route | None:
     """
     path = routes_db_path(data_dir)
     if not path.exists():
-        return None
-    query = f"SELECT {COLUMNS} FROM routes WHERE host = ?"
+        return []
     try:
         with reading(path) as conn:
-            row = conn.execute(query, (host.lower(),)).fetchone()
+            return conn.execute(query, params).fetchall()
     except sqlite3.OperationalError:
         with contextlib.closing(sqlite_files.connect_snapshot(path)) as snapshot:
-            row = snapshot.execute(query, (host.lower(),)).fetchone()
-    return Route(*row) if row else None
+            return snapshot.execute(query, params).fetchall()
+
+
+def lookup_route(data_dir: str | Path, host: str) -> Route | None:
+    """The route for a Host (without port), or None."""
+    rows = _rows(data_dir, f"SELECT {COLUMNS} FROM routes WHERE host = ?", (host.lower(),))
+    return Route(*rows[0]) if rows else None
+
+
+def all_routes(data_dir: str | Path) -> list[Route]:
+    """Every route, by host."""
+    return [Route(*row) for row in _rows(data_dir, f"SELECT {COLUMNS} FROM routes ORDER BY host")]

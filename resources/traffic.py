@@ -1,10 +1,12 @@
 """Traffic boundary: whether the outside world reaches a tenant.
 
-Locally it is a route in the edge gateway's table, keyed by host. Allocate adds the route closed,
-so nothing is served before the workload passes readiness; Mark active opens it. The table is
-shared by many processes (run workers write, the edge reads on every request), hence WAL mode
-(readers never wait for the writer), a busy timeout, and writers that take the write lock up front
-(`BEGIN IMMEDIATE`): `support.sqlite`.
+Locally it is a route in the edge's table, keyed by host, and the gateway (Caddy) serves what the
+table says: every write here is followed by loading the table into the gateway
+(`resources.gateway.sync`). Allocate adds the route closed (the gateway answers 503), so nothing
+is served before the workload passes readiness; Mark active opens it; release removes it (404).
+The table is shared by many processes (run workers write, the API server reads it for the
+gateway's certificate questions), hence WAL mode (readers never wait for the writer), a busy
+timeout, and writers that take the write lock up front (`BEGIN IMMEDIATE`): `support.sqlite`.
 
 Each route records the tenant id it was made for: `ensure` and `open` refuse a route under the key
 that another tenant id made, and `release` given a tenant id leaves it. A table from before routes
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources import gateway
 from resources.route_table import (  # noqa: F401 - the table's names, where they always were
     CLOSED,
     COLUMNS,
@@ -53,6 +56,7 @@ class LocalEdgeRoutes:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction on the table; once committed, the gateway serves what it holds."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite_files.transaction(self._path, "rwc", wal=True) as conn:
             conn.execute(SCHEMA)
@@ -60,6 +64,7 @@ class LocalEdgeRoutes:
             if OWNER_COLUMN not in columns:  # a table from before routes recorded their tenant
                 conn.execute(f"ALTER TABLE routes ADD COLUMN {OWNER_COLUMN} TEXT")
             yield conn
+        gateway.sync(self.data_dir)
 
     def _add_closed(self, conn: sqlite3.Connection, tenant: TenantSpec) -> Route:
         """Insert the route closed unless it exists; an existing route keeps its state. One made

@@ -1,19 +1,19 @@
 """A tenant's workload: the authentication service of one tenant, as a local process.
 
 Standard library only (no Dagster import; psycopg2 only for a PostgreSQL identity store; the
-project's stdlib-only helpers in `tenant_pipelines.support`), so each tenant costs a few
-megabytes. It serves on a listening socket the deployer bound and handed over (`--listen-fd`):
-the platform, not the workload, decides which port the edge relays the tenant's traffic to, and
-writes the state file that says so. Started as root (`--run-as UID:GID`), it imports all it
-needs, then gives up root for its tenant's own uid before it reads a tenant file or serves: shut
-in its identity store's directory (a SQLite store) or not (a PostgreSQL one), with no groups, no
-capabilities and no new privileges. It checks the tenant's identity store (reachable, first admin
-present) before it serves, so a workload that cannot reach its users never reports itself
-healthy. Started by `resources.deployer`; run as
-`python -m resources.workload_server --tenant-key K --tenant-id I --domain D --identity-db P
---state-file S --listen-fd N [--run-as U:G]` (SQLite store), or with `--identity-schema NAME`
-instead of `--identity-db` (PostgreSQL store) and the DSN in the environment variable
-TENANT_WORKLOAD_IDENTITY_DSN: never in argv, which every local user can read in /proc.
+project's stdlib-only helpers in `tenant_pipelines.support`), so each tenant costs a few megabytes.
+It serves on the listening Unix socket the deployer bound and handed over (`--listen-fd`): the
+platform, not the workload, decides where the gateway relays the tenant's traffic, and writes the
+state file that says so. Started as root (`--run-as UID:GID`), it imports all it needs, then gives
+up root for its tenant's own uid before it reads a tenant file or serves: shut in its identity
+store's directory (a SQLite store) or not (a PostgreSQL one), with no groups, no capabilities and no
+new privileges. It checks the tenant's identity store (reachable, first admin present) before it
+serves, so a workload that cannot reach its users never reports itself healthy. Started by
+`resources.deployer`; run as `python -m resources.workload_server --tenant-key K --tenant-id I
+--domain D --identity-db P --state-file S --listen-fd N [--run-as U:G]` (SQLite store), or with
+`--identity-schema NAME` instead of `--identity-db` (PostgreSQL store) and the DSN in the
+environment variable TENANT_WORKLOAD_IDENTITY_DSN: never in argv, which every local user can read in
+/proc.
 """
 
 import argparse
@@ -42,7 +42,10 @@ QUIET_PATHS = frozenset({"/healthz"})
 ADMIN_ROLE = "admin"  # as resources.identity seeds it (not imported: this module stays light)
 PG_CONNECT_TIMEOUT_S = 5
 THREAD_STACK_BYTES = 512 * 1024
-LOOPBACK = "127.0.0.1"
+# A Unix socket's peer has no address: it is the gateway (or the deployer's readiness check), and
+# the client's address is what the gateway says in X-Forwarded-For.
+PEER = "gateway"
+MAX_CLIENT_CHARS = 64
 MAX_LINE_BYTES = 8192
 MAX_HEADERS = 100
 MAX_BODY_BYTES = 1 << 20
@@ -232,8 +235,7 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
 
     def _admin(self, route: str) -> None:
         """The admin console and its sign-in (`resources.tenant_admin`)."""
-        client = self.client_address[0]
-        request = Request(self.command, route, self.headers, self.body, client)
+        request = Request(self.command, route, self.headers, self.body, PEER)
         answer: Response = self.server.admin.handle(request)
         self._send(answer.status, answer.content_type, answer.body, answer.headers)
 
@@ -254,10 +256,14 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
         )
         self.wfile.write(head.encode("latin-1") + (b"" if self.command == "HEAD" else body))
         if self.path.split("?", 1)[0] not in QUIET_PATHS:
-            client = self.client_address[0]
+            client = self.headers.get("x-forwarded-for", "") if hasattr(self, "headers") else ""
             # The path without its query string, anything shaped like a secret masked.
             target = loggable_target(self.path)
-            print(f'{client} "{self.command} {target}" {status}', file=sys.stderr, flush=True)
+            print(
+                f'{client[:MAX_CLIENT_CHARS] or "-"} "{self.command} {target}" {status}',
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class WorkloadServer(socketserver.ThreadingTCPServer):
@@ -269,7 +275,7 @@ class WorkloadServer(socketserver.ThreadingTCPServer):
     def __init__(
         self, tenant_key: str, domain: str, identity: IdentityReader, listener: socket.socket
     ) -> None:
-        super().__init__((LOOPBACK, 0), WorkloadHandler, bind_and_activate=False)
+        super().__init__(("", 0), WorkloadHandler, bind_and_activate=False)
         self.socket.close()
         self.socket = listener  # bound and listening already
         self.server_address = listener.getsockname()
@@ -278,6 +284,16 @@ class WorkloadServer(socketserver.ThreadingTCPServer):
         self.identity = identity
         self.admin = TenantAdmin(
             tenant_key, self.issuer, accounts_of(identity), lambda: users_line(identity)
+        )
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One line, not socketserver's traceback (which this light process cannot even
+        import): a client gone mid-answer (the gateway gave up on a stalled request) is routine."""
+        error = sys.exc_info()[1]
+        print(
+            f"workload {self.tenant_key}: a connection ended: {type(error).__name__}: {error}",
+            file=sys.stderr,
+            flush=True,
         )
 
 
@@ -392,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        print(f"workload {args.tenant_key}: serving on port {server.server_address[1]}", flush=True)
+        print(f"workload {args.tenant_key}: serving on {server.server_address}", flush=True)
         server.serve_forever()
     finally:
         server.server_close()

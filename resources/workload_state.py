@@ -1,17 +1,18 @@
-"""Where a tenant's local workload listens, and whether a PID is that workload: written by the
-deployer and read by it and, on every request, by the edge gateway. Kept apart from the deployer
-resource (and so from Dagster) because the edge imports it: a restarted edge is serving again
-sooner.
+"""Where a tenant's local workload listens, and whether a PID is that workload: written and read by
+the deployer; the gateway relays to the socket path (`socket_path`).
 
-The state file is the platform's, not the workload's: the deployer binds the workload's listening
-socket itself, hands it over, and writes the file (pid, port, uid, tenant id, the socket's
-descriptor number and inode) in a directory only the platform may write. So a workload cannot
-steer the edge to another port, and the edge relays to a port only while the process named there
-is still that tenant's workload (its command line), runs as the tenant's uid, and still holds the
-very socket the deployer bound: a workload that closed it leaves no port for another process to
-take over. PIDs get recycled, so nothing trusts a PID without those checks.
+A workload listens on a Unix socket, never on a port: the deployer binds it at a path fixed by the
+tenant key, in `<data_dir>/sock/`, a directory only the platform may enter, and hands it over. So
+no other process (another tenant's workload included) can connect to a workload except through the
+gateway, nor bind the path a dead workload left to take over its traffic: the path belongs to the
+tenant key for good, and a gateway relaying to it reaches that tenant's workload or nothing. The
+state file (pid, socket path, uid, tenant id, the socket's descriptor number and inode) is the
+platform's too: a process counts as the tenant's workload only while it is started for that tenant
+(its command line), runs as the tenant's uid, and still holds the very socket the deployer bound.
+PIDs get recycled, so nothing trusts a PID without those checks.
 """
 
+import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass
@@ -23,6 +24,10 @@ from tenant_pipelines.support import procs
 from tenant_pipelines.support.files import PRIVATE_DIR, write_atomically
 
 SERVER_MODULE = "resources.workload_server"
+# A Unix socket's path has at most 107 bytes (Linux's sun_path, less its NUL); a tenant key can
+# have 63 characters, so sockets are named by a digest of the key, whatever the key's length.
+MAX_SOCKET_PATH = 107
+SOCKET_NAME_CHARS = 20
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class WorkloadState:
     """A running workload, as the deployer started it."""
 
     pid: int
-    port: int
+    socket: str  # the Unix socket's path (socket_path)
     uid: int
     tenant_id: str
     listen_fd: int  # the socket's descriptor number in the workload
@@ -45,13 +50,36 @@ def state_path(data_dir: str | Path, tenant_key: str) -> Path:
     return workloads_dir(data_dir) / f"{check_tenant_key(tenant_key)}.json"
 
 
+def sockets_dir(data_dir: str | Path) -> Path:
+    """The workloads' sockets: a short path (Unix socket paths are short), the platform's only."""
+    return Path(data_dir).resolve() / "sock"
+
+
+def socket_path(data_dir: str | Path, tenant_key: str) -> Path:
+    """Where the tenant's workload listens, and the gateway relays to: the same path for as long
+    as the key exists. Raises ValueError if the data directory's path is too long for one."""
+    digest = hashlib.sha256(check_tenant_key(tenant_key).encode()).hexdigest()
+    path = sockets_dir(data_dir) / digest[:SOCKET_NAME_CHARS]
+    if len(str(path).encode()) > MAX_SOCKET_PATH:
+        raise ValueError(
+            f"the data directory {Path(data_dir).resolve()} is too long a path for the Unix"
+            f" sockets under it (at most {max_data_dir_chars()} bytes)"
+        )
+    return path
+
+
+def max_data_dir_chars() -> int:
+    """The longest data directory path under which workload sockets fit."""
+    return MAX_SOCKET_PATH - len(f"/sock/{'0' * SOCKET_NAME_CHARS}")
+
+
 def read_state(path: Path) -> WorkloadState | None:
     """The state in `path`; None if there is none or it is not complete (an older version's)."""
     try:
         state = json.loads(path.read_text())
         return WorkloadState(
             pid=int(state["pid"]),
-            port=int(state["port"]),
+            socket=str(state["socket"]),
             uid=int(state["uid"]),
             tenant_id=str(state["tenant_id"]),
             listen_fd=int(state["listen_fd"]),
@@ -110,9 +138,9 @@ def is_live(state: WorkloadState, data_dir: str | Path, tenant_key: str) -> bool
     )
 
 
-def read_endpoint(data_dir: str | Path, tenant_key: str) -> int | None:
-    """The port of the tenant's live workload, for the edge; None if there is none."""
+def read_endpoint(data_dir: str | Path, tenant_key: str) -> str | None:
+    """The socket of the tenant's live workload; None if there is none."""
     state = read_state(state_path(data_dir, tenant_key))
     if state is None or not is_live(state, data_dir, tenant_key):
         return None
-    return state.port
+    return state.socket

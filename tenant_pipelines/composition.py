@@ -31,6 +31,7 @@ from resources.mailer import OutboxMailer, SendGridMailer
 from resources.storage import LocalSQLiteStorage, PostgresSchemaStorage
 from resources.traffic import LocalEdgeRoutes
 from tenant_pipelines.domain.errors import ConfigError
+from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.context import Backends
 from tenant_pipelines.saga.ports import (
@@ -57,6 +58,7 @@ class DeploymentConfig:
     domain: str
     data_dir: str
     db_url: str = field(repr=False)
+    https_port: int = 443  # the edge's: tenants' addresses name it unless 443
     backends: str = DEFAULT_BACKENDS
     backends_pg_url: str | None = field(default=None, repr=False)
     deployment: str = ""
@@ -77,6 +79,7 @@ class Platform:
 
     domain: str
     db_url: str = field(repr=False)
+    https_port: int = 443
     storage: TenantBackend
     identity: IdentityStore
     traffic: TrafficBoundary
@@ -91,6 +94,10 @@ class Platform:
 
     def backends(self) -> Backends:
         return Backends(self.storage, self.identity, self.traffic, self.deployer, self.mailer)
+
+    @property
+    def served_at(self) -> str:
+        return served_at(self.domain, self.https_port)
 
 
 @dataclass(frozen=True)
@@ -151,12 +158,13 @@ def build_real_platform(config: DeploymentConfig) -> Platform:
     return Platform(
         domain=config.domain,
         db_url=config.db_url,
+        https_port=config.https_port,
         storage=stores.storage,
         identity=stores.identity,
         traffic=LocalEdgeRoutes(data_dir=config.data_dir, domain=config.domain),
         deployer=LocalProcessDeployer(
             data_dir=config.data_dir,
-            domain=config.domain,
+            domain=served_at(config.domain, config.https_port),  # the workload's own address
             identity_pg_url=stores.identity_pg_url,
             deployment=config.deployment,
         ),
@@ -178,6 +186,7 @@ def with_faults(platform: Platform, plan_path: str) -> Platform:
     return Platform(
         domain=platform.domain,
         db_url=platform.db_url,
+        https_port=platform.https_port,
         storage=FaultyStorage(inner=platform.storage, plan_path=path),
         identity=FaultyIdentityStore(inner=platform.identity, plan_path=path),
         traffic=FaultyTrafficBoundary(inner=platform.traffic, plan_path=path),
@@ -196,6 +205,7 @@ def deployment_config(settings: Settings, env: Mapping[str, str] | None = None) 
         domain=settings.domain,
         data_dir=str(settings.data_dir),
         db_url=settings.db_url,
+        https_port=settings.https_port,
         backends=settings.backends,
         backends_pg_url=settings.backends_pg_url,
         deployment=settings.deployment,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.plans import PLANS
+from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.support.db_url import normalize_url
 
 DEFAULT_DATA_DIR = ".tenant-data"
@@ -18,6 +19,9 @@ DEFAULT_SENSOR_INTERVAL_S = 1
 DEFAULT_SENDGRID_API_HOST = "https://api.sendgrid.com"
 DEFAULT_MAX_CONCURRENT_RUNS = 8
 DEFAULT_BACKENDS = "local"
+DEFAULT_HTTPS_PORT = 8443  # the edge's; 443 in production (deploy/postgres.env)
+EDGE_PLAIN_HTTP = ("redirect", "serve")  # what the edge's plain-HTTP port does for tenants
+DEFAULT_EDGE_CLIENT_TIMEOUT_S = 60
 # dagster-postgres hands DAGSTER_PG_URL to SQLAlchemy 2.0 as it is (the instance reads it through
 # `{env: DAGSTER_PG_URL}`, so we cannot rewrite it): only these schemes reach psycopg2.
 DAGSTER_PG_SCHEMES = ("postgresql://", "postgresql+psycopg2://")
@@ -91,6 +95,15 @@ def derived_deployment(db_url: str) -> str:
     return label
 
 
+def _plain_http(env: Mapping[str, str]) -> str:
+    value = env.get("TENANT_EDGE_PLAIN_HTTP") or EDGE_PLAIN_HTTP[0]
+    if value not in EDGE_PLAIN_HTTP:
+        raise ConfigError(
+            f"TENANT_EDGE_PLAIN_HTTP must be {' or '.join(EDGE_PLAIN_HTTP)}, not {value!r}"
+        )
+    return value
+
+
 def _plan_concurrency(env: Mapping[str, str], max_runs: int) -> dict[str, int]:
     """Per-plan run limits: the catalog's, overridden by TENANT_<PLAN>_CONCURRENCY.
 
@@ -128,6 +141,10 @@ class Settings:
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     plan_concurrency: Mapping[str, int] = field(default_factory=dict)
     deployment_set: str = ""  # TENANT_DEPLOYMENT as set; "" derives it (`deployment`)
+    https_port: int = DEFAULT_HTTPS_PORT  # the edge's HTTPS port: tenants' addresses name it
+    edge_plain_http: str = EDGE_PLAIN_HTTP[0]  # redirect to HTTPS, or serve (TLS ends in front)
+    acme_email: str = ""  # ACME's contact for certificates of a real domain (TENANT_ACME_EMAIL)
+    edge_client_timeout_s: int = DEFAULT_EDGE_CLIENT_TIMEOUT_S  # a silent client is dropped
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -154,7 +171,17 @@ class Settings:
             max_concurrent_runs=max_runs,
             plan_concurrency=_plan_concurrency(env, max_runs),
             deployment_set=_deployment(env),
+            https_port=_int(env, "TENANT_HTTPS_PORT", DEFAULT_HTTPS_PORT, minimum=1),
+            edge_plain_http=_plain_http(env),
+            acme_email=env.get("TENANT_ACME_EMAIL") or "",
+            edge_client_timeout_s=_int(
+                env, "TENANT_EDGE_CLIENT_TIMEOUT_S", DEFAULT_EDGE_CLIENT_TIMEOUT_S, minimum=1
+            ),
         )
+
+    @property
+    def served_at(self) -> str:
+        return served_at(self.domain, self.https_port)
 
     @cached_property
     def deployment(self) -> str:
@@ -179,6 +206,10 @@ class Settings:
             TENANT_BACKENDS=self.backends,
             TENANT_MAX_CONCURRENT_RUNS=str(self.max_concurrent_runs),
             TENANT_DEPLOYMENT=self.deployment,
+            TENANT_HTTPS_PORT=str(self.https_port),
+            TENANT_EDGE_PLAIN_HTTP=self.edge_plain_http,
+            TENANT_ACME_EMAIL=self.acme_email,
+            TENANT_EDGE_CLIENT_TIMEOUT_S=str(self.edge_client_timeout_s),
         )
         for plan in PLANS:
             env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))

@@ -3,6 +3,7 @@ console sets and reads the CSRF token of the last page, as a browser's form woul
 
 import http.client
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -25,10 +26,16 @@ class Reply:
 
 
 class AdminClient:
-    """Talks to 127.0.0.1:`port` as Host `host` (a workload directly, or the edge)."""
+    """Talks over the connections `connect` makes (to a workload's socket directly, or HTTPS
+    through the edge) as Host `host`."""
 
-    def __init__(self, port: int, host: str, forwarded_for: str | None = None) -> None:
-        self.port = port
+    def __init__(
+        self,
+        connect: Callable[[], http.client.HTTPConnection],
+        host: str,
+        forwarded_for: str | None = None,
+    ) -> None:
+        self.connect = connect
         self.host = host
         self.forwarded_for = forwarded_for
         self.cookies: dict[str, str] = {}
@@ -51,7 +58,7 @@ class AdminClient:
         if form is not None:
             sent["Content-Type"] = "application/x-www-form-urlencoded"
             body = urlencode(form).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = self.connect()
         try:
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()

@@ -73,7 +73,7 @@ class LocalPlatform:
         return SagaContext(
             registry=self.registry,
             backends=self.platform.backends(),
-            domain=self.settings.domain,
+            served_at=self.settings.served_at,
             run_id=run_id,
             emit=self.events.append,
             root_run_id=root_run_id,

@@ -449,7 +449,7 @@ class World:
         return SagaContext(
             registry=self.registry,
             backends=self.backends,
-            domain="example.test",
+            served_at="example.test",
             run_id=run_id,
             emit=self.events.append,
             root_run_id=root_run_id,

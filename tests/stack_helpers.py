@@ -3,13 +3,14 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 from gql.transport.requests import RequestsHTTPTransport
 
+from tenant_pipelines.localstack import leftovers
 from tenant_pipelines.orchestration.graphql import DagsterApi
 from tenant_pipelines.support import procs
 from tenant_pipelines.support.procs import descendants
+from tests.edge_client import Answer, https_get
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,17 +48,60 @@ def processes_mentioning(*texts: str) -> list[int]:
     ]
 
 
+def tcp_ports_of(pids: Iterable[int]) -> set[int]:
+    """The TCP ports the processes `pids` listen on (from /proc, not from the code under test)."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    ports = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = fd.readlink().name
+            except OSError:
+                continue
+            if (match := re.fullmatch(r"socket:\[(\d+)\]", target)) and match[1] in inodes:
+                ports.add(inodes[match[1]])
+    return ports
+
+
+def gateway_pid(data_dir: Path) -> int:
+    """The edge gateway (Caddy) of the platform in `data_dir`, found from /proc."""
+    found = [
+        pid
+        for pid in leftovers.marked(str(data_dir.resolve()))
+        if Path((procs.argv(pid) or ["?"])[0]).name == "caddy"
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
     data_dir: Path
-    edge_port: int
+    edge_port: int  # the edge's plain HTTP
     api_port: int
+    https_port: int  # the edge's HTTPS (TENANT_HTTPS_PORT in `env`)
     process: subprocess.Popen[str] | None = None
     fault_plan: Path | None = None
     said: list[str] = field(default_factory=list)
     _admin_token: str | None = None
     cwd: Path = REPO  # where its processes start (`python -m` puts it first on sys.path)
+
+    def edge_get(
+        self,
+        host: str,
+        path: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """`path` of tenant `host` as its users reach it: HTTPS through the edge."""
+        return https_get(self.https_port, self.data_dir, host, path, method, body, headers)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -244,11 +290,14 @@ def local_stack(tmp_path: Path, make_data_dir: bool = True, **extra_env: str) ->
         TENANT_SENSOR_INTERVAL_S="1",
         **extra_env,
     )
+    https_port = free_port()
+    env["TENANT_HTTPS_PORT"] = str(https_port)
     stack = Stack(
         env=env,
         data_dir=data_dir,
         edge_port=free_port(),
         api_port=free_port(),
+        https_port=https_port,
     )
     if make_data_dir:
         data_dir.mkdir(parents=True, exist_ok=True)  # `up` creates none without --init

@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tenant_pipelines.api", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--edge-port", type=int, help="the edge gateway, for admin console links")
     parser.add_argument(
         "--workspace",
         type=Path,
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         help="open event streams this server holds in all (more: 503)",
     )
     args = parser.parse_args(argv)
-    addresses = Addresses(args.edge_port, args.workspace)
+    addresses = Addresses(args.workspace)
     limits = StreamLimits(per_token=args.streams_per_token, total=args.max_streams)
     app = create_app(Settings.from_env(), addresses, stream_limits=limits)
     # Access lines name method, path (no query string, secrets masked) and status only.

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from tenant_pipelines.runtime.dagster_ui import DagsterUi
 
-LOCAL_DOMAIN = "localhost"
 DAGSTER_UI_PATH = "/dagster"  # the Dagster UI, behind the door (api.dagster_door)
 
 
@@ -27,7 +26,6 @@ DAGSTER_UI_PATH = "/dagster"  # the Dagster UI, behind the door (api.dagster_doo
 class Addresses:
     """Where the rest of the platform is; None when it is not running (tests)."""
 
-    edge_port: int | None = None
     # The platform's workspace.yaml: runs are launched from here, and the Dagster UI serves it.
     workspace: Path | None = None
 
@@ -105,11 +103,8 @@ class ApiContext:
         return f"{DAGSTER_UI_PATH}/runs/{run_id}" if self.dagster_ui else None
 
     def admin_console_url(self, slug: str, org: str) -> str:
-        """The tenant's admin console: on the local default, through the edge on this host."""
-        host = f"{slug}-{org}.{self.settings.domain}"
-        if self.settings.domain == LOCAL_DOMAIN and self.addresses.edge_port:
-            return f"http://{host}:{self.addresses.edge_port}/admin"
-        return f"https://{host}/admin"
+        """The tenant's admin console, at the address the edge serves it."""
+        return f"https://{slug}-{org}.{self.settings.served_at}/admin"
 
     @cached_property
     def operator_key(self) -> str:

@@ -80,5 +80,5 @@ def status(ctx: Ctx, slug: str) -> dict[str, Any]:
 @router.get("/tenants")
 def listing(ctx: Ctx, state: TenantState | None = None) -> list[dict[str, Any]]:
     """`tenantctl list --json`: every org's tenants (in `state`, if given)."""
-    found = statuses.list_statuses(ctx.registry, ctx.settings.domain, state)
+    found = statuses.list_statuses(ctx.registry, ctx.settings.served_at, state)
     return [row.model_dump() for row in found]

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def visible_status(ctx: ApiContext, caller: Caller, slug: str) -> TenantStatus:
-    found = statuses.tenant_status(ctx.registry, ctx.settings.domain, slug)
+    found = statuses.tenant_status(ctx.registry, ctx.settings.served_at, slug)
     check_visible(caller, found.org, slug)
     # A launched request whose run ended before making its tenant shows that run's failure.
     return explain_request(ctx.instance(), found)
@@ -44,10 +44,10 @@ def visible_status(ctx: ApiContext, caller: Caller, slug: str) -> TenantStatus:
 def list_visible(ctx: ApiContext, caller: Caller, state: str | None) -> list[TenantStatus]:
     """Tenants (in `state`, if given), and requests still on their way to becoming one, which
     count as provisioning."""
-    every = statuses.list_statuses(ctx.registry, ctx.settings.domain, state)
+    every = statuses.list_statuses(ctx.registry, ctx.settings.served_at, state)
     if state in (None, TenantState.PROVISIONING):
-        domain = ctx.settings.domain
-        every += [statuses.of_request(r, domain) for r in ctx.registry.requests.in_progress()]
+        served_at = ctx.settings.served_at
+        every += [statuses.of_request(r, served_at) for r in ctx.registry.requests.in_progress()]
     return [tenant for tenant in every if caller.sees(tenant.org)]
 
 
@@ -119,7 +119,7 @@ def start_claimed(ctx: ApiContext, request_id: str) -> None:
 
 def operator_status(ctx: ApiContext, slug: str) -> TenantStatus:
     """`tenantctl status`: any org's tenant, or its request, with a failed run explained."""
-    found = statuses.tenant_status(ctx.registry, ctx.settings.domain, slug)
+    found = statuses.tenant_status(ctx.registry, ctx.settings.served_at, slug)
     return explain_request(ctx.instance(), found)
 
 

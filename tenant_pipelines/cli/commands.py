@@ -6,6 +6,7 @@ compensation) already in flight on it; 1 anything else.
 """
 
 import argparse
+import dataclasses
 import getpass
 import json
 import logging
@@ -151,7 +152,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _status_from_registry(settings: Settings, slug: str) -> dict[str, Any]:
     from tenant_pipelines.registry.status import tenant_status
 
-    found = tenant_status(_registry(settings), settings.domain, slug)
+    found = tenant_status(_registry(settings), settings.served_at, slug)
     if found.tenant_id is None and found.state == StatusState.REQUEST_LAUNCHED:
         # Only now is Dagster worth importing: did its run end before making the tenant?
         from tenant_pipelines.orchestration.diagnose import explain_request
@@ -166,7 +167,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if rows is None:
         from tenant_pipelines.registry.status import list_statuses
 
-        found = list_statuses(_registry(settings), settings.domain, args.state)
+        found = list_statuses(_registry(settings), settings.served_at, args.state)
         rows = [row.model_dump() for row in found]
     text = "\n".join(status_line(row) for row in rows) or "no tenants"
     _print(args, rows, text)
@@ -360,6 +361,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             " at /dagster/",
             file=sys.stderr,
         )
+    if args.https_port is not None:  # the children's settings, and the addresses they give
+        settings = dataclasses.replace(settings, https_port=args.https_port)
     up.check_data_dir(settings, args.init)  # before anything is written there
     _registry(settings)  # a registry that cannot be opened is said now, not in a child's log
     workspace = Path(args.workspace) if args.workspace else None
@@ -367,12 +370,23 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         workspace = Path("workspace.yaml").resolve()
     return up.run_stack(
         settings,
-        up.Ports(edge=args.edge_port, api=args.api_port),
+        up.Ports(edge=args.edge_port, api=args.api_port, https=settings.https_port),
         workspace,
         LocalWorkloads(settings),
         lambda line: print(line, flush=True),
         init=args.init,
     )
+
+
+def cmd_gateway_config(args: argparse.Namespace, settings: Settings) -> int:
+    """The Caddy configuration `up` starts the gateway with, for these settings and the route
+    table as it is (none yet on a new host): to read, or to check with `caddy validate`."""
+    from resources.gateway import config_for
+    from tenant_pipelines.localstack.gateway import plan_for
+
+    plan = plan_for(settings, args.edge_port, args.api_port)
+    print(json.dumps(config_for(settings.data_dir, plan), indent=2))
+    return 0
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -436,13 +450,22 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_commands(sub)
     sub.choices["token"].set_defaults(handler=cmd_token)
 
+    p = command("gateway-config", cmd_gateway_config, "the edge gateway's Caddy configuration")
+    p.add_argument("--edge-port", type=int, default=8080, help="as `up` is given it")
+    p.add_argument("--api-port", type=int, default=8000, help="as `up` is given it")
+
     p = command("up", cmd_up, "run the local platform in the foreground")
     p.add_argument(
         "--dagster-port",
         type=int,
         help="no longer used: the Dagster UI is served by the API server, at /dagster/",
     )
-    p.add_argument("--edge-port", type=int, default=8080)
+    p.add_argument(
+        "--edge-port", type=int, default=8080, help="the edge's plain HTTP (redirects to HTTPS)"
+    )
+    p.add_argument(
+        "--https-port", type=int, help="the edge's HTTPS (default: TENANT_HTTPS_PORT, else 8443)"
+    )
     p.add_argument("--api-port", type=int, default=8000, help="the HTTP API and the console")
     p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")
     p.add_argument(

@@ -46,5 +46,12 @@ class TenantSpec(BaseModel):
     def host(self, domain: str) -> str:
         return f"{self.key}.{domain}"
 
-    def url(self, domain: str) -> str:
-        return f"https://{self.host(domain)}"
+    def url(self, served_at: str) -> str:
+        """Its address; `served_at` is the domain with the edge's port unless 443 (`served_at`)."""
+        return f"https://{self.key}.{served_at}"
+
+
+def served_at(domain: str, https_port: int) -> str:
+    """What follows `<slug>-<org>.` in a tenant's address: the domain, and the edge's HTTPS port
+    unless it is 443 (`localhost:8443`, so `https://acme-widgets.localhost:8443`)."""
+    return domain if https_port == 443 else f"{domain}:{https_port}"

@@ -41,6 +41,8 @@ class ChildSpec:
     argv: list[str]
     env: dict[str, str]
     ready_url: str | None = None  # None: ready once started
+    prepare: Callable[[], None] | None = None  # before every start (its configuration)
+    after_ready: Callable[[], None] | None = None  # once it answers at ready_url, every start
 
 
 @dataclass
@@ -86,6 +88,17 @@ class Running:
     process: subprocess.Popen[bytes]
     restarts: int = 0
     restart_at: float | None = None  # set while it waits for its restart
+    awaiting_ready: bool = False  # started, its after_ready not run yet
+
+
+def _answers(url: str, timeout_s: float) -> bool:
+    """Whether `url` answers 200 now."""
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(url, timeout=timeout_s) as response,
+    ):
+        return bool(response.status == 200)
+    return False
 
 
 class Supervisor:
@@ -104,6 +117,8 @@ class Supervisor:
         self.children: dict[str, Running] = {}
 
     def _spawn(self, spec: ChildSpec) -> subprocess.Popen[bytes]:
+        if spec.prepare is not None:
+            spec.prepare()
         log = open_private_log(self._log_dir / f"{spec.name}.log")  # 0600: logs name tenants
         try:
             return subprocess.Popen(
@@ -120,7 +135,7 @@ class Supervisor:
 
     def start_all(self) -> None:
         for spec in self._specs:
-            self.children[spec.name] = Running(spec, self._spawn(spec))
+            self.children[spec.name] = Running(spec, self._spawn(spec), awaiting_ready=True)
 
     def log_of(self, name: str) -> Path:
         return self._log_dir / f"{name}.log"
@@ -134,15 +149,21 @@ class Supervisor:
                     f"{name} exited with status {child.process.returncode} while starting;"
                     f" see {self.log_of(name)}"
                 )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(child.spec.ready_url, timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
+            if _answers(child.spec.ready_url, timeout_s=2):
+                self._on_ready(child)
+                return
             time.sleep(POLL_S)
         if child.spec.ready_url:
             raise StackError(f"{name} was not ready at {child.spec.ready_url} in time")
+        self._on_ready(child)
+
+    def _on_ready(self, child: Running) -> None:
+        child.awaiting_ready = False
+        if child.spec.after_ready is not None:
+            try:
+                child.spec.after_ready()
+            except Exception as error:  # its own next start runs it again; say it, go on
+                self._say(f"{child.spec.name}: after its start: {error}")
 
     def check(self, now: float) -> None:
         """One pass of the loop: note exits, start again those whose backoff is over."""
@@ -153,6 +174,11 @@ class Supervisor:
             if child.restart_at is not None and now >= child.restart_at:
                 child.process = self._spawn(child.spec)
                 child.restart_at = None
+                child.awaiting_ready = True
+            elif child.awaiting_ready and child.process.poll() is None:
+                url = child.spec.ready_url
+                if url is None or _answers(url, timeout_s=POLL_S):
+                    self._on_ready(child)
 
     def _on_exit(self, child: Running, status: int, now: float) -> None:
         name = child.spec.name

@@ -1,7 +1,8 @@
 """`tenantctl up`: the local platform in the foreground.
 
 Holds the platform's lock (one `up` per data directory and Dagster instance), stops what a
-SIGKILLed predecessor left, then starts the edge gateway, the Dagster daemon and the API server
+SIGKILLed predecessor left, then starts the edge gateway (Caddy: `localstack.gateway`), the
+Dagster daemon and the API server
 (the HTTP API, the console, and the Dagster UI behind the console's door) under a `Supervisor`
 that restarts any of them that dies;
 brings back the workload of every active tenant; and on Ctrl-C or SIGTERM stops all of them,
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tenant_pipelines.localstack import isolation, leftovers, platform_lock
+from resources.gateway import local_ca_root, write_plan
+from resources.workload_state import max_data_dir_chars
+from tenant_pipelines.localstack import gateway, isolation, leftovers, platform_lock
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.settings import Settings
@@ -73,8 +76,6 @@ def _api_argv(ports: "Ports", workspace: Path) -> list[str]:
         "tenant_pipelines.api",
         "--port",
         str(ports.api),
-        "--edge-port",
-        str(ports.edge),
         "--workspace",
         str(workspace),
     ]
@@ -99,17 +100,24 @@ def _bin(name: str) -> str:
 
 @dataclass(frozen=True)
 class Ports:
-    edge: int
+    edge: int  # the edge's plain HTTP (redirects to HTTPS)
     api: int
+    https: int = 8443  # the edge's HTTPS (settings.https_port)
 
     def check_free(self) -> None:
-        for flag, port in (("--edge-port", self.edge), ("--api-port", self.api)):
+        flags = (("--edge-port", self.edge), ("--https-port", self.https), ("--api-port", self.api))
+        for flag, port in flags:
             if port_in_use(port):
                 raise StackError(f"port {port} is already in use; choose another with {flag}")
 
 
 def check_data_dir(settings: Settings, init: bool) -> None:
     """A mistyped TENANT_DATA_DIR must not silently become a new, empty platform."""
+    if len(str(settings.data_dir).encode()) > max_data_dir_chars():
+        raise StackError(
+            f"the data directory {settings.data_dir} is too long a path for the Unix sockets"
+            f" under it: at most {max_data_dir_chars()} bytes (TENANT_DATA_DIR)"
+        )
     if settings.data_dir.is_dir():
         return
     if not init:
@@ -146,7 +154,7 @@ def named(env: dict[str, str], kind: str) -> dict[str, str]:
     return {**env, "PGAPPNAME": f"tenant-{kind}"}
 
 
-def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[ChildSpec]:
+def child_specs(settings: Settings, ports: Ports, workspace: Path, caddy: str) -> list[ChildSpec]:
     """The platform's processes, in start order; stopped in the reverse order (the API server,
     which launches runs, first)."""
     from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
@@ -154,14 +162,10 @@ def child_specs(settings: Settings, ports: Ports, workspace: Path) -> list[Child
     env = {**settings.child_env(), LAUNCH_NOW_ENV: "1"}
     target = ["-w", str(workspace)]
     local = "http://127.0.0.1"
-    edge = [sys.executable, "-m", "tenant_pipelines.localstack.edge"]
+    plan = gateway.plan_for(settings, ports.edge, ports.api)
+    write_plan(settings.data_dir, plan)  # run workers load routes into the gateway by it
     return [
-        ChildSpec(
-            "edge",
-            [*edge, "--port", str(ports.edge), "--data-dir", str(settings.data_dir)],
-            env,
-            f"{local}:{ports.edge}/_edge/healthz",
-        ),
+        gateway.child_spec(settings, plan, caddy, env),
         ChildSpec("daemon", [_bin("dagster-daemon"), "run", *target], named(env, "daemon")),
         ChildSpec(
             "api", _api_argv(ports, workspace), named(env, "api"), f"{local}:{ports.api}/healthz"
@@ -175,6 +179,7 @@ def _write_stack_file(settings: Settings, ports: Ports) -> None:
             {
                 "pid": os.getpid(),
                 "edge_port": ports.edge,
+                "https_port": ports.https,
                 "api_port": ports.api,
             }
         )
@@ -204,18 +209,20 @@ def run_stack(
     locks = platform_lock.hold(
         settings.data_dir,
         settings.dagster_home,
-        {"edge": ports.edge, "api": ports.api},
+        {"edge": ports.edge, "https": ports.https, "api": ports.api},
     )
     try:
         stack_file(settings).unlink(missing_ok=True)  # a SIGKILLed predecessor's
         _stop_leftovers(settings, say)
         isolation.prepare(settings, say)
         ports.check_free()
+        caddy = gateway.caddy_binary()
+        say(f"gateway: Caddy {gateway.caddy_version(caddy)} ({caddy})")
         _settle_previous(settings, say)
         log_dir = settings.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         workspace = workspace or write_workspace(settings.data_dir)
-        specs = child_specs(settings, ports, workspace)
+        specs = child_specs(settings, ports, workspace, caddy)
         supervisor = Supervisor(specs, log_dir, str(settings.data_dir), say)
         return _supervise(settings, ports, supervisor, workloads, say)
     finally:
@@ -239,8 +246,10 @@ def _supervise(
         say(
             f"tenant-pipelines is up: console http://127.0.0.1:{ports.api}/console, API "
             f"http://127.0.0.1:{ports.api}/v1, Dagster UI http://127.0.0.1:{ports.api}/dagster/"
-            f" (a platform-admin's console login), edge http://127.0.0.1:{ports.edge}"
-            f" ({len(restored)} active tenant(s) restored). Ctrl-C stops it."
+            f" (a platform-admin's console login), tenants at https://<slug>-<org>."
+            f"{settings.served_at} (HTTP on {ports.edge} redirects; local CA root"
+            f" {local_ca_root(settings.data_dir)}) ({len(restored)} active tenant(s)"
+            " restored). Ctrl-C stops it."
         )
         supervisor.run(stop.wait)
         return 0

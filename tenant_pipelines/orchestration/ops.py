@@ -72,7 +72,7 @@ def saga_context(context: OpExecutionContext, platform: TenantPlatform) -> SagaC
     return SagaContext(
         registry=adapters.registry,
         backends=adapters.backends(),
-        domain=adapters.domain,
+        served_at=adapters.served_at,
         run_id=context.run_id,
         root_run_id=context.run.root_run_id,
         requested_by=context.run.tags.get(REQUESTED_BY_TAG),

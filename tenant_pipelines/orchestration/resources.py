@@ -32,6 +32,7 @@ class TenantPlatform(ConfigurableResource):
     domain: str
     data_dir: str
     db_url: str
+    https_port: int = 443
     backends: str = DEFAULT_BACKENDS
     backends_pg_url: str | None = None
     deployment: str = ""
@@ -53,6 +54,7 @@ class TenantPlatform(ConfigurableResource):
             domain=settings.domain,
             data_dir=str(settings.data_dir),
             db_url=settings.db_url if is_sqlite(settings.db_url) else EnvVar(DB_URL_VAR),
+            https_port=settings.https_port,
             backends=settings.backends,
             backends_pg_url=EnvVar(BACKENDS_PG_URL_VAR) if postgres else None,
             deployment=settings.deployment,

@@ -9,13 +9,13 @@ from tenant_pipelines.domain.status import TenantStatus
 from tenant_pipelines.registry.store import TenantRegistry
 
 
-def of_tenant(tenant: TenantRecord, domain: str) -> TenantStatus:
+def of_tenant(tenant: TenantRecord, served_at: str) -> TenantStatus:
     return TenantStatus(
         slug=tenant.slug,
         org=tenant.org,
         plan=tenant.plan,
         state=StatusState(tenant.state),
-        url=tenant.spec.url(domain),
+        url=tenant.spec.url(served_at),
         last_run_id=tenant.last_run_id,
         failed_step=tenant.failed_step,
         failure_reason=tenant.failure_reason,
@@ -27,14 +27,14 @@ def of_tenant(tenant: TenantRecord, domain: str) -> TenantStatus:
     )
 
 
-def of_request(request: RequestRecord, domain: str) -> TenantStatus:
+def of_request(request: RequestRecord, served_at: str) -> TenantStatus:
     """A request that has no tenant yet: its state stands in for the tenant's."""
     return TenantStatus(
         slug=request.slug,
         org=request.org,
         plan=request.plan,
         state=status_of_request(request.state),
-        url=f"https://{request.slug}-{request.org}.{domain}",
+        url=f"https://{request.slug}-{request.org}.{served_at}",
         last_run_id=request.run_id,
         failed_step=Step.VALIDATE.value if request.state == RequestState.REJECTED else None,
         failure_reason=request.reason,
@@ -46,7 +46,7 @@ def of_request(request: RequestRecord, domain: str) -> TenantStatus:
     )
 
 
-def tenant_status(registry: TenantRegistry, domain: str, slug: str) -> TenantStatus:
+def tenant_status(registry: TenantRegistry, served_at: str, slug: str) -> TenantStatus:
     """The newest of the slug's tenant and its latest request; raises NotFound."""
     request = registry.requests.latest_for_slug(slug)
     try:
@@ -55,10 +55,10 @@ def tenant_status(registry: TenantRegistry, domain: str, slug: str) -> TenantSta
         tenant = None
     newer = request is not None and (tenant is None or request.created_at > tenant.created_at)
     if newer and request is not None and request.tenant_id is None:
-        return of_request(request, domain)
+        return of_request(request, served_at)
     if tenant is None:
         raise NotFound(f"no tenant or request with slug {slug!r}")
-    return of_tenant(tenant, domain)
+    return of_tenant(tenant, served_at)
 
 
 def waiting_request(registry: TenantRegistry, slug: str) -> RequestRecord | None:
@@ -77,5 +77,7 @@ def waiting_request(registry: TenantRegistry, slug: str) -> RequestRecord | None
     return request if request.created_at > tenant.created_at else None
 
 
-def list_statuses(registry: TenantRegistry, domain: str, state: str | None) -> list[TenantStatus]:
-    return [of_tenant(t, domain) for t in registry.tenants.all(state)]
+def list_statuses(
+    registry: TenantRegistry, served_at: str, state: str | None
+) -> list[TenantStatus]:
+    return [of_tenant(t, served_at) for t in registry.tenants.all(state)]

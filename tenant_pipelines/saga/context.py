@@ -42,7 +42,7 @@ class Backends:
 class SagaContext:
     registry: Registry
     backends: Backends
-    domain: str  # tenants are served at <slug>-<org>.<domain>
+    served_at: str  # tenants are served at https://<slug>-<org>.<served_at> (domain[:port])
     run_id: str
     emit: EventSink
     root_run_id: str | None = None  # the first run of a re-execution chain

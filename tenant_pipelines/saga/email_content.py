@@ -25,7 +25,7 @@ def ledger_kind(kind: str) -> str:
 def render_email(
     kind: str,
     tenant: TenantSpec,
-    domain: str,
+    served_at: str,
     invitation_token: str,
     from_email: str,
     invitation_expires_at: datetime | None = None,
@@ -37,7 +37,7 @@ def render_email(
     if kind not in SUBJECTS:
         known = ", ".join(EmailKind)
         raise ValueError(f"unknown email kind {kind!r} (known: {known})")
-    values = _template_values(tenant, domain, invitation_token, invitation_expires_at)
+    values = _template_values(tenant, served_at, invitation_token, invitation_expires_at)
     escaped = {name: html.escape(value, quote=True) for name, value in values.items()}
     subject = Template(SUBJECTS[EmailKind(kind)]).substitute(values)
     subject = " ".join(subject.split())  # no line breaks can reach a header
@@ -60,9 +60,9 @@ def render_email(
 
 
 def _template_values(
-    tenant: TenantSpec, domain: str, invitation_token: str, expires_at: datetime | None
+    tenant: TenantSpec, served_at: str, invitation_token: str, expires_at: datetime | None
 ) -> dict[str, str]:
-    tenant_url = tenant.url(domain)
+    tenant_url = tenant.url(served_at)
     days = INVITATION_LIFETIME.days
     expiry = f"{days} days after it was made"
     if expires_at is not None:

@@ -67,7 +67,7 @@ def send_welcome_emails(ctx: SagaContext, tenant: TenantSpec) -> list[EmailOutco
         message = render_email(
             kind,
             tenant,
-            ctx.domain,
+            ctx.served_at,
             invitation.token,
             mailer.from_email,
             invitation.expires_at,

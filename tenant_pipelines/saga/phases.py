@@ -171,4 +171,4 @@ def mark_active(ctx: SagaContext, tenant: TenantSpec) -> str:
     )
     record_allocated(ctx, tenant, handle)
     ctx.registry.tenants.transition(tenant.tenant_id, TenantState.ACTIVE)
-    return tenant.url(ctx.domain)
+    return tenant.url(ctx.served_at)

@@ -65,7 +65,10 @@ def test_submit_to_active_with_its_timeline_its_live_feed_and_its_run_tags(
     detail = wait_timeline(stack, org_admin, "api-one", "Tenant activated")
     follower.join(30)
 
-    assert detail["state"] == "active" and detail["url"] == "https://api-one-widgets.localhost"
+    assert (
+        detail["state"] == "active"
+        and detail["url"] == f"https://api-one-widgets.localhost:{stack.https_port}"
+    )
     assert detail["timeline"][-1]["message"] == "Tenant activated"
     assert [e["step"] for e in detail["timeline"]][:2] == ["validate", "validate"]
     assert feed[0]["type"] == "tenant.provisioning.started"

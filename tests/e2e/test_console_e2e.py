@@ -152,7 +152,8 @@ def test_log_in_submit_and_watch_the_timeline_fill_in_until_active(
     shot(page, "active", tmp_path)
 
     link = page.get_by_role("link", name="Open Admin Console")
-    assert link.get_attribute("href") == f"http://acme-widgets.localhost:{stack.edge_port}/admin"
+    address = f"https://acme-widgets.localhost:{stack.https_port}/admin"
+    assert link.get_attribute("href") == address  # the address that answers, over HTTPS
     with context.expect_page() as opened:
         link.click()
     admin = opened.value

@@ -3,6 +3,8 @@ middle of a deploy, and the data directory's disk full. Each cell prints one row
 (end state, seconds to recover, what the operator saw); the assertions hold the bounds."""
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,11 +16,13 @@ import requests
 from tests.conftest import fresh_pg_database
 from tests.disk_helpers import fill, small_disk
 from tests.e2e.matrix_helpers import story, wait_for_step_start
-from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.stack_helpers import Stack, gateway_pid, local_stack, write_fault_plan
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 ORG = "widgets"
+EDGE_BACK_S = 5.0
 PG_BACK_TIMEOUT_S = 60
 GRAPHQL_HEALTHY_WITHIN_S = 10.0  # "within a few seconds" of PostgreSQL being back
 HEALTHY_IN_A_ROW = 8  # answers without error, one after the other, that count as recovered
@@ -176,6 +180,13 @@ def stack_on_small_disk(tmp_path: Path) -> Iterator[Stack]:
                 stack.stop()
 
 
+def edge_serves(stack: Stack, host: str) -> bool:
+    try:
+        return stack.edge_get(host, "/healthz").status == 200
+    except OSError:
+        return False
+
+
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     lines = result.stderr.splitlines()
@@ -204,6 +215,14 @@ def test_data_directory_disk_full(stack_on_small_disk: Stack) -> None:
         assert "disk is full" in saw or "No space left" in saw, saw
     for args in (["list", "--json"], ["inventory"], ["status", "before"], ["diagnose", "before"]):
         one_line(stack.cli(*args, check=False))
+    # Active tenants are still served, by a gateway killed meanwhile too (it starts again on the
+    # configuration it last wrote, and the certificates it has).
+    host = f"before-{ORG}.localhost"
+    assert stack.edge_get(host, "/healthz").status == 200
+    os.kill(gateway_pid(stack.data_dir), signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: edge_serves(stack, host), EDGE_BACK_S, "the edge is not back", 0.05)
+    row("edge killed, disk full", "served", time.monotonic() - killed, "active tenant served")
 
     freed = time.monotonic()
     filler.unlink()

@@ -7,8 +7,6 @@ runs sharing the server never collide. `free` is limited to one run at a time.
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,17 +121,6 @@ def names(slug: str) -> list[str]:
     return [object_name(key, PG_DATA_SUFFIX, DEPLOYMENT), pg_identity_schema(key, DEPLOYMENT)]
 
 
-def edge_get(stack: Stack, host: str, path: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{stack.edge_port}{path}", headers={"Host": host}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def inventory_clean(stack: Stack) -> None:
     result = stack.cli("inventory", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -155,8 +142,9 @@ def test_request_to_active_with_everything_on_postgres(
     status = stack.wait_for_state("acme", {"active", "failed"})
     assert status["state"] == "active", status
     host = f"acme-{ORG}.localhost"
-    code, body = edge_get(stack, host, "/.well-known/openid-configuration")
-    assert code == 200 and json.loads(body)["issuer"] == f"https://{host}"
+    answer = stack.edge_get(host, "/.well-known/openid-configuration")
+    code, body = answer.status, answer.body
+    assert code == 200 and json.loads(body)["issuer"] == f"https://{host}:{stack.https_port}"
     assert story(stack, "acme") == HAPPY
 
     # Each part on its PostgreSQL database: the runs, the registry, the tenant's schemas and roles.

@@ -1,13 +1,15 @@
 """The whole local stack as a user starts it: request to a tenant serving traffic."""
 
 import json
-import urllib.request
+import ssl
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from dagster import RunsFilter
 
+from tests.edge_client import http_get
 from tests.stack_helpers import local_stack, processes_mentioning
 
 pytestmark = pytest.mark.e2e
@@ -15,20 +17,13 @@ pytestmark = pytest.mark.e2e
 PHASES = ["validate", "allocate", "deploy", "mark_active", "send_welcome_emails"]
 
 
-def edge_get(port: int, host: str, path: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def test_request_to_active_tenant_serving_traffic(tmp_path: Path) -> None:
     with local_stack(tmp_path) as stack:
         stack.start()
         host = "acme-widgets.localhost"
-        assert edge_get(stack.edge_port, host, "/healthz")[0] == 404  # unknown host
+        assert http_get(stack.edge_port, host, "/healthz").status == 404  # unknown host
+        with pytest.raises(ssl.SSLError):  # and no certificate for it
+            stack.edge_get(host, "/healthz")
 
         submit = [
             "request",
@@ -55,12 +50,28 @@ def test_request_to_active_tenant_serving_traffic(tmp_path: Path) -> None:
         assert again["request_id"] == request_id and not again["created"]  # type: ignore
         status = stack.wait_for_state("acme", {"active", "failed"})
         assert status["state"] == "active", status
-        assert status["url"] == "https://acme-widgets.localhost"
+        address = f"https://acme-widgets.localhost:{stack.https_port}"
+        assert status["url"] == address
         assert status["request_id"] == request_id
 
-        code, body = edge_get(stack.edge_port, host, "/.well-known/openid-configuration")
-        assert code == 200
-        assert json.loads(body)["issuer"] == "https://acme-widgets.localhost"
+        served = stack.edge_get(host, "/.well-known/openid-configuration")
+        assert served.status == 200
+        assert served.json()["issuer"] == address  # the address that answers, port included
+        # The README's curl, as written there (curl sends *.localhost to the loopback).
+        ca = stack.data_dir / "edge" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+        curl = subprocess.run(
+            ["curl", "-sS", "--cacert", str(ca), f"{address}/.well-known/openid-configuration"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert curl.returncode == 0, curl.stderr
+        assert json.loads(curl.stdout)["issuer"] == address
+        plain = http_get(stack.edge_port, host, "/.well-known/openid-configuration?x=1")
+        assert (plain.status, plain.headers["location"]) == (
+            308,
+            f"{address}/.well-known/openid-configuration?x=1",
+        )
 
         events = [
             json.loads(line)

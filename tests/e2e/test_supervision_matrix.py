@@ -20,6 +20,8 @@ import requests
 from resources.deployer import read_endpoint
 from tenant_pipelines.localstack import leftovers
 from tenant_pipelines.support import procs
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
+from tests.edge_client import exchange
 from tests.stack_fixtures import StackOptions
 from tests.stack_helpers import REPO, TENANTCTL, Stack, free_port
 from tests.waiting import wait_until
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.e2e
 ORG = "super"
 EDGE_BACK_S = 5.0  # the bound
 CHILD_MARKS = {
-    "edge": "tenant_pipelines.localstack.edge",
+    "edge": "caddy run --config",
     "daemon": "dagster-daemon run",
     "api": "-m tenant_pipelines.api",
 }
@@ -90,14 +92,10 @@ def workloads(stack: Stack) -> dict[str, list[int]]:
 
 def served(stack: Stack, slug: str) -> bool:
     try:
-        response = requests.get(
-            f"http://127.0.0.1:{stack.edge_port}/.well-known/openid-configuration",
-            headers={"Host": f"{slug}-{ORG}.localhost"},
-            timeout=2,
-        )
-    except requests.RequestException:
+        answer = stack.edge_get(f"{slug}-{ORG}.localhost", "/.well-known/openid-configuration")
+    except OSError:
         return False
-    return response.status_code == 200 and f"{slug}-{ORG}" in response.text
+    return answer.status == 200 and f"{slug}-{ORG}".encode() in answer.body
 
 
 def submit(stack: Stack, slug: str) -> None:
@@ -141,9 +139,8 @@ def test_a_second_up_is_refused_at_once(stack: Stack) -> None:
     seconds = round(time.monotonic() - started, 1)
     assert second.returncode == 1 and seconds < 15
     assert second.stderr.count("\n") == 1
-    assert f"(pid {stack.process.pid}; ports edge {stack.edge_port}, api {stack.api_port})" in (
-        second.stderr
-    )
+    ports = f"ports edge {stack.edge_port}, https {stack.https_port}, api {stack.api_port}"
+    assert f"(pid {stack.process.pid}; {ports})" in second.stderr
     assert len(child_pids(stack, "daemon")) == 1
     ROWS.append(Row("second up on the data dir", "refused, exit 1", seconds, second.stderr.strip()))
 
@@ -154,9 +151,9 @@ def test_a_killed_edge_is_back_and_serving_within_5_s(stack: Stack) -> None:
     edge = the_child(stack, "edge")
     os.kill(edge, signal.SIGKILL)
     killed = time.monotonic()
-    port = read_endpoint(stack.data_dir.resolve(), key)  # the workload serves on meanwhile
-    assert port is not None
-    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    path = read_endpoint(stack.data_dir.resolve(), key)  # the workload serves on meanwhile
+    assert path is not None
+    assert exchange(UnixHTTPConnection(path, 5), "/healthz").status == 200
     wait_until(lambda: served(stack, "edge-kill"), EDGE_BACK_S, "the edge is not back", 0.05)
     seconds = round(time.monotonic() - killed, 2)
     said = stack.wait_said("edge exited")

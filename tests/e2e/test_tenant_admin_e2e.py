@@ -1,8 +1,8 @@
 """A tenant's first admin, from the welcome email to a signed-in admin console, in Chromium.
 
-The whole stack as a user starts it provisions a tenant; the console email is read from the
-outbox as the admin's mail client would; its link (the tenant's address, opened through the local
-edge, which speaks plain HTTP) leads to the sign-in; the admin pastes the code, sets a password,
+The whole stack as a user starts it provisions a tenant; the console email is read from the outbox
+as the admin's mail client would; its link (the tenant's HTTPS address through the edge, the browser
+trusting the platform's local CA) leads to the sign-in; the admin pastes the code, sets a password,
 lands on the console, signs out, and signs in again with the password. Set
 TENANT_CONSOLE_SCREENSHOTS=DIR to keep the screenshots."""
 
@@ -14,7 +14,6 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -88,16 +87,16 @@ def test_the_first_admin_follows_the_email_to_a_signed_in_console(
     code = parsed.code
     assert len(code) >= 32
     console_links = {link for link in parsed.links if link.endswith("/admin")}
-    assert console_links == {f"https://{KEY}.localhost/admin"}
+    address = f"https://{KEY}.localhost:{stack.https_port}"
+    assert console_links == {f"{address}/admin"}
     assert all(code not in link and "?" not in link for link in parsed.links)
     text_part = message.get_body(("plain",))
     assert text_part is not None and "paste this invitation code" in text_part.get_content()
 
-    # The tenant's address, through the local edge: same host and path, its plain-HTTP port.
-    link = urlsplit(console_links.pop())
+    # The link as the email gives it: HTTPS, a certificate the browser checks (no exception).
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"http://{link.hostname}:{stack.edge_port}{link.path}")
+    page.goto(console_links.pop())
     expect(page).to_have_url(re.compile(r"/admin/sign-in$"))
     expect(page.locator("h1")).to_have_text(f"Sign in to the admin console of {KEY}")
     shot(page, "sign-in", tmp_path)
@@ -120,13 +119,14 @@ def test_the_first_admin_follows_the_email_to_a_signed_in_console(
     expect(page.locator("#users")).to_have_text("1 user(s)")
     cookie = next(c for c in context.cookies() if c["name"] == "tadmin_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/admin"
+    assert cookie["secure"]  # over HTTPS, the session cookie is sent over HTTPS only
     assert cookie["domain"] == f"{KEY}.localhost"
     shot(page, "console", tmp_path)
 
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/admin/sign-in$"))
     assert not [c for c in context.cookies() if c["name"] == "tadmin_session"]
-    page.goto(f"http://{link.hostname}:{stack.edge_port}/admin")
+    page.goto(f"{address}/admin")
     expect(page).to_have_url(re.compile(r"/admin/sign-in$"))
 
     page.fill("#email", ADMIN_EMAIL)
@@ -141,7 +141,7 @@ def test_the_first_admin_follows_the_email_to_a_signed_in_console(
     # The code is spent: a second redemption is refused.
     again = browser.new_context()
     other = again.new_page()
-    other.goto(f"http://{link.hostname}:{stack.edge_port}/admin/invitation")
+    other.goto(f"{address}/admin/invitation")
     other.fill("#email", ADMIN_EMAIL)
     other.fill("#code", code)
     other.get_by_role("button", name="Continue").click()

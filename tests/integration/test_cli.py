@@ -174,7 +174,7 @@ def test_status_list_and_audit_of_a_provisioned_tenant(local_platform: LocalPlat
         "org": "widgets",
         "plan": "team",
         "state": "active",
-        "url": "https://acme-widgets.localhost",
+        "url": "https://acme-widgets.localhost:8443",  # the edge's default HTTPS port
         "last_run_id": run_id,
     }
     listed = json.loads(tenantctl(local, "list", "--state", "active", "--json").stdout)
@@ -364,13 +364,13 @@ def test_audit_follow_on_postgresql_holds_one_connection(
         instance.dispose()
 
 
-@pytest.mark.parametrize("flag", ["--edge-port", "--api-port"])
+@pytest.mark.parametrize("flag", ["--edge-port", "--https-port", "--api-port"])
 def test_up_refuses_a_taken_port(local_platform: LocalPlatform, flag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--edge-port": "0", "--api-port": "0", flag: str(port)}
+        ports = {"--edge-port": "0", "--https-port": "0", "--api-port": "0", flag: str(port)}
         result = tenantctl(local_platform, "up", *[a for pair in ports.items() for a in pair])
     assert result.returncode == 1
     assert f"port {port} is already in use; choose another with {flag}" in result.stderr

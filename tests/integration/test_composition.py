@@ -57,8 +57,8 @@ def test_the_embedded_default_is_local_everywhere(env: dict[str, str]) -> None:
     assert platform.storage == LocalSQLiteStorage(data_dir=data_dir)
     assert platform.identity == LocalSQLiteIdentityStore(data_dir=data_dir)
     assert platform.traffic == LocalEdgeRoutes(data_dir=data_dir, domain="localhost")
-    assert platform.deployer == LocalProcessDeployer(
-        data_dir=data_dir, domain="localhost", deployment=settings.deployment
+    assert platform.deployer == LocalProcessDeployer(  # its workloads name their address, port too
+        data_dir=data_dir, domain="localhost:8443", deployment=settings.deployment
     )
     assert platform.mailer == OutboxMailer(data_dir=data_dir)
     assert platform.db_url == settings.db_url and platform.db_url.startswith("sqlite:///")

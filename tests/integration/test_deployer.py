@@ -1,7 +1,6 @@
 """Local workloads as real processes: readiness, reuse, safe stopping, and nothing left behind."""
 
 import dataclasses
-import http.client
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import procs
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
 from tests.local_backends import workload_pids
 from tests.waiting import wait_until
 
@@ -49,8 +49,8 @@ def wait_gone(pid: int, timeout_s: float = 5.0) -> None:
     wait_until(lambda: gone(pid), timeout_s, f"process {pid} is still there", 0.05)
 
 
-def get(port: int, path: str) -> tuple[int, str, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def get(socket_path: str, path: str) -> tuple[int, str, bytes]:
+    conn = UnixHTTPConnection(socket_path, 5)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -68,10 +68,11 @@ def stranger() -> Iterator[subprocess.Popen[bytes]]:
     process.wait()
 
 
-def write_state(data_dir: Path, key: str, pid: int, port: int = 9) -> Path:
+def write_state(data_dir: Path, key: str, pid: int, where: str = "/nowhere.sock") -> Path:
     path = data_dir / "workloads" / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "port": port, "started_at": "2024-01-01T00:00:00Z"}))
+    state = {"pid": pid, "socket": where, "started_at": "2024-01-01T00:00:00Z"}
+    path.write_text(json.dumps(state))
     return path
 
 
@@ -82,15 +83,15 @@ def test_ensure_starts_a_ready_workload_in_its_own_session(
     identity.ensure(tenant())
     handle = deployer.ensure(tenant())
 
-    pid, port = handle.details["pid"], handle.details["port"]
+    pid, sock = handle.details["pid"], handle.details["socket"]
     assert (handle.kind, handle.tenant_key) == ("workload", "acme-corp")
     assert workload_pids(data_dir) == {pid}
     assert os.getsid(pid) == pid, "it must outlive the run worker that started it"
-    status, _, body = get(port, "/healthz")
+    status, _, body = get(sock, "/healthz")
     assert (status, json.loads(body)) == (200, {"status": "ok", "tenant": "acme-corp"})
     state = json.loads((data_dir / "workloads" / "acme-corp.json").read_text())
-    assert (state["pid"], state["port"], bool(state["started_at"])) == (pid, port, True)
-    assert read_endpoint(data_dir, "acme-corp") == port
+    assert (state["pid"], state["socket"], bool(state["started_at"])) == (pid, sock, True)
+    assert read_endpoint(data_dir, "acme-corp") == sock
     assert deployer.list_existing() == {"acme-corp"}
     assert (data_dir / "workloads" / "acme-corp.log").exists()
 
@@ -106,7 +107,7 @@ def test_a_workload_is_held_to_its_plans_memory(
     [data] = [line.split() for line in limits if line.startswith("Max data size")]
     cap = PLANS[plan].workload_memory_mb * 1024 * 1024
     assert (int(data[3]), int(data[4])) == (cap, cap)  # soft and hard limit
-    assert get(handle.details["port"], "/healthz")[0] == 200  # and it serves within it
+    assert get(handle.details["socket"], "/healthz")[0] == 200  # and it serves within it
 
 
 @pytest.mark.parametrize("plan", ["free", "team", "enterprise"])
@@ -150,9 +151,9 @@ def test_the_workload_serves_discovery_admin_and_json_404(
     deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
 ) -> None:
     identity.ensure(tenant())
-    port = deployer.ensure(tenant()).details["port"]
+    sock = deployer.ensure(tenant()).details["socket"]
 
-    status, content_type, body = get(port, "/.well-known/openid-configuration")
+    status, content_type, body = get(sock, "/.well-known/openid-configuration")
     document = json.loads(body)
     assert (status, content_type) == (200, "application/json")
     assert document["issuer"] == "https://acme-corp.localhost"
@@ -164,10 +165,10 @@ def test_the_workload_serves_discovery_admin_and_json_404(
         "id_token_signing_alg_values_supported",
     ):
         assert document[field]
-    status, content_type, body = get(port, "/admin")  # the console asks for its admin
+    status, content_type, body = get(sock, "/admin")  # the console asks for its admin
     assert (status, content_type) == (401, "application/json")
     assert json.loads(body)["tenant"] == "acme-corp"
-    status, content_type, body = get(port, "/nope?x=1")
+    status, content_type, body = get(sock, "/nope?x=1")
     assert (status, content_type, json.loads(body)["path"]) == (
         404,
         "application/json",
@@ -227,11 +228,11 @@ def test_another_tenants_workload_is_never_signalled(
 ) -> None:
     identity.ensure(tenant("acme", "corp"))
     acme = deployer.ensure(tenant("acme", "corp"))
-    write_state(data_dir, "beta-labs", acme.details["pid"], acme.details["port"])
+    write_state(data_dir, "beta-labs", acme.details["pid"], acme.details["socket"])
 
     assert read_endpoint(data_dir, "beta-labs") is None
     deployer.release("beta-labs")
-    assert get(acme.details["port"], "/healthz")[0] == 200
+    assert get(acme.details["socket"], "/healthz")[0] == 200
     assert deployer.list_existing() == {"acme-corp"}
 
 
@@ -327,20 +328,20 @@ def test_the_workloads_uid_can_write_its_store_and_journal_beside_it(
     assert done.returncode == 0, done.stderr
     assert "identity.db-journal" in done.stdout, "SQLite made its journal beside the store"
     assert identity.invitation("acme-corp").status == "active"
-    assert get(deployer.ensure(tenant()).details["port"], "/healthz")[0] == 200
+    assert get(deployer.ensure(tenant()).details["socket"], "/healthz")[0] == 200
 
 
 def test_every_request_path_answers_after_the_workload_gave_up_root(
     deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
 ) -> None:
     identity.ensure(tenant())
-    port = deployer.ensure(tenant()).details["port"]
+    sock = deployer.ensure(tenant()).details["socket"]
 
-    assert get(port, "/healthz")[0] == 200
-    assert get(port, "/admin")[0] == 401  # the admin console asks for its admin
-    assert get(port, "/admin/sign-in")[0] == 200
-    assert get(port, "/.well-known/openid-configuration")[0] == 200
-    assert get(port, "/missing")[0] == 404
+    assert get(sock, "/healthz")[0] == 200
+    assert get(sock, "/admin")[0] == 401  # the admin console asks for its admin
+    assert get(sock, "/admin/sign-in")[0] == 200
+    assert get(sock, "/.well-known/openid-configuration")[0] == 200
+    assert get(sock, "/missing")[0] == 404
     for raw in (
         b"HEAD /admin HTTP/1.1\r\nHost: x\r\n\r\n",
         b"POST /admin HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
@@ -348,7 +349,9 @@ def test_every_request_path_answers_after_the_workload_gave_up_root(
         b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
         b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
     ):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(sock)
             conn.sendall(raw)
             answer = conn.recv(4096)
         assert answer.split(b"\r\n", 1)[0] in (
@@ -359,7 +362,7 @@ def test_every_request_path_answers_after_the_workload_gave_up_root(
             b"HTTP/1.1 404 Not Found",
             b"HTTP/1.1 400 Bad Request",
         ), (raw, answer)
-    assert get(port, "/healthz")[0] == 200, "and it still serves"
+    assert get(sock, "/healthz")[0] == 200, "and it still serves"
 
 
 def test_a_tenant_keeps_its_uid_across_restarts_and_tenants_never_share_one(
@@ -390,7 +393,7 @@ def test_the_edge_relays_only_to_the_socket_the_deployer_bound(
     deployer.ensure(tenant())
     path = data_dir / "workloads" / "acme-corp.json"
     good = json.loads(path.read_text())
-    assert read_endpoint(data_dir, "acme-corp") == good["port"]
+    assert read_endpoint(data_dir, "acme-corp") == good["socket"]
     for change in (
         {"socket_inode": good["socket_inode"] + 1},
         {"listen_fd": 1},  # its log: held, but not the socket
@@ -401,7 +404,7 @@ def test_the_edge_relays_only_to_the_socket_the_deployer_bound(
         path.write_text(json.dumps({**good, **change}))
         assert read_endpoint(data_dir, "acme-corp") is None, change
     path.write_text(json.dumps(good))
-    assert read_endpoint(data_dir, "acme-corp") == good["port"]
+    assert read_endpoint(data_dir, "acme-corp") == good["socket"]
 
 
 def test_a_process_of_a_workloads_uid_cannot_pass_for_another_tenants_workload(

@@ -1,7 +1,6 @@
 """TENANT_BACKENDS=postgres: how the backends are chosen, and a local workload whose identity store
 is a PostgreSQL schema (it logs in as the tenant's identity role, the DSN passed outside argv)."""
 
-import http.client
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support import procs
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
 from tests.pg_helpers import admin_sql, drop_our_roles
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,7 @@ def test_workload_checks_its_identity_schema_with_the_dsn_outside_argv(
     assert credentials is not None and credentials.confined_to(uid, uid), "root given up"
     assert os.readlink(f"/proc/{pid}/root") == "/", "no file to reach: not shut in"
     for path, status in (("/healthz", 200), ("/admin/sign-in", 200), ("/missing", 404)):
-        conn = http.client.HTTPConnection("127.0.0.1", handle.details["port"], timeout=5)
+        conn = UnixHTTPConnection(handle.details["socket"], 5)
         try:
             conn.request("GET", path)
             assert conn.getresponse().status == status
@@ -170,9 +170,9 @@ def test_a_workload_whose_store_lost_its_admin_turns_unhealthy(
 ) -> None:
     spec = tenant("noadmin")
     PostgresIdentityStore(admin_url=backends_url).ensure(spec)
-    port = deployer.ensure(spec).details["port"]
+    where = deployer.ensure(spec).details["socket"]
     admin_sql(backends_url, f'DELETE FROM "{pg_identity_schema(spec.key)}".users')
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = UnixHTTPConnection(where, 5)
     try:
         conn.request("GET", "/healthz")
         response = conn.getresponse()

@@ -1,8 +1,5 @@
 """The provisioning job through Dagster on a persistent instance, with the real local backends."""
 
-import json
-import urllib.request
-
 import pytest
 from dagster import DagsterEventType
 
@@ -10,6 +7,8 @@ from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.orchestration.feed import read_events
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
+from tests.edge_client import exchange
 from tests.platform_fixtures import LocalPlatform
 
 pytestmark = pytest.mark.integration
@@ -43,10 +42,9 @@ def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) 
 
     workload = local.registry.ledger.get(tenant.tenant_id, "workload")
     assert workload is not None
-    port = workload.handle["details"]["port"]
-    url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        assert json.loads(response.read())["issuer"] == "https://acme-widgets.localhost"
+    conn = UnixHTTPConnection(workload.handle["details"]["socket"], 5)
+    served = exchange(conn, "/.well-known/openid-configuration")
+    assert served.json()["issuer"] == "https://acme-widgets.localhost:8443"  # the default port
 
     events, _ = read_events(local.instance, tenant="acme", type_glob="tenant.provisioning.*")
     assert [(e.type.rsplit(".", 1)[1], e.step) for e in events] == [
@@ -56,7 +54,7 @@ def test_job_brings_tenant_to_active_and_serving(local_platform: LocalPlatform) 
         ("step_completed", "send_welcome_emails"),
     ]
     completed = events[5]
-    assert completed.details["url"] == "https://acme-widgets.localhost"
+    assert completed.details["url"] == "https://acme-widgets.localhost:8443"
     assert completed.step_name == "Mark tenant active"
 
 

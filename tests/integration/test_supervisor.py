@@ -20,6 +20,7 @@ from tenant_pipelines.localstack.supervisor import (
     Supervisor,
 )
 from tenant_pipelines.support import procs
+from tests.stack_helpers import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -149,3 +150,53 @@ def test_children_die_with_their_supervisor_and_leftovers_are_found(tmp_path: Pa
             up.kill()
             up.wait()
         leftovers.kill_marked(mark)
+
+
+def test_prepare_runs_before_every_start_and_after_ready_once_it_answers(tmp_path: Path) -> None:
+    """The gateway's configuration is written before each start and loaded again once it
+    answers: a child that is killed gets both again; a failing after_ready is said, not fatal."""
+    said: list[str] = []
+    calls: list[str] = []
+
+    def prepare() -> None:
+        calls.append("prepare")
+
+    def after_ready() -> None:
+        calls.append("after_ready")
+        if calls.count("after_ready") == 2:
+            raise OSError("the table cannot be read")
+
+    server = [
+        sys.executable,
+        "-c",
+        "import http.server, sys; http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])),"
+        " http.server.SimpleHTTPRequestHandler).serve_forever()",
+    ]
+    port = free_port()
+    spec = ChildSpec(
+        "server",
+        [*server, str(port)],
+        dict(os.environ),
+        f"http://127.0.0.1:{port}/",
+        prepare=prepare,
+        after_ready=after_ready,
+    )
+    sup = supervisor(tmp_path, [spec], said)
+    sup.start_all()
+    try:
+        assert calls == ["prepare"]
+        sup.wait_ready("server", time.monotonic() + 20)
+        assert calls == ["prepare", "after_ready"]
+        first = sup.children["server"].process.pid
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: restarted(sup, "server", first), 10, "not restarted", 0.05)
+        assert calls == ["prepare", "after_ready", "prepare"]
+
+        def answered() -> bool:
+            sup.check(time.monotonic())
+            return calls.count("after_ready") == 2
+
+        wait_until(answered, 20, f"after_ready not run again: {calls}", 0.05)
+        assert said[-1] == "server: after its start: the table cannot be read"
+    finally:
+        sup.stop()

@@ -25,6 +25,7 @@ from resources.identity import (
 )
 from resources.workload_state import state_path
 from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
 from tests.admin_client import PASSWORD, AdminClient, Reply
 from tests.pg_helpers import admin_sql, drop_our_roles
 
@@ -50,14 +51,18 @@ class Workload:
     """One tenant's running workload and a way to read and alter its store as the platform can."""
 
     tenant: TenantSpec
-    port: int
+    socket: str
     pid: int
     code: str
     log: Path
     sql: Callable[[str, tuple[Any, ...]], list[Any]]  # on its users table, written as {users}
 
     def client(self, forwarded_for: str | None = None) -> AdminClient:
-        return AdminClient(self.port, f"{self.tenant.key}.localhost", forwarded_for)
+        return AdminClient(
+            lambda: UnixHTTPConnection(self.socket, 30),
+            f"{self.tenant.key}.localhost",
+            forwarded_for,
+        )
 
     def admin_row(self) -> dict[str, Any]:
         [row] = self.sql(
@@ -121,7 +126,7 @@ def workload(
         handle = deployer.ensure(tenant)
         yield Workload(
             tenant,
-            handle.details["port"],
+            handle.details["socket"],
             handle.details["pid"],
             identity.invitation(tenant.key).token,
             state_path(data_dir, tenant.key).with_suffix(".log"),
@@ -370,15 +375,15 @@ def test_a_store_from_before_sign_in_lets_nobody_in_until_upgraded(tmp_path: Pat
     assert LocalSQLiteIdentityStore(data_dir=str(data_dir)).upgrade(upgraded.key)
     deployer = LocalProcessDeployer(data_dir=str(data_dir), domain=DOMAIN)
     try:
-        port = deployer.ensure(stale).details["port"]
-        client = AdminClient(port, f"{stale.key}.localhost")
+        where = deployer.ensure(stale).details["socket"]
+        client = AdminClient(lambda: UnixHTTPConnection(where, 30), f"{stale.key}.localhost")
         refused = client.check_code(stale.admin_email, "old-code")
         assert refused.status == 503 and "predates the admin sign-in" in refused.error
         assert client.sign_in(stale.admin_email).status == 503
         assert client.send("GET", "/admin", accept="*/*").status == 401
 
-        port = deployer.ensure(upgraded).details["port"]
-        client = AdminClient(port, f"{upgraded.key}.localhost")
+        then = deployer.ensure(upgraded).details["socket"]
+        client = AdminClient(lambda: UnixHTTPConnection(then, 30), f"{upgraded.key}.localhost")
         assert client.redeem(upgraded.admin_email, "old-code").status == 303
         assert client.send("GET", "/admin").status == 200
     finally:

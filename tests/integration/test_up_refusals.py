@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from resources.workload_state import max_data_dir_chars
 from tenant_pipelines.localstack import leftovers, platform_lock
 from tenant_pipelines.localstack.stack_file import read_stack, stack_file
 from tenant_pipelines.settings import Settings
@@ -51,6 +52,20 @@ def test_a_missing_data_dir_is_refused_and_not_created(tmp_path: Path) -> None:
         " or run `tenantctl up --init` to create a new platform there\n"
     )
     assert not mistyped.exists() and not (tmp_path / "dagster").exists()
+
+
+def test_a_data_dir_too_long_for_the_workloads_sockets_is_refused(tmp_path: Path) -> None:
+    """A Unix socket's path has at most 107 bytes: the platform says so before it starts rather
+    than fail every tenant's deploy."""
+    deep = tmp_path / ("d" * (max_data_dir_chars() + 1 - len(str(tmp_path)) - 1))
+    assert len(str(deep)) == max_data_dir_chars() + 1
+    result = up(deep, tmp_path / "dagster", "--init")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"tenantctl: the data directory {deep} is too long a path for the Unix sockets under it:"
+        f" at most {max_data_dir_chars()} bytes (TENANT_DATA_DIR)\n"
+    )
+    assert not deep.exists()
 
 
 @pytest.mark.parametrize("shared", ["data directory", "Dagster instance"])

@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,7 +29,7 @@ from websockets.sync.client import connect
 from tenant_pipelines.localstack import leftovers
 from tests.console_streams import console_login, console_logout
 from tests.stack_fixtures import StackOptions
-from tests.stack_helpers import Stack, write_fault_plan
+from tests.stack_helpers import Stack, tcp_ports_of, write_fault_plan
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -95,27 +94,13 @@ def decommission_params(stack: Stack, slug: str, **tags: str) -> dict[str, Any]:
 
 def listening_ports(stack: Stack) -> set[int]:
     """Every TCP port a process of this platform listens on."""
-    inodes: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
-    ports = set()
-    for pid in leftovers.marked(str(stack.data_dir.resolve())):
-        for fd in Path(f"/proc/{pid}/fd").glob("*"):
-            try:
-                target = fd.readlink().name
-            except OSError:
-                continue
-            if (match := re.fullmatch(r"socket:\[(\d+)\]", target)) and match[1] in inodes:
-                ports.add(inodes[match[1]])
+    ports = tcp_ports_of(leftovers.marked(str(stack.data_dir.resolve())))
     assert stack.api_port in ports, ports
     return ports
 
 
 def graphql_urls(stack: Stack) -> list[str]:
-    ports = sorted(listening_ports(stack) - {stack.edge_port})
+    ports = sorted(listening_ports(stack) - {stack.edge_port, stack.https_port})  # the edge's
     return [
         f"http://127.0.0.1:{p}{path}" for p in ports for path in ("/graphql", "/dagster/graphql")
     ]

@@ -1,9 +1,11 @@
 """Issue 18, finding 8 (its log part): a token sent in a query string was written verbatim to
 `logs/api.log`. Now no request, whatever it carries and wherever (query string, path, header,
 cookie, form body), leaves a trace of a secret in the API server's log, as `tenantctl up` starts
-it writing to a file, nor in the edge's log: each access line names the path without its query
-string, with anything shaped like a secret masked, and never a header."""
+it writing to a file, nor in the edge's log (the API's access lines name the path without its
+query string, with anything shaped like a secret masked, and never a header; the gateway writes
+no access lines, and not the error lines that would carry the request's URI)."""
 
+import os
 import secrets
 import signal
 import subprocess
@@ -14,6 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from resources.gateway import GatewayPlan, plan_path, write_plan
+from resources.traffic import LocalEdgeRoutes
+from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.localstack.gateway import caddy_binary, child_spec
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER, read_operator_key
@@ -21,13 +27,21 @@ from tenant_pipelines.support.redact import mask_secrets
 from tests.api_helpers import ApiServer, api_server, platform_env
 from tests.console_streams import console_login
 from tests.integration.test_api import grant
-from tests.integration.test_edge import free_port, start_edge, wait_until_up
+from tests.stack_helpers import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 LOG_TIMEOUT_S = 10.0
 TOKEN_SHAPED = "tp_abc123_" + "s3cretPart-of_the-token0123"
+ACME = TenantSpec(
+    tenant_id="t-acme",
+    request_id="r-acme",
+    slug="acme",
+    org="corp",
+    plan="free",
+    admin_email="admin@corp.example",
+)
 
 
 @dataclass
@@ -146,11 +160,30 @@ def test_a_real_tokens_query_string_is_cut_but_its_request_still_served(
 
 @pytest.fixture
 def edge_log(platform: Platform) -> Iterator[tuple[int, Path]]:
-    port, log = free_port(), platform.data_dir / "logs" / "edge.log"
-    process = start_edge(port, platform.data_dir, log)
+    """The gateway as `up` starts it, relaying plain HTTP too, in front of an active tenant whose
+    workload is down: every request takes the error path, whose log lines would carry the URI."""
+    data_dir = platform.data_dir
+    plan = GatewayPlan(
+        domain="localhost",
+        listen_host="127.0.0.1",
+        http_port=free_port(),
+        https_port=free_port(),
+        ask_url=f"{platform.server.base}/gateway/ask",
+        plain_http="serve",
+    )
+    write_plan(data_dir, plan)
+    LocalEdgeRoutes(data_dir=str(data_dir), domain="localhost").open(ACME)
+    settings = Settings.from_env({"TENANT_DATA_DIR": str(data_dir)})
+    spec = child_spec(settings, plan, caddy_binary(), dict(os.environ))
+    assert spec.prepare is not None
+    spec.prepare()
+    log = data_dir / "logs" / "edge.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(spec.argv, env=spec.env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until_up(port, process)
-        yield port, log
+        health = f"http://127.0.0.1:{plan.http_port}/_edge/healthz"
+        wait_until(lambda: answers(health), 20, "the gateway did not come up", 0.1)
+        yield plan.http_port, log
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -158,6 +191,14 @@ def edge_log(platform: Platform) -> Iterator[tuple[int, Path]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        plan_path(data_dir).unlink()
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def test_the_edges_log_holds_no_secret_whatever_carries_it(
@@ -167,13 +208,13 @@ def test_the_edges_log_holds_no_secret_whatever_carries_it(
     secrets = platform.secrets
     for secret in secrets.parts().values():
         for method, path, options in carriers(secret):
-            headers = {"Host": "acme-corp.localhost", **options.pop("headers", {})}  # type: ignore[dict-item]
+            headers = {"Host": ACME.host("localhost"), **options.pop("headers", {})}  # type: ignore[dict-item]
             url = f"http://127.0.0.1:{port}{path}"
-            requests.request(method, url, headers=headers, timeout=30, **options)
-    requests.get(f"http://127.0.0.1:{port}/edge-marker?token={secrets.token}", timeout=30)
-    contents = wait_for_line(log, "/edge-marker")
+            answer = requests.request(method, url, headers=headers, timeout=30, **options)
+            assert answer.json() == {"error": "tenant 'acme-corp' workload is down"}
+    contents = log.read_text()
+    assert "serving initial configuration" in contents  # the gateway's own lines are there
     assert_no_secret(contents, secrets)
-    assert '"GET /v1/tenants" 404' in contents  # the lines are there, cut to the path
 
 
 def test_a_key_that_holds_a_token_prefix_is_masked_whole() -> None:

@@ -11,7 +11,9 @@ from email.parser import BytesParser
 
 import pytest
 
+from resources.gateway import local_ca_root
 from tests.admin_client import PASSWORD, AdminClient
+from tests.edge_client import EdgeHTTPS
 from tests.stack_helpers import Stack
 from tests.waiting import wait_until
 
@@ -47,7 +49,12 @@ def invitation_code(stack: Stack) -> str:
 
 
 def edge_client(stack: Stack) -> AdminClient:
-    return AdminClient(stack.edge_port, f"{KEY}.localhost:{stack.edge_port}")
+    """A user of the tenant's console, over HTTPS through the edge."""
+    host = f"{KEY}.localhost"
+    return AdminClient(
+        lambda: EdgeHTTPS(stack.https_port, host, local_ca_root(stack.data_dir)),
+        f"{host}:{stack.https_port}",
+    )
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])

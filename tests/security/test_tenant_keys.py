@@ -11,8 +11,6 @@
 """
 
 import json
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
@@ -58,14 +56,8 @@ def body(slug: str, org: str) -> dict[str, str]:
 
 
 def edge_get(stack: Stack, path: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{stack.edge_port}{path}", headers={"Host": HOST}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    answer = stack.edge_get(HOST, path)
+    return answer.status, answer.body
 
 
 def outbox(stack: Stack) -> dict[str, bytes]:
@@ -85,7 +77,7 @@ def assert_first_tenant_intact(stack: Stack, first: dict) -> None:
     assert status["last_run_id"] == first["last_run_id"]  # type: ignore[index]
     code, served = edge_get(stack, "/.well-known/openid-configuration")
     assert code == 200, served
-    assert json.loads(served)["issuer"] == f"https://{HOST}"
+    assert json.loads(served)["issuer"] == f"https://{HOST}:{stack.https_port}"
     mails = outbox(stack)
     assert sorted(name for name in mails if name.endswith(".eml")) == [
         "console.eml",

@@ -3,21 +3,27 @@
 One real `tenantctl up` (as root, as on this machine) with two active tenants. Each check runs a
 real command as the uid a live workload runs as (`setpriv`, independent of the code under test):
 it cannot read the control plane's secrets and stores, nor the other tenant's, cannot signal the
-other workload or a platform process, and cannot steer the edge to another port.
+other workload or a platform process, cannot steer the edge elsewhere, cannot reach the other
+tenant's workload but through the edge, and cannot change the gateway's routes. The gateway gives
+a certificate to no name but an active tenant's.
 """
 
 import json
 import os
+import socket
+import ssl
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 
 from tenant_pipelines.support import procs
+from tests.edge_client import Answer
 from tests.stack_fixtures import StackOptions
-from tests.stack_helpers import Stack
+from tests.stack_helpers import Stack, gateway_pid, tcp_ports_of
 
 pytestmark = [pytest.mark.e2e]
 
@@ -58,11 +64,8 @@ def uid_of(pid: int) -> int:
     return int(status_of(pid)["Uid"].split()[0])
 
 
-def edge(stack: Stack, slug: str, path: str) -> requests.Response:
-    host = f"{slug}-{ORG}.localhost"
-    return requests.get(
-        f"http://127.0.0.1:{stack.edge_port}{path}", headers={"Host": host}, timeout=10
-    )
+def edge(stack: Stack, slug: str, path: str) -> Answer:
+    return stack.edge_get(f"{slug}-{ORG}.localhost", path)
 
 
 def older_version_left_it_readable(stack: Stack) -> None:
@@ -163,20 +166,85 @@ def test_a_workload_cannot_signal_another_tenant_or_the_platform(stack: Stack) -
         term = as_uid(uid, "kill", "-TERM", str(pid))
         assert term.returncode != 0 and "not permitted" in term.stderr
         assert procs.argv(pid) is not None, f"{pid} was stopped"
-    assert edge(stack, TENANTS[1], "/healthz").status_code == 200
+    assert edge(stack, TENANTS[1], "/healthz").status == 200
 
 
-def test_a_workload_cannot_steer_the_edge_to_another_port(stack: Stack) -> None:
+def state_of(stack: Stack, slug: str) -> dict[str, object]:
+    state_file = stack.data_dir.resolve() / "workloads" / f"{slug}-{ORG}.json"
+    return dict(json.loads(state_file.read_text()))
+
+
+def test_a_workload_cannot_steer_the_edge_elsewhere(stack: Stack) -> None:
     slug = TENANTS[0]
     uid = uid_of(workload_pid(stack, slug))
     state_file = stack.data_dir.resolve() / "workloads" / f"{slug}-{ORG}.json"
-    state = json.loads(state_file.read_text())
-    forged = json.dumps({**state, "port": stack.api_port})
+    forged = json.dumps({**state_of(stack, slug), "socket": "/tmp/elsewhere.sock"})
     write = as_uid(uid, "sh", "-c", f"printf '%s' '{forged}' > {state_file}")
     assert write.returncode != 0 and "Permission denied" in write.stderr, "it rewrote its state"
     answer = edge(stack, slug, "/.well-known/openid-configuration")
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["issuer"] == f"https://{slug}-{ORG}.localhost", "relayed elsewhere"
+    assert answer.status == 200, answer.body
+    address = f"https://{slug}-{ORG}.localhost:{stack.https_port}"
+    assert answer.json()["issuer"] == address, "relayed elsewhere"
+
+
+# Connects to a workload's endpoint as its state file names it: a Unix socket's path, or (as the
+# workloads of older versions listened) a loopback port.
+CONNECT = r"""
+import socket, sys
+where = sys.argv[1]
+if where.isdigit():
+    sock = socket.create_connection(("127.0.0.1", int(where)), timeout=5)
+else:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(where)
+sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+print(sock.recv(200).decode(errors="replace"))
+"""
+
+
+def test_a_workload_cannot_reach_another_tenants_workload_but_through_the_edge(
+    stack: Stack,
+) -> None:
+    """Tenant bravo's code, connecting straight to alpha's workload (past the edge: no TLS, any
+    Host, any X-Forwarded-For it likes) is refused."""
+    bravo = uid_of(workload_pid(stack, TENANTS[1]))
+    alpha = state_of(stack, TENANTS[0])
+    where = str(alpha.get("socket") or alpha.get("port"))
+    tried = as_uid(bravo, sys.executable, "-S", "-c", CONNECT, where)
+    assert tried.returncode != 0 and "Permission denied" in tried.stderr, (
+        f"bravo's uid reached alpha's workload at {where}: {tried.stdout!r}"
+    )
+    assert edge(stack, TENANTS[0], "/healthz").status == 200  # its users still reach it
+
+
+def test_only_the_platform_can_change_the_gateways_routes(stack: Stack) -> None:
+    """Caddy's admin endpoint is a 0600 Unix socket of the platform's user in the data directory;
+    no TCP admin port (Caddy's default is localhost:2019)."""
+    admin = stack.data_dir.resolve() / "edge" / "admin.sock"
+    info = os.stat(admin)
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == os.geteuid()
+    uid = uid_of(workload_pid(stack, TENANTS[0]))
+    tried = as_uid(uid, sys.executable, "-S", "-c", CONNECT, str(admin))
+    assert tried.returncode != 0 and "Permission denied" in tried.stderr
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", 2019), timeout=5).close()
+    caddy = gateway_pid(stack.data_dir)
+    assert tcp_ports_of([caddy]) == {stack.edge_port, stack.https_port}
+
+
+def test_no_certificate_for_a_name_that_is_not_an_active_tenants(stack: Stack) -> None:
+    """A handshake naming any other host fails (the platform's `ask` said no): nobody can make
+    the platform ask a CA for names of their choosing."""
+    for host in (f"ghost-{ORG}.localhost", "localhost", f"{TENANTS[0]}-other.localhost"):
+        with pytest.raises(ssl.SSLError):
+            stack.edge_get(host, "/")
+    asked = requests.get(
+        f"{stack.api_base}/gateway/ask", params={"domain": f"{TENANTS[0]}-{ORG}.localhost"}
+    )
+    assert asked.status_code == 200
+    refused = requests.get(f"{stack.api_base}/gateway/ask", params={"domain": "ghost.localhost"})
+    assert refused.status_code == 404
 
 
 def test_the_data_directory_is_the_platforms_alone(stack: Stack) -> None:

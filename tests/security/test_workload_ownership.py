@@ -3,7 +3,6 @@ each records the tenant id it was made for, and never adopts, changes or release
 what was made for another under the same key (`shop-prod` + `zeta` and `shop` + `prod-zeta` are
 both `shop-prod-zeta`)."""
 
-import http.client
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from resources.deployer import LocalProcessDeployer
 from resources.identity import LocalSQLiteIdentityStore
 from tenant_pipelines.domain.errors import PermanentError
 from tenant_pipelines.domain.tenant import TenantSpec
+from tenant_pipelines.support.unix_http import UnixHTTPConnection
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,8 @@ SECOND = TenantSpec(
 KEY = "shop-prod-zeta"
 
 
-def healthy(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def healthy(where: str) -> bool:
+    conn = UnixHTTPConnection(where, 5)
     try:
         conn.request("GET", "/healthz")
         return conn.getresponse().status == 200
@@ -69,7 +69,7 @@ def test_a_workload_running_for_another_tenant_is_refused_and_keeps_running(
 ) -> None:
     identity.ensure(FIRST)
     first = deployer.ensure(FIRST)
-    pid, port = first.details["pid"], first.details["port"]
+    pid, where = first.details["pid"], first.details["socket"]
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     assert argv[argv.index("--tenant-id") + 1] == FIRST.tenant_id
     state_file = tmp_path / "workloads" / f"{KEY}.json"
@@ -78,11 +78,11 @@ def test_a_workload_running_for_another_tenant_is_refused_and_keeps_running(
 
     with pytest.raises(PermanentError, match="made for another tenant"):
         deployer.ensure(SECOND)
-    assert healthy(port) and Path(f"/proc/{pid}").exists()
+    assert healthy(where) and Path(f"/proc/{pid}").exists()
     assert state_file.read_text() == state, "nothing changed"
 
     assert deployer.release(KEY, SECOND.tenant_id) is False
-    assert healthy(port) and state_file.read_text() == state
+    assert healthy(where) and state_file.read_text() == state
     assert deployer.ensure(FIRST) == first, "its own tenant still adopts it"
     assert deployer.release(KEY, FIRST.tenant_id) is True
     assert not state_file.exists()

@@ -39,6 +39,9 @@ def test_plan_limits_come_from_the_environment() -> None:
         # free 3 + team 4 would fill all 7 slots: an enterprise run could wait behind them forever.
         ({"TENANT_MAX_CONCURRENT_RUNS": "7"}, "leave no run slot for enterprise"),
         ({"DAGSTER_PG_URL": "postgres://u@h/db"}, "DAGSTER_PG_URL must start with postgresql://"),
+        ({"TENANT_HTTPS_PORT": "https"}, "TENANT_HTTPS_PORT must be a whole number"),
+        ({"TENANT_EDGE_PLAIN_HTTP": "allow"}, "TENANT_EDGE_PLAIN_HTTP must be redirect or serve"),
+        ({"TENANT_EDGE_CLIENT_TIMEOUT_S": "0"}, "TENANT_EDGE_CLIENT_TIMEOUT_S must be at least 1"),
     ],
 )
 def test_impossible_settings_are_refused_with_the_variable_named(
@@ -75,3 +78,17 @@ def test_child_env_spells_out_every_setting_and_passes_urls_on() -> None:
     # The child is given the deployment the parent derived, spelled out: the same name.
     assert (again.deployment_set, again.deployment) == (parent.deployment, parent.deployment)
     assert replace(again, deployment_set="") == parent
+
+
+def test_tenants_addresses_name_the_edges_https_port_unless_it_is_443() -> None:
+    local = Settings.from_env({})
+    assert (local.https_port, local.edge_plain_http, local.edge_client_timeout_s) == (
+        8443,
+        "redirect",
+        60,
+    )
+    assert local.served_at == "localhost:8443"
+    production = Settings.from_env({"TENANT_DOMAIN": "example.com", "TENANT_HTTPS_PORT": "443"})
+    assert production.served_at == "example.com"
+    child = Settings.from_env(production.child_env(base={}))
+    assert (child.served_at, child.edge_plain_http) == ("example.com", "redirect")

