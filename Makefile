@@ -57,6 +57,8 @@ bench: setup
 	$(BIN)/python -m bench.compensation --samples 5
 	$(BIN)/python -m bench.feed --tenants 10000
 	$(BIN)/python -m bench.unread_streams --streams 500 --calls 50 --rounds 3
+	$(BIN)/python -m bench.edge_load --clients 16 --seconds 10 --rounds 3 \
+	  --json bench/results/edge_load.json
 
 # The production configuration (deploy/postgres.env) beside the embedded default, their rounds
 # interleaved in one run; each PostgreSQL round creates and drops its own databases and roles on
@@ -83,3 +85,5 @@ bench-smoke: setup
 	$(BIN)/python -m bench.call_chain --json bench/results/smoke-call-chain.json
 	$(BIN)/python -m bench.unread_streams --streams 20 --calls 5 --rounds 1 \
 	  --json bench/results/smoke-unread-streams.json
+	$(BIN)/python -m bench.edge_load --clients 2 --seconds 1 --rounds 1 \
+	  --json bench/results/smoke-edge-load.json
