@@ -198,6 +198,8 @@ def test_data_directory_disk_full(stack_on_small_disk: Stack) -> None:
     stack = stack_on_small_disk
     submit(stack, "before")
     stack.wait_for_state("before", {"active"})
+    host = f"before-{ORG}.localhost"
+    assert stack.edge_get(host, "/healthz").status == 200  # served: its certificate is issued
     filler = fill(stack.data_dir)
 
     refused = submit(stack, "duringfull", check=False)
@@ -217,7 +219,6 @@ def test_data_directory_disk_full(stack_on_small_disk: Stack) -> None:
         one_line(stack.cli(*args, check=False))
     # Active tenants are still served, by a gateway killed meanwhile too (it starts again on the
     # configuration it last wrote, and the certificates it has).
-    host = f"before-{ORG}.localhost"
     assert stack.edge_get(host, "/healthz").status == 200
     os.kill(gateway_pid(stack.data_dir), signal.SIGKILL)
     killed = time.monotonic()
