@@ -102,7 +102,7 @@ def _bin(name: str) -> str:
 class Ports:
     edge: int  # the edge's plain HTTP (redirects to HTTPS)
     api: int
-    https: int = 8443  # the edge's HTTPS (settings.https_port)
+    https: int  # the edge's HTTPS: settings.https_port, which tenants' addresses name
 
     def check_free(self) -> None:
         flags = (("--edge-port", self.edge), ("--https-port", self.https), ("--api-port", self.api))
