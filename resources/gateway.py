@@ -102,8 +102,8 @@ def _json_answer(status: int, body: dict[str, str]) -> dict[str, Any]:
 
 
 def _relay(data_dir: str | Path, route: Route) -> dict[str, Any]:
-    """To the tenant's workload; a body is read whole (within the client timeout) before the
-    workload sees any of it, so a client that stalls holds no workload thread."""
+    """To the tenant's workload; a body is read whole before the workload sees any of it, so a
+    client that stalls mid-body holds a connection of Caddy's, not a workload thread."""
     return {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{socket_path(data_dir, route.tenant_key)}"}],
@@ -175,10 +175,11 @@ def _error_routes(routes: list[Route]) -> list[dict[str, Any]]:
     return [*down, other]
 
 
-def has_certificate(data_dir: str | Path, host: str) -> bool:
-    """Whether Caddy's storage holds a certificate for `host`, from any issuer
+def certified_hosts(data_dir: str | Path) -> set[str]:
+    """The hosts Caddy's storage holds a certificate for, from any issuer: one directory scan
     (`certificates/<issuer>/<host>/<host>.crt`, Caddy's file storage layout)."""
-    return any((storage_dir(data_dir) / "certificates").glob(f"*/{host}/{host}.crt"))
+    found = (storage_dir(data_dir) / "certificates").glob("*/*/*.crt")
+    return {crt.parent.name for crt in found if crt.stem == crt.parent.name}
 
 
 def _tls(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[str, Any]:
@@ -191,7 +192,8 @@ def _tls(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[s
         if plan.local_ca
         else {"module": "acme", **({"email": plan.acme_email} if plan.acme_email else {})}
     )
-    issued = sorted(r.host for r in routes if r.is_open and has_certificate(data_dir, r.host))
+    certified = certified_hosts(data_dir)
+    issued = sorted(r.host for r in routes if r.is_open and r.host in certified)
     managed = [{"subjects": issued, "issuers": [issuer]}] if issued else []
     return {
         "automation": {
@@ -202,8 +204,9 @@ def _tls(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[s
 
 
 def _limits(plan: GatewayPlan) -> dict[str, Any]:
-    """What one client may hold of the edge: a slow or silent one is dropped, a huge head
-    refused (431)."""
+    """What one client may hold of the edge: one that sends no complete head in time, or stays
+    idle between requests, is dropped; a huge head is refused (431). (A body being relayed is
+    not held to `read_timeout` by Caddy 2.11.)"""
     timeout = f"{plan.client_timeout_s}s"
     return {
         "read_header_timeout": timeout,

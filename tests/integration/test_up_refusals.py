@@ -20,9 +20,11 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 
-def up(data_dir: Path, dagster_home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def up(
+    data_dir: Path, dagster_home: Path, *extra: str, **settings: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
-    env.update(TENANT_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home))
+    env.update(TENANT_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home), **settings)
     ports = ["--edge-port", str(free_port())]
     return subprocess.run(
         [TENANTCTL, "up", *ports, "--api-port", str(free_port()), *extra],
@@ -52,6 +54,33 @@ def test_a_missing_data_dir_is_refused_and_not_created(tmp_path: Path) -> None:
         " or run `tenantctl up --init` to create a new platform there\n"
     )
     assert not mistyped.exists() and not (tmp_path / "dagster").exists()
+
+
+@pytest.mark.parametrize(
+    ("said", "refusal"),
+    [
+        ("v2.6.2 h1:abc", "is 'v2.6.2'; this platform needs v2.11.x"),
+        (None, "cannot run Caddy at"),
+    ],
+)
+def test_a_caddy_of_another_version_or_none_is_refused(
+    tmp_path: Path, said: str | None, refusal: str
+) -> None:
+    """TENANT_CADDY names a binary `up` checks before anything starts: Debian's 2.6, say, or
+    a path with nothing there."""
+    caddy = tmp_path / "caddy"
+    if said is not None:
+        caddy.write_text(f"#!/bin/sh\necho '{said}'\n")
+        caddy.chmod(0o755)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = up(data_dir, tmp_path / "dagster", TENANT_CADDY=str(caddy))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"tenantctl: Caddy at {caddy} is ") or (
+        result.stderr.startswith(f"tenantctl: cannot run Caddy at {caddy}")
+    )
+    assert refusal in result.stderr
+    assert not (data_dir / "stack.json").exists()
 
 
 def test_a_data_dir_too_long_for_the_workloads_sockets_is_refused(tmp_path: Path) -> None:
