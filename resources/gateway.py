@@ -1,29 +1,36 @@
-"""The gateway at the edge (Caddy): its whole configuration, derived from the route table, and the
-one way it is changed, through its admin endpoint.
+"""The gateway at the edge (Caddy): its configuration, and the route markers it reads per request.
 
-The route table (`resources.route_table`) is the record; Caddy holds a copy. Every change to a
-route (`resources.traffic`) and every start of Caddy (`tenantctl up`) builds the complete
-configuration from the table and loads it (`sync`), under one lock, so the copy always follows
-the latest record whichever writer came last, and a killed or wiped Caddy loses nothing. Caddy
-skips a load identical to what it runs; any other load replaces its configuration gracefully.
+The route table (`resources.route_table`) is the record. Caddy's configuration does not list
+routes: it names a tenant by its host's first label and asks the file system, on each request,
+whether that tenant's route is open (`<data_dir>/edge/open/<key>`) or closed
+(`edge/closed/<key>`), and relays to `edge/to/<key>`, a link to the workload's socket. Every
+change to a route (`resources.traffic`) writes that tenant's markers from the table (`publish`),
+under one lock, so they follow the latest record whichever writer came last. A route change is
+therefore a few file operations, the same with ten tenants or ten thousand; loading a whole
+configuration into Caddy for each change cost the platform and Caddy CPU in proportion to the
+number of routes, on every change (docs/performance.md).
 
-The admin endpoint listens only on a Unix socket in `<data_dir>/edge/`, mode 0600: no TCP admin
-port, and nobody but the platform's user can change routes. Where the edge listens and how it
-issues certificates (`GatewayPlan`) is written by `tenantctl up` beside the table; without that
-file there is no gateway to keep in step (a job run outside `up`), and `sync` does nothing.
+The configuration is made once per start of Caddy (`write_start_config`), from the table too:
+hosts that already hold a certificate are listed as managed, so a restarted Caddy reads them back
+without asking the platform. Its admin endpoint listens only on a Unix socket in
+`<data_dir>/edge/`, mode 0600: no TCP admin port. The edge directory is the platform user's alone
+(0700), so nobody else can change a route. Where the edge listens and how it issues certificates
+(`GatewayPlan`) is written by `tenantctl up` beside the table; without that file there is no
+gateway to keep in step (a job run outside `up`), and `publish` does nothing.
 """
 
 import contextlib
 import fcntl
 import http.client
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from resources.route_table import Route, all_routes, edge_dir
+from resources.route_table import CLOSED, OPEN, Route, all_routes, edge_dir, route_of
 from resources.workload_state import socket_path
 from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.domain.tenant import served_at
@@ -40,8 +47,15 @@ MAX_BODY_BYTES = 1 << 20  # what a workload reads at most (resources.workload_se
 JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
+# Under `edge_dir`: a marker per tenant key whose route is open, or closed; and a link per routed
+# key to its workload's socket, which Caddy (started in `edge_dir`) dials by this relative path:
+# an absolute one could pass the 107 bytes a socket address holds.
+OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR = "open", "closed", "to"
+
+
 class GatewayUnavailable(TenantPipelinesError):
-    """The gateway answered, but refused the configuration: retried like any backend error."""
+    """The gateway's route markers could not be written, or it refused its configuration:
+    retried like any backend error."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +115,26 @@ def _json_answer(status: int, body: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _relay(data_dir: str | Path, route: Route) -> dict[str, Any]:
+def _tenant_key(plan: GatewayPlan) -> str:
+    """The tenant key in a request's host: the label before the domain's (Caddy lowercases it)."""
+    label = plan.domain.count(".") + 1
+    return f"{{http.request.host.labels.{label}}}"
+
+
+def _marked(plan: GatewayPlan, data_dir: str | Path, state: str) -> list[dict[str, Any]]:
+    """Matches a host of the domain whose tenant has a marker in `state` (open or closed): one
+    label before the domain (the host matcher's wildcard), so the key is a file name, never a
+    path."""
+    marker = {"root": str(edge_dir(data_dir) / state), "try_files": [_tenant_key(plan)]}
+    return [{"host": [f"*.{plan.domain}"], "file": marker}]
+
+
+def _relay(plan: GatewayPlan) -> dict[str, Any]:
     """To the tenant's workload; a body is read whole before the workload sees any of it, so a
     client that stalls mid-body holds a connection of Caddy's, not a workload thread."""
     return {
         "handler": "reverse_proxy",
-        "upstreams": [{"dial": f"unix/{socket_path(data_dir, route.tenant_key)}"}],
+        "upstreams": [{"dial": f"unix/{UPSTREAM_DIR}/{_tenant_key(plan)}"}],
         "transport": {"protocol": "http", "response_header_timeout": UPSTREAM_TIMEOUT},
         "request_buffers": MAX_BODY_BYTES,
     }
@@ -116,54 +144,44 @@ def _relay(data_dir: str | Path, route: Route) -> dict[str, Any]:
 BODY_LIMIT = {"handler": "request_body", "max_size": MAX_BODY_BYTES}
 
 
-def _closed(route: Route) -> dict[str, Any]:
-    return _json_answer(503, {"error": f"tenant {route.tenant_key!r} is not active"})
+def _when(match: list[dict[str, Any]], *handlers: dict[str, Any]) -> dict[str, Any]:
+    return {"match": match, "handle": list(handlers), "terminal": True}
 
 
-def _redirect(plan: GatewayPlan, route: Route) -> dict[str, Any]:
-    location = f"https://{route.tenant_key}.{served_at(plan.domain, plan.https_port)}"
+def _closed(plan: GatewayPlan, data_dir: str | Path) -> dict[str, Any]:
+    closed = _json_answer(503, {"error": f"tenant '{_tenant_key(plan)}' is not active"})
+    return _when(_marked(plan, data_dir, CLOSED_DIR), closed)
+
+
+def _redirect(plan: GatewayPlan) -> dict[str, Any]:
+    location = f"https://{_tenant_key(plan)}.{served_at(plan.domain, plan.https_port)}"
     location += "{http.request.uri}"
     return {"handler": "static_response", "status_code": 308, "headers": {"Location": [location]}}
-
-
-def _by_host(host: str, *handlers: dict[str, Any]) -> dict[str, Any]:
-    return {"match": [{"host": [host]}], "handle": list(handlers), "terminal": True}
 
 
 UNKNOWN_HOST = {"handle": [_json_answer(404, {"error": "unknown host"})], "terminal": True}
 
 
-def _tenant_routes(
-    plan: GatewayPlan, data_dir: str | Path, routes: list[Route]
-) -> list[dict[str, Any]]:
-    served = [
-        _by_host(r.host, BODY_LIMIT, _relay(data_dir, r))
-        if r.is_open
-        else _by_host(r.host, _closed(r))
-        for r in routes
-    ]
-    return [*served, UNKNOWN_HOST]
+def _tenant_routes(plan: GatewayPlan, data_dir: str | Path) -> list[dict[str, Any]]:
+    relayed = _when(_marked(plan, data_dir, OPEN_DIR), BODY_LIMIT, _relay(plan))
+    return [relayed, _closed(plan, data_dir), UNKNOWN_HOST]
 
 
-def _http_routes(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> list[dict]:
+def _http_routes(plan: GatewayPlan, data_dir: str | Path) -> list[dict[str, Any]]:
     health = {
         "match": [{"path": [HEALTH_PATH]}],
         "handle": [_json_answer(200, {"status": "ok"})],
         "terminal": True,
     }
     if plan.plain_http == "serve":
-        return [health, *_tenant_routes(plan, data_dir, routes)]
-    served = [_by_host(r.host, _redirect(plan, r) if r.is_open else _closed(r)) for r in routes]
-    return [health, *served, UNKNOWN_HOST]
+        return [health, *_tenant_routes(plan, data_dir)]
+    redirected = _when(_marked(plan, data_dir, OPEN_DIR), _redirect(plan))
+    return [health, redirected, _closed(plan, data_dir), UNKNOWN_HOST]
 
 
-def _error_routes(routes: list[Route]) -> list[dict[str, Any]]:
+def _error_routes(plan: GatewayPlan, data_dir: str | Path) -> list[dict[str, Any]]:
     """What a client hears when the relay fails: the workload is down or did not answer."""
-    down = [
-        _by_host(r.host, _json_answer(503, {"error": f"tenant {r.tenant_key!r} workload is down"}))
-        for r in routes
-        if r.is_open
-    ]
+    down = _json_answer(503, {"error": f"tenant '{_tenant_key(plan)}' workload is down"})
     other = {  # Caddy's own refusals (a misdirected request, 421...) keep their status
         "handle": [
             {
@@ -172,7 +190,7 @@ def _error_routes(routes: list[Route]) -> list[dict[str, Any]]:
             }
         ]
     }
-    return [*down, other]
+    return [_when(_marked(plan, data_dir, OPEN_DIR), down), other]
 
 
 def certified_hosts(data_dir: str | Path) -> set[str]:
@@ -184,9 +202,9 @@ def certified_hosts(data_dir: str | Path) -> set[str]:
 
 def _tls(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[str, Any]:
     """Certificates. A name gets one on demand, during its first handshake, and only if the
-    platform's `ask` says it is an active tenant's host. Once it has one, it is managed: kept,
-    renewed, and read back from storage at a start without asking anyone, so a restarted
-    gateway serves active tenants even while the API server is down."""
+    platform's `ask` says it is an active tenant's host. Once it has one, the next start of the
+    gateway manages it (`automate`): kept, renewed, and read back from storage without asking
+    anyone, so a restarted gateway serves active tenants even while the API server is down."""
     issuer = (
         {"module": "internal"}
         if plan.local_ca
@@ -196,10 +214,11 @@ def _tls(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[s
     issued = sorted(r.host for r in routes if r.is_open and r.host in certified)
     managed = [{"subjects": issued, "issuers": [issuer]}] if issued else []
     return {
+        **({"certificates": {"automate": issued}} if issued else {}),
         "automation": {
             "policies": [*managed, {"issuers": [issuer], "on_demand": True}],
             "on_demand": {"permission": {"module": "http", "endpoint": plan.ask_url}},
-        }
+        },
     }
 
 
@@ -217,9 +236,10 @@ def _limits(plan: GatewayPlan) -> dict[str, Any]:
 
 
 def caddy_config(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[str, Any]:
-    """Caddy's whole configuration (its JSON form) for `routes`."""
+    """Caddy's whole configuration (its JSON form); `routes` only for the certificates it keeps
+    (the routes themselves are read from the markers, per request)."""
     listen = plan.listen_host
-    errors = {"routes": _error_routes(routes)}
+    errors = {"routes": _error_routes(plan, data_dir)}
     return {
         "admin": {"listen": f"unix/{admin_socket(data_dir)}|0600", "config": {"persist": False}},
         "storage": {"module": "file_system", "root": str(storage_dir(data_dir))},
@@ -227,23 +247,28 @@ def caddy_config(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -
         "logging": {"logs": {"default": {"exclude": ["http.log.error"]}}},
         "apps": {
             "http": {
-                # A reload (every route change) lets the old servers finish their requests for
-                # this long, not forever: a stalled client must not keep them.
+                # A stop lets the servers finish their requests for this long, not forever: a
+                # stalled client must not keep them.
                 "grace_period": GRACE_PERIOD,
                 "servers": {
                     "tenants": {
                         "listen": [f"{listen}:{plan.https_port}"],
-                        "routes": _tenant_routes(plan, data_dir, routes),
+                        "routes": _tenant_routes(plan, data_dir),
                         "errors": errors,
                         "tls_connection_policies": [{}],
                         "strict_sni_host": True,
                         "protocols": ["h1", "h2"],  # no HTTP/3: no UDP port to guard
                         **_limits(plan),
-                        "automatic_https": {"disable_redirects": True},
+                        # Certificates come from `_tls` alone: Caddy would otherwise manage one
+                        # for the wildcard its routes match (`*.<domain>`).
+                        "automatic_https": {
+                            "disable_redirects": True,
+                            "disable_certificates": True,
+                        },
                     },
                     "plain": {
                         "listen": [f"{listen}:{plan.http_port}"],
-                        "routes": _http_routes(plan, data_dir, routes),
+                        "routes": _http_routes(plan, data_dir),
                         "errors": errors,
                         "automatic_https": {"disable": True},
                         "protocols": ["h1"],
@@ -260,7 +285,18 @@ def caddy_config(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -
 
 
 def config_for(data_dir: str | Path, plan: GatewayPlan) -> dict[str, Any]:
-    return caddy_config(plan, data_dir, all_routes(data_dir))
+    """The configuration for the routes the markers hold: they need no table to be read."""
+    return caddy_config(plan, data_dir, marked_routes(data_dir, plan))
+
+
+def marked_routes(data_dir: str | Path, plan: GatewayPlan) -> list[Route]:
+    """The routes as the gateway sees them, from their markers (no time of change)."""
+    edge = edge_dir(data_dir)
+    return [
+        Route(f"{marker.name}.{plan.domain}", marker.name, state, "")
+        for state, directory in ((OPEN, OPEN_DIR), (CLOSED, CLOSED_DIR))
+        for marker in _entries(edge / directory)
+    ]
 
 
 @contextlib.contextmanager
@@ -280,50 +316,117 @@ def config_path(data_dir: str | Path) -> Path:
     return edge_dir(data_dir) / "caddy.json"
 
 
-def _save(data_dir: str | Path, body: bytes) -> None:
-    """Keep `body` as what a (re)started Caddy starts with; on a full disk the older one stays
-    (the table is loaded into Caddy again once it answers)."""
-    with contextlib.suppress(OSError):
-        write_atomically(config_path(data_dir), body)
-
-
 def write_start_config(data_dir: str | Path, plan: GatewayPlan) -> Path:
-    """Before Caddy starts: the configuration the table makes now. When the table cannot be
-    read or the disk is full, the last one made serves to start with (raises only if there is
-    none), so active tenants are served as they were."""
+    """Before Caddy starts: every route's markers from the table, and the configuration they
+    make. When the table cannot be read or the disk is full, the markers as they are, and the
+    last configuration made, serve to start with (raises only if there is no configuration), so
+    active tenants are served as they were."""
     storage_dir(data_dir).mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     with _config_lock(data_dir):
+        with contextlib.suppress(OSError, sqlite3.Error):  # said once Caddy runs (`publish`)
+            _mark_all(data_dir, all_routes(data_dir))
         try:
             write_atomically(config_path(data_dir), json.dumps(config_for(data_dir, plan)))
-        except (OSError, sqlite3.Error):
+        except OSError:
             if not config_path(data_dir).is_file():
                 raise
         admin_socket(data_dir).unlink(missing_ok=True)  # a killed Caddy's; it binds anew
     return config_path(data_dir)
 
 
-def sync(data_dir: str | Path) -> bool:
-    """Load the configuration the route table makes now into the running gateway (and keep it
-    for its next start); False if no gateway runs (it loads the table when it starts). Raises
-    GatewayUnavailable if it refused."""
+def publish(data_dir: str | Path, tenant_key: str | None = None) -> bool:
+    """Write the markers of `tenant_key`'s route (every route's, when None) as the table holds it
+    now; False if no gateway is planned (it publishes every route when it starts). Raises
+    GatewayUnavailable if they could not be written: the table and the edge would disagree.
+
+    A route that is gone also reloads the running gateway's configuration, so that Caddy stops
+    managing (renewing) the certificate of a host it no longer serves. Releases are rare;
+    opening and closing routes never reloads."""
     plan = read_plan(data_dir)
     if plan is None:
         return False
     with _config_lock(data_dir):
-        body = json.dumps(config_for(data_dir, plan)).encode()
-        _save(data_dir, body)
-        conn = UnixHTTPConnection(str(admin_socket(data_dir)), ADMIN_TIMEOUT_S)
         try:
-            conn.request("POST", "/load", body, {"Content-Type": "application/json"})
-            answer = conn.getresponse()
-            detail = answer.read()
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False  # not running: it loads the table when it starts
-        except (OSError, http.client.HTTPException) as error:
-            raise GatewayUnavailable(f"the gateway did not take the routes: {error}") from None
-        finally:
-            conn.close()
+            if tenant_key is None:
+                _mark_all(data_dir, all_routes(data_dir))
+                return True
+            route = route_of(data_dir, tenant_key)
+            removed = _mark(data_dir, tenant_key, route)
+        except OSError as error:
+            message = f"the gateway's routes could not be written: {error}"
+            raise GatewayUnavailable(message) from None
+        if removed:
+            _reload(data_dir, plan)
+    return True
+
+
+def _reload(data_dir: str | Path, plan: GatewayPlan) -> None:
+    """Load the configuration the table makes now into the running gateway, even if it is the
+    same as the one it runs (`must-revalidate`), and keep it for its next start."""
+    body = json.dumps(config_for(data_dir, plan)).encode()
+    with contextlib.suppress(OSError):  # on a full disk, the older one stays for a start
+        write_atomically(config_path(data_dir), body)
+    headers = {"Content-Type": "application/json", "Cache-Control": "must-revalidate"}
+    conn = UnixHTTPConnection(str(admin_socket(data_dir)), ADMIN_TIMEOUT_S)
+    try:
+        conn.request("POST", "/load", body, headers)
+        answer = conn.getresponse()
+        detail = answer.read()
+    except (FileNotFoundError, ConnectionRefusedError):
+        return  # not running: it starts with the table's configuration
+    except (OSError, http.client.HTTPException) as error:
+        raise GatewayUnavailable(f"the gateway did not take its configuration: {error}") from None
+    finally:
+        conn.close()
     if answer.status != 200:
         reason = detail.decode(errors="replace").strip()[:300]
-        raise GatewayUnavailable(f"the gateway refused the routes ({answer.status}): {reason}")
-    return True
+        message = f"the gateway refused its configuration ({answer.status}): {reason}"
+        raise GatewayUnavailable(message)
+
+
+def _mark_all(data_dir: str | Path, routes: list[Route]) -> None:
+    """Every route's markers, and none for a key the table no longer has."""
+    by_key = {route.tenant_key: route for route in routes}
+    edge = edge_dir(data_dir)
+    marked = {p.name for d in (OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR) for p in _entries(edge / d)}
+    for key in marked | set(by_key):
+        _mark(data_dir, key, by_key.get(key))
+
+
+def _entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir()) if directory.is_dir() else []
+
+
+def _mark(data_dir: str | Path, key: str, route: Route | None) -> bool:
+    """One tenant's markers as `route` says; True if a route's markers were removed. The new
+    state's marker is made before the old one goes (an open marker wins), so a request never
+    finds the tenant unknown in between."""
+    edge = edge_dir(data_dir)
+    opened, closed, upstream = (edge / d / key for d in (OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR))
+    if route is None:
+        marked = opened.exists() or closed.exists()
+        for path in (opened, closed, upstream):
+            path.unlink(missing_ok=True)
+        return marked
+    _link(upstream, socket_path(data_dir, key))
+    new, old = (opened, closed) if route.is_open else (closed, opened)
+    _touch(new)
+    old.unlink(missing_ok=True)
+    return False
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    path.touch(mode=0o600)
+
+
+def _link(path: Path, target: Path) -> None:
+    """`path` -> `target`, replaced atomically when it pointed elsewhere."""
+    with contextlib.suppress(OSError):
+        if os.readlink(path) == str(target):
+            return
+    path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(target)
+    staged.replace(path)

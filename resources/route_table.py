@@ -86,3 +86,10 @@ def lookup_route(data_dir: str | Path, host: str) -> Route | None:
 def all_routes(data_dir: str | Path) -> list[Route]:
     """Every route, by host."""
     return [Route(*row) for row in _rows(data_dir, f"SELECT {COLUMNS} FROM routes ORDER BY host")]
+
+
+def route_of(data_dir: str | Path, tenant_key: str) -> Route | None:
+    """The route of a tenant key, or None."""
+    query = f"SELECT {COLUMNS} FROM routes WHERE tenant_key = ?"
+    rows = _rows(data_dir, query, (tenant_key,))
+    return Route(*rows[0]) if rows else None

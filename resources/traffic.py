@@ -1,12 +1,13 @@
 """Traffic boundary: whether the outside world reaches a tenant.
 
 Locally it is a route in the edge's table, keyed by host, and the gateway (Caddy) serves what the
-table says: every write here is followed by loading the table into the gateway
-(`resources.gateway.sync`). Allocate adds the route closed (the gateway answers 503), so nothing
-is served before the workload passes readiness; Mark active opens it; release removes it (404).
-The table is shared by many processes (run workers write, the API server reads it for the
-gateway's certificate questions), hence WAL mode (readers never wait for the writer), a busy
-timeout, and writers that take the write lock up front (`BEGIN IMMEDIATE`): `support.sqlite`.
+table says: every write here is followed by writing that route's markers, which the gateway reads
+on each request (`resources.gateway.publish`). Allocate adds the route closed (the gateway
+answers 503), so nothing is served before the workload passes readiness; Mark active opens
+it; release removes it (404). The table is shared by many processes (run workers write, the API
+server reads it for the gateway's certificate questions), hence WAL mode (readers never wait for
+the writer), a busy timeout, and writers that take the write lock up front (`BEGIN IMMEDIATE`):
+`support.sqlite`.
 
 Each route records the tenant id it was made for: `ensure` and `open` refuse a route under the key
 that another tenant id made, and `release` given a tenant id leaves it. A table from before routes
@@ -55,8 +56,9 @@ class LocalEdgeRoutes:
         return routes_db_path(self.data_dir)
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A transaction on the table; once committed, the gateway serves what it holds."""
+    def _write(self, tenant_key: str) -> Iterator[sqlite3.Connection]:
+        """A transaction on the table; once committed, the gateway serves what it holds for
+        `tenant_key`."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite_files.transaction(self._path, "rwc", wal=True) as conn:
             conn.execute(SCHEMA)
@@ -64,7 +66,7 @@ class LocalEdgeRoutes:
             if OWNER_COLUMN not in columns:  # a table from before routes recorded their tenant
                 conn.execute(f"ALTER TABLE routes ADD COLUMN {OWNER_COLUMN} TEXT")
             yield conn
-        gateway.sync(self.data_dir)
+        gateway.publish(self.data_dir, tenant_key)
 
     def _add_closed(self, conn: sqlite3.Connection, tenant: TenantSpec) -> Route:
         """Insert the route closed unless it exists; an existing route keeps its state. One made
@@ -94,12 +96,12 @@ class LocalEdgeRoutes:
         )
 
     def ensure(self, tenant: TenantSpec) -> Handle:
-        with self._write() as conn:
+        with self._write(tenant.key) as conn:
             route = self._add_closed(conn, tenant)
         return self._handle(route)
 
     def open(self, tenant: TenantSpec) -> Handle:
-        with self._write() as conn:
+        with self._write(tenant.key) as conn:
             route = self._add_closed(conn, tenant)
             if not route.is_open:
                 now = utc_now()
@@ -122,7 +124,7 @@ class LocalEdgeRoutes:
     def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
         if not self._path.exists():
             return False
-        with self._write() as conn:
+        with self._write(tenant_key) as conn:
             route = _route_of(conn, tenant_key)
             if route is None or not may_act_on(route.tenant_id, tenant_id):
                 return False

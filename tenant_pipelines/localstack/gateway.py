@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from resources import gateway
+from resources.route_table import edge_dir
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError
 from tenant_pipelines.settings import Settings
 
@@ -80,7 +81,7 @@ def child_spec(
         gateway.write_start_config(data_dir, plan)
 
     def after_ready() -> None:
-        gateway.sync(data_dir)
+        gateway.publish(data_dir)
 
     return ChildSpec(
         "edge",
@@ -90,4 +91,5 @@ def child_spec(
         f"http://127.0.0.1:{plan.http_port}{gateway.HEALTH_PATH}",
         prepare=prepare,
         after_ready=after_ready,
+        cwd=str(edge_dir(data_dir)),  # Caddy dials workloads by paths relative to it
     )

@@ -43,6 +43,7 @@ class ChildSpec:
     ready_url: str | None = None  # None: ready once started
     prepare: Callable[[], None] | None = None  # before every start (its configuration)
     after_ready: Callable[[], None] | None = None  # once it answers at ready_url, every start
+    cwd: str | None = None  # its working directory; None: the supervisor's
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Supervisor:
         try:
             return subprocess.Popen(
                 spec.argv,
+                cwd=spec.cwd,
                 env={**spec.env, leftovers.MARK_ENV: self._mark},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from resources.gateway import GatewayPlan, caddy_config, storage_dir
+from resources.gateway import GatewayPlan, caddy_config, storage_dir, write_plan
 from resources.route_table import Route
+from resources.traffic import LocalEdgeRoutes
 from resources.workload_state import socket_path
+from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.localstack.gateway import caddy_binary
 from tests.stack_helpers import REPO, TENANTCTL
 
@@ -106,10 +108,21 @@ def local_plan(plain_http: str = "redirect") -> GatewayPlan:
     )
 
 
+def matched_by(route: dict[str, Any]) -> str:
+    """The route's condition: the marker directory it asks (open/closed), a path, or '*'."""
+    if "match" not in route:
+        return "*"
+    [match] = route["match"]
+    if "file" in match:
+        assert match["host"] == ["*.localhost"]  # one label before the domain: a file name
+        return Path(match["file"]["root"]).name
+    return str(match["path"][0])
+
+
 def handlers(routes: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Host (or '*' for the catch-all) -> the handlers its route runs, in order."""
+    """Condition -> the handlers its route runs, in order."""
     return {
-        (r["match"][0].get("host") or r["match"][0].get("path"))[0] if "match" in r else "*": [
+        matched_by(r): [
             h.get("handler", "") + (f" {h['status_code']}" if "status_code" in h else "")
             for h in r["handle"]
         ]
@@ -117,31 +130,62 @@ def handlers(routes: list[dict[str, Any]]) -> dict[str, list[str]]:
     }
 
 
+KEY = "{http.request.host.labels.1}"  # the tenant key in `<key>.localhost`
+
+
 def test_open_routes_relay_to_their_workloads_socket_closed_ones_answer_503(
     tmp_path: Path,
 ) -> None:
+    """The configuration lists no route: each request asks the markers of its host's tenant."""
     config = caddy_config(local_plan(), tmp_path, [OPEN, CLOSED])
     servers = config["apps"]["http"]["servers"]
     assert handlers(servers["tenants"]["routes"]) == {
-        "acme-corp.localhost": ["request_body", "reverse_proxy"],
-        "beta-corp.localhost": ["static_response 503"],
+        "open": ["request_body", "reverse_proxy"],
+        "closed": ["static_response 503"],
         "*": ["static_response 404"],
     }
+    assert servers["tenants"]["routes"][0]["match"][0]["file"] == {
+        "root": str(tmp_path.resolve() / "edge" / "open"),
+        "try_files": [KEY],
+    }
     relay = servers["tenants"]["routes"][0]["handle"][1]
-    assert relay["upstreams"] == [{"dial": f"unix/{socket_path(tmp_path, 'acme-corp')}"}]
+    assert relay["upstreams"] == [{"dial": f"unix/to/{KEY}"}]
     assert handlers(servers["plain"]["routes"]) == {
         "/_edge/healthz": ["static_response 200"],
-        "acme-corp.localhost": ["static_response 308"],
-        "beta-corp.localhost": ["static_response 503"],
+        "open": ["static_response 308"],
+        "closed": ["static_response 503"],
         "*": ["static_response 404"],
     }
     redirect = servers["plain"]["routes"][1]["handle"][0]
-    assert redirect["headers"]["Location"] == ["https://acme-corp.localhost:8443{http.request.uri}"]
+    assert redirect["headers"]["Location"] == [f"https://{KEY}.localhost:8443{{http.request.uri}}"]
     serving = caddy_config(local_plan("serve"), tmp_path, [OPEN])["apps"]["http"]["servers"]
-    assert handlers(serving["plain"]["routes"])["acme-corp.localhost"] == [
-        "request_body",
-        "reverse_proxy",
-    ]
+    assert handlers(serving["plain"]["routes"])["open"] == ["request_body", "reverse_proxy"]
+
+
+def test_a_routes_markers_follow_the_table(tmp_path: Path) -> None:
+    """What `publish` writes for Caddy: an open or a closed marker, a link to the workload's
+    socket, and nothing once the route is gone."""
+    write_plan(tmp_path, local_plan())
+    routes = LocalEdgeRoutes(data_dir=str(tmp_path), domain="localhost")
+    tenant = TenantSpec(
+        tenant_id="t-1",
+        request_id="r-1",
+        slug="acme",
+        org="corp",
+        plan="team",
+        admin_email="a@acme.example.com",
+    )
+    edge = tmp_path.resolve() / "edge"
+    routes.ensure(tenant)
+    assert (edge / "closed" / "acme-corp").is_file()
+    assert not (edge / "open" / "acme-corp").exists()
+    assert os.readlink(edge / "to" / "acme-corp") == str(socket_path(tmp_path, "acme-corp"))
+    routes.open(tenant)
+    assert (edge / "open" / "acme-corp").is_file()
+    assert not (edge / "closed" / "acme-corp").exists()
+    routes.release("acme-corp", "t-1")
+    assert not any((edge / d / "acme-corp").is_symlink() for d in ("open", "closed", "to"))
+    assert not any((edge / d / "acme-corp").exists() for d in ("open", "closed", "to"))
 
 
 def test_a_host_is_managed_once_its_certificate_is_stored_and_asked_for_until_then(
@@ -158,3 +202,12 @@ def test_a_host_is_managed_once_its_certificate_is_stored_and_asked_for_until_th
     stored.write_text("-----BEGIN CERTIFICATE-----")
     assert policies()[0] == {"subjects": [OPEN.host], "issuers": [{"module": "internal"}]}
     assert policies()[1]["on_demand"] is True
+    tls = caddy_config(local_plan(), tmp_path, [OPEN, CLOSED])["apps"]["tls"]
+    assert tls["certificates"] == {"automate": [OPEN.host]}  # read back at a start
+
+
+def test_caddy_manages_no_certificate_of_its_own_for_the_routes_wildcard(tmp_path: Path) -> None:
+    """Routes match `*.<domain>`; left to itself, Caddy would get a wildcard certificate for it
+    (and, on ACME, fail at it without a DNS challenge)."""
+    servers = caddy_config(local_plan(), tmp_path, [OPEN])["apps"]["http"]["servers"]
+    assert servers["tenants"]["automatic_https"]["disable_certificates"] is True
