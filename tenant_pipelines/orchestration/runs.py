@@ -3,7 +3,7 @@
 How runs are described (job names, tags, run config) is the service's (`service.jobs`)."""
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
@@ -49,6 +49,14 @@ class DagsterRuns:
 
     def for_request(self, request_id: str) -> list[RunView]:
         return [run_view(run) for run in runs_for_request(self.instance, request_id)]
+
+    def requests_with_runs(self, request_ids: Collection[str]) -> set[str]:
+        from dagster import RunsFilter
+
+        if not request_ids:
+            return set()
+        filters = RunsFilter(tags={REQUEST_TAG: sorted(request_ids)})
+        return {run.tags[REQUEST_TAG] for run in self.instance.get_runs(filters=filters)}
 
     def succeeded_steps(self, run_id: str) -> set[str]:
         stats = self.instance.get_run_step_stats(run_id)

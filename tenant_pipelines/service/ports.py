@@ -4,7 +4,7 @@ are implemented once per orchestrator and per way of launching (`orchestration.r
 the API server's launcher and a run's launcher of its compensation in `runtime.launchers`, the
 sensors' in `orchestration.sensor_launch`), chosen where each process is assembled."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -59,6 +59,10 @@ class Runs(Protocol):
         """The provisioning runs of one request, newest first."""
         ...
 
+    def requests_with_runs(self, request_ids: Collection[str]) -> set[str]:
+        """Which of `request_ids` have a provisioning run: one question for many requests."""
+        ...
+
     def succeeded_steps(self, run_id: str) -> set[str]: ...
 
 
@@ -92,6 +96,9 @@ class NoRuns:
 
     def for_request(self, request_id: str) -> list[RunView]:
         return []
+
+    def requests_with_runs(self, request_ids: Collection[str]) -> set[str]:
+        return set()
 
     def succeeded_steps(self, run_id: str) -> set[str]:
         return set()

@@ -115,9 +115,8 @@ def _lost_launches(ctx: ServiceContext, cursor: str | None) -> list[RequestRecor
     ours = [requests.get(rid) for rid in (json.loads(cursor) if cursor else [])]
     stale_before = datetime.now(UTC) - UNCLAIMED_AFTER
     candidates = ours + requests.unclaimed_launches(stale_before, MAX_REQUESTS_PER_TICK)
-    lost: dict[str, RequestRecord] = {}
-    for request in candidates:
-        launched = request.state == RequestState.LAUNCHED
-        if launched and not ctx.runs.for_request(request.request_id):
-            lost[request.request_id] = request
-    return list(lost.values())
+    launched = {r.request_id: r for r in candidates if r.state == RequestState.LAUNCHED}
+    # One question for all of them: in a burst, every tick finds dozens launched and waiting in
+    # the run queue, unclaimed but not lost.
+    with_runs = ctx.runs.requests_with_runs(launched)
+    return [request for rid, request in launched.items() if rid not in with_runs]

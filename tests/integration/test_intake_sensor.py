@@ -86,3 +86,23 @@ def test_sensor_definition_with_build_sensor_context(local_platform: LocalPlatfo
         result = sensor(context)
     assert [r.run_key for r in result.run_requests] == [request.request_id]  # type: ignore
     assert json.loads(result.cursor) == [request.request_id]  # type: ignore[union-attr]
+
+
+def test_one_tick_tells_the_lost_launches_among_many_waiting_in_the_queue(
+    local_platform: LocalPlatform,
+) -> None:
+    """A burst leaves many launched requests unclaimed for a while, their runs queued: a tick
+    asks once which of them have runs, and launches again only those that have none."""
+    local = local_platform
+    submitted = [local.submit(slug=slug) for slug in ("acme", "bolt", "crux")]
+    tick = evaluate_intake(local.registry, local.instance, None)
+    by_key = {r.run_key: r for r in tick.run_requests}
+    for request in submitted[:2]:
+        create_run_for(local, by_key[request.request_id])
+    long_ago = datetime.now(UTC) - UNCLAIMED_AFTER - timedelta(seconds=1)
+    with local.registry.db.engine.begin() as conn:
+        conn.execute(update(requests_table).values(updated_at=long_ago))
+
+    again = evaluate_intake(local.registry, local.instance, None)
+    assert [r.run_key for r in again.run_requests] == [submitted[2].request_id]
+    assert local.instance.get_runs_count() == 2  # the sensor itself creates no run

@@ -3,7 +3,7 @@ stand-ins for the orchestrator's ports (its runs, a launcher): who may, what sta
 the tenant's one operation claim, the launch, release on error, naming the run."""
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,9 @@ class Runs:
     def for_request(self, request_id: str) -> list[RunView]:
         found = [r for r in self.runs.values() if r.tags.get(REQUEST_TAG) == request_id]
         return list(reversed(found))
+
+    def requests_with_runs(self, request_ids: Collection[str]) -> set[str]:
+        return {r.tags[REQUEST_TAG] for r in self.runs.values()} & set(request_ids)
 
     def succeeded_steps(self, run_id: str) -> set[str]:
         return self.succeeded.get(run_id, set())
