@@ -12,7 +12,6 @@ from tenant_pipelines.orchestration.jobs import (
 )
 from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.runtime.launchers import SiblingLaunchers
-from tenant_pipelines.runtime.run_outputs import RunOutputFiles
 from tenant_pipelines.settings import Settings
 
 
@@ -27,8 +26,6 @@ def build_definitions(settings: Settings) -> Definitions:
             "platform": TenantPlatform.for_settings(settings),
             # How a run's failure hook launches its compensation (orchestration.hooks).
             LAUNCHER_RESOURCE: SiblingLaunchers(),
-            # Ops' outputs as fs_io_manager keeps them, without an event per file.
-            "io_manager": RunOutputFiles(),
         },
     )
 

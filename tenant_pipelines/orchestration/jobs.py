@@ -34,8 +34,7 @@ launch_compensation = compensation_hook(compensate_tenant)
     description="Validate, allocate, deploy, mark active, send welcome emails.",
 )
 def provision_tenant() -> None:
-    tenant = validate()
-    tenant = allocate.with_hooks({launch_compensation})(tenant)
-    tenant = deploy.with_hooks({launch_compensation})(tenant)
-    tenant = mark_active.with_hooks({launch_compensation})(tenant)
-    send_welcome_emails(tenant)
+    allocated = allocate.with_hooks({launch_compensation})(after=validate())
+    deployed = deploy.with_hooks({launch_compensation})(after=allocated)
+    active = mark_active.with_hooks({launch_compensation})(after=deployed)
+    send_welcome_emails(after=active)

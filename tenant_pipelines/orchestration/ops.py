@@ -3,19 +3,28 @@
 Retries: one RetryPolicy (exponential backoff, jitter) sized for the largest plan; the saga's
 failure policy says when a step has failed for good (`StepFailed`), which becomes a `Failure`
 that Dagster does not retry.
+
+The provisioning ops hand nothing to each other but their order (`Nothing` dependencies): each
+reads its tenant from the registry, where Validate recorded it, by the request in the run's
+config, which a re-execution copies. A handed-on value would be written to the run's storage on
+this host and read back by the next op and by a re-execution: six events of a run's fifty and
+a file each, for a value the registry holds anyway.
 """
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from dagster import (
     Backoff,
     Config,
     DagsterExecutionInterruptedError,
     Failure,
+    In,
     Jitter,
     MetadataValue,
+    Nothing,
     OpExecutionContext,
+    Out,
     RetryPolicy,
     op,
 )
@@ -92,46 +101,75 @@ def run_step(context: OpExecutionContext, platform: TenantPlatform, step: Callab
         raise
 
 
-@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.VALIDATE])
+def provisioned_tenant(context: OpExecutionContext, platform: TenantPlatform) -> TenantSpec:
+    """The tenant this provisioning run works on, as Validate recorded it."""
+    run_config: Mapping[str, Any] = context.run.run_config
+    request_id = str(run_config["ops"]["validate"]["config"]["request_id"])
+    record = platform.build().registry.tenants.for_request(request_id)
+    if record is None:  # Validate succeeded before this op, or the op would not run
+        raise Failure(f"request {request_id} has no tenant", allow_retries=False)
+    return record.spec
+
+
+# What a provisioning op takes from the one before it: that it succeeded.
+AFTER_PREVIOUS = {"after": In(Nothing)}
+
+
+@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.VALIDATE], out=Out(Nothing))
 def validate(
     context: OpExecutionContext, config: ProvisionConfig, platform: TenantPlatform
-) -> TenantSpec:
-    return run_step(
+) -> None:
+    run_step(
         context,
         platform,
         lambda saga, _attempt: steps.validate(saga, config.request_id, config.slug, config.org),
     )
 
 
-@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.ALLOCATE])
-def allocate(
-    context: OpExecutionContext, tenant: TenantSpec, platform: TenantPlatform
-) -> TenantSpec:
+@op(
+    retry_policy=PHASE_RETRY_POLICY,
+    description=STEP_NAMES[Step.ALLOCATE],
+    ins=AFTER_PREVIOUS,
+    out=Out(Nothing),
+)
+def allocate(context: OpExecutionContext, platform: TenantPlatform) -> None:
+    tenant = provisioned_tenant(context, platform)
     handles = run_step(context, platform, lambda saga, a: steps.allocate(saga, tenant, a))
     context.add_output_metadata({h.kind: h.name for h in handles})
-    return tenant
 
 
-@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.DEPLOY])
-def deploy(context: OpExecutionContext, tenant: TenantSpec, platform: TenantPlatform) -> TenantSpec:
+@op(
+    retry_policy=PHASE_RETRY_POLICY,
+    description=STEP_NAMES[Step.DEPLOY],
+    ins=AFTER_PREVIOUS,
+    out=Out(Nothing),
+)
+def deploy(context: OpExecutionContext, platform: TenantPlatform) -> None:
+    tenant = provisioned_tenant(context, platform)
     handle = run_step(context, platform, lambda saga, a: steps.deploy(saga, tenant, a))
     context.add_output_metadata({k: str(v) for k, v in handle.details.items()})
-    return tenant
 
 
-@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.MARK_ACTIVE])
-def mark_active(
-    context: OpExecutionContext, tenant: TenantSpec, platform: TenantPlatform
-) -> TenantSpec:
+@op(
+    retry_policy=PHASE_RETRY_POLICY,
+    description=STEP_NAMES[Step.MARK_ACTIVE],
+    ins=AFTER_PREVIOUS,
+    out=Out(Nothing),
+)
+def mark_active(context: OpExecutionContext, platform: TenantPlatform) -> None:
+    tenant = provisioned_tenant(context, platform)
     url = run_step(context, platform, lambda saga, a: steps.mark_active(saga, tenant, a))
     context.add_output_metadata({"url": MetadataValue.url(url)})
-    return tenant
 
 
-@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.SEND_WELCOME_EMAILS])
-def send_welcome_emails(
-    context: OpExecutionContext, tenant: TenantSpec, platform: TenantPlatform
-) -> None:
+@op(
+    retry_policy=PHASE_RETRY_POLICY,
+    description=STEP_NAMES[Step.SEND_WELCOME_EMAILS],
+    ins=AFTER_PREVIOUS,
+    out=Out(Nothing),
+)
+def send_welcome_emails(context: OpExecutionContext, platform: TenantPlatform) -> None:
+    tenant = provisioned_tenant(context, platform)
     run_step(context, platform, lambda saga, a: steps.send_welcome_emails(saga, tenant, a))
 
 

@@ -58,8 +58,10 @@ def send_welcome_emails(ctx: SagaContext, tenant: TenantSpec) -> list[EmailOutco
     mailer = ctx.backends.mailer
     invitation = ctx.backends.identity.invitation(tenant.key)
     outcomes = []
+    # One read for the three: what an earlier attempt settled is not sent again.
+    entries = {entry.kind: entry for entry in ctx.registry.ledger.entries(tenant.tenant_id)}
     for kind in EmailKind:
-        entry = ctx.registry.ledger.get(tenant.tenant_id, ledger_kind(kind))
+        entry = entries.get(ledger_kind(kind))
         settled = _settled(entry, kind)
         if settled is not None:
             outcomes.append(settled)
