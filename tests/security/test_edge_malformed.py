@@ -119,6 +119,34 @@ def test_a_content_length_that_is_no_number_is_a_400(edge: Stack) -> None:
     assert_healthy(edge)
 
 
+# Hosts whose first label could be read as a path by the route markers (edge/open/<label>).
+PATH_LIKE_HOSTS = [
+    "..localhost",
+    ".localhost",
+    "open.localhost",
+    "to.localhost",
+    "closed.localhost",
+    "%2e%2e.localhost",
+    f"acme-{ORG}%2f..localhost",
+    f"acme-{ORG}/...localhost",
+    f"x.acme-{ORG}.localhost",
+    f"acme-{ORG}\\..localhost",
+]
+
+
+@pytest.mark.parametrize("host", PATH_LIKE_HOSTS)
+def test_a_host_never_names_a_path_among_the_route_markers(edge: Stack, host: str) -> None:
+    """The gateway finds a tenant's route by a file named after its host's first label: a host
+    that reads as a path (or names the markers' own directories) is refused or unknown, never
+    relayed, redirected or told "not active"."""
+    sent = f"GET /admin HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    answer = exchange(edge, sent.encode())
+    assert status_of(answer) in {400, 404, None}, (host, answer)
+    upper = f"GET /admin HTTP/1.1\r\nHost: {TENANT_HOST.upper()}\r\n\r\n"
+    assert status_of(exchange(edge, upper.encode())) == 308  # a real host, in any case
+    assert_healthy(edge)
+
+
 def test_2000_malformed_requests_never_break_the_edge(edge: Stack) -> None:
     answered: dict[str, set[int | None]] = {}
     for n, (kind, data) in enumerate(malformed_requests(FUZZ_COUNT, TENANT_HOST, FUZZ_SEED)):
