@@ -7,8 +7,8 @@ that Dagster does not retry.
 The provisioning ops hand nothing to each other but their order (`Nothing` dependencies): each
 reads its tenant from the registry, where Validate recorded it, by the request in the run's
 config, which a re-execution copies. A handed-on value would be written to the run's storage on
-this host and read back by the next op and by a re-execution: six events of a run's fifty and
-a file each, for a value the registry holds anyway.
+this host and read back by the next op and by a re-execution: a file and three events each
+(twelve of a run's fifty-one), for a value the registry holds anyway.
 """
 
 from collections.abc import Callable, Mapping
@@ -23,6 +23,7 @@ from dagster import (
     Jitter,
     MetadataValue,
     Nothing,
+    OpDefinition,
     OpExecutionContext,
     Out,
     RetryPolicy,
@@ -111,11 +112,18 @@ def provisioned_tenant(context: OpExecutionContext, platform: TenantPlatform) ->
     return record.spec
 
 
-# What a provisioning op takes from the one before it: that it succeeded.
-AFTER_PREVIOUS = {"after": In(Nothing)}
+def phase_op(step: Step, *, first: bool = False) -> Callable[[Callable[..., None]], OpDefinition]:
+    """The decorator of a provisioning phase's op: retried under the phase policy, and, unless
+    it is the first, run after the previous phase, taking nothing from it but its success."""
+    return op(
+        retry_policy=PHASE_RETRY_POLICY,
+        description=STEP_NAMES[step],
+        ins=None if first else {"after": In(Nothing)},
+        out=Out(Nothing),
+    )
 
 
-@op(retry_policy=PHASE_RETRY_POLICY, description=STEP_NAMES[Step.VALIDATE], out=Out(Nothing))
+@phase_op(Step.VALIDATE, first=True)
 def validate(
     context: OpExecutionContext, config: ProvisionConfig, platform: TenantPlatform
 ) -> None:
@@ -126,48 +134,28 @@ def validate(
     )
 
 
-@op(
-    retry_policy=PHASE_RETRY_POLICY,
-    description=STEP_NAMES[Step.ALLOCATE],
-    ins=AFTER_PREVIOUS,
-    out=Out(Nothing),
-)
+@phase_op(Step.ALLOCATE)
 def allocate(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
     handles = run_step(context, platform, lambda saga, a: steps.allocate(saga, tenant, a))
     context.add_output_metadata({h.kind: h.name for h in handles})
 
 
-@op(
-    retry_policy=PHASE_RETRY_POLICY,
-    description=STEP_NAMES[Step.DEPLOY],
-    ins=AFTER_PREVIOUS,
-    out=Out(Nothing),
-)
+@phase_op(Step.DEPLOY)
 def deploy(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
     handle = run_step(context, platform, lambda saga, a: steps.deploy(saga, tenant, a))
     context.add_output_metadata({k: str(v) for k, v in handle.details.items()})
 
 
-@op(
-    retry_policy=PHASE_RETRY_POLICY,
-    description=STEP_NAMES[Step.MARK_ACTIVE],
-    ins=AFTER_PREVIOUS,
-    out=Out(Nothing),
-)
+@phase_op(Step.MARK_ACTIVE)
 def mark_active(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
     url = run_step(context, platform, lambda saga, a: steps.mark_active(saga, tenant, a))
     context.add_output_metadata({"url": MetadataValue.url(url)})
 
 
-@op(
-    retry_policy=PHASE_RETRY_POLICY,
-    description=STEP_NAMES[Step.SEND_WELCOME_EMAILS],
-    ins=AFTER_PREVIOUS,
-    out=Out(Nothing),
-)
+@phase_op(Step.SEND_WELCOME_EMAILS)
 def send_welcome_emails(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
     run_step(context, platform, lambda saga, a: steps.send_welcome_emails(saga, tenant, a))
