@@ -361,7 +361,7 @@ def publish(data_dir: str | Path, tenant_key: str | None = None) -> bool:
 
 
 def _reload(data_dir: str | Path, plan: GatewayPlan) -> None:
-    """Load the configuration the table makes now into the running gateway, even if it is the
+    """Load the configuration the markers make now into the running gateway, even if it is the
     same as the one it runs (`must-revalidate`), and keep it for its next start."""
     body = json.dumps(config_for(data_dir, plan)).encode()
     with contextlib.suppress(OSError):  # on a full disk, the older one stays for a start
@@ -373,7 +373,7 @@ def _reload(data_dir: str | Path, plan: GatewayPlan) -> None:
         answer = conn.getresponse()
         detail = answer.read()
     except (FileNotFoundError, ConnectionRefusedError):
-        return  # not running: it starts with the table's configuration
+        return  # not running: its next start makes the configuration anew
     except (OSError, http.client.HTTPException) as error:
         raise GatewayUnavailable(f"the gateway did not take its configuration: {error}") from None
     finally:

@@ -233,6 +233,27 @@ def test_only_the_platform_can_change_the_gateways_routes(stack: Stack) -> None:
     assert tcp_ports_of([caddy]) == {stack.edge_port, stack.https_port}
 
 
+# Open a route at the gateway for a tenant that has none: a marker in `edge/open/`.
+MARK = r"""
+import os, sys
+open(os.path.join(sys.argv[1], "open", "mallory-iso"), "w").close()
+"""
+
+
+def test_a_workload_cannot_open_a_route_by_writing_the_gateways_markers(stack: Stack) -> None:
+    """The gateway serves a host whose marker is in `edge/open/`: that directory, and the edge's
+    above it, are the platform user's alone (0700), so a workload can neither add a marker nor
+    point a link at its own socket."""
+    edge = stack.data_dir.resolve() / "edge"
+    for directory in (edge, edge / "open", edge / "closed", edge / "to"):
+        info = os.stat(directory)
+        assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid(), directory
+    uid = uid_of(workload_pid(stack, TENANTS[0]))
+    tried = as_uid(uid, sys.executable, "-S", "-c", MARK, str(edge))
+    assert tried.returncode != 0 and "Permission denied" in tried.stderr
+    assert not (edge / "open" / "mallory-iso").exists()
+
+
 def test_no_certificate_for_a_name_that_is_not_an_active_tenants(stack: Stack) -> None:
     """A handshake naming any other host fails (the platform's `ask` said no): nobody can make
     the platform ask a CA for names of their choosing."""
