@@ -76,6 +76,10 @@ from dagster._core.storage.event_log import (
     SqliteEventLogStorage,
 )
 
+# pg_storage.py: the secondary index every asset event asks about (the audit feed's events are
+# asset observations). Not exported; a copy of the name would drift.
+from dagster._core.storage.event_log.migration import ASSET_KEY_INDEX_COLS
+
 # sqlite_storage.py: the index shard's name and the busy timeout, so the kept engines open the
 # same files as Dagster's, with the same timeout. Not exported; copies would drift.
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
@@ -210,6 +214,7 @@ PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "ALEMBIC_SCRIPTS_LOCATION",
+    "ASSET_KEY_INDEX_COLS",
     "INDEX_SHARD_NAME",
     "IO_TYPE_EXTENSION",
     "PRIVATE_MEMBERS",

@@ -48,7 +48,11 @@ from dagster_postgres.utils import (
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 
-from tenant_pipelines.runtime.dagster_private import ConfigurableClassData, SqlEventLogStorage
+from tenant_pipelines.runtime.dagster_private import (
+    ASSET_KEY_INDEX_COLS,
+    ConfigurableClassData,
+    SqlEventLogStorage,
+)
 from tenant_pipelines.support.pooled_engines import pooled_pg_engine
 
 POOL_SIZE = 2  # connections a process keeps per database (run workers use one)
@@ -114,6 +118,14 @@ def seen_schema() -> frozenset[tuple[str, str]]:
     starts without a catalog query for any of it (tables included: its run was read from them).
     URLs appear only as digests."""
     return frozenset(_schema_seen)
+
+
+def run_worker_schema(storage: object) -> frozenset[tuple[str, str]]:
+    """`seen_schema()` for a run worker about to be forked, with what its first asset event would
+    otherwise ask (on PostgreSQL, from inside a transaction) asked here first, once a process."""
+    if isinstance(storage, PooledPostgresEventLogStorage):
+        storage.has_secondary_index(ASSET_KEY_INDEX_COLS)
+    return seen_schema()
 
 
 def adopt_seen_schema(facts: Iterable[tuple[str, str]]) -> None:
@@ -196,6 +208,13 @@ class PooledPostgresEventLogStorage(SharedPoolMixin, PostgresEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         check = partial(super().has_table, table_name)
         return seen_once(self.postgres_url, f"table:{table_name}", check)
+
+    def has_secondary_index(self, name: str) -> bool:
+        """Asked by dagster-postgres inside the transaction that stores an asset event, on a
+        second connection: unanswered, it cost every run worker a second server session. The
+        launcher asks it before forking (`run_worker_schema`), so its workers know already."""
+        check = partial(super().has_secondary_index, name)
+        return seen_once(self.postgres_url, f"secondary_index:{name}", check)
 
     def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
         """Asked for every asset event (Dagster's private method: if a Dagster release renames

@@ -38,7 +38,7 @@ from tenant_pipelines.runtime.dagster_private import (
     RunLauncher,
     WorkerStatus,
 )
-from tenant_pipelines.runtime.pg_storage import seen_schema
+from tenant_pipelines.runtime.pg_storage import run_worker_schema
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
 from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity, live_pid, lower_priority
@@ -177,7 +177,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
                 run.run_id,
                 serialize_value(self._instance.get_ref()),
                 plan_niceness(run),
-                seen_schema(),
+                run_worker_schema(self._instance.event_log_storage),
             ),
             name=f"dagster-run-{run.run_id[:8]}",
         )

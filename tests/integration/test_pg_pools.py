@@ -11,7 +11,8 @@ from typing import Any
 import psycopg2
 import pytest
 import sqlalchemy
-from dagster import EventLogEntry
+from dagster import AssetKey, AssetObservation, DagsterEvent, DagsterEventType, EventLogEntry
+from dagster._core.events import AssetObservationData
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE, TRANSACTION_STATUS_INTRANS
 from sqlalchemy import Engine, text
 
@@ -189,6 +190,42 @@ def test_a_run_worker_asks_nothing_its_launcher_knew_of_the_schema(
     pg_storage.adopt_seen_schema(known)
     PooledPostgresStorage(pg_database).run_storage.has_run_stats_index_cols()
     assert inspected == []
+
+
+def test_a_run_worker_stores_an_audit_event_on_one_connection(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dagster-postgres asks whether an index exists from inside the transaction that stores an
+    asset event (the audit feed's kind): unanswered, that took a second connection per worker."""
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # the launcher's process, new
+    launcher = PooledPostgresStorage(pg_database)
+    known = pg_storage.run_worker_schema(launcher.event_log_storage)
+
+    monkeypatch.setattr(pg_storage, "_schema_seen", set())  # a run worker, handed what it knew,
+    monkeypatch.setattr(pg_storage, "_engines", {})  # with a pool of its own
+    pg_storage.adopt_seen_schema(known)
+    worker = PooledPostgresStorage(pg_database).event_log_storage
+    observation = AssetObservation(asset_key=AssetKey(["tenant_audit"]), partition="acme")
+    event = DagsterEvent(
+        DagsterEventType.ASSET_OBSERVATION.value,
+        "provision_tenant",
+        event_specific_data=AssetObservationData(observation),
+    )
+    entry = EventLogEntry(
+        error_info=None,
+        level=logging.INFO,
+        user_message="",
+        run_id="probe-run",
+        timestamp=time.time(),
+        dagster_event=event,
+    )
+    try:
+        worker.store_event(entry)
+        assert worker.get_records_for_run("probe-run").records  # stored, asset index included
+        pool = worker._engine.pool  # type: ignore[attr-defined]
+        assert pool.checkedin() + pool.checkedout() == 1
+    finally:
+        worker._engine.dispose()  # type: ignore[attr-defined]
 
 
 def test_an_event_is_stored_without_a_notify(
