@@ -26,7 +26,9 @@ import socketserver
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from resources.admin_accounts import Accounts, PostgresAccounts, SQLiteAccounts
 from resources.admin_http import Request, Response
@@ -41,6 +43,7 @@ REQUEST_TIMEOUT_S = 30.0
 QUIET_PATHS = frozenset({"/healthz"})
 ADMIN_ROLE = "admin"  # as resources.identity seeds it (not imported: this module stays light)
 PG_CONNECT_TIMEOUT_S = 5
+IDLE_CLOSE_S = 2.0  # a PostgreSQL identity store's session, kept between checks
 THREAD_STACK_BYTES = 512 * 1024
 # A Unix socket's peer has no address: it is the gateway (or the deployer's readiness check), and
 # the client's address is what the gateway says in X-Forwarded-For.
@@ -94,33 +97,95 @@ class PostgresIdentity:
     The DSN logs in as that role (the deployer grants it a login and a password derived from a
     platform secret), never as the server's admin; `SET ROLE` to itself changes nothing then,
     and keeps the check to exactly that role's privileges whatever login a DSN names.
+
+    One session is kept between checks and closed once idle for `IDLE_CLOSE_S`. A deploy checks
+    three times within a second or two (the start, readiness, the first traffic), and a new
+    server session costs the server more than the query does; an idle tenant holds none, so
+    hundreds of them stay within the server's `max_connections`.
     """
 
     def __init__(self, dsn: str, schema: str) -> None:
         self.dsn = dsn
         self.schema = schema
+        self._lock = threading.Lock()  # one check at a time on the kept session
+        self._conn: Any = None
+        self._used_at = 0.0
+        self._closer: threading.Thread | None = None
 
     def count_users(self) -> int:
         import psycopg2
+
+        with self._lock:
+            try:
+                total, admins = self._count_on_kept_session()
+            except psycopg2.Error as error:
+                self._close()
+                raise IdentityUnavailable(str(error).strip()) from None
+            finally:
+                self._used_at = time.monotonic()
+                self._close_when_idle()
+        return _checked(int(total), int(admins))
+
+    def _count_on_kept_session(self) -> tuple[int, int]:
+        import psycopg2
+
+        if self._conn is not None:
+            try:
+                return self._count(self._conn)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self._close()  # the server ended it while idle (a restart): once more, anew
+        self._conn = self._connect()
+        return self._count(self._conn)
+
+    def _connect(self) -> Any:
+        import psycopg2
         from psycopg2 import sql
 
+        conn = psycopg2.connect(self.dsn, connect_timeout=PG_CONNECT_TIMEOUT_S)
         try:
-            conn = psycopg2.connect(self.dsn, connect_timeout=PG_CONNECT_TIMEOUT_S)
+            conn.autocommit = True  # no transaction left open between checks
+            with conn.cursor() as cursor:
+                cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.schema)))
+        except psycopg2.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _count(self, conn: Any) -> tuple[int, int]:
+        from psycopg2 import sql
+
+        with conn.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("SELECT count(*), count(*) FILTER (WHERE role = %s) FROM {}").format(
+                    sql.Identifier(self.schema, "users")
+                ),
+                [ADMIN_ROLE],
+            )
+            total, admins = cursor.fetchone()
+        return total, admins
+
+    def _close(self) -> None:
+        if self._conn is not None:
             try:
-                with conn.cursor() as cursor:
-                    cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.schema)))
-                    cursor.execute(
-                        sql.SQL(
-                            "SELECT count(*), count(*) FILTER (WHERE role = %s) FROM {}"
-                        ).format(sql.Identifier(self.schema, "users")),
-                        [ADMIN_ROLE],
-                    )
-                    total, admins = cursor.fetchone()
+                self._conn.close()
             finally:
-                conn.close()
-        except psycopg2.Error as error:
-            raise IdentityUnavailable(str(error).strip()) from None
-        return _checked(int(total), int(admins))
+                self._conn = None
+
+    def _close_when_idle(self) -> None:
+        """Start the thread that closes the kept session once idle (under `_lock`)."""
+        if self._conn is not None and self._closer is None:
+            self._closer = threading.Thread(target=self._close_once_idle, daemon=True)
+            self._closer.start()
+
+    def _close_once_idle(self) -> None:
+        while True:
+            with self._lock:
+                idle_s = time.monotonic() - self._used_at
+                if self._conn is None or idle_s >= IDLE_CLOSE_S:
+                    self._close()
+                    self._closer = None
+                    return
+            time.sleep(IDLE_CLOSE_S - idle_s)
 
 
 def _checked(total: int, admins: int) -> int:

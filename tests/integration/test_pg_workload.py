@@ -2,6 +2,7 @@
 is a PostgreSQL schema (it logs in as the tenant's identity role, the DSN passed outside argv)."""
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from resources.deployer import LocalProcessDeployer
 from resources.faults import FaultyIdentityStore
 from resources.identity import LocalSQLiteIdentityStore, PostgresIdentityStore, pg_identity_schema
 from resources.storage import LocalSQLiteStorage, PostgresSchemaStorage
+from resources.workload_env import PG_APPLICATION_NAME
+from resources.workload_server import IDLE_CLOSE_S
 from tenant_pipelines.composition import build_platform
 from tenant_pipelines.domain.errors import ConfigError, ReadinessTimeout
 from tenant_pipelines.domain.tenant import TenantSpec
@@ -22,7 +25,7 @@ from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support import procs
 from tenant_pipelines.support.unix_http import UnixHTTPConnection
-from tests.pg_helpers import admin_sql, drop_our_roles
+from tests.pg_helpers import admin_sql, backend_pids, drop_our_roles, terminate_backends
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +183,36 @@ def test_a_workload_whose_store_lost_its_admin_turns_unhealthy(
         assert b"no admin" in response.read()
     finally:
         conn.close()
+
+
+def healthz(socket_path: str) -> int:
+    conn = UnixHTTPConnection(socket_path, 5)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+def test_a_workloads_checks_share_one_session_that_closes_once_idle(
+    deployer: LocalProcessDeployer, backends_url: str
+) -> None:
+    spec = tenant("kept")
+    PostgresIdentityStore(admin_url=backends_url).ensure(spec)
+    where = deployer.ensure(spec).details["socket"]  # its start and the readiness check
+    sessions = backend_pids(backends_url, PG_APPLICATION_NAME)
+    assert len(sessions) == 1
+    for _ in range(3):
+        assert healthz(where) == 200
+    assert backend_pids(backends_url, PG_APPLICATION_NAME) == sessions, "no new session a check"
+
+    terminate_backends(backends_url)  # as a server restart would, while the session is idle
+    assert healthz(where) == 200, "a session the server ended is replaced at the next check"
+    assert len(backend_pids(backends_url, PG_APPLICATION_NAME)) == 1
+
+    deadline = time.monotonic() + IDLE_CLOSE_S + 5
+    while backend_pids(backends_url, PG_APPLICATION_NAME) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend_pids(backends_url, PG_APPLICATION_NAME) == set(), "an idle tenant holds none"
+    assert healthz(where) == 200
