@@ -1,6 +1,6 @@
-"""The API server's application: `/v1`, `/console`, `/healthz`, `/openapi.json`, the host's own
-`/local` command line (`api.local`), the gateway's certificate question (`api.gateway_ask`) and
-the Dagster UI behind its door (`/dagster`), assembled."""
+"""The API server's application: `/v1`, `/console`, `/healthz`, `/metrics`, `/openapi.json`, the
+host's own `/local` command line (`api.local`), the gateway's certificate question
+(`api.gateway_ask`) and the Dagster UI behind its door (`/dagster`), assembled."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from tenant_pipelines.api import console, errors, gateway_ask, local, v1
+from tenant_pipelines.api import console, errors, gateway_ask, local, metrics, v1
 from tenant_pipelines.api.context import Addresses, ApiContext
 from tenant_pipelines.api.dagster_door import DagsterDoor
 from tenant_pipelines.api.headers import SecurityHeaders
@@ -56,12 +56,14 @@ def create_app(
     app.add_middleware(
         ServerSessions, store=lambda: ctx.registry.sessions, secure_cookies=secure_cookies
     )
+    app.add_middleware(metrics.RequestTiming)  # outermost: times every answer
     errors.install(app)
     console.install_handlers(app)
     app.include_router(v1.router)
     app.include_router(local.router)
     app.include_router(gateway_ask.router)
     app.include_router(console.router)
+    app.include_router(metrics.router)
     console.mount_static(app)
 
     @app.get("/healthz", tags=["health"])

@@ -26,6 +26,7 @@ from tenant_pipelines.domain.errors import NotFound, TenantPipelinesError
 from tenant_pipelines.domain.plans import PLANS, ROLE_PLANS
 from tenant_pipelines.domain.request import TenantFields, field_errors
 from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.support.metrics import Door
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -203,7 +204,7 @@ async def _act(request: Request, ctx: Ctx, slug: str, action: Any, done: str) ->
     caller = await run_in_threadpool(caller_or_login, request, ctx)
     await checked_form(request)
     try:
-        run_id = await action(ctx, caller, slug)
+        run_id = await action(ctx, caller, slug, Door.CONSOLE)
         request.session[FLASH] = f"{done} (run {run_id[:8]})"
     except TenantPipelinesError as refusal:
         request.session[FLASH] = str(refusal)

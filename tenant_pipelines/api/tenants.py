@@ -30,6 +30,8 @@ from tenant_pipelines.registry import status as statuses
 from tenant_pipelines.service import lifecycle
 from tenant_pipelines.service import submit as submitting
 from tenant_pipelines.service.submit import Submission
+from tenant_pipelines.support import metrics
+from tenant_pipelines.support.metrics import Door
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +142,31 @@ OPERATIONS = {
 
 def operate_as_operator(ctx: ApiContext, operation: Operation, slug: str, requested_by: str) -> str:
     """A lifecycle operation from the host's command line (the operator's authority); its run."""
-    return OPERATIONS[operation](ctx.service, Operator(requested_by), slug)
+    run_id = OPERATIONS[operation](ctx.service, Operator(requested_by), slug)
+    if operation in COUNTED:
+        COUNTED[operation].labels(started_by=Door.CLI).inc()
+    return run_id
 
 
-async def retry(ctx: ApiContext, caller: Caller, slug: str) -> str:
+COUNTED = {Operation.RETRY: metrics.RETRIES, Operation.DECOMMISSION: metrics.DECOMMISSIONS}
+
+
+async def retry(ctx: ApiContext, caller: Caller, slug: str, door: Door) -> str:
     """Re-execute the tenant's failed run (a few registry reads and one in-process GraphQL
     launch, in a worker thread)."""
-    return await anyio.to_thread.run_sync(lifecycle.retry, ctx.service, caller, slug)
+    run_id = await anyio.to_thread.run_sync(lifecycle.retry, ctx.service, caller, slug)
+    metrics.RETRIES.labels(started_by=door).inc()
+    return run_id
 
 
-async def decommission(ctx: ApiContext, caller: Caller, slug: str) -> str:
+async def decommission(ctx: ApiContext, caller: Caller, slug: str, door: Door) -> str:
+    """Decommission the tenant (`_decommission_now`), counted by the door that asked."""
+    run_id = await _decommission_now(ctx, caller, slug)
+    metrics.DECOMMISSIONS.labels(started_by=door).inc()
+    return run_id
+
+
+async def _decommission_now(ctx: ApiContext, caller: Caller, slug: str) -> str:
     """Decommission the tenant; a compensation in flight is waited for (as `tenantctl
     decommission` does, up to its bound) between attempts made in a worker thread, sleeping
     in the event loop rather than holding the thread."""

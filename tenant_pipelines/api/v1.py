@@ -22,6 +22,7 @@ from tenant_pipelines.domain.request import TenantFields
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.status import TenantDetail, TenantStatus
 from tenant_pipelines.orchestration.diagnose import Diagnosis
+from tenant_pipelines.support.metrics import Door
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 
@@ -137,7 +138,7 @@ def events(caller: ApiCaller, ctx: Ctx, type_glob: TypeGlob = None) -> list[Audi
 )
 async def retry_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
     """Re-execute a failed tenant's run from the failed step."""
-    return RunLaunched(slug=slug, run_id=await tenants.retry(ctx, caller, slug))
+    return RunLaunched(slug=slug, run_id=await tenants.retry(ctx, caller, slug, Door.API))
 
 
 @router.post(
@@ -148,7 +149,7 @@ async def retry_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
 )
 async def decommission_tenant(slug: str, caller: ApiCaller, ctx: Ctx) -> RunLaunched:
     """Release everything the tenant holds and free its slug."""
-    return RunLaunched(slug=slug, run_id=await tenants.decommission(ctx, caller, slug))
+    return RunLaunched(slug=slug, run_id=await tenants.decommission(ctx, caller, slug, Door.API))
 
 
 @router.get("/tenants/{slug}/diagnosis", response_model=Diagnosis, responses=_errors(404))

@@ -1,7 +1,8 @@
 """Who may do what (docs/contracts.md): callers come from API tokens, never from a request body.
 
 `platform-admin`: every org, every plan, every action. `org-admin`: its own org only; plans
-`free` and `team`; submit, retry, decommission, read. `viewer`: read its own org only. A tenant of
+`free` and `team`; submit, retry, decommission, read. `viewer`: read its own org only. `metrics`:
+the platform's metrics (`/metrics`, which name no tenant) and no tenant at all. A tenant of
 another org is not found (its existence is not revealed); an action the role does not allow is
 forbidden, with the reason.
 """
@@ -24,7 +25,9 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.PLATFORM_ADMIN: frozenset(Action),
     Role.ORG_ADMIN: frozenset(Action),
     Role.VIEWER: frozenset({Action.READ}),
+    Role.METRICS: frozenset(),
 }
+METRICS_READERS = frozenset({Role.PLATFORM_ADMIN, Role.METRICS})
 ORG_SCOPED_ROLES = frozenset({Role.ORG_ADMIN, Role.VIEWER})
 
 
@@ -46,6 +49,8 @@ class Caller:
     token_id: str
 
     def sees(self, org: str) -> bool:
+        if self.role == Role.METRICS:
+            return False  # org None, yet no org: it reads aggregates only
         return self.org is None or self.org == org
 
 
@@ -75,6 +80,12 @@ def authorize_operator_ui(caller: Caller) -> None:
     """The Dagster UI shows and acts on every org's runs: a platform-admin's only."""
     if caller.role != Role.PLATFORM_ADMIN:
         raise Forbidden(f"role {caller.role} may not open the Dagster UI (it shows every org)")
+
+
+def authorize_metrics(caller: Caller) -> None:
+    """`/metrics`: a platform-admin's, or a `metrics` token's (a Prometheus server holds one)."""
+    if caller.role not in METRICS_READERS:
+        raise Forbidden(f"role {caller.role} may not read the platform's metrics")
 
 
 def authorize(caller: Actor, action: Action, org: str, plan: str | None = None) -> None:

@@ -53,6 +53,7 @@ class Role(StrEnum):
     PLATFORM_ADMIN = "platform-admin"
     ORG_ADMIN = "org-admin"
     VIEWER = "viewer"
+    METRICS = "metrics"  # reads /metrics (a Prometheus server's token), nothing else
 
 
 # Which plans each caller role may provision.
@@ -60,6 +61,7 @@ ROLE_PLANS: dict[str, frozenset[str]] = {
     Role.PLATFORM_ADMIN: frozenset(PLANS),
     Role.ORG_ADMIN: frozenset({"free", "team"}),
     Role.VIEWER: frozenset(),
+    Role.METRICS: frozenset(),
 }
 
 

@@ -154,12 +154,28 @@ def named(env: dict[str, str], kind: str) -> dict[str, str]:
     return {**env, "PGAPPNAME": f"tenant-{kind}"}
 
 
+def fresh_metrics_dir(data_dir: Path) -> Path:
+    """`<data>/metrics`, emptied: where every process of this stack writes its metric values
+    (support.metrics). Values of an earlier start are dropped, as Prometheus expects of a
+    restarted target (its counters start again from 0)."""
+    directory = data_dir / "metrics"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
+
+
 def child_specs(settings: Settings, ports: Ports, workspace: Path, caddy: str) -> list[ChildSpec]:
     """The platform's processes, in start order; stopped in the reverse order (the API server,
     which launches runs, first)."""
     from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
+    from tenant_pipelines.support.metrics import MULTIPROC_DIR_ENV
 
-    env = {**settings.child_env(), LAUNCH_NOW_ENV: "1"}
+    env = {
+        **settings.child_env(),
+        LAUNCH_NOW_ENV: "1",
+        MULTIPROC_DIR_ENV: str(fresh_metrics_dir(settings.data_dir)),
+    }
     target = ["-w", str(workspace)]
     local = "http://127.0.0.1"
     plan = gateway.plan_for(settings, ports.edge, ports.api)

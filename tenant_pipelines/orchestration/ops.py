@@ -11,6 +11,7 @@ this host and read back by the next op and by a re-execution: a file and three e
 (twelve of a run's fifty-one), for a value the registry holds anyway.
 """
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -30,14 +31,20 @@ from dagster import (
     op,
 )
 
-from tenant_pipelines.domain.events import STEP_NAMES, Step
+from tenant_pipelines.domain.events import STEP_NAMES, AuditEvent, Step
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.orchestration.feed import to_observation
+from tenant_pipelines.orchestration.metrics import (
+    count_activation,
+    count_event,
+    count_phase_failure,
+)
 from tenant_pipelines.orchestration.resources import TenantPlatform
 from tenant_pipelines.saga import steps
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.saga.failure import MAX_RETRY_BUDGET, Attempt, StepFailed
 from tenant_pipelines.service.jobs import REQUESTED_BY_TAG
+from tenant_pipelines.support import metrics
 
 T = TypeVar("T")
 
@@ -77,8 +84,17 @@ class CompensateConfig(TenantOpConfig):
     failed_run_id: str
 
 
-def saga_context(context: OpExecutionContext, platform: TenantPlatform) -> SagaContext:
+def saga_context(
+    context: OpExecutionContext, platform: TenantPlatform, plan: str | None = None
+) -> SagaContext:
+    """The saga's ports for this op; its events go to the run's log (the audit feed) and to the
+    metrics (`plan`: the tenant's, where the op knows it)."""
     adapters = platform.build()
+
+    def emit(event: AuditEvent) -> None:
+        context.log_event(to_observation(event))
+        count_event(event, plan)
+
     return SagaContext(
         registry=adapters.registry,
         backends=adapters.backends(),
@@ -86,20 +102,33 @@ def saga_context(context: OpExecutionContext, platform: TenantPlatform) -> SagaC
         run_id=context.run_id,
         root_run_id=context.run.root_run_id,
         requested_by=context.run.tags.get(REQUESTED_BY_TAG),
-        emit=lambda event: context.log_event(to_observation(event)),
+        emit=emit,
     )
 
 
-def run_step(context: OpExecutionContext, platform: TenantPlatform, step: Callable[..., T]) -> T:
-    """Call one saga step with this attempt; its final failure is a Failure Dagster won't retry."""
+def run_step(
+    context: OpExecutionContext,
+    platform: TenantPlatform,
+    phase: Step,
+    plan: str,
+    step: Callable[..., T],
+) -> T:
+    """Call one saga step with this attempt, timed for the metrics; its final failure is a
+    Failure Dagster won't retry."""
     attempt = Attempt(number=context.retry_number, interrupts=INTERRUPTS)
+    started = time.perf_counter()
     try:
-        return step(saga_context(context, platform), attempt)
+        result = step(saga_context(context, platform, plan), attempt)
     except StepFailed as failed:
+        count_phase_failure(phase, plan, failed.__cause__ or failed)
         raise Failure(str(failed), allow_retries=False) from failed.__cause__
     except Exception as error:
+        count_phase_failure(phase, plan, error)
         context.log.warning(f"attempt {context.retry_number + 1} failed, will retry: {error}")
         raise
+    elapsed = time.perf_counter() - started
+    metrics.PHASE_DURATION.labels(phase=str(phase), plan=plan).observe(elapsed)
+    return result
 
 
 def provisioned_tenant(context: OpExecutionContext, platform: TenantPlatform) -> TenantSpec:
@@ -130,6 +159,8 @@ def validate(
     run_step(
         context,
         platform,
+        Step.VALIDATE,
+        config.plan,
         lambda saga, _attempt: steps.validate(saga, config.request_id, config.slug, config.org),
     )
 
@@ -137,28 +168,47 @@ def validate(
 @phase_op(Step.ALLOCATE)
 def allocate(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
-    handles = run_step(context, platform, lambda saga, a: steps.allocate(saga, tenant, a))
+    handles = run_step(
+        context, platform, Step.ALLOCATE, tenant.plan, lambda s, a: steps.allocate(s, tenant, a)
+    )
     context.add_output_metadata({h.kind: h.name for h in handles})
 
 
 @phase_op(Step.DEPLOY)
 def deploy(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
-    handle = run_step(context, platform, lambda saga, a: steps.deploy(saga, tenant, a))
+    handle = run_step(
+        context, platform, Step.DEPLOY, tenant.plan, lambda s, a: steps.deploy(s, tenant, a)
+    )
     context.add_output_metadata({k: str(v) for k, v in handle.details.items()})
 
 
 @phase_op(Step.MARK_ACTIVE)
 def mark_active(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
-    url = run_step(context, platform, lambda saga, a: steps.mark_active(saga, tenant, a))
+    url = run_step(
+        context,
+        platform,
+        Step.MARK_ACTIVE,
+        tenant.plan,
+        lambda s, a: steps.mark_active(s, tenant, a),
+    )
+    count_activation(platform, tenant)
     context.add_output_metadata({"url": MetadataValue.url(url)})
 
 
 @phase_op(Step.SEND_WELCOME_EMAILS)
 def send_welcome_emails(context: OpExecutionContext, platform: TenantPlatform) -> None:
     tenant = provisioned_tenant(context, platform)
-    run_step(context, platform, lambda saga, a: steps.send_welcome_emails(saga, tenant, a))
+    outcomes = run_step(
+        context,
+        platform,
+        Step.SEND_WELCOME_EMAILS,
+        tenant.plan,
+        lambda s, a: steps.send_welcome_emails(s, tenant, a),
+    )
+    for outcome in outcomes:
+        metrics.WELCOME_EMAILS.labels(outcome=str(outcome.status)).inc()
 
 
 @op(

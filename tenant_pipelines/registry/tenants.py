@@ -2,9 +2,10 @@
 constraints until decommissioned; every state change a compare-and-set along the state machine."""
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tenant_pipelines.domain.errors import NotFound, SlugTaken
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
@@ -108,6 +109,15 @@ class TenantStore:
             query = query.where(tenants.c.state == TenantState(state).value)
         with self._db.read() as conn:
             return [tenant_record(row) for row in conn.execute(query)]
+
+    def census(self) -> list[tuple[str, str, int, datetime]]:
+        """(state, plan, how many, the oldest one's creation) over every tenant, in one grouped
+        read: what the metrics say of the tenants at each scrape."""
+        query = select(
+            tenants.c.state, tenants.c.plan, func.count(), func.min(tenants.c.created_at)
+        ).group_by(tenants.c.state, tenants.c.plan)
+        with self._db.read() as conn:
+            return [(str(s), str(p), int(n), oldest) for s, p, n, oldest in conn.execute(query)]
 
     def transition(
         self,

@@ -33,6 +33,7 @@ from tenant_pipelines.service.jobs import (
     tenant_tags,
 )
 from tenant_pipelines.service.ports import Launcher, RunView
+from tenant_pipelines.support import metrics
 
 MAX_PER_TICK = 50
 
@@ -108,6 +109,7 @@ def follow_up_compensations(ctx: ServiceContext, launcher: Launcher) -> None:
         move = next_move(claim, ended_at is not None, since)
         tenant = ctx.registry.tenants.get_by_id(claim.tenant_id)
         if move == Move.GIVE_UP and ctx.registry.compensations.give_up(claim.failed_run_id):
+            metrics.COMPENSATIONS_GIVEN_UP.inc()
             last_run = claim.compensation_run_id
             ctx.report(compensation_failed_event(ctx.registry.ledger, tenant, claim, last_run))
             holder = compensation_holder(claim.failed_run_id)

@@ -40,6 +40,8 @@ from tenant_pipelines.service.jobs import (
     tenant_tags,
 )
 from tenant_pipelines.service.ports import Relauncher, RunStatus, RunView
+from tenant_pipelines.support import metrics
+from tenant_pipelines.support.metrics import Door
 
 WAIT_POLL_S = 0.5
 # Decommission waits this long for a compensation in flight (all its attempts and backoff; a
@@ -245,6 +247,7 @@ def admit_ui_run(ctx: ServiceContext, run: RunView) -> None:
     if run.job_name == DECOMMISSION_JOB:
         tenant = ctx.registry.tenants.get_by_id(op_config(run, Step.DECOMMISSION)["tenant_id"])
         _claim_for_ui(ctx, tenant, OperationKind.DECOMMISSION, run.run_id)
+        metrics.DECOMMISSIONS.labels(started_by=Door.DAGSTER_UI).inc()
     elif run.job_name == COMPENSATE_JOB:
         config = op_config(run, Step.COMPENSATE)
         tenant = ctx.registry.tenants.get_by_id(config["tenant_id"])
@@ -256,8 +259,9 @@ def admit_ui_run(ctx: ServiceContext, run: RunView) -> None:
         retried = ctx.registry.tenants.for_request(request_id)
         if retried is None:
             hand_request_to_retry(ctx, ctx.registry.requests.get(request_id), run.chain)
-            return
-        _claim_for_ui(ctx, retried, OperationKind.RETRY, run.run_id)
+        else:
+            _claim_for_ui(ctx, retried, OperationKind.RETRY, run.run_id)
+        metrics.RETRIES.labels(started_by=Door.DAGSTER_UI).inc()
 
 
 UI_CHECKS = {

@@ -24,6 +24,7 @@ from tenant_pipelines.registry.requests import RequestStore
 from tenant_pipelines.service.context import ServiceContext
 from tenant_pipelines.service.jobs import PROVISION_JOB, provision_run_config, provision_tags
 from tenant_pipelines.service.ports import Launcher
+from tenant_pipelines.support import metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def submit(
         record, created = ctx.registry.requests.submit(request, exclusive_slug=True)
     except SlugInUse as taken:  # the holder is named only to an actor who sees its org
         raise taken.told_to(actor.sees) from None
+    if created:  # an idempotent repeat of the same request is not a second one
+        metrics.REQUESTS_SUBMITTED.labels(plan=request.plan).inc()
     claimed = ctx.launcher is not None and ctx.registry.requests.mark_launched(record.request_id)
     run_id = start_claimed(ctx, record.request_id) if claimed and start_now else None
     return Submission(ctx.registry.requests.get(record.request_id), created, run_id, claimed)

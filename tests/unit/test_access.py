@@ -8,6 +8,7 @@ from tenant_pipelines.domain.access import (
     Caller,
     Forbidden,
     authorize,
+    authorize_metrics,
     check_visible,
 )
 from tenant_pipelines.domain.errors import NotFound
@@ -95,3 +96,23 @@ def test_a_grant_expires_after_90_days_unless_told() -> None:
 )
 def test_tokens_split_into_id_and_secret(token: str, parts: tuple[str, str] | None) -> None:
     assert split_token(token) == parts
+
+
+METRICS = Caller(subject="prometheus", role=Role.METRICS, org=None, token_id="m")
+
+
+@pytest.mark.parametrize("action", list(Action))
+def test_a_metrics_token_acts_on_no_tenant_and_sees_none(action: Action) -> None:
+    """Its token names no org, like a platform-admin's, yet it sees no org at all."""
+    with pytest.raises(Forbidden, match=f"role metrics may not {action}"):
+        authorize(METRICS, action, "widgets")
+    with pytest.raises(NotFound):
+        check_visible(METRICS, "widgets", "acme")
+
+
+def test_only_a_platform_admin_or_a_metrics_token_reads_the_metrics() -> None:
+    authorize_metrics(ADMIN)
+    authorize_metrics(METRICS)
+    for caller in (ORG_ADMIN, VIEWER):
+        with pytest.raises(Forbidden, match="may not read the platform's metrics"):
+            authorize_metrics(caller)

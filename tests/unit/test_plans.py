@@ -13,6 +13,7 @@ ADMITS = {
     "platform-admin": {"free", "team", "enterprise"},
     "org-admin": {"free", "team"},
     "viewer": set(),
+    "metrics": set(),
 }
 
 
