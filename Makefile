@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-pg bench-smoke browser gateway-config
+.PHONY: setup up test lint bench bench-pg bench-smoke browser prometheus gateway-config
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/certutil || { export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q chromium libnss3-tools || { apt-get update -q \
 	  && apt-get install -y -q chromium libnss3-tools; }; }
+
+# Debian's Prometheus: promtool checks deploy/prometheus/ (test_prometheus_config.py) and the
+# e2e test runs the server on a port of its own. The package would start a daemon on :9090 as it
+# installs: a policy-rc.d refusing every start (exit 101) prevents that and is removed afterwards;
+# a host's own policy-rc.d (Docker images have one) is left as it is.
+prometheus:
+	@test -x /usr/bin/promtool -a -x /usr/bin/prometheus || { export DEBIAN_FRONTEND=noninteractive; \
+	  policy=/usr/sbin/policy-rc.d; ours=; \
+	  if [ ! -e $$policy ]; then ours=1; printf '#!/bin/sh\nexit 101\n' > $$policy; \
+	    chmod 755 $$policy; fi; \
+	  apt-get install -y -q --no-install-recommends prometheus || { apt-get update -q \
+	  && apt-get install -y -q --no-install-recommends prometheus; }; installed=$$?; \
+	  if [ -n "$$ours" ]; then rm -f $$policy; fi; exit $$installed; }
 
 # --init only for the default data directory: a mistyped TENANT_DATA_DIR is refused, not created.
 up: setup
@@ -41,7 +54,7 @@ lint: setup
 
 # The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py). Each run
 # ends with its 15 slowest tests, so CI shows where the time goes.
-test: setup browser lint
+test: setup browser prometheus lint
 	$(BIN)/pytest -q --durations=15 tests/unit
 	$(BIN)/pytest -q --durations=15 tests/integration tests/security tests/e2e
 

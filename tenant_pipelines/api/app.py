@@ -32,6 +32,7 @@ def create_app(
         # Open the registry and the instance (importing Dagster) before answering /healthz,
         # which `tenantctl up` waits for: the first caller should not pay for them.
         ctx.open()
+        metrics.export_zero_series()
         async with anyio.create_task_group() as background:
             await background.start(hub.run)  # event streams follow the feed through it
             yield

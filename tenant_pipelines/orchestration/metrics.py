@@ -15,7 +15,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
-from tenant_pipelines.domain.events import AuditEvent, EventType
+from tenant_pipelines.domain.events import AuditEvent, EventType, Step
+from tenant_pipelines.domain.mail import EmailStatus
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.tenant import TenantSpec
@@ -24,10 +25,17 @@ from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.deadline import PhaseTimeout
 from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support import metrics
-from tenant_pipelines.support.metrics import FailureKind
+from tenant_pipelines.support.metrics import Door, FailureKind
 
 IN_FLIGHT = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 UNKNOWN_PLAN = "unknown"  # a run without the plan tag (none of ours)
+PROVISIONING_STEPS = (
+    Step.VALIDATE,
+    Step.ALLOCATE,
+    Step.DEPLOY,
+    Step.MARK_ACTIVE,
+    Step.SEND_WELCOME_EMAILS,
+)
 
 
 def failure_kind(error: BaseException) -> FailureKind:
@@ -57,6 +65,24 @@ def count_activation(platform: TenantPlatform, tenant: TenantSpec) -> None:
     request = platform.build().registry.requests.get(tenant.request_id)
     seconds = (datetime.now(UTC) - request.created_at).total_seconds()
     metrics.SUBMIT_TO_ACTIVE.labels(plan=tenant.plan).observe(max(seconds, 0.0))
+
+
+def export_zero_series() -> None:
+    """Every label set the counters can take, at 0, from the process that serves `/metrics`: a
+    counter that first appears at 1 after a restart would hide that first event from `rate()`
+    and `increase()` (the alert rules use them)."""
+    phases = [str(step) for step in PROVISIONING_STEPS]
+    for plan in PLANS:
+        metrics.REQUESTS_SUBMITTED.labels(plan=plan)
+        for phase in phases:
+            metrics.PROVISIONINGS_FAILED.labels(plan=plan, phase=phase)
+            for kind in FailureKind:
+                metrics.PHASE_FAILURES.labels(phase=phase, plan=plan, kind=kind)
+    for door in Door:
+        metrics.RETRIES.labels(started_by=door)
+        metrics.DECOMMISSIONS.labels(started_by=door)
+    for status in EmailStatus:
+        metrics.WELCOME_EMAILS.labels(outcome=str(status))
 
 
 class PlatformCollector(Collector):
