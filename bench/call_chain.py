@@ -163,6 +163,7 @@ def trace_use_cases(stack: Stack, token: str, failed: str) -> dict[str, Any]:
     from tenant_pipelines.api.context import Addresses, ApiContext
     from tenant_pipelines.domain.request import TenantFields
     from tenant_pipelines.settings import Settings
+    from tenant_pipelines.support.metrics import Door
 
     os.environ.update(stack.env)
     settings = Settings.from_env()
@@ -185,7 +186,7 @@ def trace_use_cases(stack: Stack, token: str, failed: str) -> dict[str, Any]:
         traced_fields = fields("traced")  # FastAPI parses the body before the handler
         use_cases: dict[str, Callable[[], Any]] = {
             "submit": lambda: tenants.submit(ctx, caller, traced_fields, uuid.uuid4()),
-            "retry": lambda: anyio.run(tenants.retry, ctx, caller, failed),
+            "retry": lambda: anyio.run(tenants.retry, ctx, caller, failed, Door.API),
         }
         for name, use_case in use_cases.items():
             trace = CallTrace()

@@ -21,7 +21,9 @@ from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import SESSION_CSRF, SESSION_TOKEN_ID, Ctx, session_caller
 from tenant_pipelines.api.console_views import detail_view, list_view
 from tenant_pipelines.api.errors import InvalidInput
-from tenant_pipelines.domain.access import Caller, NotAuthenticated
+from tenant_pipelines.api.platform_view import platform_view, require_platform_admin
+from tenant_pipelines.domain.access import Caller, Forbidden, NotAuthenticated
+from tenant_pipelines.domain.batches import TenantFilter
 from tenant_pipelines.domain.errors import NotFound, TenantPipelinesError
 from tenant_pipelines.domain.plans import PLANS, ROLE_PLANS
 from tenant_pipelines.domain.request import TenantFields, field_errors
@@ -131,7 +133,7 @@ async def logout(request: Request) -> RedirectResponse:
 def tenant_list(request: Request, ctx: Ctx, state: str | None = None) -> HTMLResponse:
     caller = caller_or_login(request, ctx)
     chosen = state if state in {s.value for s in TenantState} else None
-    rows = list_view(tenants.list_visible(ctx, caller, chosen))
+    rows = list_view(tenants.list_visible(ctx, caller, TenantFilter(state=chosen)))
     return page(request, "tenants.html", caller=caller, rows=rows, state=chosen, states=TenantState)
 
 
@@ -217,6 +219,18 @@ def audit_feed(request: Request, ctx: Ctx, type: str | None = None) -> HTMLRespo
     glob = (type or "").strip() or None
     events = list(reversed(tenants.visible_events(ctx, caller, glob)))
     return page(request, "events.html", caller=caller, events=events, glob=glob or "")
+
+
+@router.get("/platform")
+def platform(request: Request, ctx: Ctx) -> HTMLResponse:
+    """Every org's tenants at a glance (`api.platform_view`): a platform-admin's only."""
+    caller = caller_or_login(request, ctx)
+    try:
+        require_platform_admin(caller)
+    except Forbidden as refusal:
+        return page(request, "missing.html", status=403, caller=caller, error=str(refusal))
+    view = platform_view(ctx.registry.platform_stats)
+    return page(request, "platform.html", caller=caller, view=view)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -59,13 +59,21 @@ class ApiContext:
 
     @property
     def service(self) -> ServiceContext:
-        """What the use cases work with here: the registry, the instance's runs, and, under
+        """What the use cases work with here: the registry, the instance's runs (where the events
+        no run writes are reported: a batch's), and, under
         `tenantctl up` (once `open`ed with the workspace), this process's launcher: new runs
         built in-process, re-executions through the Dagster UI's schema (`runtime.launchers`).
         Without it nothing launches here (a submitted request waits for the intake sensor)."""
+        from tenant_pipelines.orchestration.feed import to_observation
         from tenant_pipelines.orchestration.runs import DagsterRuns
 
-        return ServiceContext(self.registry, DagsterRuns(self.instance()), self._launcher)
+        instance = self.instance()
+        return ServiceContext(
+            self.registry,
+            DagsterRuns(instance),
+            self._launcher,
+            report=lambda event: instance.report_runless_asset_event(to_observation(event)),
+        )
 
     def _open_launcher(self, ui: "DagsterUi", workspace: Path) -> None:
         from tenant_pipelines.orchestration.graphql import DagsterApi

@@ -22,9 +22,12 @@ from pydantic import BaseModel, Field
 
 from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import Ctx
-from tenant_pipelines.domain.access import Forbidden, NotAuthenticated
+from tenant_pipelines.domain.access import Forbidden, NotAuthenticated, Operator
+from tenant_pipelines.domain.batches import BatchAction, Selection, TenantFilter
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.registry import status as statuses
+from tenant_pipelines.service import batches
+from tenant_pipelines.support.metrics import Door
 from tenant_pipelines.support.operator_key import OPERATOR_KEY_HEADER
 
 LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1"})
@@ -82,3 +85,35 @@ def listing(ctx: Ctx, state: TenantState | None = None) -> list[dict[str, Any]]:
     """`tenantctl list --json`: every org's tenants (in `state`, if given)."""
     found = statuses.list_statuses(ctx.registry, ctx.settings.served_at, state)
     return [row.model_dump() for row in found]
+
+
+class LocalBatch(LifecycleCall):
+    """`tenantctl retry|decommission` with a filter: what to act on, and the count confirmed."""
+
+    action: BatchAction
+    filter: TenantFilter
+    expect: int | None = None
+
+
+@router.post("/batch-preview")
+def batch_preview(ctx: Ctx, wanted: TenantFilter) -> dict[str, Any]:
+    """The slugs a batch with this filter would act on now, for the operator to confirm."""
+    slugs = batches.selected_slugs(
+        ctx.service, Operator("operator:preview"), Selection(filter=wanted)
+    )
+    return {"slugs": slugs}
+
+
+@router.post("/batches", status_code=202)
+def start_batch(ctx: Ctx, call: LocalBatch, after_answer: BackgroundTasks) -> dict[str, Any]:
+    """{"id", "count"}; the batch acts after the answer (`GET /local/batches/{id}`)."""
+    operator = Operator(call.requested_by)
+    selection = Selection(filter=call.filter)
+    record = batches.start(ctx.service, operator, call.action, selection, call.expect)
+    after_answer.add_task(batches.run, ctx.service, operator, record.batch_id, Door.CLI)
+    return {"id": record.batch_id, "count": len(record.items)}
+
+
+@router.get("/batches/{batch_id}")
+def batch_status(ctx: Ctx, batch_id: str) -> dict[str, Any]:
+    return ctx.registry.batches.get(batch_id).model_dump(mode="json")

@@ -17,6 +17,7 @@ import anyio.to_thread
 
 from tenant_pipelines.api.context import ApiContext
 from tenant_pipelines.domain.access import Caller, Operator, check_visible
+from tenant_pipelines.domain.batches import TenantFilter
 from tenant_pipelines.domain.errors import OperationInFlight
 from tenant_pipelines.domain.events import AuditEvent, FeedRecord
 from tenant_pipelines.domain.records import OperationKind
@@ -43,14 +44,20 @@ def visible_status(ctx: ApiContext, caller: Caller, slug: str) -> TenantStatus:
     return explain_request(ctx.instance(), found)
 
 
-def list_visible(ctx: ApiContext, caller: Caller, state: str | None) -> list[TenantStatus]:
-    """Tenants (in `state`, if given), and requests still on their way to becoming one, which
-    count as provisioning."""
+def list_visible(ctx: ApiContext, caller: Caller, wanted: TenantFilter) -> list[TenantStatus]:
+    """Tenants matching `wanted`, and requests still on their way to becoming one, which count
+    as provisioning."""
+    state = wanted.state
     every = statuses.list_statuses(ctx.registry, ctx.settings.served_at, state)
     if state in (None, TenantState.PROVISIONING):
         served_at = ctx.settings.served_at
         every += [statuses.of_request(r, served_at) for r in ctx.registry.requests.in_progress()]
-    return [tenant for tenant in every if caller.sees(tenant.org)]
+    return [t for t in every if caller.sees(t.org) and _admitted(wanted, t)]
+
+
+def _admitted(wanted: TenantFilter, tenant: TenantStatus) -> bool:
+    created_at = datetime.fromisoformat(tenant.created_at)
+    return wanted.admits(slug=tenant.slug, org=tenant.org, plan=tenant.plan, created_at=created_at)
 
 
 def detail(ctx: ApiContext, caller: Caller, slug: str) -> TenantDetail:

@@ -8,7 +8,7 @@ No handler holds a worker thread for long: the event stream waits in the event l
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -16,12 +16,13 @@ from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import ApiCaller, Ctx
 from tenant_pipelines.api.errors import ErrorBody, InvalidInput
 from tenant_pipelines.api.streams import EVENT_STREAM, Hub, open_stream
+from tenant_pipelines.domain.batches import BatchAction, BatchRecord, Selection, TenantFilter
 from tenant_pipelines.domain.errors import RequestIdTaken
 from tenant_pipelines.domain.events import AuditEvent
 from tenant_pipelines.domain.request import TenantFields
-from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.domain.status import TenantDetail, TenantStatus
 from tenant_pipelines.orchestration.diagnose import Diagnosis
+from tenant_pipelines.service import batches
 from tenant_pipelines.support.metrics import Door
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -86,10 +87,54 @@ def _request_id(key: str | None) -> uuid.UUID | None:
 
 @router.get("/tenants", response_model=list[TenantStatus], responses=_errors(422))
 def list_tenants(
-    caller: ApiCaller, ctx: Ctx, state: TenantState | None = None
+    caller: ApiCaller, ctx: Ctx, wanted: Annotated[TenantFilter, Query()]
 ) -> list[TenantStatus]:
-    """Every tenant the caller may see (its token's org, or all for platform-admin)."""
-    return tenants.list_visible(ctx, caller, state)
+    """Every tenant the caller may see (its token's org, or all for platform-admin), filtered
+    by state, plan, org, slug prefix and creation time (`created_after`, ISO 8601 with a
+    timezone); requests without a tenant yet count as provisioning."""
+    return tenants.list_visible(ctx, caller, wanted)
+
+
+class BatchIn(Selection):
+    """`{"action": "retry" | "decommission", "filter": {...}}` or `{..., "slugs": [...]}`."""
+
+    action: BatchAction
+    expect: int | None = None  # the count the person confirmed (409 if the selection differs)
+
+
+class BatchStarted(BaseModel):
+    id: str
+    count: int  # the tenants it acts on, fixed as it starts
+
+
+@router.post(
+    "/batches",
+    status_code=202,
+    response_model=BatchStarted,
+    responses=_errors(401, 403, 409, 422),
+    tags=["batches"],
+)
+def start_batch(
+    body: BatchIn, caller: ApiCaller, ctx: Ctx, after_answer: BackgroundTasks
+) -> BatchStarted:
+    """Retry or decommission many tenants: those the caller sees that match the filter, or the
+    slugs named. Answered at once; the batch acts after the answer (`GET /v1/batches/{id}`)."""
+    selection = Selection(filter=body.filter, slugs=body.slugs)
+    record = batches.start(ctx.service, caller, body.action, selection, body.expect)
+    after_answer.add_task(batches.run, ctx.service, caller, record.batch_id, Door.API)
+    return BatchStarted(id=record.batch_id, count=len(record.items))
+
+
+@router.get(
+    "/batches/{batch_id}",
+    response_model=BatchRecord,
+    responses=_errors(401, 404),
+    tags=["batches"],
+)
+def batch_status(batch_id: str, caller: ApiCaller, ctx: Ctx) -> BatchRecord:
+    """Each tenant's outcome so far: pending, done (its run), skipped (the operation in
+    flight) or refused (why); `finished_at` once every tenant has one."""
+    return batches.visible_batch(ctx.service, caller, batch_id)
 
 
 @router.get("/tenants/{slug}", response_model=TenantDetail, responses=_errors(404))

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from tenant_pipelines.registry.store import TenantRegistry
 
 FOLLOW_POLL_S = 0.5
+BATCH_POLL_S = 0.5
 # A decommission waits up to 120 s for a compensation in flight before it launches.
 LIFECYCLE_TIMEOUT_S = 150
 T = TypeVar("T")
@@ -244,11 +245,78 @@ def _launch_and_wait(
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    if args.slug is None:
+        return _batch(args, settings, "retry")
     return _lifecycle(args, settings, "retry", TenantState.ACTIVE)
 
 
 def cmd_decommission(args: argparse.Namespace, settings: Settings) -> int:
+    if args.slug is None:
+        if not args.all_matching:
+            raise UsageError("name a SLUG, or select tenants with --all-matching and a filter")
+        return _batch(args, settings, "decommission")
     return _lifecycle(args, settings, "decommission", TenantState.DECOMMISSIONED)
+
+
+BATCH_FILTERS = ("state", "plan", "org", "slug_prefix", "created_after")
+
+
+def _batch(args: argparse.Namespace, settings: Settings, action: str) -> int:
+    """Retry or decommission every tenant matching the filter, once the operator has confirmed
+    how many (`--yes N`, or N typed at the prompt); then follow the batch to its end. Exit 3 if
+    any tenant was refused or skipped."""
+    wanted = {key: getattr(args, key) for key in BATCH_FILTERS if getattr(args, key)}
+    if not wanted:
+        raise UsageError(f"a {action} of many tenants needs a filter (e.g. --state failed)")
+    _registry(settings)
+    api = _running_platform(settings)
+    slugs = api.call("POST", "/local/batch-preview", wanted)["slugs"]
+    _confirm(args, action, len(slugs))
+    call = {"requested_by": _operator(), "action": action, "filter": wanted, "expect": len(slugs)}
+    started = _platform_call(api, "POST", "/local/batches", call)
+    batch = _follow_batch(api, str(started["id"]))
+    return _report_batch(args, batch)
+
+
+def _confirm(args: argparse.Namespace, action: str, count: int) -> None:
+    if count == 0:
+        raise Refused("no tenant matches the filter")
+    if args.yes is not None:
+        if args.yes != count:
+            raise Refused(f"{count} tenant(s) match, not the {args.yes} given with --yes")
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{count} tenant(s) match: confirm with --yes {count}")
+    typed = input(f"{action} {count} tenant(s)? Type {count} to confirm: ").strip()
+    if typed != str(count):
+        raise Refused("not confirmed; nothing done")
+
+
+def _platform_call(api: PlatformApi, method: str, path: str, body: Any = None) -> Any:
+    try:
+        return api.call(method, path, body, LIFECYCLE_TIMEOUT_S)
+    except PlatformRefused as refused:
+        if refused.status == 409:
+            raise Refused(str(refused)) from None
+        raise
+
+
+def _follow_batch(api: PlatformApi, batch_id: str) -> dict[str, Any]:
+    while True:
+        batch: dict[str, Any] = api.call("GET", f"/local/batches/{quote(batch_id, safe='')}")
+        if batch["finished_at"]:
+            return batch
+        time.sleep(BATCH_POLL_S)
+
+
+def _report_batch(args: argparse.Namespace, batch: dict[str, Any]) -> int:
+    items = batch["items"]
+    lines = [f"batch {batch['batch_id']}: {batch['action']} of {len(items)} tenant(s)"]
+    for item in items:
+        said = (item["run_id"] and f"run {item['run_id']}") or item["detail"]
+        lines.append(f"  {item['slug']}: {item['outcome']} ({said})")
+    _print(args, batch, "\n".join(lines))
+    return 0 if all(item["outcome"] == "done" for item in items) else 3
 
 
 def cmd_compensate(args: argparse.Namespace, settings: Settings) -> int:
@@ -277,6 +345,20 @@ def _operate(api: PlatformApi, operation: str, slug: str) -> str:
     except PlatformUnreachable as error:
         raise TenantPipelinesError(f"the platform did not answer: {error}") from None
     return str(answer["run_id"])
+
+
+def _batch_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    """Without a SLUG: every tenant matching the filter, in one batch (`/v1/batches`)."""
+    p.add_argument("--state", choices=[s.value for s in TenantState])
+    p.add_argument("--plan")
+    p.add_argument("--org")
+    p.add_argument("--slug-prefix")
+    p.add_argument("--created-after", help="ISO 8601 with a timezone, e.g. 2026-12-07T10:00Z")
+    p.add_argument("--yes", type=int, metavar="N", help="confirm N tenants without a prompt")
+    if name == "decommission":
+        p.add_argument(
+            "--all-matching", action="store_true", help="every tenant the filter matches"
+        )
 
 
 def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
@@ -433,8 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         p = command(name, handler, help_text)
-        p.add_argument("slug")
+        p.add_argument("slug", nargs=None if name == "compensate" else "?")
         p.add_argument("--wait", action="store_true", help="wait for the outcome")
+        if name != "compensate":
+            _batch_arguments(p, name)
 
     p = command(
         "discard", cmd_discard, "give up a request whose run failed before a tenant existed"

@@ -88,6 +88,12 @@ def authorize_metrics(caller: Caller) -> None:
         raise Forbidden(f"role {caller.role} may not read the platform's metrics")
 
 
+def authorize_batch(caller: Actor, action: Action) -> None:
+    """A batch of `action` at all: each of its tenants is then authorized as one call would be."""
+    if isinstance(caller, Caller) and action not in ROLE_ACTIONS[caller.role]:
+        raise Forbidden(f"role {caller.role} may not {action} tenants")
+
+
 def authorize(caller: Actor, action: Action, org: str, plan: str | None = None) -> None:
     """Raise unless `caller` may do `action` on `org` (and provision `plan`, for submit)."""
     if isinstance(caller, Operator):

@@ -50,6 +50,7 @@ class EventType(StrEnum):
     DECOMMISSION_COMPLETED = "tenant.decommission.completed"
     EMAIL_SENT = "tenant.email.sent"
     EMAIL_FAILED = "tenant.email.failed"
+    BATCH_ACTED = "tenant.batch.acted"  # a batch's retry or decommission, with its outcome
 
 
 TENANT_ACTIVATED = "Tenant activated"

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tenant_pipelines.domain.errors import PermanentError, ReadinessTimeout
-from tenant_pipelines.domain.events import AuditEvent, EventType, Step
+from tenant_pipelines.domain.events import PROVISION_STEPS, AuditEvent, EventType
 from tenant_pipelines.domain.mail import EmailStatus
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.states import TenantState
@@ -29,13 +29,6 @@ from tenant_pipelines.support.metrics import Door, FailureKind
 
 IN_FLIGHT = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 UNKNOWN_PLAN = "unknown"  # a run without the plan tag (none of ours)
-PROVISIONING_STEPS = (
-    Step.VALIDATE,
-    Step.ALLOCATE,
-    Step.DEPLOY,
-    Step.MARK_ACTIVE,
-    Step.SEND_WELCOME_EMAILS,
-)
 
 
 def failure_kind(error: BaseException) -> FailureKind:
@@ -71,7 +64,7 @@ def export_zero_series() -> None:
     """Every label set the counters can take, at 0, from the process that serves `/metrics`: a
     counter that first appears at 1 after a restart would hide that first event from `rate()`
     and `increase()` (the alert rules use them)."""
-    phases = [str(step) for step in PROVISIONING_STEPS]
+    phases = [str(step) for step in PROVISION_STEPS]
     for plan in PLANS:
         metrics.REQUESTS_SUBMITTED.labels(plan=plan)
         for phase in phases:

@@ -185,3 +185,19 @@ console_sessions = Table(
     Index("ix_console_sessions_token_id", "token_id"),
     Index("ix_console_sessions_expires_at", "expires_at"),
 )
+
+# Bulk retries and decommissions: what a batch selected, and each tenant's outcome so far (a JSON
+# list, rewritten as the batch goes; a batch is a few hundred tenants at most per filter).
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_id", String(32), primary_key=True),
+    Column("action", String(20), nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("owner", String(300), nullable=False),  # who may read it (service.batches.owner_of)
+    Column("selection", Text, nullable=False),  # {"filter": {...}} or {"slugs": [...]}
+    Column("items", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index("ix_batches_created_at", "created_at"),
+)

@@ -14,11 +14,13 @@ import threading
 
 from sqlalchemy import Engine
 
+from tenant_pipelines.registry.batches import BatchStore
 from tenant_pipelines.registry.compensations import CompensationStore
 from tenant_pipelines.registry.engine import Database, make_engine
 from tenant_pipelines.registry.ledger import LedgerStore
 from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.operations import OperationStore
+from tenant_pipelines.registry.platform_stats import PlatformStatsStore
 from tenant_pipelines.registry.requests import RequestStore
 from tenant_pipelines.registry.sessions import SessionStore
 from tenant_pipelines.registry.tenants import TenantStore
@@ -41,6 +43,8 @@ class TenantRegistry:
         self.operations = OperationStore(self.db)
         self.tokens = TokenStore(self.db)
         self.sessions = SessionStore(self.db)
+        self.platform_stats = PlatformStatsStore(self.db)
+        self.batches = BatchStore(self.db)
 
     @classmethod
     def shared(cls, url: str) -> "TenantRegistry":

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -520,3 +521,27 @@ def test_local_calls_answer_only_the_hosts_own_command_line(world: World) -> Non
     assert "this host" in json.loads(answer.read())["error"]
     conn.close()
     assert world.requests_recorded() == before
+
+
+def slugs_listed(world: World, token: str, query: str) -> list[str]:
+    answer = world.server.call("GET", f"/v1/tenants?{query}", token)
+    assert answer.status_code == 200, answer.text
+    return sorted(row["slug"] for row in answer.json())
+
+
+def test_the_list_filters_by_state_plan_org_slug_prefix_and_creation(world: World) -> None:
+    """Other tests add tenants of their own to the module's world: the seeded four are told
+    apart by their slugs' prefixes."""
+    admin, own_admin = world.tokens["platform-admin"], world.tokens["org-admin"]
+    assert slugs_listed(world, admin, f"org={OWN}&slug_prefix=own-") == ["own-active", "own-failed"]
+    assert slugs_listed(world, admin, "state=failed&slug_prefix=own-") == ["own-failed"]
+    others = ["other-active", "other-failed"]
+    assert slugs_listed(world, admin, "plan=team&slug_prefix=other-") == others
+    assert slugs_listed(world, admin, f"org={OWN}&slug_prefix=other-") == []
+    assert slugs_listed(world, admin, "plan=free&slug_prefix=own-") == []
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert slugs_listed(world, admin, urlencode({"created_after": later})) == []
+    assert slugs_listed(world, own_admin, f"org={OTHER}") == [], "another org's: none"
+    naive = world.server.call("GET", "/v1/tenants?created_after=2026-01-01T00:00:00", admin)
+    assert naive.status_code == 422
+    assert "created_after needs a timezone" in naive.text

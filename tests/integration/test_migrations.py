@@ -15,7 +15,7 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0006_console_sessions"
+HEAD = "0007_batches"
 TABLES = {
     "requests",
     "tenants",
@@ -24,6 +24,7 @@ TABLES = {
     "api_tokens",
     "operations",
     "console_sessions",
+    "batches",
     migrate.VERSION_TABLE,
 }
 
