@@ -96,6 +96,7 @@ bench-smoke: setup
 	$(BIN)/python -m bench.compensation --samples 1 --json bench/results/smoke-compensation.json
 	$(BIN)/python -m bench.feed --tenants 50 --queries 20 --json bench/results/smoke-feed.json
 	$(BIN)/python -m bench.call_chain --json bench/results/smoke-call-chain.json
+	$(BIN)/python -m bench.bulk_retry --requests 4 --rounds 1 --json bench/results/smoke-bulk-retry.json
 	$(BIN)/python -m bench.unread_streams --streams 20 --calls 5 --rounds 1 \
 	  --json bench/results/smoke-unread-streams.json
 	$(BIN)/python -m bench.edge_load --clients 2 --seconds 1 --rounds 1 \
