@@ -1,16 +1,17 @@
 """`/console`: the tenant console, server-rendered (Jinja2) with one small script for the live
-timeline. Every page asks `session_caller`; every form carries the session's CSRF token; the
+parts. Every page asks `session_caller`; every form carries the session's CSRF token; the
 words a person sees are the contract (docs/contracts.md). The session lives on the server
 (`api.sessions`): logging in gives it a new id, logging out ends it. Handlers that read a form
 are async; what they ask of the registry or the platform runs in a worker thread, never in the
-event loop that the event streams share."""
+event loop that the event streams share. The list's search and its bulk actions (a batch of
+`service.batches`, confirmed by typing its count) are read and shown by `api.console_batches`."""
 
 import hmac
 import secrets
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -19,15 +20,34 @@ from starlette.concurrency import run_in_threadpool
 
 from tenant_pipelines.api import tenants
 from tenant_pipelines.api.auth import SESSION_CSRF, SESSION_TOKEN_ID, Ctx, session_caller
-from tenant_pipelines.api.console_views import detail_view, list_view
+from tenant_pipelines.api.console_batches import (
+    BadBulk,
+    BulkAsk,
+    BulkOffer,
+    FilterForm,
+    batch_view,
+    bulk_offer,
+    confirmation,
+    confirmed_count,
+    not_confirmed,
+    read_bulk,
+    read_filter,
+)
+from tenant_pipelines.api.console_views import Row, detail_view, list_view
 from tenant_pipelines.api.errors import InvalidInput
 from tenant_pipelines.api.platform_view import platform_view, require_platform_admin
-from tenant_pipelines.domain.access import Caller, Forbidden, NotAuthenticated
-from tenant_pipelines.domain.batches import TenantFilter
-from tenant_pipelines.domain.errors import NotFound, TenantPipelinesError
+from tenant_pipelines.domain.access import (
+    Action,
+    Caller,
+    Forbidden,
+    NotAuthenticated,
+    authorize_batch,
+)
+from tenant_pipelines.domain.errors import NotFound, Refused, TenantPipelinesError
 from tenant_pipelines.domain.plans import PLANS, ROLE_PLANS
 from tenant_pipelines.domain.request import TenantFields, field_errors
 from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.service import batches
 from tenant_pipelines.support.metrics import Door
 
 HERE = Path(__file__).parent
@@ -130,11 +150,27 @@ async def logout(request: Request) -> RedirectResponse:
 
 
 @router.get("/tenants")
-def tenant_list(request: Request, ctx: Ctx, state: str | None = None) -> HTMLResponse:
+def tenant_list(request: Request, ctx: Ctx) -> HTMLResponse:
+    """The tenants the caller sees that match the filter in the query string, with the bulk
+    controls its role allows; a filter it cannot read is said, and nothing is listed."""
     caller = caller_or_login(request, ctx)
-    chosen = state if state in {s.value for s in TenantState} else None
-    rows = list_view(tenants.list_visible(ctx, caller, TenantFilter(state=chosen)))
-    return page(request, "tenants.html", caller=caller, rows=rows, state=chosen, states=TenantState)
+    search = read_filter(request.query_params)
+    if search.wanted is None:
+        return _list_page(request, caller, search, rows=[], bulk=None, status=422)
+    rows = list_view(tenants.list_visible(ctx, caller, search.wanted))
+    return _list_page(request, caller, search, rows, bulk_offer(ctx, caller, search.wanted))
+
+
+def _list_page(
+    request: Request,
+    caller: Caller,
+    search: FilterForm,
+    rows: list[Row],
+    bulk: BulkOffer | None,
+    status: int = 200,
+) -> HTMLResponse:
+    values = {"rows": rows, "search": search, "bulk": bulk, "states": TenantState, "plans": PLANS}
+    return page(request, "tenants.html", status, caller=caller, **values)
 
 
 @router.get("/tenants/new")
@@ -211,6 +247,88 @@ async def _act(request: Request, ctx: Ctx, slug: str, action: Any, done: str) ->
     except TenantPipelinesError as refusal:
         request.session[FLASH] = str(refusal)
     return go(f"/console/tenants/{slug}")
+
+
+@router.post("/batches/confirm")
+async def confirm_batch(request: Request, ctx: Ctx) -> Response:
+    """The bulk form's answer: what the batch would do, and a field for its count. Nothing is
+    done yet."""
+    caller = await run_in_threadpool(caller_or_login, request, ctx)
+    await checked_form(request)
+    ask = await _bulk_ask(request, caller)
+    if isinstance(ask, Response):
+        return ask
+    return await _confirm_page(request, ctx, caller, ask)
+
+
+@router.post("/batches")
+async def start_batch(request: Request, ctx: Ctx, after_answer: BackgroundTasks) -> Response:
+    """Start the batch once the count typed is the count shown; it acts after the answer, and
+    the batch's page follows it. A selection that changed size since is confirmed again."""
+    caller = await run_in_threadpool(caller_or_login, request, ctx)
+    form = await checked_form(request)
+    ask = await _bulk_ask(request, caller)
+    if isinstance(ask, Response):
+        return ask
+    expect = confirmed_count(form)
+    if expect is None:
+        return await _confirm_page(request, ctx, caller, ask, not_confirmed(form), 422)
+    try:
+        record = await run_in_threadpool(
+            batches.start, ctx.service, caller, ask.action, ask.selection, expect
+        )
+    except Refused as changed:
+        return await _confirm_page(request, ctx, caller, ask, f"{changed}. Nothing was done.", 409)
+    after_answer.add_task(batches.run, ctx.service, caller, record.batch_id, Door.CONSOLE)
+    return go(f"/console/batches/{record.batch_id}")
+
+
+async def _bulk_ask(request: Request, caller: Caller) -> BulkAsk | Response:
+    """The batch a (CSRF-checked) bulk form names, if the caller's role may start it: a
+    viewer's forged form is refused here (403), before anything is counted."""
+    try:
+        ask = read_bulk(await request.form())  # parsed once: the form `checked_form` read
+        authorize_batch(caller, Action(ask.action.value))
+    except BadBulk as bad:
+        request.session[FLASH] = str(bad)
+        return go(bad.back)
+    except Forbidden as refusal:
+        return page(request, "missing.html", status=403, caller=caller, error=str(refusal))
+    return ask
+
+
+async def _confirm_page(
+    request: Request,
+    ctx: Ctx,
+    caller: Caller,
+    ask: BulkAsk,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """The confirmation, counted now (as `batches.start` will count it)."""
+    slugs = await run_in_threadpool(batches.selected_slugs, ctx.service, caller, ask.selection)
+    view = confirmation(ask, slugs)
+    return page(request, "batch_confirm.html", status, caller=caller, view=view, error=error)
+
+
+@router.get("/batches/{batch_id}")
+def batch_page(request: Request, ctx: Ctx, batch_id: str) -> HTMLResponse:
+    """Each tenant's outcome so far; the page follows the batch until it has finished. Someone
+    else's batch does not exist here (`batches.visible_batch`)."""
+    caller = caller_or_login(request, ctx)
+    try:
+        view = batch_view(ctx, batches.visible_batch(ctx.service, caller, batch_id))
+    except NotFound as missing:
+        return page(request, "missing.html", status=404, caller=caller, error=str(missing))
+    return page(request, "batch.html", caller=caller, view=view)
+
+
+@router.get("/batches/{batch_id}/live")
+def batch_live(request: Request, ctx: Ctx, batch_id: str) -> HTMLResponse:
+    """The part of the batch page that changes, for the page's script to swap in."""
+    caller = caller_or_login(request, ctx)
+    view = batch_view(ctx, batches.visible_batch(ctx.service, caller, batch_id))
+    return fragment(request, "batch_live.html", caller=caller, view=view)
 
 
 @router.get("/events")
