@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenant_pipelines.api.auth import ApiCaller, Ctx
+from tenant_pipelines.api.errors import ErrorBody
 from tenant_pipelines.domain.access import authorize_metrics
 from tenant_pipelines.support import metrics
 
@@ -15,7 +16,15 @@ router = APIRouter(tags=["metrics"])
 UNMATCHED = "unmatched"  # a path no route serves: one series, whatever was asked
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+    },
+)
 async def read_metrics(caller: ApiCaller, ctx: Ctx) -> Response:
     """Every process's counters and histograms, and the gauges read now (runs, tenants)."""
     authorize_metrics(caller)

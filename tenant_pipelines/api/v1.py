@@ -9,7 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from tenant_pipelines.api import tenants
@@ -85,9 +85,16 @@ def _request_id(key: str | None) -> uuid.UUID | None:
         raise InvalidInput(f"{IDEMPOTENCY_KEY} must be a UUID", IDEMPOTENCY_KEY) from None
 
 
+class TenantQuery(TenantFilter):
+    """The list's filters as query parameters; any other parameter is ignored, as HTTP servers
+    do (a body, by contrast, refuses unknown fields)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 @router.get("/tenants", response_model=list[TenantStatus], responses=_errors(422))
 def list_tenants(
-    caller: ApiCaller, ctx: Ctx, wanted: Annotated[TenantFilter, Query()]
+    caller: ApiCaller, ctx: Ctx, wanted: Annotated[TenantQuery, Query()]
 ) -> list[TenantStatus]:
     """Every tenant the caller may see (its token's org, or all for platform-admin), filtered
     by state, plan, org, slug prefix and creation time (`created_after`, ISO 8601 with a
@@ -111,7 +118,7 @@ class BatchStarted(BaseModel):
     "/batches",
     status_code=202,
     response_model=BatchStarted,
-    responses=_errors(401, 403, 409, 422),
+    responses=_errors(400, 401, 403, 409, 422),
     tags=["batches"],
 )
 def start_batch(

@@ -12,12 +12,14 @@ tenant workloads included. Only processes started here (or marked as this platfo
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +33,7 @@ from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.procs import descendants
 
 READY_TIMEOUT_S = 120
+METRICS_PARENT = Path("/dev/shm")  # memory-backed on Linux: metric files stay off the data disk
 # Run workers: forked by PreforkRunLauncher's fork server, or spawned by a code server (Dagster's
 # default launcher, if an operator's dagster.yaml chooses it).
 RUN_WORKER_MARKS = ("multiprocessing.forkserver", "multiprocessing.spawn")
@@ -154,18 +157,24 @@ def named(env: dict[str, str], kind: str) -> dict[str, str]:
     return {**env, "PGAPPNAME": f"tenant-{kind}"}
 
 
-def fresh_metrics_dir(data_dir: Path) -> Path:
-    """`<data>/metrics`, emptied: where every process of this stack writes its metric values
-    (support.metrics). Values of an earlier start are dropped, as Prometheus expects of a
-    restarted target (its counters start again from 0)."""
-    directory = data_dir / "metrics"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink()
-    return directory
+@contextlib.contextmanager
+def metrics_dir(data_dir: Path) -> Iterator[Path]:
+    """A directory of this stack's own where every process writes its metric values
+    (support.metrics), removed at the stop: counters start again from 0, as Prometheus expects
+    of a restarted target. In memory (`/dev/shm`) where there is one, never the data disk:
+    prometheus-client maps its files, and writing a value into a page a full disk cannot hold
+    faults the process (SIGBUS), which took the API server down with the data disk."""
+    parent = METRICS_PARENT if METRICS_PARENT.is_dir() else data_dir
+    path = Path(tempfile.mkdtemp(prefix="tenant-metrics-", dir=parent))  # 0700, ours
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def child_specs(settings: Settings, ports: Ports, workspace: Path, caddy: str) -> list[ChildSpec]:
+def child_specs(
+    settings: Settings, ports: Ports, workspace: Path, caddy: str, metrics: Path
+) -> list[ChildSpec]:
     """The platform's processes, in start order; stopped in the reverse order (the API server,
     which launches runs, first)."""
     from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
@@ -174,7 +183,7 @@ def child_specs(settings: Settings, ports: Ports, workspace: Path, caddy: str) -
     env = {
         **settings.child_env(),
         LAUNCH_NOW_ENV: "1",
-        MULTIPROC_DIR_ENV: str(fresh_metrics_dir(settings.data_dir)),
+        MULTIPROC_DIR_ENV: str(metrics),
     }
     target = ["-w", str(workspace)]
     local = "http://127.0.0.1"
@@ -238,9 +247,10 @@ def run_stack(
         log_dir = settings.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         workspace = workspace or write_workspace(settings.data_dir)
-        specs = child_specs(settings, ports, workspace, caddy)
-        supervisor = Supervisor(specs, log_dir, str(settings.data_dir), say)
-        return _supervise(settings, ports, supervisor, workloads, say)
+        with metrics_dir(settings.data_dir) as metrics:
+            specs = child_specs(settings, ports, workspace, caddy, metrics)
+            supervisor = Supervisor(specs, log_dir, str(settings.data_dir), say)
+            return _supervise(settings, ports, supervisor, workloads, say)
     finally:
         for fd in locks:
             os.close(fd)

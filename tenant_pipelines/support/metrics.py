@@ -3,10 +3,11 @@ shares them.
 
 Run workers are processes of their own, so the counters and histograms use prometheus-client's
 multiprocess mode: each process writes its values to files in one directory
-(`PROMETHEUS_MULTIPROC_DIR`, which `tenantctl up` points at `<data>/metrics` and empties at its
-start) and the API server's `/metrics` sums them. The variable must be set before this module is
-first imported, which is why the stack sets it in the environment of every process it starts.
-Without it (a test, a one-off command), values stay in the process that recorded them.
+(`PROMETHEUS_MULTIPROC_DIR`: `tenantctl up` makes one of its own in memory and removes it at its
+stop, `localstack.up.metrics_dir`), and the API server's `/metrics` sums them. The variable must
+be set before this module is first imported, which is why the stack sets it in the environment
+of every process it starts. Without it (a test, a one-off command), values stay in the process
+that recorded them.
 
 Names follow Prometheus' conventions: the `tenant_` prefix, seconds, counters ending in
 `_total`. No label carries a tenant id, slug or email: labels are plans, phases, kinds, outcomes,
