@@ -7,6 +7,7 @@ order. No Dagster, no SQLAlchemy, no I/O.
 
 import itertools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -222,6 +223,21 @@ class InMemoryLedger:
             updated_at=self._now(),
         )
         return self.by_key[(tenant_id, kind)]
+
+    def claim(
+        self,
+        tenant_id: str,
+        kind: str,
+        state: str,
+        *,
+        allowed: Callable[[LedgerEntry | None], bool],
+        handle: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> tuple[bool, LedgerEntry | None]:
+        entry = self.by_key.get((tenant_id, kind))
+        if not allowed(entry):
+            return False, entry
+        return True, self.set(tenant_id, kind, state, handle=handle, run_id=run_id)
 
     def get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
         return self.by_key.get((tenant_id, kind))

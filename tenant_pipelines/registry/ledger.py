@@ -3,6 +3,7 @@
 allocations."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Insert, Row, Update, func, insert, select, update
@@ -65,30 +66,33 @@ class LedgerStore:
     ) -> LedgerEntry:
         """Upsert the (tenant, kind) entry. Entering allocating from absent or released takes a
         new, higher seq (allocation order). handle=None keeps the stored handle."""
-        if state not in set(LedgerState):
-            known = ", ".join(LedgerState)
-            raise ValueError(f"ledger state {state!r} is not one of {known}")
-        state = LedgerState(state).value  # a plain str for every driver
+        state = _checked_state(state)
         with self._db.write() as conn:
             # The tenant's row lock serializes its allocations, so seqs never collide.
             fetch_tenant(conn, tenant_id, for_update=True)
             entry = _find(conn, tenant_id, kind)
-            values: dict[str, Any] = {"state": state, "updated_at": now()}
-            if handle is not None:
-                values["handle"] = json.dumps(handle, sort_keys=True)
-            if run_id is not None:
-                values["run_id"] = run_id
-            if _is_new_allocation(entry, state):
-                values["seq"] = _next_seq(conn, tenant_id)
-            write: Insert | Update
-            if entry is None:
-                values.setdefault("handle", "{}")
-                write = insert(ledger).values(tenant_id=tenant_id, kind=kind, **values)
-            else:
-                key = (ledger.c.tenant_id == tenant_id) & (ledger.c.kind == kind)
-                write = update(ledger).where(key).values(values)
-            # The row as written, in the same round trip (the tenant's lock keeps it ours).
-            return _entry(conn.execute(write.returning(*ledger.c)).one())
+            return _write(conn, tenant_id, kind, entry, state, handle, run_id)
+
+    def claim(
+        self,
+        tenant_id: str,
+        kind: str,
+        state: str,
+        *,
+        allowed: Callable[[LedgerEntry | None], bool],
+        handle: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> tuple[bool, LedgerEntry | None]:
+        """`set`, only if `allowed(the entry as it is)`, in the same transaction: of two
+        executions racing for one thing (an email), one is told it has it. Returns whether this
+        one wrote, and the entry as it now is."""
+        state = _checked_state(state)
+        with self._db.write() as conn:
+            fetch_tenant(conn, tenant_id, for_update=True)
+            entry = _find(conn, tenant_id, kind)
+            if not allowed(entry):
+                return False, entry
+            return True, _write(conn, tenant_id, kind, entry, state, handle, run_id)
 
     def get(self, tenant_id: str, kind: str) -> LedgerEntry | None:
         with self._db.read() as conn:
@@ -115,3 +119,38 @@ class LedgerStore:
         with self._db.read() as conn:
             rows = conn.execute(query)
             return [(tenant_record(row, prefix="t_"), _entry(row)) for row in rows]
+
+
+def _checked_state(state: str) -> str:
+    if state not in set(LedgerState):
+        known = ", ".join(LedgerState)
+        raise ValueError(f"ledger state {state!r} is not one of {known}")
+    return LedgerState(state).value  # a plain str for every driver
+
+
+def _write(
+    conn: Connection,
+    tenant_id: str,
+    kind: str,
+    entry: LedgerEntry | None,
+    state: str,
+    handle: dict[str, Any] | None,
+    run_id: str | None,
+) -> LedgerEntry:
+    """Write the entry, under the tenant's lock the caller holds."""
+    values: dict[str, Any] = {"state": state, "updated_at": now()}
+    if handle is not None:
+        values["handle"] = json.dumps(handle, sort_keys=True)
+    if run_id is not None:
+        values["run_id"] = run_id
+    if _is_new_allocation(entry, state):
+        values["seq"] = _next_seq(conn, tenant_id)
+    write: Insert | Update
+    if entry is None:
+        values.setdefault("handle", "{}")
+        write = insert(ledger).values(tenant_id=tenant_id, kind=kind, **values)
+    else:
+        key = (ledger.c.tenant_id == tenant_id) & (ledger.c.kind == kind)
+        write = update(ledger).where(key).values(values)
+    # The row as written, in the same round trip (the tenant's lock keeps it ours).
+    return _entry(conn.execute(write.returning(*ledger.c)).one())

@@ -107,11 +107,23 @@ def _settled(entry: LedgerEntry | None, kind: str) -> EmailOutcome | None:
 
 
 def _send_one(ctx: SagaContext, tenant: TenantSpec, message: OutgoingEmail) -> EmailOutcome:
+    """Claim the email (`sending`) only if the ledger still shows it unsent or failed, in one
+    transaction, then send it: of two executions of the phase racing for the same tenant, one
+    sends and the other reports what it found, so no email goes out twice."""
     kind = ledger_kind(message.kind)
     intent = _handle(LedgerState.SENDING, message.to, None, "no answer recorded yet", 0, None)
-    ctx.registry.ledger.set(
-        tenant.tenant_id, kind, LedgerState.SENDING, handle=intent, run_id=ctx.run_id
+    claimed, current = ctx.registry.ledger.claim(
+        tenant.tenant_id,
+        kind,
+        LedgerState.SENDING,
+        allowed=lambda entry: _settled(entry, message.kind) is None,
+        handle=intent,
+        run_id=ctx.run_id,
     )
+    if not claimed:
+        found = _settled(current, message.kind)
+        assert found is not None  # what refused the claim settles the email
+        return found
     try:
         result = ctx.backends.mailer.send(message)
     except Exception as error:  # a broken mailer must not fail the tenant; outcome unknown

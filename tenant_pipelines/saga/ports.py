@@ -135,6 +135,17 @@ class Ledger(Protocol):
         run_id: str | None = None,
     ) -> LedgerEntry: ...
 
+    def claim(
+        self,
+        tenant_id: str,
+        kind: str,
+        state: str,
+        *,
+        allowed: Callable[[LedgerEntry | None], bool],
+        handle: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> tuple[bool, LedgerEntry | None]: ...
+
     def entries(self, tenant_id: str) -> list[LedgerEntry]: ...
 
     def live(self) -> list[tuple[TenantRecord, LedgerEntry]]: ...

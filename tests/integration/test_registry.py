@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from tenant_pipelines.domain.errors import InvalidTransition, NotFound, RequestConflict, SlugTaken
+from tenant_pipelines.domain.mail import EmailKind
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
 from tenant_pipelines.domain.request import TenantRequest
-from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.domain.states import LedgerState, TenantState
 from tenant_pipelines.registry.engine import make_engine
 from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.saga.email_content import ledger_kind
 
 pytestmark = pytest.mark.integration
 
@@ -450,3 +452,34 @@ def test_sqlite_connections_share_the_file_safely(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_of_executions_racing_to_claim_an_email_exactly_one_wins(
+    registry: TenantRegistry,
+) -> None:
+    """Two runs of one tenant's email phase at once (a resumed run beside its original): the
+    claim is taken in one transaction, so only one of them sends."""
+    tenant = reserved(registry)
+    racers = 4
+    barrier = threading.Barrier(racers)
+
+    def claim(run: int) -> bool:
+        barrier.wait()
+        won, _ = registry.ledger.claim(
+            tenant.tenant_id,
+            ledger_kind(EmailKind.WELCOME),
+            LedgerState.SENDING,
+            allowed=lambda entry: entry is None,
+            run_id=f"run-{run}",
+        )
+        return won
+
+    with ThreadPoolExecutor(racers) as pool:
+        wins = list(pool.map(claim, range(racers)))
+    assert wins.count(True) == 1
+    winner = f"run-{wins.index(True)}"
+    with ThreadPoolExecutor(racers) as pool:
+        assert not any(pool.map(claim, range(racers))), "a claimed email is nobody's to take"
+    entry = registry.ledger.get(tenant.tenant_id, ledger_kind(EmailKind.WELCOME))
+    assert entry is not None
+    assert (entry.state, entry.run_id) == (LedgerState.SENDING, winner)
