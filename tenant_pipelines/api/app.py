@@ -32,7 +32,9 @@ def create_app(
         # Open the registry and the instance (importing Dagster) before answering /healthz,
         # which `tenantctl up` waits for: the first caller should not pay for them.
         ctx.open()
-        metrics.export_zero_series()
+        from tenant_pipelines.orchestration.metrics import export_zero_series
+
+        export_zero_series()  # the counters' label sets at 0, once Dagster is loaded anyway
         async with anyio.create_task_group() as background:
             await background.start(hub.run)  # event streams follow the feed through it
             yield

@@ -35,13 +35,6 @@ async def read_metrics(caller: ApiCaller, ctx: Ctx) -> Response:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
-def export_zero_series() -> None:
-    """At the API server's start: the counters' label sets at 0 (orchestration.metrics)."""
-    from tenant_pipelines.orchestration.metrics import export_zero_series as export
-
-    export()
-
-
 class RequestTiming:
     """Observe each HTTP request's duration by its route's template (`/v1/tenants/{slug}`),
     method and status class. The Dagster UI's requests count under its mount, `/dagster`."""

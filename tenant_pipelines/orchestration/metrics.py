@@ -28,7 +28,7 @@ from tenant_pipelines.support import metrics
 from tenant_pipelines.support.metrics import Door, FailureKind
 
 IN_FLIGHT = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
-UNKNOWN_PLAN = "unknown"  # a run without the plan tag (none of ours)
+UNKNOWN = "unknown"  # a run without the plan tag (none of ours), an event without a step
 
 
 def failure_kind(error: BaseException) -> FailureKind:
@@ -47,8 +47,8 @@ def count_phase_failure(phase: str, plan: str, error: BaseException) -> None:
 def count_event(event: AuditEvent, plan: str | None) -> None:
     """The feed's events that the metrics count: a tenant failed, a compensation finished."""
     if event.type == EventType.FAILED:
-        phase = event.step or UNKNOWN_PLAN
-        metrics.PROVISIONINGS_FAILED.labels(plan=plan or UNKNOWN_PLAN, phase=phase).inc()
+        phase = event.step or UNKNOWN
+        metrics.PROVISIONINGS_FAILED.labels(plan=plan or UNKNOWN, phase=phase).inc()
     elif event.type == EventType.COMPENSATION_FINISHED:
         metrics.COMPENSATIONS.inc()
 
@@ -97,7 +97,7 @@ class PlatformCollector(Collector):
         running: Tally[str] = Tally()
         for record in records:
             run = record.dagster_run
-            plan = run.tags.get(PLAN_TAG, UNKNOWN_PLAN)
+            plan = run.tags.get(PLAN_TAG, UNKNOWN)
             (queued if run.status == DagsterRunStatus.QUEUED else running)[plan] += 1
         yield _by_plan("tenant_runs_queued", "Runs waiting for a slot, by plan", queued)
         yield _by_plan("tenant_runs_in_flight", "Runs starting or running, by plan", running)

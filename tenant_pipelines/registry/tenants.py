@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tenant_pipelines.domain.batches import TenantFilter
 from tenant_pipelines.domain.errors import NotFound, SlugTaken
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
 from tenant_pipelines.domain.states import TenantState, check_tenant_transition
@@ -108,22 +107,6 @@ class TenantStore:
         query = select(*TENANT_COLUMNS).order_by(tenants.c.created_at, tenants.c.tenant_id)
         if state is not None:
             query = query.where(tenants.c.state == TenantState(state).value)
-        with self._db.read() as conn:
-            return [tenant_record(row) for row in conn.execute(query)]
-
-    def matching(self, wanted: TenantFilter) -> list[TenantRecord]:
-        """The tenants every given field of `wanted` matches, oldest first."""
-        query = select(*TENANT_COLUMNS).order_by(tenants.c.created_at, tenants.c.tenant_id)
-        if wanted.state is not None:
-            query = query.where(tenants.c.state == wanted.state.value)
-        if wanted.plan is not None:
-            query = query.where(tenants.c.plan == wanted.plan)
-        if wanted.org is not None:
-            query = query.where(tenants.c.org == wanted.org)
-        if wanted.slug_prefix:
-            query = query.where(tenants.c.slug.startswith(wanted.slug_prefix, autoescape=True))
-        if wanted.created_after is not None:
-            query = query.where(tenants.c.created_at > wanted.created_after)
         with self._db.read() as conn:
             return [tenant_record(row) for row in conn.execute(query)]
 

@@ -41,18 +41,21 @@ ACTS: dict[BatchAction, Callable[[ServiceContext, Actor, str], str]] = {
 COUNTERS = {BatchAction.RETRY: metrics.RETRIES, BatchAction.DECOMMISSION: metrics.DECOMMISSIONS}
 
 
-def subject_of(actor: Actor) -> str:
-    return actor.subject
-
-
 def selected_slugs(ctx: ServiceContext, actor: Actor, selection: Selection) -> list[str]:
     """The slugs a batch with `selection` would act on now (for a filter: the tenants the actor
     sees that match it), each once, oldest tenant first."""
     if selection.slugs is not None:
         return list(dict.fromkeys(selection.slugs))
-    assert selection.filter is not None  # Selection holds exactly one of the two
-    found = ctx.registry.tenants.matching(selection.filter)
-    return list(dict.fromkeys(t.slug for t in found if actor.sees(t.org)))
+    wanted = selection.filter
+    assert wanted is not None  # Selection holds exactly one of the two
+    return list(
+        dict.fromkeys(
+            t.slug
+            for t in ctx.registry.tenants.all(wanted.state)
+            if actor.sees(t.org)
+            and wanted.admits(slug=t.slug, org=t.org, plan=t.plan, created_at=t.created_at)
+        )
+    )
 
 
 def start(
@@ -74,7 +77,7 @@ def start(
     record = BatchRecord(
         batch_id=new_batch_id(),
         action=action,
-        requested_by=subject_of(actor),
+        requested_by=actor.subject,
         selection=selection,
         created_at=now(),
         items=items,
