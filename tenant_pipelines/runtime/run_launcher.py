@@ -6,7 +6,9 @@ about half of a provisioning run's CPU). On 2 cores that import, not the ops, bo
 tenants could be onboarded at once. This launcher keeps one fork server per launching process
 (the daemon, with the queued run coordinator) that has imported all of that once
 (`runtime.run_worker`); each run still gets a process of its own (isolation, and a
-crash or kill ends one run only), forked in milliseconds.
+crash or kill ends one run only), forked in milliseconds. A worker whose run ended cleanly is kept
+for the next run of its CPU priority (`runtime.warm_workers`): one run at a time, with its
+instance, sessions and compiled statements ready.
 
 It runs the workers on this host, like the default launcher. A worker records its PID and
 process start time on the run (tag `tenant-pipelines/run-worker`), which is how any process
@@ -18,10 +20,10 @@ import ast
 import fcntl
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 from collections.abc import Mapping
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any, Self
@@ -40,8 +42,9 @@ from tenant_pipelines.runtime.dagster_private import (
 )
 from tenant_pipelines.runtime.pg_storage import run_worker_schema
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV, SlotRunCoordinator
+from tenant_pipelines.runtime.warm_workers import TERMINATE_SIGNAL, WarmWorker, WarmWorkers
 from tenant_pipelines.service.jobs import PLAN_TAG
-from tenant_pipelines.support.procs import identity, live_pid, lower_priority
+from tenant_pipelines.support.procs import identity, live_pid
 
 WORKER_MODULE = "tenant_pipelines.runtime.run_worker"
 # Which launcher process started the run; checked and set under CLAIM_LOCK_FILE.
@@ -81,17 +84,11 @@ def _ready() -> None:
     """A child that does nothing: its start proves the fork server ready."""
 
 
-def _run_worker_main(
-    run_id: str,
-    serialized_instance_ref: str,
-    niceness: int,
-    schema_facts: frozenset[tuple[str, str]] = frozenset(),
-) -> None:
+def _run_worker_main(conn: Connection, niceness: int) -> None:
     # Imported in the child, where the fork server has it already; never in the launcher.
-    from tenant_pipelines.runtime.run_worker import execute_run
+    from tenant_pipelines.runtime.run_worker import serve
 
-    lower_priority(niceness)
-    execute_run(run_id, serialized_instance_ref, schema_facts)
+    serve(conn, niceness)
 
 
 def plan_niceness(run: DagsterRun) -> int:
@@ -107,6 +104,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         self._inst_data = inst_data
         self._context: ForkServerContext | None = None
         self._lock = threading.Lock()
+        self._workers = WarmWorkers()
         super().__init__()
 
     @property
@@ -171,26 +169,37 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
                 cls=self.__class__,
             )
             return
-        worker = self._fork_context().Process(
-            target=_run_worker_main,
-            args=(
-                run.run_id,
-                serialize_value(self._instance.get_ref()),
-                plan_niceness(run),
-                run_worker_schema(self._instance.event_log_storage),
-            ),
-            name=f"dagster-run-{run.run_id[:8]}",
+        message = (
+            run.run_id,
+            serialize_value(self._instance.get_ref()),
+            run_worker_schema(self._instance.event_log_storage),
         )
-        worker.start()
-        self._instance.report_engine_event(
-            f"Forked run worker (pid: {worker.pid}).", run, cls=self.__class__
-        )
+        niceness = plan_niceness(run)
+        worker = self._workers.take(niceness)
+        if worker is not None and worker.hand(message):
+            said = f"Handed the run to a warm run worker (pid: {worker.process.pid})."
+        else:
+            if worker is not None:
+                worker.retire()
+            worker = self._fork_worker(niceness)
+            worker.hand(message)
+            said = f"Forked run worker (pid: {worker.process.pid})."
+        self._instance.report_engine_event(said, run, cls=self.__class__)
         threading.Thread(
-            target=self._settle_when_gone,
+            target=self._settle_when_done,
             args=(run.run_id, worker),
             name=f"watch-run-{run.run_id[:8]}",
             daemon=True,
         ).start()
+
+    def _fork_worker(self, niceness: int) -> WarmWorker:
+        ours, theirs = self._fork_context().Pipe()
+        process = self._fork_context().Process(
+            target=_run_worker_main, args=(theirs, niceness), name="dagster-run-worker"
+        )
+        process.start()
+        theirs.close()
+        return WarmWorker(process, ours, niceness)
 
     def _claim(self, run: DagsterRun) -> bool:
         """Mark the run as launched, unless a launcher did already: the daemon's queue loop and
@@ -209,18 +218,28 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             self._instance.add_run_tags(run.run_id, {LAUNCHED_TAG: mark, WORKER_TAG: ""})
             return True
 
-    def _settle_when_gone(self, run_id: str, worker: multiprocessing.process.BaseProcess) -> None:
-        """When the worker exits: its slot goes to a queued run at once; and if its run had not
-        ended, the worker crashed or was killed, so end the run now (as the code server does for
-        its workers), so that run retries can resume it."""
-        worker.join()
+    def _settle_when_done(self, run_id: str, worker: WarmWorker) -> None:
+        """When the worker says its run is over, it waits for the next run (if it can take one);
+        its slot goes to a queued run at once. If it exited instead, or its run had not ended,
+        the worker crashed or was killed: end the run now (as the code server does for its
+        workers), so that run retries can resume it."""
+        try:
+            fit = bool(worker.conn.recv())
+        except (EOFError, OSError):
+            fit = False
         run = self._instance.get_run_by_id(run_id)
         if run is not None and not run.is_finished:
-            message = f"Run worker (pid: {worker.pid}) exited before the run ended."
+            fit = False
+            worker.retire()
+            message = f"Run worker (pid: {worker.process.pid}) exited before the run ended."
             if run.status == DagsterRunStatus.CANCELING:
                 self._instance.report_run_canceled(run, message=message)
             else:
                 self._instance.report_run_failed(run, message=message)
+        if fit:
+            self._workers.keep(worker)
+        else:
+            worker.retire()
         coordinator = self._instance.run_coordinator
         if isinstance(coordinator, SlotRunCoordinator):
             coordinator.start_queued()
@@ -230,7 +249,8 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         return live_pid(worker) if worker else None
 
     def terminate(self, run_id: str) -> bool:
-        """Mark the run canceling and interrupt its worker (SIGTERM: an execution interrupt)."""
+        """Mark the run canceling and ask its worker to interrupt it (`TERMINATE_SIGNAL`: the
+        worker interrupts its run only if that run is the one canceling)."""
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
@@ -244,7 +264,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             )
             return False
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, TERMINATE_SIGNAL)
         except ProcessLookupError:
             return False
         return True

@@ -14,6 +14,7 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
+    JobDefinition,
     OpExecutionContext,
     in_process_executor,
     job,
@@ -25,6 +26,8 @@ from dagster._core.launcher import WorkerStatus
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.runtime.run_launcher import LAUNCHED_TAG, launched_by
+from tenant_pipelines.runtime.warm_workers import TERMINATE_SIGNAL
+from tenant_pipelines.saga.deadline import PhaseTimeout, call_with_timeout
 from tenant_pipelines.service.jobs import PLAN_TAG
 from tenant_pipelines.support.procs import identity as process_identity
 from tenant_pipelines.support.procs import live_pid
@@ -65,6 +68,19 @@ def hold_job() -> None:
     report_and_hold()
 
 
+@op
+def abandon_a_call(config: HoldConfig) -> None:
+    """Writes its PID, then leaves a bounded call that timed out still running (a hung backend)."""
+    (Path(config.directory) / "pid").write_text(str(os.getpid()))
+    with pytest.raises(PhaseTimeout):
+        call_with_timeout(lambda: time.sleep(30), 0.05, "a hung backend")
+
+
+@job(executor_def=in_process_executor)
+def abandon_job() -> None:
+    abandon_a_call()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def stop_fork_server() -> Iterator[None]:
     """The launcher's fork server is a child of this test process: stop it after these tests."""
@@ -87,14 +103,18 @@ def instance(dagster_home: Path) -> Iterator[DagsterInstance]:
 
 
 def launch(
-    instance: DagsterInstance, directory: Path, hold: bool, tags: dict[str, str] | None = None
+    instance: DagsterInstance,
+    directory: Path,
+    hold: bool,
+    tags: dict[str, str] | None = None,
+    job_def: JobDefinition = hold_job,
 ) -> DagsterRun:
-    recon = reconstructable(hold_job)
+    directory.mkdir(parents=True, exist_ok=True)
+    recon = reconstructable(job_def)
+    op_name = job_def.graph.node_defs[0].name
     run = instance.create_run_for_job(
-        hold_job,
-        run_config={
-            "ops": {"report_and_hold": {"config": {"directory": str(directory), "hold": hold}}}
-        },
+        job_def,
+        run_config={"ops": {op_name: {"config": {"directory": str(directory), "hold": hold}}}},
         job_code_origin=recon.get_python_origin(),
         tags=tags,
     )
@@ -122,6 +142,15 @@ def worker_pid_of(instance: DagsterInstance, run_id: str) -> int:
     run = instance.get_run_by_id(run_id)
     assert run is not None
     return int(run.tags[WORKER_TAG].split(":")[0])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs and is not a zombie (a killed worker stays one until it is reaped)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def run_messages(instance: DagsterInstance, run_id: str) -> list[str]:
@@ -187,6 +216,75 @@ def test_terminate_from_another_process_cancels_the_run(
         assert finished.status == DagsterRunStatus.CANCELED
         assert other.run_launcher.terminate(run.run_id) is False  # already ended
     assert not (tmp_path / "release").exists()
+    # A worker whose run was interrupted takes no other run.
+    wait_until(
+        lambda: live_pid(finished.tags[WORKER_TAG]) is None, WAIT_S, "the worker to exit", 0.05
+    )
+
+
+def test_a_worker_whose_run_ended_cleanly_takes_the_next_run_of_its_priority(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    first = launch(instance, tmp_path / "1", hold=False, tags={PLAN_TAG: "free"})
+    assert wait_for_status(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+    second = launch(instance, tmp_path / "2", hold=False, tags={PLAN_TAG: "free"})
+    assert wait_for_status(instance, second.run_id).status == DagsterRunStatus.SUCCESS
+    warm_pid = int((tmp_path / "1" / "pid").read_text())
+    assert int((tmp_path / "2" / "pid").read_text()) == warm_pid
+    assert f"Handed the run to a warm run worker (pid: {warm_pid})." in " ".join(
+        run_messages(instance, second.run_id)
+    )
+
+    # Another priority gets a worker of its own, and the idle one makes room for it.
+    third = launch(instance, tmp_path / "3", hold=False, tags={PLAN_TAG: "enterprise"})
+    assert wait_for_status(instance, third.run_id).status == DagsterRunStatus.SUCCESS
+    assert int((tmp_path / "3" / "pid").read_text()) != warm_pid
+    assert int((tmp_path / "3" / "nice").read_text()) == os.getpriority(os.PRIO_PROCESS, 0)
+    wait_until(lambda: not pid_alive(warm_pid), WAIT_S, "the idle worker to leave", 0.05)
+
+
+def test_a_worker_with_a_timed_out_call_still_running_takes_no_other_run(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """The abandoned call could still act (create a resource, write the ledger) beside the next
+    run; its process leaves instead, and the call with it."""
+    first = launch(instance, tmp_path / "1", hold=False, job_def=abandon_job)
+    assert wait_for_status(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+    abandoning_pid = int((tmp_path / "1" / "pid").read_text())
+    wait_until(lambda: not pid_alive(abandoning_pid), WAIT_S, "the worker to leave", 0.05)
+
+    second = launch(instance, tmp_path / "2", hold=False)
+    assert wait_for_status(instance, second.run_id).status == DagsterRunStatus.SUCCESS
+    assert int((tmp_path / "2" / "pid").read_text()) != abandoning_pid
+
+
+def test_a_terminate_signal_interrupts_only_a_run_being_canceled(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """A signal names a process, and a warm worker may have moved on to another run by the time
+    a Terminate's signal arrives: that run goes on."""
+    run = launch(instance, tmp_path, hold=True)
+    wait_until((tmp_path / "pid").exists, WAIT_S, "the op to start", 0.05)
+    pid = worker_pid_of(instance, run.run_id)
+
+    os.kill(pid, TERMINATE_SIGNAL)
+    time.sleep(0.5)  # time for the worker to read its run's status
+    (tmp_path / "release").write_text("")
+
+    assert wait_for_status(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+
+
+def test_a_worker_killed_while_idle_is_replaced(instance: DagsterInstance, tmp_path: Path) -> None:
+    first = launch(instance, tmp_path / "1", hold=False)
+    assert wait_for_status(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+    idle_pid = int((tmp_path / "1" / "pid").read_text())
+    os.kill(idle_pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(idle_pid), WAIT_S, "the idle worker to die", 0.05)
+
+    second = launch(instance, tmp_path / "2", hold=False)
+
+    assert wait_for_status(instance, second.run_id).status == DagsterRunStatus.SUCCESS
+    assert int((tmp_path / "2" / "pid").read_text()) != idle_pid
 
 
 def test_worker_health_is_read_from_the_run_from_any_process(
