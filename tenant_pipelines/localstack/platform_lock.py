@@ -1,18 +1,35 @@
-"""One platform per data directory and per Dagster instance: a lock `tenantctl up` holds.
+"""One platform per data directory, per Dagster instance and per PostgreSQL database: locks
+`tenantctl up` holds.
 
 An fcntl lock on `up.lock` in the data directory and in DAGSTER_HOME, held for the life of the
 process and released by the kernel however it ends (SIGKILL included), so a stale lock never
 needs clearing by hand. The file names the holder's PID and ports for the refusal message.
+
+Two control planes on two hosts share no directory, but they may share a PostgreSQL database
+(the registry's, Dagster's storage): each would restore, settle and launch the other's tenants
+and runs. So `up` also holds a session-level advisory lock in each PostgreSQL database it uses,
+on a session of its own whose `application_name` names it; the server releases the lock when
+that session ends, and notices a vanished host within about 30 s (the session's TCP keepalives).
 """
 
 import fcntl
 import json
 import os
+import socket
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
+from tenant_pipelines.support.db_url import is_sqlite, libpq_url, store_name
 
 LOCK_FILE = "up.lock"
+# The advisory lock's key (two int4s: an application tag, and what is locked).
+ADVISORY_KEY = (0x74656E61, 1)  # "tena", the control plane
+APPLICATION_NAME_MAX = 63  # PostgreSQL truncates longer names
+KEEPALIVE = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+)
 
 
 class PlatformRunning(TenantPipelinesError):
@@ -69,3 +86,55 @@ def hold(data_dir: Path, dagster_home: Path, ports: dict[str, int]) -> list[int]
     except BaseException:
         os.close(first)
         raise
+
+
+def control_plane_name(ports: dict[str, int]) -> str:
+    """How this `up` names itself to other control planes: host, PID and API port."""
+    api = f" api {ports['api']}" if "api" in ports else ""
+    return f"tenantctl up on {socket.gethostname()} pid {os.getpid()}{api}"[:APPLICATION_NAME_MAX]
+
+
+def hold_databases(urls: Iterable[str], ports: dict[str, int]) -> list[Any]:
+    """Take the control plane's advisory lock in each PostgreSQL database of `urls` (SQLite ones
+    are covered by the data directory's lock) or raise PlatformRunning naming the holder; the
+    sessions to keep open (closing them, or exiting, releases the locks)."""
+    import psycopg2
+
+    held: list[Any] = []
+    try:
+        for url in dict.fromkeys(u for u in urls if not is_sqlite(u)):
+            conn = psycopg2.connect(
+                libpq_url(url), application_name=control_plane_name(ports), connect_timeout=10
+            )
+            held.append(conn)
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(KEEPALIVE)
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
+                (taken,) = cursor.fetchone()
+                if not taken:
+                    raise PlatformRunning(
+                        f"another control plane already runs on the PostgreSQL database"
+                        f" {store_name(url)} ({_database_holder(cursor)})"
+                    )
+    except BaseException:
+        for conn in held:
+            conn.close()
+        raise
+    return held
+
+
+def _database_holder(cursor: Any) -> str:
+    cursor.execute(
+        "SELECT a.application_name, host(a.client_addr), a.backend_start"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        ADVISORY_KEY,
+    )
+    row = cursor.fetchone()
+    if row is None or not row[0]:
+        return "its session is not visible to this database user"
+    name, address, since = row
+    started = since.isoformat(timespec="seconds")
+    return f"{name}, from {address or 'a local socket'}, since {started}"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from resources.gateway import local_ca_root, write_plan
 from resources.workload_state import max_data_dir_chars
@@ -231,12 +231,12 @@ def run_stack(
     init: bool = False,
 ) -> int:
     check_data_dir(settings, init)
-    locks = platform_lock.hold(
-        settings.data_dir,
-        settings.dagster_home,
-        {"edge": ports.edge, "https": ports.https, "api": ports.api},
-    )
+    named_ports = {"edge": ports.edge, "https": ports.https, "api": ports.api}
+    locks = platform_lock.hold(settings.data_dir, settings.dagster_home, named_ports)
+    sessions: list[Any] = []
     try:
+        databases = [settings.db_url, *filter(None, [settings.dagster_pg_url])]
+        sessions = platform_lock.hold_databases(databases, named_ports)
         stack_file(settings).unlink(missing_ok=True)  # a SIGKILLed predecessor's
         _stop_leftovers(settings, say)
         isolation.prepare(settings, say)
@@ -252,6 +252,8 @@ def run_stack(
             supervisor = Supervisor(specs, log_dir, str(settings.data_dir), say)
             return _supervise(settings, ports, supervisor, workloads, say)
     finally:
+        for session in sessions:
+            session.close()
         for fd in locks:
             os.close(fd)
 

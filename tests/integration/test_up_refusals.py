@@ -4,6 +4,7 @@ the stack file other commands trust only while the lock is held."""
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -176,3 +177,35 @@ def test_two_ups_started_a_second_apart_one_runs_one_is_refused(tmp_path: Path) 
         assert len(daemons) == 1
         assert first.stop() == 0
         assert leftovers.marked(str(first.data_dir.resolve())) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("shared", ["TENANT_DB_URL", "DAGSTER_PG_URL"])
+def test_a_second_control_plane_on_the_same_postgresql_database_is_refused_naming_the_first(
+    tmp_path: Path, pg_database: str, shared: str
+) -> None:
+    """Two hosts share no directory, so only the database can tell them apart: the first
+    control plane (here this test process, holding the lock as a running `up` does) is named
+    by host, PID and API port, and the second starts nothing."""
+    held = platform_lock.hold_databases([pg_database], {"edge": 8081, "api": 8001})
+    try:
+        second = tmp_path / "second"
+        second.mkdir()
+        result = up(second, tmp_path / "second-dagster", **{shared: pg_database})
+    finally:
+        for session in held:
+            session.close()
+    database = pg_database.rsplit("@", 1)[1]
+    first = f"tenantctl up on {socket.gethostname()} pid {os.getpid()} api 8001"
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"tenantctl: another control plane already runs on the PostgreSQL database {database}"
+        f" ({first}, from 127.0.0.1, since "
+    ), result.stderr
+    assert not stack_file(Settings.from_env({"TENANT_DATA_DIR": str(second)})).exists()
+    assert not (second / "logs").exists()
+
+    # The lock goes with the session that held it: once it is closed, a control plane may start.
+    retaken = platform_lock.hold_databases([pg_database], {"api": 8002})
+    for session in retaken:
+        session.close()
