@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tenant_pipelines.domain.errors import TenantPipelinesError
+from tenant_pipelines.domain.errors import RegistryUnavailable, TenantPipelinesError
 from tenant_pipelines.support.db_url import is_sqlite, libpq_url, store_name
 
 LOCK_FILE = "up.lock"
@@ -96,16 +96,21 @@ def control_plane_name(ports: dict[str, int]) -> str:
 
 def hold_databases(urls: Iterable[str], ports: dict[str, int]) -> list[Any]:
     """Take the control plane's advisory lock in each PostgreSQL database of `urls` (SQLite ones
-    are covered by the data directory's lock) or raise PlatformRunning naming the holder; the
-    sessions to keep open (closing them, or exiting, releases the locks)."""
+    are covered by the data directory's lock) or raise PlatformRunning naming the holder
+    (RegistryUnavailable if a server does not answer); the sessions to keep open (closing them,
+    or exiting, releases the locks)."""
     import psycopg2
 
     held: list[Any] = []
     try:
         for url in dict.fromkeys(u for u in urls if not is_sqlite(u)):
-            conn = psycopg2.connect(
-                libpq_url(url), application_name=control_plane_name(ports), connect_timeout=10
-            )
+            try:
+                conn = psycopg2.connect(
+                    libpq_url(url), application_name=control_plane_name(ports), connect_timeout=10
+                )
+            except psycopg2.OperationalError as error:
+                cause = str(error).strip().splitlines()[0]
+                raise RegistryUnavailable(store_name(url), cause) from None
             held.append(conn)
             conn.autocommit = True
             with conn.cursor() as cursor:

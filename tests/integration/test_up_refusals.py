@@ -209,3 +209,21 @@ def test_a_second_control_plane_on_the_same_postgresql_database_is_refused_namin
     retaken = platform_lock.hold_databases([pg_database], {"api": 8002})
     for session in retaken:
         session.close()
+
+
+def test_a_postgresql_database_that_does_not_answer_is_named_and_nothing_starts(
+    tmp_path: Path,
+) -> None:
+    closed = free_port()  # nothing listens there
+    url = f"postgresql://postgres:secret-pw@127.0.0.1:{closed}/tenant_registry"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+
+    result = up(data_dir, tmp_path / "dagster", TENANT_DB_URL=url)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"tenantctl: the registry at 127.0.0.1:{closed}/tenant_registry is unavailable: "
+    ), result.stderr
+    assert "secret-pw" not in result.stderr + result.stdout
+    assert not (data_dir / "logs").exists()
