@@ -49,6 +49,7 @@ from dagster._core.origin import JobPythonOrigin
 # and run retries treat a direct launch as theirs. Not exported; GraphQL is the public way.
 from dagster._core.remote_origin import (
     CodeLocationOrigin,
+    GrpcServerCodeLocationOrigin,
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
@@ -226,6 +227,7 @@ __all__ = [
     "ConfigurableClass",
     "ConfigurableClassData",
     "DagsterSqliteStorage",
+    "GrpcServerCodeLocationOrigin",
     "InstanceRef",
     "JobPythonOrigin",
     "LaunchRunContext",

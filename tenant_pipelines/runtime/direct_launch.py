@@ -6,7 +6,8 @@ the launches of a burst are served one by one. Here the job is
 built in this process (10 ms) and the run is created with the same origins the webserver would
 give it, read from the same workspace.yaml: the UI shows it in the code location, the daemon
 and run retries treat it like any other, and `tenantctl retry` re-executes it. It is submitted
-through the instance's run coordinator, so run limits and the queue hold as for every run.
+through the instance's run coordinator, so run limits and the queue hold as for every run. A
+workspace whose location is a code server (`grpc_server`, as on a worker host) works the same.
 """
 
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.orchestration.graphql import LOCATION, REPOSITORY
 from tenant_pipelines.runtime.dagster_private import (
     CodeLocationOrigin,
+    GrpcServerCodeLocationOrigin,
     JobPythonOrigin,
     ReconstructableRepository,
     RemoteJobOrigin,
@@ -47,6 +49,15 @@ class DirectLauncher:
         raise ConfigError(f"{self._workspace} has no code location named {LOCATION!r}")
 
     @cached_property
+    def _working_directory(self) -> str | None:
+        """Where a run worker imports the code from: the location's own, for a location this
+        workspace loads from Python; none for a code server's (`grpc_server`), which says it only
+        when asked over gRPC: its workers import the installed package, as this process did."""
+        if isinstance(self._location, GrpcServerCodeLocationOrigin):
+            return None
+        return self._location.loadable_target_origin.working_directory
+
+    @cached_property
     def _jobs(self) -> Mapping[str, JobDefinition]:
         from tenant_pipelines.definitions import defs
 
@@ -55,9 +66,8 @@ class DirectLauncher:
 
     def launch(self, job_name: str, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         job = self._jobs[job_name]
-        target = self._location.loadable_target_origin
         repository = ReconstructableRepository.for_module(
-            DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, target.working_directory
+            DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, self._working_directory
         ).get_python_origin()
         run = self._instance.create_run_for_job(
             job,
