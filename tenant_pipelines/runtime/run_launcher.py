@@ -230,7 +230,6 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         run = self._instance.get_run_by_id(run_id)
         if run is not None and not run.is_finished:
             fit = False
-            worker.retire()
             message = f"Run worker (pid: {worker.process.pid}) exited before the run ended."
             if run.status == DagsterRunStatus.CANCELING:
                 self._instance.report_run_canceled(run, message=message)

@@ -41,9 +41,12 @@ class WarmWorker:
         return True
 
     def retire(self) -> None:
-        """Close its connection (it leaves at once when idle) and reap it."""
+        """Close its connection (it leaves at once when idle) and reap it on a thread of its own:
+        a launch that makes room for a new worker does not wait for the old one to exit."""
         self.conn.close()
-        self.process.join(RETIRE_JOIN_S)
+        threading.Thread(
+            target=self.process.join, args=(RETIRE_JOIN_S,), name="reap-run-worker", daemon=True
+        ).start()
 
 
 class WarmWorkers:
