@@ -17,6 +17,7 @@ environment variable TENANT_WORKLOAD_IDENTITY_DSN: never in argv, which every lo
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -50,6 +51,9 @@ THREAD_STACK_BYTES = 512 * 1024
 PEER = "gateway"
 MAX_CLIENT_CHARS = 64
 MAX_LINE_BYTES = 8192
+# What is read and dropped after a refused request: a few of the edge's largest requests.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_S = 1.0
 MAX_HEADERS = 100
 MAX_BODY_BYTES = 1 << 20
 REASONS = {
@@ -252,6 +256,7 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
                 return
         except (OSError, ValueError):
             self._send_json(400, {"error": "bad request"})
+            self._drain()
             return
         route = self.path.split("?", 1)[0]
         if route == "/admin" or route.startswith("/admin/"):
@@ -264,6 +269,19 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
             self._send_json(200, discovery_document(self.server.issuer))
         else:
             self._not_found()
+
+    def _drain(self) -> None:
+        """After refusing a request it did not read to its end, read and drop the rest (up to
+        `DRAIN_BYTES`, `DRAIN_S`) before the connection closes. Closed with unread input, the
+        edge still writing the request would find the socket gone and report the workload down
+        (503) instead of relaying this 400."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(DRAIN_S)
+            left = DRAIN_BYTES
+            while left > 0 and (chunk := self.connection.recv(min(left, 65536))):
+                left -= len(chunk)
 
     def _read_request(self) -> bool:
         """Read the request line, the headers and any body; False if the client sent nothing."""

@@ -460,3 +460,26 @@ def test_a_workload_that_cannot_serve_or_confine_itself_exits_saying_why(
         )
     assert (done.returncode, done.stdout) == (1, "")
     assert said in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_refused_request_still_being_written_gets_its_400_not_a_broken_socket(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
+) -> None:
+    """The edge writes a long request line in pieces; the workload refuses it after its first
+    8 KB. It must let the rest be written and answer 400: a socket closed under the writer is
+    what the edge reports as "workload is down" (503), blaming the tenant for a client's
+    request (seen in the edge's fuzz test under load)."""
+    identity.ensure(tenant())
+    sock = deployer.ensure(tenant()).details["socket"]
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(5)
+        conn.connect(sock)
+        conn.sendall(b"GET /" + b"a" * 9000)
+        time.sleep(0.3)  # the workload has read its 8 KB, refused, and answered by now
+        conn.sendall(b"a" * 600_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
+    assert get(sock, "/healthz")[0] == 200, "and it still serves"
