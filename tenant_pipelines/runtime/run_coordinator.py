@@ -34,11 +34,14 @@ from typing import Any
 
 from dagster import DagsterRun, DagsterRunStatus, QueuedRunCoordinator, RunsFilter, SubmitRunContext
 
+from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.orchestration.admission import DOOR_SCOPE_KEY, DoorCaller, admit
 from tenant_pipelines.runtime.dagster_private import ACTIVE_RUN_STATUSES, launch_without_workspace
+from tenant_pipelines.service.jobs import PLAN_TAG
 
 LAUNCH_NOW_ENV = "TENANT_LAUNCH_NOW"  # "1" in the processes `tenantctl up` starts
 LOCK_FILE = ".run-slots.lock"
+QUEUE_PAGE = 16  # queued runs read at once by `start_queued`
 
 
 class SlotRunCoordinator(QueuedRunCoordinator):
@@ -61,23 +64,53 @@ class SlotRunCoordinator(QueuedRunCoordinator):
     def start_queued(self) -> list[str]:
         """Give the slots that runs have freed to queued runs, oldest first, now rather than at
         the daemon's next loop; the run ids started. (The daemon may reach for the same run:
-        the launcher starts a run once whoever asks.)"""
+        the launcher starts a run once whoever asks.)
+
+        The queue is read a page at a time, and only for plans that have a slot left: in a burst
+        it holds hundreds of runs, and reading them all at every run's end (every run's body,
+        in the process that serves the API) cost more than the requests themselves. A queued run
+        without a plan tag is left to the daemon."""
         if not launches_here():
             return []
         started: list[str] = []
         with self._slots_locked():
             active = self._active()
-            for record in self._instance.get_run_records(
-                filters=RunsFilter(statuses=[DagsterRunStatus.QUEUED]),
-                order_by="create_timestamp",
-                ascending=True,
-            ):
-                run = record.dagster_run
-                if self._limits(run) is not None and self._fits(run, active):
-                    launch_without_workspace(self._instance, run.run_id)
-                    active.append(run)
-                    started.append(run.run_id)
+            cursor: str | None = None
+            while (plans := self._plans_with_room(active)) is not None:
+                records = self._instance.get_run_records(
+                    filters=RunsFilter(statuses=[DagsterRunStatus.QUEUED], tags={PLAN_TAG: plans}),
+                    limit=QUEUE_PAGE,
+                    cursor=cursor,
+                    order_by="id",
+                    ascending=True,
+                )
+                for record in records:
+                    run = record.dagster_run
+                    if self._limits(run) is not None and self._fits(run, active):
+                        launch_without_workspace(self._instance, run.run_id)
+                        active.append(run)
+                        started.append(run.run_id)
+                if len(records) < QUEUE_PAGE:
+                    break
+                cursor = records[-1].dagster_run.run_id
         return started
+
+    def _plans_with_room(self, active: list[DagsterRun]) -> list[str] | None:
+        """The plans whose runs could start beside `active`; None if none could (the global
+        limit is reached, or every plan's is)."""
+        config = self.get_run_queue_config()
+        if 0 <= config.max_concurrent_runs <= len(active):
+            return None
+        plans = [
+            plan
+            for plan in PLANS
+            if all(
+                sum(_applies(limit, other.tags) for other in active) < limit["limit"]
+                for limit in config.tag_concurrency_limits
+                if _applies(limit, {PLAN_TAG: plan})
+            )
+        ]
+        return plans or None
 
     @contextmanager
     def _slots_locked(self) -> Iterator[None]:

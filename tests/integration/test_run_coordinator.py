@@ -4,11 +4,12 @@ same slot; outside the platform's long-lived processes every run queues."""
 
 import multiprocessing.forkserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, reconstructable
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunRecord, reconstructable
 from dagster._core.launcher import LaunchRunContext
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
@@ -193,3 +194,43 @@ def test_a_run_is_launched_once_whoever_asks(instance: DagsterInstance, tmp_path
     forked = [m for m in messages if "Forked run worker" in m]
     skipped = [m for m in messages if "Launch skipped" in m]
     assert (len(forked), len(skipped)) == (1, 1)
+
+
+def test_a_freed_slot_reads_only_queued_runs_that_could_take_it(
+    instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a burst the queue holds hundreds of runs of full plans; every run's end read all of
+    them (in the API server's process). Now only plans with a slot left are read, a page at a
+    time, and the oldest such run still goes first."""
+    free = submit(instance, tmp_path / "free", "free", hold=True)
+    held = [submit(instance, tmp_path / f"e{i}", "enterprise", hold=True) for i in range(2)]
+    waiting_free = [submit(instance, tmp_path / f"f{i}", "free", hold=False) for i in range(20)]
+    later = submit(instance, tmp_path / "later", "enterprise", hold=False)
+    assert {status(instance, run) for run in [*waiting_free, later]} == {DagsterRunStatus.QUEUED}
+    read: list[int] = []
+    get_run_records = instance.get_run_records
+
+    def counted(*args: Any, **kwargs: Any) -> Sequence[RunRecord]:
+        records = get_run_records(*args, **kwargs)
+        if DagsterRunStatus.QUEUED in (kwargs["filters"].statuses or []):
+            read.append(len(records))
+        return records
+
+    monkeypatch.setattr(instance, "get_run_records", counted)
+    (tmp_path / "e0" / "release").write_text("")
+
+    assert wait_for_status(instance, held[0].run_id).status == DagsterRunStatus.SUCCESS
+    assert wait_for_status(instance, later.run_id).status == DagsterRunStatus.SUCCESS
+    assert sum(read) < len(waiting_free), read  # the free runs were not read: free is full
+    assert status(instance, waiting_free[0]) == DagsterRunStatus.QUEUED
+    (tmp_path / "free" / "release").write_text("")
+    assert wait_for_status(instance, free.run_id).status == DagsterRunStatus.SUCCESS
+    wait_until(
+        lambda: status(instance, waiting_free[0]) != DagsterRunStatus.QUEUED,
+        WAIT_S,
+        "the oldest free run to take the slot",
+        0.05,
+    )
+    (tmp_path / "e1" / "release").write_text("")
+    for run in [held[1], *waiting_free]:  # the free runs follow one another
+        assert wait_for_status(instance, run.run_id).status == DagsterRunStatus.SUCCESS
