@@ -12,6 +12,8 @@ from typing import Any
 
 import requests
 
+from tenant_pipelines.registry.store import TenantRegistry
+from tenant_pipelines.settings import Settings
 from tests.stack_helpers import free_port
 from tests.waiting import wait_until
 
@@ -45,6 +47,23 @@ def platform_env(data_dir: Path, dagster_home: Path, **extra: str) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))}
     env.update(TENANT_DATA_DIR=str(data_dir), DAGSTER_HOME=str(dagster_home), **extra)
     return env
+
+
+@dataclass
+class World:
+    """An API server and the tokens a test seeded its registry with, by name."""
+
+    server: ApiServer
+    tokens: dict[str, str]
+
+
+def seeded_platform(tmp: Path) -> tuple[dict[str, str], TenantRegistry]:
+    """The embedded default's environment in `tmp`, its data directory made and its registry
+    open, for a test to seed before it starts the API server on it."""
+    env = platform_env(tmp / "data", tmp / "dagster")
+    settings = Settings.from_env(env)
+    settings.data_dir.mkdir(parents=True)
+    return env, TenantRegistry.open(settings.db_url)
 
 
 @contextmanager

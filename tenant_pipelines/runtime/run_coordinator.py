@@ -98,17 +98,13 @@ class SlotRunCoordinator(QueuedRunCoordinator):
     def _plans_with_room(self, active: list[DagsterRun]) -> list[str] | None:
         """The plans whose runs could start beside `active`; None if none could (the global
         limit is reached, or every plan's is)."""
-        config = self.get_run_queue_config()
-        if 0 <= config.max_concurrent_runs <= len(active):
+        if self._globally_full(active):
             return None
+        limits = self.get_run_queue_config().tag_concurrency_limits
         plans = [
             plan
             for plan in PLANS
-            if all(
-                sum(_applies(limit, other.tags) for other in active) < limit["limit"]
-                for limit in config.tag_concurrency_limits
-                if _applies(limit, {PLAN_TAG: plan})
-            )
+            if all(_has_room(lim, active) for lim in limits if _applies(lim, {PLAN_TAG: plan}))
         ]
         return plans or None
 
@@ -136,13 +132,12 @@ class SlotRunCoordinator(QueuedRunCoordinator):
         return [record.dagster_run for record in records]
 
     def _fits(self, run: DagsterRun, active: list[DagsterRun]) -> bool:
-        config = self.get_run_queue_config()
-        if 0 <= config.max_concurrent_runs <= len(active):
+        if self._globally_full(active):
             return False
-        return all(
-            sum(_applies(limit, other.tags) for other in active) < limit["limit"]
-            for limit in self._limits(run) or []
-        )
+        return all(_has_room(limit, active) for limit in self._limits(run) or [])
+
+    def _globally_full(self, active: list[DagsterRun]) -> bool:
+        return 0 <= self.get_run_queue_config().max_concurrent_runs <= len(active)
 
     def _waiting(self, limits: list[Mapping[str, Any]]) -> bool:
         """Whether runs under the same limits are queued: they go first."""
@@ -168,6 +163,10 @@ def door_caller(context: SubmitRunContext) -> DoorCaller | None:
 
 def launches_here() -> bool:
     return os.environ.get(LAUNCH_NOW_ENV) == "1"
+
+
+def _has_room(limit: Mapping[str, Any], active: list[DagsterRun]) -> bool:
+    return sum(_applies(limit, other.tags) for other in active) < limit["limit"]
 
 
 def _applies(limit: Mapping[str, Any], tags: Mapping[str, str]) -> bool:

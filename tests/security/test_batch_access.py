@@ -4,34 +4,22 @@ slug would be, with the same sentence), a role that may not act is refused befor
 recorded, and a batch is nobody's to read but its caller's and a platform-admin's."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tenant_pipelines.domain.states import TenantState
-from tenant_pipelines.registry.store import TenantRegistry
-from tenant_pipelines.settings import Settings
-from tests.api_helpers import ApiServer, api_server, platform_env
+from tests.api_helpers import World, api_server, seeded_platform
 from tests.integration.test_api import OTHER, OWN, grant, tenant
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class World:
-    server: ApiServer
-    tokens: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("batches")
-    env = platform_env(tmp / "data", tmp / "dagster")
-    settings = Settings.from_env(env)
-    settings.data_dir.mkdir(parents=True)
-    registry = TenantRegistry.open(settings.db_url)
+    env, registry = seeded_platform(tmp)
     tokens = {
         "admin": grant(registry, "platform-admin"),
         "own": grant(registry, "org-admin", OWN, subject="ops"),

@@ -4,14 +4,11 @@ names a tenant (slug, org or email), whatever was asked of the API."""
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from tenant_pipelines.domain.states import TenantState
-from tenant_pipelines.registry.store import TenantRegistry
-from tenant_pipelines.settings import Settings
-from tests.api_helpers import ApiServer, api_server, platform_env
+from tests.api_helpers import World, api_server, seeded_platform
 from tests.integration.test_api import OWN, grant, tenant
 
 pytestmark = pytest.mark.integration
@@ -19,19 +16,10 @@ pytestmark = pytest.mark.integration
 LABEL_VALUE = re.compile(r'="((?:[^"\\]|\\.)*)"')
 
 
-@dataclass
-class World:
-    server: ApiServer
-    tokens: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("metrics")
-    env = platform_env(tmp / "data", tmp / "dagster")
-    settings = Settings.from_env(env)
-    settings.data_dir.mkdir(parents=True)
-    registry = TenantRegistry.open(settings.db_url)
+    env, registry = seeded_platform(tmp)
     tokens = {
         role: grant(registry, role, None if role in ("platform-admin", "metrics") else OWN)
         for role in ("platform-admin", "metrics", "org-admin", "viewer")
