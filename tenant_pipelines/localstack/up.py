@@ -30,10 +30,11 @@ from tenant_pipelines.localstack import gateway, isolation, leftovers, platform_
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.settings import Settings
-from tenant_pipelines.support.procs import descendants
+from tenant_pipelines.support.procs import descendants, identity, live_pid
 
 READY_TIMEOUT_S = 120
 METRICS_PARENT = Path("/dev/shm")  # memory-backed on Linux: metric files stay off the data disk
+METRICS_PREFIX = "tenant-metrics-"  # then `<pid>-<start ticks>-` of the `up` that made it
 # Run workers: forked by PreforkRunLauncher's fork server, or spawned by a code server (Dagster's
 # default launcher, if an operator's dagster.yaml chooses it).
 RUN_WORKER_MARKS = ("multiprocessing.forkserver", "multiprocessing.spawn")
@@ -165,11 +166,30 @@ def metrics_dir(data_dir: Path) -> Iterator[Path]:
     prometheus-client maps its files, and writing a value into a page a full disk cannot hold
     faults the process (SIGBUS), which took the API server down with the data disk."""
     parent = METRICS_PARENT if METRICS_PARENT.is_dir() else data_dir
-    path = Path(tempfile.mkdtemp(prefix="tenant-metrics-", dir=parent))  # 0700, ours
+    remove_dead_stacks_metrics(parent)
+    owner = identity(os.getpid()).replace(":", "-")
+    path = Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{owner}-", dir=parent))  # 0700, ours
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_dead_stacks_metrics(parent: Path) -> list[Path]:
+    """Remove the metric directories (ours: this user's) whose `up` is gone: one killed outright
+    (SIGKILL, the host's OOM killer) never reached its own removal, and each would keep its
+    files in memory until the next reboot. A directory names its `up` by PID and start time."""
+    removed = []
+    for path in parent.glob(f"{METRICS_PREFIX}*"):
+        pid, start, *_ = [*path.name.removeprefix(METRICS_PREFIX).split("-"), "", ""]
+        try:
+            mine = path.lstat().st_uid == os.getuid() and path.is_dir() and not path.is_symlink()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and start.isdigit() and live_pid(f"{pid}:{start}") is None:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def child_specs(
