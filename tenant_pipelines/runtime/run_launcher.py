@@ -91,10 +91,6 @@ def _run_worker_main(conn: Connection, niceness: int) -> None:
     serve(conn, niceness)
 
 
-# The standby worker's priority: the first plans' (the lowest nice value).
-STANDBY_NICENESS = min(plan.cpu_nice for plan in PLANS.values())
-
-
 def plan_niceness(run: DagsterRun) -> int:
     """The CPU priority of the run's worker: its tenant's plan's (`Plan.cpu_nice`)."""
     plan = PLANS.get(run.tags.get(PLAN_TAG, ""))
@@ -109,7 +105,6 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         self._context: ForkServerContext | None = None
         self._lock = threading.Lock()
         self._workers = WarmWorkers()
-        self._standby = False  # whether this process keeps a standby worker (`warm`)
         super().__init__()
 
     @property
@@ -135,33 +130,11 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             self.warm()
 
     def warm(self) -> None:
-        """Start the fork server and wait until it has imported everything (it forks a child
-        only then, so one empty child tells us it is ready); then fork the standby worker."""
+        """Start the fork server and wait until it has imported everything: it forks a child
+        only then, so one empty child tells us it is ready."""
         child = self._fork_context().Process(target=_ready, name="fork-server-ready")
         child.start()
         child.join()
-        self._standby = True
-        self._keep_standby()
-
-    def dispose(self) -> None:
-        """The instance is closing: no standby any more, and the idle workers leave now rather
-        than when this process exits."""
-        self._standby = False
-        self._workers.retire_all()
-
-    def _keep_standby(self) -> None:
-        """Fork a standby worker if there is none: it builds its instance at once, and waits."""
-        if not self._standby or self._workers.has_standby():
-            return
-        worker = self._fork_worker(STANDBY_NICENESS)
-        if worker.hand(
-            (
-                None,
-                serialize_value(self._instance.get_ref()),
-                run_worker_schema(self._instance.event_log_storage),
-            )
-        ):
-            self._workers.stand_by(worker)
 
     def _fork_context(self) -> ForkServerContext:
         """The fork server starts at the first launch, with the instance's storage classes and
@@ -212,7 +185,6 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
             worker.hand(message)
             said = f"Forked run worker (pid: {worker.process.pid})."
         self._instance.report_engine_event(said, run, cls=self.__class__)
-        self._keep_standby()
         threading.Thread(
             target=self._settle_when_done,
             args=(run.run_id, worker),

@@ -72,7 +72,13 @@ class Worker:
         tell a live worker from a dead one (and stop it) from any process. SIGTERM and SIGINT
         become Dagster's execution interrupts, as in Dagster's own run workers.
         """
-        instance = self.prepare(serialized_instance_ref, schema_facts)
+        # A run launches no run of its own in this process (compensation is queued instead).
+        os.environ.pop(LAUNCH_NOW_ENV, None)
+        os.environ["PGAPPNAME"] = "tenant-run-worker"  # its PostgreSQL connections say so
+        # What the launcher's process knew of Dagster's schema (its tables included: the run was
+        # read from them) is not asked again.
+        adopt_seen_schema(schema_facts)
+        instance = self.instance(serialized_instance_ref)
         self.runs += 1
         with capture_interrupts():
             instance.add_run_tags(run_id, {WORKER_TAG: identity(os.getpid())})
@@ -88,23 +94,6 @@ class Worker:
             and abandoned_calls() == 0
             and self.runs < MAX_RUNS_PER_WORKER
         )
-
-    def prepare(
-        self, serialized_instance_ref: str, schema_facts: Iterable[tuple[str, str]] = ()
-    ) -> DagsterInstance:
-        """The instance runs execute on, built now if it is not yet, with a session to its run
-        storage open (a standby worker does this before it has a run)."""
-        # A run launches no run of its own in this process (compensation is queued instead).
-        os.environ.pop(LAUNCH_NOW_ENV, None)
-        os.environ["PGAPPNAME"] = "tenant-run-worker"  # its PostgreSQL connections say so
-        # What the launcher's process knew of Dagster's schema (its tables included: the run was
-        # read from them) is not asked again.
-        adopt_seen_schema(schema_facts)
-        fresh = serialized_instance_ref not in self._instances
-        instance = self.instance(serialized_instance_ref)
-        if fresh:
-            instance.get_run_records(limit=1)  # its first session, and the query compiled
-        return instance
 
     def interrupt_if_canceling(self, _signo: int, _frame: FrameType | None) -> None:
         """`TERMINATE_SIGNAL`'s handler: the run's status is read on a thread of its own (the
@@ -127,8 +116,7 @@ class Worker:
 def serve(conn: Connection, niceness: int) -> None:
     """Take runs from the launcher over `conn`, one at a time, answering after each whether this
     worker can take another; leave when it cannot, or when the launcher closes `conn` (it
-    retires idle workers, and its own end closes it). A message without a run (a standby's)
-    only prepares the instance."""
+    retires idle workers, and its own end closes it)."""
     lower_priority(niceness)
     worker = Worker()
     signal.signal(TERMINATE_SIGNAL, worker.interrupt_if_canceling)
@@ -138,9 +126,6 @@ def serve(conn: Connection, niceness: int) -> None:
                 run_id, serialized_instance_ref, schema_facts = conn.recv()
             except (EOFError, OSError, KeyboardInterrupt):
                 return
-            if run_id is None:  # a standby's: be ready, and wait for a run
-                worker.prepare(serialized_instance_ref, schema_facts)
-                continue
             fit = worker.execute(run_id, serialized_instance_ref, schema_facts)
             try:
                 conn.send(fit)

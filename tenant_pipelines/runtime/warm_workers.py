@@ -5,12 +5,6 @@ for `IDLE_S` is retired (its connection closed: it exits, and its database sessi
 A run that finds no idle worker of its priority gets a freshly forked one, and one idle worker of
 another priority, if there is one, is retired for it: so the workers alive never outnumber the
 runs that were in flight at once, and neither do their database sessions.
-
-Beside them, one *standby* worker of the first priority (the largest plans') waits with its
-instance built, however long: a run of those plans never waits for a worker to be forked and to
-open its instance, even in a burst where every warm worker is busy (a cold worker took 0.4-0.9 s
-of an enterprise request's time there). A standby taken is replaced at once; it costs one idle
-process and its database session in each launching process.
 """
 
 import signal
@@ -61,43 +55,19 @@ class WarmWorkers:
     def __init__(self, idle_s: float = IDLE_S) -> None:
         self._idle_s = idle_s
         self._idle: list[WarmWorker] = []
-        self._standby: WarmWorker | None = None
         self._lock = threading.Lock()
 
     def take(self, niceness: int) -> WarmWorker | None:
-        """An idle worker of this priority (the one idle longest), else the standby if it is of
-        this priority, or None; if None, one idle worker of another priority is retired, making
-        room for the one about to be forked."""
+        """An idle worker of this priority (the one idle longest), or None; if None, one idle
+        worker of another priority is retired, making room for the one about to be forked."""
         with self._lock:
             match = next((w for w in self._idle if w.niceness == niceness), None)
-            if match is None and self._standby is not None and self._standby.niceness == niceness:
-                match, self._standby = self._standby, None
-                return match
             spare = match or next(iter(self._idle), None)
             if spare is not None:
                 self._idle.remove(spare)
         if match is None and spare is not None:
             spare.retire()
         return match
-
-    def stand_by(self, worker: WarmWorker) -> None:
-        """Keep `worker` as the standby (retiring one already there)."""
-        with self._lock:
-            previous, self._standby = self._standby, worker
-        if previous is not None:
-            previous.retire()
-
-    def retire_all(self) -> None:
-        """Retire the idle workers and the standby (the launcher is being disposed of)."""
-        with self._lock:
-            leaving = [*self._idle, *([self._standby] if self._standby else [])]
-            self._idle, self._standby = [], None
-        for worker in leaving:
-            worker.retire()
-
-    def has_standby(self) -> bool:
-        with self._lock:
-            return self._standby is not None
 
     def keep(self, worker: WarmWorker) -> None:
         worker.idle_since = time.monotonic()

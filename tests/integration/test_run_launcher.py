@@ -243,35 +243,6 @@ def test_a_worker_whose_run_ended_cleanly_takes_the_next_run_of_its_priority(
     wait_until(lambda: not pid_alive(warm_pid), WAIT_S, "the idle worker to leave", 0.05)
 
 
-def test_a_run_of_the_first_plans_takes_the_standby_worker_and_another_stands_by_at_once(
-    instance: DagsterInstance, tmp_path: Path
-) -> None:
-    """In the platform's processes (`warm`), a worker with its instance built waits for the
-    largest plans' next run, even while every other worker is busy; one of another plan is
-    forked as before."""
-    instance.run_launcher.warm()  # type: ignore[attr-defined]
-    free = launch(instance, tmp_path / "free", hold=False, tags={PLAN_TAG: "free"})
-    assert wait_for_status(instance, free.run_id).status == DagsterRunStatus.SUCCESS
-    assert "Forked run worker" in " ".join(run_messages(instance, free.run_id))
-
-    held = launch(instance, tmp_path / "1", hold=True, tags={PLAN_TAG: "enterprise"})
-    wait_until((tmp_path / "1" / "pid").exists, WAIT_S, "the first run to start", 0.05)
-    second = launch(instance, tmp_path / "2", hold=False, tags={PLAN_TAG: "enterprise"})
-    assert wait_for_status(instance, second.run_id).status == DagsterRunStatus.SUCCESS
-    for run in (held, second):
-        said = " ".join(run_messages(instance, run.run_id))
-        assert "Handed the run to a warm run worker" in said, said
-    pids = {int((tmp_path / name / "pid").read_text()) for name in ("1", "2")}
-    assert len(pids) == 2  # the standby's replacement, not the busy one
-    assert int((tmp_path / "2" / "nice").read_text()) == os.getpriority(os.PRIO_PROCESS, 0)
-    (tmp_path / "1" / "release").touch()
-    assert wait_for_status(instance, held.run_id).status == DagsterRunStatus.SUCCESS
-
-    instance.dispose()  # the standby and the idle workers leave with the launcher
-    for pid in pids:
-        wait_until(lambda pid=pid: not pid_alive(pid), WAIT_S, "the workers to leave", 0.05)
-
-
 def test_a_worker_with_a_timed_out_call_still_running_takes_no_other_run(
     instance: DagsterInstance, tmp_path: Path
 ) -> None:
