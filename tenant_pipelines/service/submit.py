@@ -34,7 +34,7 @@ MAX_REQUESTS_PER_TICK = 50
 UNCLAIMED_AFTER = timedelta(seconds=30)
 # Submissions a process works on at once; the others wait, larger plans first (a lower nice
 # value). In a burst the API server has a submission in each of its threads, and they share one
-# interpreter: all at once, each took as long as all of them (1.2-1.6 s for 16 in flight on
+# interpreter: all at once, each took as long as all of them (1.2-1.7 s for 16 in flight on
 # PostgreSQL), an enterprise request's too. Through the gate it waits for two.
 SUBMISSIONS_AT_ONCE = 2
 _submissions = PriorityGate(SUBMISSIONS_AT_ONCE)
