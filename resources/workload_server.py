@@ -275,12 +275,15 @@ class WorkloadHandler(socketserver.StreamRequestHandler):
         `DRAIN_BYTES`, `DRAIN_S`) before the connection closes. Closed with unread input, the
         edge still writing the request would find the socket gone and report the workload down
         (503) instead of relaying this 400."""
+        deadline = time.monotonic() + DRAIN_S  # in all: a writer trickling bytes gets no more
         with contextlib.suppress(OSError):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(DRAIN_S)
             left = DRAIN_BYTES
-            while left > 0 and (chunk := self.connection.recv(min(left, 65536))):
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                if not (chunk := self.connection.recv(min(left, 65536))):
+                    return
                 left -= len(chunk)
 
     def _read_request(self) -> bool:

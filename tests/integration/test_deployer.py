@@ -483,3 +483,26 @@ def test_a_refused_request_still_being_written_gets_its_400_not_a_broken_socket(
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
     assert get(sock, "/healthz")[0] == 200, "and it still serves"
+
+
+def test_a_refused_request_trickled_in_is_drained_for_one_second_in_all(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
+) -> None:
+    """The drain after a refusal is bounded in all (`DRAIN_S`), not per read: a writer sending a
+    byte every 0.2 s would otherwise hold the workload's thread for a megabyte of them."""
+    identity.ensure(tenant())
+    sock = deployer.ensure(tenant()).details["socket"]
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(5)
+        conn.connect(sock)
+        conn.sendall(b"GET /" + b"a" * 9000)
+        started = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - started < 4:
+            time.sleep(0.2)
+            try:
+                conn.sendall(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        elapsed = time.monotonic() - started
+    assert closed and elapsed < 2.5, f"still open after {elapsed:.1f} s"
