@@ -21,7 +21,6 @@ from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.records import RequestRecord
 from tenant_pipelines.domain.request import RequestedBy, TenantFields, TenantRequest
 from tenant_pipelines.domain.states import RequestState
-from tenant_pipelines.registry.requests import RequestStore
 from tenant_pipelines.service.context import ServiceContext
 from tenant_pipelines.service.jobs import PROVISION_JOB, provision_run_config, provision_tags
 from tenant_pipelines.service.ports import Launcher
@@ -101,7 +100,7 @@ def _submit(
     claimed = launcher is not None and ctx.registry.requests.mark_launched(record.request_id)
     run_id = None
     if launcher is not None and claimed and start_now:
-        run_id = _start(ctx.registry.requests, launcher, record.request_id)
+        run_id = _start(launcher, record)
     return Submission(ctx.registry.requests.get(record.request_id), created, run_id, claimed)
 
 
@@ -110,12 +109,13 @@ def start_claimed(ctx: ServiceContext, request_id: str) -> str | None:
     launch failed: the request stays launched without a run, which the intake sensor notices)."""
     if ctx.launcher is None:
         return None
-    with _submissions.through(_priority(ctx.registry.requests.get(request_id).plan)):
-        return _start(ctx.registry.requests, ctx.launcher, request_id)
+    request = ctx.registry.requests.get(request_id)
+    with _submissions.through(_priority(request.plan)):
+        return _start(ctx.launcher, request)
 
 
-def _start(requests: RequestStore, launcher: Launcher, request_id: str) -> str | None:
-    request = requests.get(request_id)
+def _start(launcher: Launcher, request: RequestRecord) -> str | None:
+    """Launch the request's run (what it asks for is fixed when it is recorded)."""
     try:
         return launcher.launch(
             PROVISION_JOB, provision_run_config(request), provision_tags(request)
@@ -135,7 +135,7 @@ def launch_pending(ctx: ServiceContext, cursor: str | None, launcher: Launcher) 
         if requests.mark_launched(request.request_id):  # lost: someone else launches it
             launches.append(request)
     for request in launches:
-        _start(requests, launcher, request.request_id)
+        _start(launcher, request)
     return json.dumps(sorted(r.request_id for r in launches))
 
 
