@@ -66,6 +66,7 @@ class DeploymentConfig:
     sendgrid_from: str | None = None
     sendgrid_api_host: str = DEFAULT_SENDGRID_API_HOST
     fault_plan: str | None = None
+    host_name: str = ""  # this host's name among the platform's (support.hosts)
 
 
 def config_fields() -> list[str]:
@@ -85,6 +86,7 @@ class Platform:
     traffic: TrafficBoundary
     deployer: WorkloadDeployer
     mailer: Mailer
+    host_name: str = ""  # where its runs act: a tenant placed elsewhere is refused ("": anywhere)
 
     @property
     def registry(self) -> TenantRegistry:
@@ -169,6 +171,7 @@ def build_real_platform(config: DeploymentConfig) -> Platform:
             deployment=config.deployment,
         ),
         mailer=build_mailer(config),
+        host_name=config.host_name,
     )
 
 
@@ -192,6 +195,7 @@ def with_faults(platform: Platform, plan_path: str) -> Platform:
         traffic=FaultyTrafficBoundary(inner=platform.traffic, plan_path=path),
         deployer=FaultyDeployer(inner=platform.deployer, plan_path=path),
         mailer=FaultyMailer(inner=platform.mailer, plan_path=path),
+        host_name=platform.host_name,
     )
 
 
@@ -215,6 +219,7 @@ def deployment_config(settings: Settings, env: Mapping[str, str] | None = None) 
         sendgrid_from=env.get(SENDGRID_FROM_VAR) if sendgrid else None,
         sendgrid_api_host=settings.sendgrid_api_host,
         fault_plan=str(settings.fault_plan) if settings.fault_plan is not None else None,
+        host_name=settings.host_name,
     )
 
 

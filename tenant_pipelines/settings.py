@@ -12,6 +12,7 @@ from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.support.db_url import normalize_url
+from tenant_pipelines.support.hosts import host_name
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"
@@ -95,6 +96,13 @@ def derived_deployment(db_url: str) -> str:
     return label
 
 
+def _host_name(env: Mapping[str, str]) -> str:
+    try:
+        return host_name(env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _plain_http(env: Mapping[str, str]) -> str:
     value = env.get("TENANT_EDGE_PLAIN_HTTP") or EDGE_PLAIN_HTTP[0]
     if value not in EDGE_PLAIN_HTTP:
@@ -146,6 +154,7 @@ class Settings:
     acme_email: str = ""  # ACME's contact for certificates of a real domain (TENANT_ACME_EMAIL)
     edge_client_timeout_s: int = DEFAULT_EDGE_CLIENT_TIMEOUT_S  # a silent client is dropped
     caddy: str = ""  # TENANT_CADDY: the edge's Caddy binary; "" the venv's (localstack.gateway)
+    host_name: str = ""  # TENANT_HOST_NAME: this host among the platform's (support.hosts)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -179,6 +188,7 @@ class Settings:
                 env, "TENANT_EDGE_CLIENT_TIMEOUT_S", DEFAULT_EDGE_CLIENT_TIMEOUT_S, minimum=1
             ),
             caddy=env.get("TENANT_CADDY") or "",
+            host_name=_host_name(env),
         )
 
     @property
@@ -213,6 +223,7 @@ class Settings:
             TENANT_ACME_EMAIL=self.acme_email,
             TENANT_EDGE_CLIENT_TIMEOUT_S=str(self.edge_client_timeout_s),
             TENANT_CADDY=self.caddy,
+            TENANT_HOST_NAME=self.host_name,
         )
         for plan in PLANS:
             env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))

@@ -10,6 +10,7 @@ from tenant_pipelines.definitions import build_definitions
 from tenant_pipelines.settings import Settings
 
 
-def job_named(name: str, data_dir: str) -> JobDefinition:
-    settings = Settings.from_env({"TENANT_DATA_DIR": data_dir})
-    return build_definitions(settings).get_job_def(name)
+def job_named(name: str, data_dir: str, host_name: str = "") -> JobDefinition:
+    """`host_name`: the host the job's runs act on (TENANT_HOST_NAME; "": this machine's)."""
+    env = {"TENANT_DATA_DIR": data_dir, **({"TENANT_HOST_NAME": host_name} if host_name else {})}
+    return build_definitions(Settings.from_env(env)).get_job_def(name)

@@ -116,7 +116,8 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
         request = TenantRequest.parse(fields)
     except ValidationError as error:
         raise UsageError(describe_validation_error(error)) from None
-    records_only = ServiceContext(_registry(settings), NoRuns())  # no launcher: the sensor will
+    # No launcher: the intake sensor will launch it.
+    records_only = ServiceContext(_registry(settings), NoRuns(), hosts=(settings.host_name,))
     try:
         submission = submit_request(records_only, Operator(request.requested_by.subject), request)
     except (SlugInUse, RequestConflict) as refused:

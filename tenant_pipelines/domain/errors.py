@@ -16,6 +16,17 @@ class PermanentError(TenantPipelinesError):
     """An error that another attempt cannot fix."""
 
 
+class WrongHost(PermanentError):
+    """A run on one host was asked to act on a tenant placed on another: what it would find here
+    (no workload, no route) says nothing of the tenant, so it does nothing."""
+
+    def __init__(self, tenant_key: str, placed_on: str, this_host: str) -> None:
+        super().__init__(
+            f"tenant {tenant_key} is placed on host {placed_on!r}; this run is on host "
+            f"{this_host!r} and acts on nothing of it here"
+        )
+
+
 class BusinessRefusal(PermanentError):
     """Validate refused the request (slug taken, plan unknown, role not allowed)."""
 

@@ -26,6 +26,7 @@ class RequestRecord:
     tenant_id: str | None
     created_at: datetime
     updated_at: datetime
+    worker_host: str | None = None  # where its tenant is placed (None: before placement)
 
     def to_request(self) -> "TenantRequest":
         from tenant_pipelines.domain.request import TenantRequest  # its models load on demand
@@ -56,6 +57,7 @@ class TenantRecord:
     failure_reason: str | None
     created_at: datetime
     updated_at: datetime
+    worker_host: str | None = None  # where its runs and workload live (None: anywhere)
 
     @property
     def spec(self) -> TenantSpec:
@@ -66,6 +68,7 @@ class TenantRecord:
             org=self.org,
             plan=self.plan,
             admin_email=self.admin_email,
+            worker_host=self.worker_host,
         )
 
 

@@ -37,6 +37,9 @@ class TenantSpec(BaseModel):
     org: str
     plan: str
     admin_email: str
+    # The host its runs and workload live on (`support.hosts`); None: placed before placement
+    # existed, acted on wherever its run runs.
+    worker_host: str | None = None
 
     @property
     def key(self) -> str:

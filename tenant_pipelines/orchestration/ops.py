@@ -103,6 +103,7 @@ def saga_context(
         root_run_id=context.run.root_run_id,
         requested_by=context.run.tags.get(REQUESTED_BY_TAG),
         emit=emit,
+        host=adapters.host_name or None,
     )
 
 

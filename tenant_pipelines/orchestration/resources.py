@@ -40,6 +40,7 @@ class TenantPlatform(ConfigurableResource):
     sendgrid_from: str | None = None
     sendgrid_api_host: str = DEFAULT_SENDGRID_API_HOST
     fault_plan: str | None = None
+    host_name: str = ""
 
     _platform: Platform | None = PrivateAttr(default=None)
 
@@ -62,6 +63,7 @@ class TenantPlatform(ConfigurableResource):
             sendgrid_from=EnvVar(SENDGRID_FROM_VAR) if sendgrid else None,
             sendgrid_api_host=settings.sendgrid_api_host,
             fault_plan=str(settings.fault_plan) if settings.fault_plan is not None else None,
+            host_name=settings.host_name,
         )
 
     def build(self) -> Platform:

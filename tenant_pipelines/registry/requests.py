@@ -34,7 +34,7 @@ def retry_marker(root_run_id: str) -> str:
     return f"{RETRY_MARKER}{root_run_id}"
 
 
-def _new_row(request: "TenantRequest") -> dict[str, Any]:
+def _new_row(request: "TenantRequest", worker_host: str | None) -> dict[str, Any]:
     moment = now()
     return {
         "request_id": str(request.request_id),
@@ -47,6 +47,7 @@ def _new_row(request: "TenantRequest") -> dict[str, Any]:
         "state": RequestState.PENDING.value,
         "created_at": moment,
         "updated_at": moment,
+        "worker_host": worker_host,
     }
 
 
@@ -71,7 +72,11 @@ class RequestStore:
         self._db = db
 
     def submit(
-        self, request: "TenantRequest", *, exclusive_slug: bool = False
+        self,
+        request: "TenantRequest",
+        *,
+        exclusive_slug: bool = False,
+        worker_host: str | None = None,
     ) -> tuple[RequestRecord, bool]:
         """Record a pending request; (record, created). The same id again from the same caller
         returns the existing record with created=False, or raises RequestConflict naming the
@@ -82,8 +87,11 @@ class RequestStore:
         split, a live tenant or another request in flight holds raises SlugInUse and records
         nothing. The check and the insert are one transaction serialized per slug and per key;
         Validate's reservation still decides any other path.
+
+        worker_host: the host its tenant is placed on (`service.placement`); a repeat keeps the
+        first one's.
         """
-        values = _new_row(request)
+        values = _new_row(request, worker_host)
         with self._db.write() as conn:
             if exclusive_slug:
                 lock_names(conn, request.slug, request.org)

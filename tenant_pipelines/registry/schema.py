@@ -72,6 +72,8 @@ requests = Table(
     Column("tenant_id", String(36)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The host its tenant is placed on (support.hosts); NULL: recorded before placement.
+    Column("worker_host", String(255)),
     CheckConstraint(_in("state", list(RequestState)), name="ck_requests_state"),
     Index("ix_requests_state_created_at", "state", "created_at"),
 )
@@ -100,6 +102,8 @@ tenants = Table(
     Column("failure_reason", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Where its runs and workload live, from its request; NULL: reserved before placement.
+    Column("worker_host", String(255)),
     CheckConstraint(_in("state", list(TenantState)), name="ck_tenants_state"),
     UniqueConstraint("request_id", name="uq_tenants_request_id"),
     UniqueConstraint("live_slug", name="uq_tenants_live_slug"),
@@ -107,6 +111,7 @@ tenants = Table(
     Index("uq_tenants_live_key", "live_key", unique=True),
     Index("ix_tenants_slug", "slug"),
     Index("ix_tenants_state", "state"),
+    Index("ix_tenants_worker_host", "worker_host"),
 )
 
 ledger = Table(

@@ -2,6 +2,7 @@
 constraints until decommissioned; every state change a compare-and-set along the state machine."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 
 from tenant_pipelines.domain.errors import NotFound, SlugTaken
 from tenant_pipelines.domain.records import RequestRecord, TenantRecord
-from tenant_pipelines.domain.states import TenantState, check_tenant_transition
+from tenant_pipelines.domain.states import RequestState, TenantState, check_tenant_transition
 from tenant_pipelines.domain.tenant import tenant_key
 from tenant_pipelines.registry.engine import Database
 from tenant_pipelines.registry.queries import (
@@ -37,6 +38,7 @@ def _new_row(request: RequestRecord) -> dict[str, Any]:
         "state": TenantState.PROVISIONING.value,
         "live_slug": request.slug,
         "live_key": tenant_key(request.slug, request.org),
+        "worker_host": request.worker_host,
         "created_at": moment,
         "updated_at": moment,
     }
@@ -109,6 +111,25 @@ class TenantStore:
             query = query.where(tenants.c.state == TenantState(state).value)
         with self._db.read() as conn:
             return [tenant_record(row) for row in conn.execute(query)]
+
+    def load_by_host(self, hosts: Sequence[str]) -> dict[str, int]:
+        """How many tenants each of `hosts` holds: its tenants not decommissioned, and the
+        requests placed on it still waiting for their tenant (a burst is placed before any of
+        its tenants exists). One grouped read of each table."""
+        load = dict.fromkeys(hosts, 0)
+        live = select(tenants.c.worker_host, func.count()).where(
+            tenants.c.live_slug.is_not(None), tenants.c.worker_host.in_(hosts)
+        )
+        waiting = select(requests.c.worker_host, func.count()).where(
+            requests.c.tenant_id.is_(None),
+            requests.c.state != RequestState.REJECTED.value,
+            requests.c.worker_host.in_(hosts),
+        )
+        with self._db.read() as conn:
+            for query, host in ((live, tenants.c.worker_host), (waiting, requests.c.worker_host)):
+                for name, count in conn.execute(query.group_by(host)):
+                    load[str(name)] += int(count)
+        return load
 
     def census(self) -> list[tuple[str, str, int, datetime]]:
         """(state, plan, how many, the oldest one's creation) over every tenant, in one grouped

@@ -78,6 +78,7 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
     Skipped when the failed run is no longer the tenant's latest (a retry or resume owns the
     tenant now) or the tenant is no longer being provisioned (active, decommissioned).
     """
+    ctx.check_host(tenant)
     # This run does the compensation now (every attempt holds the same operation claim).
     if ctx.registry.compensations.get(failed_run_id) is not None:
         ctx.registry.compensations.set_run(failed_run_id, ctx.run_id)
@@ -113,7 +114,8 @@ def compensate(ctx: SagaContext, tenant: TenantSpec, failed_run_id: str) -> list
 
 
 def decommission(ctx: SagaContext, tenant: TenantSpec) -> list[str]:
-    """Release whatever remains and free the slug and the key."""
+    """Release whatever remains and free the slug and the key, on the tenant's own host only."""
+    ctx.check_host(tenant)
     record = ctx.registry.tenants.get_by_id(tenant.tenant_id)
     if record.state == TenantState.PROVISIONING:
         raise PermanentError(f"tenant {tenant.slug} is provisioning; wait for it to finish")

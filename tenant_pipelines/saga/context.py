@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenant_pipelines.domain.errors import WrongHost
 from tenant_pipelines.domain.events import make_event
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.saga.ports import (
@@ -48,6 +49,15 @@ class SagaContext:
     root_run_id: str | None = None  # the first run of a re-execution chain
     requested_by: str | None = None  # who asked for this run (a token's subject, an operator)
     clock: Clock = field(default_factory=SystemClock)
+    # The host this run acts on (`support.hosts`); None: a caller that places nothing.
+    host: str | None = None
+
+    def check_host(self, tenant: TenantSpec) -> None:
+        """Refuse (WrongHost) to act on a tenant placed on another host than this run's: its
+        workload and route are there, and what is found missing here was never here."""
+        placed_on = tenant.worker_host
+        if placed_on is not None and self.host is not None and placed_on != self.host:
+            raise WrongHost(tenant.key, placed_on, self.host)
 
     def event(self, event_type: str, tenant: TenantSpec, step: str | None, **details: Any) -> None:
         self.emit(

@@ -59,11 +59,13 @@ def validate(ctx: SagaContext, request_id: str) -> TenantSpec:
 
 
 def begin_phase(ctx: SagaContext, tenant: TenantSpec, step: Step) -> None:
-    """Enter a phase: a failed tenant is being retried, a decommissioned one is refused.
+    """Enter a phase: a failed tenant is being retried, a decommissioned one is refused, and so
+    is one placed on another host.
 
     A retry waits for a compensation still releasing this tenant, or the two would undo each
     other; once the retry has recorded itself as the tenant's run, a late compensation skips.
     """
+    ctx.check_host(tenant)
     wait_for_compensations(ctx, tenant)
     record = ctx.registry.tenants.get_by_id(tenant.tenant_id)
     if record.state in (TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):

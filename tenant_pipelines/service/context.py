@@ -23,3 +23,6 @@ class ServiceContext:
     # Where the service reports an event no run writes (a compensation given up).
     report: EventSink = _nowhere
     clock: Clock = field(default_factory=SystemClock)
+    # The hosts new tenants are placed on (`service.placement`): the door's own host until
+    # worker hosts exist; none, and a request is recorded unplaced.
+    hosts: tuple[str, ...] = ()

@@ -23,6 +23,7 @@ from tenant_pipelines.domain.request import RequestedBy, TenantFields, TenantReq
 from tenant_pipelines.domain.states import RequestState
 from tenant_pipelines.service.context import ServiceContext
 from tenant_pipelines.service.jobs import PROVISION_JOB, provision_run_config, provision_tags
+from tenant_pipelines.service.placement import place
 from tenant_pipelines.service.ports import Launcher
 from tenant_pipelines.support import metrics
 from tenant_pipelines.support.priority_gate import PriorityGate
@@ -91,7 +92,9 @@ def _submit(
     ctx: ServiceContext, actor: Actor, request: TenantRequest, start_now: bool
 ) -> Submission:
     try:
-        record, created = ctx.registry.requests.submit(request, exclusive_slug=True)
+        record, created = ctx.registry.requests.submit(
+            request, exclusive_slug=True, worker_host=place(ctx.registry, ctx.hosts)
+        )
     except SlugInUse as taken:  # the holder is named only to an actor who sees its org
         raise taken.told_to(actor.sees) from None
     if created:  # an idempotent repeat of the same request is not a second one

@@ -15,7 +15,7 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0007_batches"
+HEAD = "0008_worker_hosts"
 TABLES = {
     "requests",
     "tenants",

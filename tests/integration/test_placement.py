@@ -1,0 +1,175 @@
+"""Placement: a request is placed on the least loaded host when it is recorded, its tenant keeps
+that host, and a run on another host acts on nothing of the tenant (a release that finds
+nothing there would otherwise count as done, free the slug and orphan the workload)."""
+
+import uuid
+
+import pytest
+from dagster import build_reconstructable_job, execute_job
+
+from tenant_pipelines.domain.access import Operator
+from tenant_pipelines.domain.errors import SlugInUse, WrongHost
+from tenant_pipelines.domain.request import TenantRequest
+from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.saga import compensation, emails, phases
+from tenant_pipelines.saga.context import SagaContext
+from tenant_pipelines.service.context import ServiceContext
+from tenant_pipelines.service.jobs import DECOMMISSION_JOB, tenant_op_config, tenant_tags
+from tenant_pipelines.service.placement import place
+from tenant_pipelines.service.ports import NoRuns
+from tenant_pipelines.service.submit import submit
+from tests.platform_fixtures import LocalPlatform
+
+pytestmark = pytest.mark.integration
+
+
+def _request(slug: str, org: str = "widgets") -> TenantRequest:
+    return TenantRequest.parse(
+        {
+            "slug": slug,
+            "org": org,
+            "plan": "team",
+            "admin_email": f"admin@{slug}.example.com",
+            "requested_by": {"subject": "alice", "role": "platform-admin"},
+        }
+    )
+
+
+def _placed(local: LocalPlatform, slug: str, host: str, *, reserve: bool) -> str:
+    """A request recorded on `host`; its tenant reserved too if `reserve`. The request id."""
+    record, _ = local.registry.requests.submit(_request(slug), worker_host=host)
+    if reserve:
+        local.registry.tenants.reserve(record)
+    return record.request_id
+
+
+def _on(local: LocalPlatform, host: str) -> SagaContext:
+    return SagaContext(
+        registry=local.registry,
+        backends=local.platform.backends(),
+        served_at=local.settings.served_at,
+        run_id=str(uuid.uuid4()),
+        emit=local.events.append,
+        host=host,
+    )
+
+
+def test_the_least_loaded_host_is_chosen_counting_tenants_and_requests_waiting_for_one(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    registry = local.registry
+    _placed(local, "one", "h-a", reserve=True)
+    _placed(local, "two", "h-a", reserve=True)
+    _placed(local, "three", "h-b", reserve=False)  # waiting for its tenant: it counts
+    gone = registry.tenants.reserve(
+        registry.requests.get(_placed(local, "four", "h-b", reserve=False))
+    )
+    for state in (TenantState.ACTIVE, TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):
+        registry.tenants.transition(gone.tenant_id, state)  # a decommissioned one does not
+    registry.requests.reject(_placed(local, "five", "h-c", reserve=False), "refused")
+    _placed(local, "six", "h-c", reserve=False)
+
+    assert registry.tenants.load_by_host(["h-a", "h-b", "h-c", "h-d"]) == {
+        "h-a": 2,
+        "h-b": 1,
+        "h-c": 1,
+        "h-d": 0,
+    }
+    assert place(registry, ["h-a", "h-b", "h-c"]) == "h-b"  # a tie: the first named
+    assert place(registry, ["h-c", "h-b", "h-a"]) == "h-c"
+    assert place(registry, ["h-a", "h-b", "h-c", "h-d"]) == "h-d"
+    assert place(registry, ["h-a"]) == "h-a"
+    assert place(registry, []) is None
+
+
+def test_a_submission_records_its_host_and_its_tenant_keeps_it(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    ctx = ServiceContext(local.registry, NoRuns(), hosts=("h-a",))
+    submission = submit(ctx, Operator("alice"), _request("acme"))
+    assert submission.request.worker_host == "h-a"
+    tenant = phases.validate(_on(local, "h-a"), submission.request.request_id)
+    assert tenant.worker_host == "h-a"
+    assert local.registry.tenants.get("acme").worker_host == "h-a"
+
+
+def _active_on(local: LocalPlatform, host: str) -> str:
+    """An active tenant placed on `host`, provisioned by phases run there; its tenant id."""
+    request_id = _placed(local, "acme", host, reserve=False)
+    ctx = _on(local, host)
+    tenant = phases.validate(ctx, request_id)
+    phases.allocate(ctx, tenant)
+    phases.deploy(ctx, tenant)
+    phases.mark_active(ctx, tenant)
+    emails.send_welcome_emails(ctx, tenant)
+    return tenant.tenant_id
+
+
+def test_a_decommission_on_another_host_releases_nothing_and_keeps_the_slug(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    tenant_id = _active_on(local, "h-a")
+    tenant = local.registry.tenants.get_by_id(tenant_id).spec
+    ledger = local.registry.ledger.entries(tenant_id)
+    existing = local.existing()
+    assert all(keys == {"acme-widgets"} for keys in existing.values())
+
+    with pytest.raises(WrongHost, match="placed on host 'h-a'; this run is on host 'h-b'"):
+        compensation.decommission(_on(local, "h-b"), tenant)
+    with pytest.raises(WrongHost):
+        compensation.compensate(_on(local, "h-b"), tenant, "some-failed-run")
+    with pytest.raises(WrongHost):
+        phases.deploy(_on(local, "h-b"), tenant)
+
+    assert local.existing() == existing  # its workload, route and stores are all still there
+    assert local.registry.ledger.entries(tenant_id) == ledger
+    assert local.registry.tenants.get_by_id(tenant_id).state == TenantState.ACTIVE
+    with pytest.raises(SlugInUse):  # the slug is still the tenant's
+        local.registry.requests.submit(_request("acme"), exclusive_slug=True)
+
+    compensation.decommission(_on(local, "h-a"), tenant)  # on its own host it goes
+    assert all(keys == set() for keys in local.existing().values())
+    assert local.registry.tenants.get_by_id(tenant_id).state == TenantState.DECOMMISSIONED
+
+
+def test_a_decommission_run_on_another_host_fails_naming_both_hosts(
+    local_platform: LocalPlatform,
+) -> None:
+    """The run's host comes from its own TENANT_HOST_NAME, through the `platform` resource."""
+    local = local_platform
+    tenant_id = _active_on(local, "h-a")
+    record = local.registry.tenants.get_by_id(tenant_id)
+
+    def decommission_run(host: str) -> tuple[bool, str]:
+        job = build_reconstructable_job(
+            "tests.job_target",
+            "job_named",
+            (DECOMMISSION_JOB, str(local.settings.data_dir), host),
+        )
+        config = tenant_op_config(record, "decommission")
+        with execute_job(
+            job,
+            instance=local.instance,
+            run_config=config,
+            tags=tenant_tags(record),
+            raise_on_error=False,
+        ) as result:
+            failures = [
+                e.step_failure_data.error.to_string()
+                for e in result.all_events
+                if e.is_step_failure and e.step_failure_data.error is not None
+            ]
+            return result.success, " ".join(failures)
+
+    success, failures = decommission_run("h-b")
+    assert not success
+    assert "tenant acme-widgets is placed on host 'h-a'; this run is on host 'h-b'" in failures
+    assert all(keys == {"acme-widgets"} for keys in local.existing().values())
+    assert local.registry.tenants.get_by_id(tenant_id).state == TenantState.ACTIVE
+
+    success, _ = decommission_run("h-a")
+    assert success
+    assert local.registry.tenants.get_by_id(tenant_id).state == TenantState.DECOMMISSIONED
