@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 class LocalWorkloads:
-    """Restore the workload of every active tenant from the registry; stop them all.
+    """Restore the workload of every active tenant placed on this host (or before placement)
+    from the registry; stop them all. A tenant placed on another host has its workload there.
 
     The adapters (`composition`) are built when first needed, not before `up` holds its
     lock: a refused `up` answers at once."""
@@ -29,6 +30,8 @@ class LocalWorkloads:
         registry = self._platform.registry
         restored = []
         for tenant in registry.tenants.all(TenantState.ACTIVE):
+            if tenant.worker_host not in (None, self._settings.host_name):
+                continue
             # A store made by an older version gets the admin sign-in's columns first.
             self._platform.identity.upgrade(tenant.spec.key)
             handle = self._platform.deployer.ensure(tenant.spec)

@@ -23,6 +23,9 @@ PLAN_TAG = "plan"  # the run queue's per-plan limits apply to it
 REQUEST_TAG = "request_id"
 FAILED_RUN_TAG = "failed_run_id"
 COMPENSATION_ATTEMPT_TAG = "compensation_attempt"  # 1, then 2 and 3 when the backstop relaunches
+# The host the tenant is placed on (`service.placement`): every run of the tenant carries it, and
+# a re-execution copies it; absent for a tenant recorded before placement.
+WORKER_HOST_TAG = "worker_host"
 
 
 def provision_run_config(request: RequestRecord) -> dict[str, Any]:
@@ -46,7 +49,7 @@ def provision_tags(request: RequestRecord) -> dict[str, str]:
     plan = PLANS.get(request.plan)
     if plan is not None:
         tags[MAX_RUNTIME_TAG] = str(plan.max_runtime_s)
-    return tags
+    return {**tags, **_placement(request.worker_host)}
 
 
 def tenant_op_config(tenant: TenantRecord, op_name: str, **extra: str) -> dict[str, Any]:
@@ -55,4 +58,9 @@ def tenant_op_config(tenant: TenantRecord, op_name: str, **extra: str) -> dict[s
 
 
 def tenant_tags(tenant: TenantRecord, **extra: str) -> dict[str, str]:
-    return {TENANT_TAG: tenant.slug, "org": tenant.org, PLAN_TAG: tenant.plan, **extra}
+    tags = {TENANT_TAG: tenant.slug, "org": tenant.org, PLAN_TAG: tenant.plan}
+    return {**tags, **_placement(tenant.worker_host), **extra}
+
+
+def _placement(worker_host: str | None) -> dict[str, str]:
+    return {WORKER_HOST_TAG: worker_host} if worker_host else {}

@@ -11,10 +11,17 @@ from tenant_pipelines.domain.access import Operator
 from tenant_pipelines.domain.errors import SlugInUse, WrongHost
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.states import TenantState
+from tenant_pipelines.localstack.reconcile import LocalWorkloads
 from tenant_pipelines.saga import compensation, emails, phases
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.service.context import ServiceContext
-from tenant_pipelines.service.jobs import DECOMMISSION_JOB, tenant_op_config, tenant_tags
+from tenant_pipelines.service.jobs import (
+    DECOMMISSION_JOB,
+    WORKER_HOST_TAG,
+    provision_tags,
+    tenant_op_config,
+    tenant_tags,
+)
 from tenant_pipelines.service.placement import place
 from tenant_pipelines.service.ports import NoRuns
 from tenant_pipelines.service.submit import submit
@@ -35,7 +42,7 @@ def _request(slug: str, org: str = "widgets") -> TenantRequest:
     )
 
 
-def _placed(local: LocalPlatform, slug: str, host: str, *, reserve: bool) -> str:
+def _placed(local: LocalPlatform, slug: str, host: str | None, *, reserve: bool) -> str:
     """A request recorded on `host`; its tenant reserved too if `reserve`. The request id."""
     record, _ = local.registry.requests.submit(_request(slug), worker_host=host)
     if reserve:
@@ -92,13 +99,18 @@ def test_a_submission_records_its_host_and_its_tenant_keeps_it(
     assert submission.request.worker_host == "h-a"
     tenant = phases.validate(_on(local, "h-a"), submission.request.request_id)
     assert tenant.worker_host == "h-a"
-    assert local.registry.tenants.get("acme").worker_host == "h-a"
+    record = local.registry.tenants.get("acme")
+    assert record.worker_host == "h-a"
+    # Every run of the tenant carries its host, for the UI and for a launcher that routes runs.
+    assert provision_tags(submission.request)[WORKER_HOST_TAG] == "h-a"
+    assert tenant_tags(record)[WORKER_HOST_TAG] == "h-a"
 
 
-def _active_on(local: LocalPlatform, host: str) -> str:
-    """An active tenant placed on `host`, provisioned by phases run there; its tenant id."""
-    request_id = _placed(local, "acme", host, reserve=False)
-    ctx = _on(local, host)
+def _active_on(local: LocalPlatform, host: str | None, slug: str = "acme") -> str:
+    """An active tenant placed on `host` (None: not placed), provisioned by phases run there;
+    its tenant id."""
+    request_id = _placed(local, slug, host, reserve=False)
+    ctx = _on(local, host or "h-any")
     tenant = phases.validate(ctx, request_id)
     phases.allocate(ctx, tenant)
     phases.deploy(ctx, tenant)
@@ -173,3 +185,18 @@ def test_a_decommission_run_on_another_host_fails_naming_both_hosts(
     success, _ = decommission_run("h-a")
     assert success
     assert local.registry.tenants.get_by_id(tenant_id).state == TenantState.DECOMMISSIONED
+
+
+def test_up_restores_the_workloads_of_its_own_hosts_tenants_only(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    _active_on(local, local.settings.host_name, "here")
+    _active_on(local, "h-elsewhere", "there")
+    _active_on(local, None, "unplaced")  # recorded before placement: acted on anywhere
+    local.platform.deployer.stop_all()
+
+    restored = LocalWorkloads(local.settings).restore()
+
+    assert sorted(restored) == ["here-widgets", "unplaced-widgets"]
+    assert local.existing()["workload"] == {"here-widgets", "unplaced-widgets"}
