@@ -416,7 +416,7 @@ def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     registry = _or_reason(lambda: _registry(settings), "registry", unreadable)
     backends = [p.storage, p.identity, p.traffic, p.deployer]
     ledger = None if registry is None else registry.ledger
-    result = take_inventory(ledger, list(backends), skip, unreadable)
+    result = take_inventory(ledger, list(backends), skip, unreadable, settings.host_name)
     _print(args, result.to_json(), format_inventory(result))
     return _unreadable_said(result.unreadable) or (0 if result.clean else 1)
 

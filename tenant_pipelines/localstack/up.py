@@ -146,7 +146,7 @@ def _settle_previous(settings: Settings, say: Callable[[str], None]) -> None:
     from tenant_pipelines.orchestration.recovery import settle_interrupted_runs
 
     instance = open_instance(settings.dagster_home, settings)
-    interrupted = settle_interrupted_runs(instance)
+    interrupted = settle_interrupted_runs(instance, settings.host_name)
     instance.dispose()
     if interrupted:
         say(f"{len(interrupted)} run(s) interrupted by the last stop will be resumed")

@@ -5,19 +5,27 @@ nothing would ever finish them. Before the next start nothing of ours can be run
 run is reported failed (or canceled, if it was being canceled); Dagster's run retries
 (`run_retries` in dagster.yaml) then re-execute it from the failed op, which resumes the saga
 without compensation. Canceled runs are compensated by the backstop sensor.
+
+Only this host's runs: a run of a tenant placed on another host (its `worker_host` tag) has its
+worker there, which this stop did not touch.
 """
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from tenant_pipelines.service.jobs import WORKER_HOST_TAG
 
 INTERRUPTED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 MESSAGE = "interrupted: the platform stopped while this run was in progress"
 
 
-def settle_interrupted_runs(instance: DagsterInstance) -> list[str]:
-    """Mark every run left in flight by a previous stack as ended; their ids."""
+def settle_interrupted_runs(instance: DagsterInstance, host_name: str) -> list[str]:
+    """Mark every run of this host (`host_name`) left in flight by a previous stack as ended;
+    their ids. Runs of tenants recorded before placement count as this host's."""
     settled = []
     for record in instance.get_run_records(filters=RunsFilter(statuses=INTERRUPTED)):
         run = record.dagster_run
+        if run.tags.get(WORKER_HOST_TAG, host_name) != host_name:
+            continue
         if run.status == DagsterRunStatus.CANCELING:
             instance.report_run_canceled(run, message=MESSAGE)
         else:

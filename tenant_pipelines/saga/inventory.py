@@ -2,8 +2,10 @@
 
 An orphan exists in a backend with no live ledger entry (leaked); a ghost is recorded as
 allocated but missing from its backend. Entries still `allocating` or `releasing` are in flight
-and count as neither. A store that cannot be read (the registry, a backend) is named in
-`unreadable`; the others are still listed, and nothing is judged against a ledger not read.
+and count as neither, and so do the missing things of a tenant placed on another host (its
+workload and route are there: that host's inventory judges them). A store that cannot be read
+(the registry, a backend) is named in `unreadable`; the others are still listed, and nothing is
+judged against a ledger not read.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -47,11 +49,13 @@ def take_inventory(
     backends: list[TenantBackend],
     skip_ghosts: frozenset[str],
     unreadable: dict[str, str] | None = None,
+    host_name: str | None = None,
 ) -> Inventory:
     """`skip_ghosts`: kinds whose absence is expected now (workloads while the stack is down).
-    `ledger` is None when the registry could not be opened (the reason in `unreadable`)."""
+    `ledger` is None when the registry could not be opened (the reason in `unreadable`).
+    `host_name`: this host's; None judges every tenant's missing things here."""
     unreadable = dict(unreadable or {})
-    live = _live(ledger, unreadable)
+    live = _live(ledger, unreadable, host_name)
     existing = {}
     for backend in backends:
         try:
@@ -70,20 +74,24 @@ def take_inventory(
         if backend.kind not in skip_ghosts:
             findings += [
                 Finding("ghost", backend.kind, key)
-                for key, state in sorted(recorded.items())
-                if state == LedgerState.ALLOCATED and key not in present
+                for key, (state, here) in sorted(recorded.items())
+                if here and state == LedgerState.ALLOCATED and key not in present
             ]
     return Inventory(existing, findings, sorted(skip_ghosts), unreadable)
 
 
-def _live(ledger: Ledger | None, unreadable: dict[str, str]) -> dict[str, dict[str, str]] | None:
-    """kind -> tenant key -> ledger state, or None if the ledger could not be read."""
+def _live(
+    ledger: Ledger | None, unreadable: dict[str, str], host_name: str | None
+) -> dict[str, dict[str, tuple[str, bool]]] | None:
+    """kind -> tenant key -> (ledger state, whether the tenant is placed on this host or on
+    none), or None if the ledger could not be read."""
     if ledger is None:
         return None
-    live: dict[str, dict[str, str]] = {}
+    live: dict[str, dict[str, tuple[str, bool]]] = {}
     try:
         for tenant, entry in ledger.live():
-            live.setdefault(entry.kind, {})[tenant.spec.key] = entry.state
+            here = host_name is None or tenant.worker_host in (None, host_name)
+            live.setdefault(entry.kind, {})[tenant.spec.key] = (entry.state, here)
     except TenantPipelinesError as error:  # RegistryUnavailable: the registry's store is gone
         unreadable["registry"] = str(error)
         return None

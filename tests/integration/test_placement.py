@@ -5,15 +5,18 @@ nothing there would otherwise count as done, free the slug and orphan the worklo
 import uuid
 
 import pytest
-from dagster import build_reconstructable_job, execute_job
+from dagster import DagsterRun, DagsterRunStatus, build_reconstructable_job, execute_job
 
 from tenant_pipelines.domain.access import Operator
 from tenant_pipelines.domain.errors import SlugInUse, WrongHost
 from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.localstack.reconcile import LocalWorkloads
+from tenant_pipelines.orchestration.recovery import settle_interrupted_runs
 from tenant_pipelines.saga import compensation, emails, phases
 from tenant_pipelines.saga.context import SagaContext
+from tenant_pipelines.saga.inventory import Finding, take_inventory
+from tenant_pipelines.saga.ports import TenantBackend
 from tenant_pipelines.service.context import ServiceContext
 from tenant_pipelines.service.jobs import (
     DECOMMISSION_JOB,
@@ -200,3 +203,48 @@ def test_up_restores_the_workloads_of_its_own_hosts_tenants_only(
 
     assert sorted(restored) == ["here-widgets", "unplaced-widgets"]
     assert local.existing()["workload"] == {"here-widgets", "unplaced-widgets"}
+
+
+def test_up_settles_the_interrupted_runs_of_its_own_host_only(
+    local_platform: LocalPlatform,
+) -> None:
+    """A run of a tenant placed on another host is alive there: not interrupted by this stop."""
+    instance = local_platform.instance
+    here = local_platform.settings.host_name
+    tags = {"here": {WORKER_HOST_TAG: here}, "there": {WORKER_HOST_TAG: "h-elsewhere"}, "old": {}}
+    for run_id, run_tags in tags.items():
+        instance.add_run(
+            DagsterRun(
+                job_name=DECOMMISSION_JOB,
+                run_id=run_id,
+                status=DagsterRunStatus.STARTED,
+                tags=run_tags,
+            )
+        )
+
+    assert sorted(settle_interrupted_runs(instance, here)) == ["here", "old"]
+
+    runs = [instance.get_run_by_id(run_id) for run_id in tags]
+    assert {run.run_id: run.status for run in runs if run is not None} == {
+        "here": DagsterRunStatus.FAILURE,
+        "there": DagsterRunStatus.STARTED,
+        "old": DagsterRunStatus.FAILURE,
+    }
+
+
+def test_the_inventory_leaves_the_missing_things_of_another_hosts_tenants_to_that_host(
+    local_platform: LocalPlatform,
+) -> None:
+    local = local_platform
+    _active_on(local, local.settings.host_name, "here")
+    _active_on(local, "h-elsewhere", "there")
+    local.platform.deployer.stop_all()  # on this machine both were here; say "there" is not
+    p = local.platform
+    backends: list[TenantBackend] = [p.storage, p.identity, p.traffic, p.deployer]
+    here = local.settings.host_name
+
+    findings = take_inventory(local.registry.ledger, backends, frozenset(), None, here).findings
+
+    assert findings == [Finding("ghost", "workload", "here-widgets")]
+    everywhere = take_inventory(local.registry.ledger, backends, frozenset()).findings
+    assert Finding("ghost", "workload", "there-widgets") in everywhere
