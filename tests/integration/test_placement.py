@@ -190,14 +190,22 @@ def test_a_decommission_run_on_another_host_fails_naming_both_hosts(
     assert local.registry.tenants.get_by_id(tenant_id).state == TenantState.DECOMMISSIONED
 
 
+def _here_and_elsewhere(local: LocalPlatform, *, unplaced: bool = False) -> None:
+    """Active tenants placed on this host and on another (and, if `unplaced`, one recorded
+    before placement), all provisioned on this machine, then their workloads stopped, as after
+    a stop of `tenantctl up`."""
+    _active_on(local, local.settings.host_name, "here")
+    _active_on(local, "h-elsewhere", "there")
+    if unplaced:
+        _active_on(local, None, "unplaced")  # acted on anywhere
+    local.platform.deployer.stop_all()
+
+
 def test_up_restores_the_workloads_of_its_own_hosts_tenants_only(
     local_platform: LocalPlatform,
 ) -> None:
     local = local_platform
-    _active_on(local, local.settings.host_name, "here")
-    _active_on(local, "h-elsewhere", "there")
-    _active_on(local, None, "unplaced")  # recorded before placement: acted on anywhere
-    local.platform.deployer.stop_all()
+    _here_and_elsewhere(local, unplaced=True)
 
     restored = LocalWorkloads(local.settings).restore()
 
@@ -236,9 +244,7 @@ def test_the_inventory_leaves_the_missing_things_of_another_hosts_tenants_to_tha
     local_platform: LocalPlatform,
 ) -> None:
     local = local_platform
-    _active_on(local, local.settings.host_name, "here")
-    _active_on(local, "h-elsewhere", "there")
-    local.platform.deployer.stop_all()  # on this machine both were here; say "there" is not
+    _here_and_elsewhere(local)
     p = local.platform
     backends: list[TenantBackend] = [p.storage, p.identity, p.traffic, p.deployer]
     here = local.settings.host_name
