@@ -13,6 +13,7 @@ from tenant_pipelines.domain.request import TenantRequest
 from tenant_pipelines.domain.states import TenantState
 from tenant_pipelines.localstack.reconcile import LocalWorkloads
 from tenant_pipelines.orchestration.recovery import settle_interrupted_runs
+from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga import compensation, emails, phases
 from tenant_pipelines.saga.context import SagaContext
 from tenant_pipelines.saga.inventory import Finding, take_inventory
@@ -45,11 +46,11 @@ def _request(slug: str, org: str = "widgets") -> TenantRequest:
     )
 
 
-def _placed(local: LocalPlatform, slug: str, host: str | None, *, reserve: bool) -> str:
+def _placed(registry: TenantRegistry, slug: str, host: str | None, *, reserve: bool) -> str:
     """A request recorded on `host`; its tenant reserved too if `reserve`. The request id."""
-    record, _ = local.registry.requests.submit(_request(slug), worker_host=host)
+    record, _ = registry.requests.submit(_request(slug), worker_host=host)
     if reserve:
-        local.registry.tenants.reserve(record)
+        registry.tenants.reserve(record)
     return record.request_id
 
 
@@ -65,20 +66,18 @@ def _on(local: LocalPlatform, host: str) -> SagaContext:
 
 
 def test_the_least_loaded_host_is_chosen_counting_tenants_and_requests_waiting_for_one(
-    local_platform: LocalPlatform,
+    registry: TenantRegistry,
 ) -> None:
-    local = local_platform
-    registry = local.registry
-    _placed(local, "one", "h-a", reserve=True)
-    _placed(local, "two", "h-a", reserve=True)
-    _placed(local, "three", "h-b", reserve=False)  # waiting for its tenant: it counts
+    _placed(registry, "one", "h-a", reserve=True)
+    _placed(registry, "two", "h-a", reserve=True)
+    _placed(registry, "three", "h-b", reserve=False)  # waiting for its tenant: it counts
     gone = registry.tenants.reserve(
-        registry.requests.get(_placed(local, "four", "h-b", reserve=False))
+        registry.requests.get(_placed(registry, "four", "h-b", reserve=False))
     )
     for state in (TenantState.ACTIVE, TenantState.DECOMMISSIONING, TenantState.DECOMMISSIONED):
         registry.tenants.transition(gone.tenant_id, state)  # a decommissioned one does not
-    registry.requests.reject(_placed(local, "five", "h-c", reserve=False), "refused")
-    _placed(local, "six", "h-c", reserve=False)
+    registry.requests.reject(_placed(registry, "five", "h-c", reserve=False), "refused")
+    _placed(registry, "six", "h-c", reserve=False)
 
     assert registry.tenants.load_by_host(["h-a", "h-b", "h-c", "h-d"]) == {
         "h-a": 2,
@@ -112,7 +111,7 @@ def test_a_submission_records_its_host_and_its_tenant_keeps_it(
 def _active_on(local: LocalPlatform, host: str | None, slug: str = "acme") -> str:
     """An active tenant placed on `host` (None: not placed), provisioned by phases run there;
     its tenant id."""
-    request_id = _placed(local, slug, host, reserve=False)
+    request_id = _placed(local.registry, slug, host, reserve=False)
     ctx = _on(local, host or "h-any")
     tenant = phases.validate(ctx, request_id)
     phases.allocate(ctx, tenant)
