@@ -42,6 +42,8 @@ def test_plan_limits_come_from_the_environment() -> None:
         ({"TENANT_HTTPS_PORT": "https"}, "TENANT_HTTPS_PORT must be a whole number"),
         ({"TENANT_EDGE_PLAIN_HTTP": "allow"}, "TENANT_EDGE_PLAIN_HTTP must be redirect or serve"),
         ({"TENANT_EDGE_CLIENT_TIMEOUT_S": "0"}, "TENANT_EDGE_CLIENT_TIMEOUT_S must be at least 1"),
+        ({"TENANT_HOST_NAME": " h-a"}, "TENANT_HOST_NAME must be 1 to 255 printable characters"),
+        ({"TENANT_HOST_NAME": "h\na"}, "TENANT_HOST_NAME must be 1 to 255 printable characters"),
     ],
 )
 def test_impossible_settings_are_refused_with_the_variable_named(
@@ -92,3 +94,12 @@ def test_tenants_addresses_name_the_edges_https_port_unless_it_is_443() -> None:
     assert production.served_at == "example.com"
     child = Settings.from_env(production.child_env(base={}))
     assert (child.served_at, child.edge_plain_http) == ("example.com", "redirect")
+
+
+def test_the_host_is_local_unless_named_and_children_get_the_same_name() -> None:
+    """Not the machine's host name: a container gets a new one at every start, which would leave
+    every tenant placed on a host that no longer exists."""
+    assert Settings.from_env({}).host_name == "local"
+    named = Settings.from_env({"TENANT_HOST_NAME": "worker-1"})
+    assert named.host_name == "worker-1"
+    assert Settings.from_env(named.child_env(base={})).host_name == "worker-1"
