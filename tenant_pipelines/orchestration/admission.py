@@ -4,10 +4,11 @@ The UI (served only through the API server's door, `api.dagster_door`) can launc
 any tags, and re-execute any run. When such a run is submitted, the run coordinator
 (`runtime.run_coordinator`) hands it here with the door's caller: `requested_by` becomes the
 caller's subject, whatever tag the launch carried (re-executions copy their parent's), so the
-feed names who really asked; and the service holds a lifecycle job to the lifecycle rules
-(`service.lifecycle.admit_ui_run`: the tenant's state, its one operation claim). Refused, the run
-is deleted before it starts and the error (naming the operation in flight) goes back to the UI:
-nothing is released, nothing queued.
+feed names who really asked; `worker_host` becomes the tenant's host as the registry records
+it (a launch that claims another is refused); and the service holds a lifecycle job to the
+lifecycle rules (`service.lifecycle.admit_ui_run`: the tenant's state, its one operation claim).
+Refused, the run is deleted before it starts and the error (naming the operation in flight) goes
+back to the UI: nothing is released, nothing queued.
 """
 
 from dataclasses import dataclass
@@ -39,10 +40,14 @@ def admit(instance: DagsterInstance, run: DagsterRun, caller: DoorCaller) -> Dag
     the run) when the tenant's state or another operation refuses it."""
     instance.add_run_tags(run.run_id, {REQUESTED_BY_TAG: caller.subject})
     try:
-        admit_ui_run(ServiceContext(caller.registry, DagsterRuns(instance)), run_view(run))
+        placement = admit_ui_run(
+            ServiceContext(caller.registry, DagsterRuns(instance)), run_view(run)
+        )
     except TenantPipelinesError:
         instance.delete_run(run.run_id)
         raise
+    if placement:
+        instance.add_run_tags(run.run_id, placement)
     admitted = instance.get_run_by_id(run.run_id)
     if admitted is None:
         raise NotFound(f"run {run.run_id} disappeared while it was being admitted")

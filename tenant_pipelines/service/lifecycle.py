@@ -36,6 +36,7 @@ from tenant_pipelines.service.jobs import (
     FAILED_RUN_TAG,
     PROVISION_JOB,
     REQUESTED_BY_TAG,
+    WORKER_HOST_TAG,
     tenant_op_config,
     tenant_tags,
 )
@@ -238,30 +239,52 @@ def discard(ctx: ServiceContext, actor: Actor, slug: str) -> str:
 
 
 # the Dagster UI's own launches ----------------------------------------------------------------
-def admit_ui_run(ctx: ServiceContext, run: RunView) -> None:
+def admit_ui_run(ctx: ServiceContext, run: RunView) -> dict[str, str]:
     """Hold a run launched from the Dagster UI to the rules above before it starts: a
     re-execution of a provisioning run is a retry (of its tenant, or of its request when the
     run failed before the tenant existed), a decommission run a decommission, a compensation
     run a person's compensation; each takes the tenant's claim, named after `run`. Raises
-    (Refused, OperationInFlight, NotFound) when the state or another operation refuses it."""
+    (Refused, OperationInFlight, NotFound) when the state or another operation refuses it.
+    Returns the tags the run must carry: its tenant's host, as the registry records it."""
     if run.job_name == DECOMMISSION_JOB:
         tenant = ctx.registry.tenants.get_by_id(op_config(run, Step.DECOMMISSION)["tenant_id"])
+        placement = _placement_of(run, tenant.worker_host)
         _claim_for_ui(ctx, tenant, OperationKind.DECOMMISSION, run.run_id)
         metrics.DECOMMISSIONS.labels(started_by=Door.DAGSTER_UI).inc()
-    elif run.job_name == COMPENSATE_JOB:
+        return placement
+    if run.job_name == COMPENSATE_JOB:
         config = op_config(run, Step.COMPENSATE)
         tenant = ctx.registry.tenants.get_by_id(config["tenant_id"])
+        placement = _placement_of(run, tenant.worker_host)
         check_compensable(tenant)
         with compensation_claim(ctx, tenant, str(config["failed_run_id"])) as claim:
             claim.name_run(run.run_id)
-    elif run.job_name == PROVISION_JOB and run.parent_run_id is not None:
+        return placement
+    if run.job_name == PROVISION_JOB and run.parent_run_id is not None:
         request_id = str(op_config(run, Step.VALIDATE)["request_id"])
         retried = ctx.registry.tenants.for_request(request_id)
         if retried is None:
-            hand_request_to_retry(ctx, ctx.registry.requests.get(request_id), run.chain)
+            request = ctx.registry.requests.get(request_id)
+            placement = _placement_of(run, request.worker_host)
+            hand_request_to_retry(ctx, request, run.chain)
         else:
+            placement = _placement_of(run, retried.worker_host)
             _claim_for_ui(ctx, retried, OperationKind.RETRY, run.run_id)
         metrics.RETRIES.labels(started_by=Door.DAGSTER_UI).inc()
+        return placement
+    return {}
+
+
+def _placement_of(run: RunView, worker_host: str | None) -> dict[str, str]:
+    """The placement tag a UI launch carries: the tenant's host. A launch that claims another is
+    refused: the tag decides which host's restart settles the run."""
+    claimed = run.tags.get(WORKER_HOST_TAG)
+    if claimed is not None and claimed != worker_host:
+        recorded = repr(worker_host) if worker_host else "none"
+        raise Refused(
+            f"the run's tag {WORKER_HOST_TAG}={claimed!r} is not its tenant's host ({recorded})"
+        )
+    return {WORKER_HOST_TAG: worker_host} if worker_host else {}
 
 
 UI_CHECKS = {

@@ -207,6 +207,31 @@ def test_a_launch_at_the_door_is_the_callers_whatever_tag_it_carries(stack: Stac
     assert started["details"]["requested_by"] == "stack-admin"
 
 
+def test_a_launch_at_the_door_cannot_claim_another_host_for_its_run(stack: Stack) -> None:
+    """The `worker_host` tag decides which host's restart settles an interrupted run: a launch
+    that claims a host other than its tenant's is refused and starts nothing; one without the
+    tag is given its tenant's host."""
+    provision(stack, "placed-here")
+    client = stack.graphql_client()
+    config = decommission_params(stack, "placed-here")["runConfigData"]
+    with pytest.raises(DagsterGraphQLClientError) as refused:
+        client.submit_job_execution(
+            "decommission_tenant",
+            run_config=config,
+            tags={"tenant": "placed-here", "worker_host": "elsewhere"},
+        )
+    assert "worker_host='elsewhere' is not its tenant's host ('local')" in str(refused.value)
+    assert decommission_runs(stack, "placed-here") == []
+    assert stack.cli_json("status", "placed-here")["state"] == "active"  # type: ignore[index]
+
+    client.submit_job_execution(
+        "decommission_tenant", run_config=config, tags={"tenant": "placed-here"}
+    )
+    assert stack.wait_for_state("placed-here", {"decommissioned"})["state"] == "decommissioned"
+    [run] = decommission_runs(stack, "placed-here")
+    assert run.tags["worker_host"] == "local"
+
+
 def test_decommission_from_the_ui_while_a_retry_is_in_flight_fails_naming_the_retry(
     stack: Stack,
 ) -> None:
