@@ -12,7 +12,7 @@ from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.support.db_url import normalize_url
-from tenant_pipelines.support.hosts import host_name
+from tenant_pipelines.support.hosts import SINGLE_HOST, host_name
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"
@@ -154,7 +154,7 @@ class Settings:
     acme_email: str = ""  # ACME's contact for certificates of a real domain (TENANT_ACME_EMAIL)
     edge_client_timeout_s: int = DEFAULT_EDGE_CLIENT_TIMEOUT_S  # a silent client is dropped
     caddy: str = ""  # TENANT_CADDY: the edge's Caddy binary; "" the venv's (localstack.gateway)
-    host_name: str = ""  # TENANT_HOST_NAME: this host among the platform's (support.hosts)
+    host_name: str = SINGLE_HOST  # TENANT_HOST_NAME: this host among the platform's (support.hosts)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

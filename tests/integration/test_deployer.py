@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -462,6 +463,21 @@ def test_a_workload_that_cannot_serve_or_confine_itself_exits_saying_why(
     assert said in done.stderr and "Traceback" not in done.stderr
 
 
+@contextmanager
+def refused_line(
+    deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
+) -> Iterator[tuple[socket.socket, str]]:
+    """A connection to a ready workload that has sent a request line past its 8 KB limit (the
+    connection and the workload's socket path)."""
+    identity.ensure(tenant())
+    sock = deployer.ensure(tenant()).details["socket"]
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(5)
+        conn.connect(sock)
+        conn.sendall(b"GET /" + b"a" * 9000)
+        yield conn, sock
+
+
 def test_a_refused_request_still_being_written_gets_its_400_not_a_broken_socket(
     deployer: LocalProcessDeployer, identity: LocalSQLiteIdentityStore
 ) -> None:
@@ -469,12 +485,7 @@ def test_a_refused_request_still_being_written_gets_its_400_not_a_broken_socket(
     8 KB. It must let the rest be written and answer 400: a socket closed under the writer is
     what the edge reports as "workload is down" (503), blaming the tenant for a client's
     request (seen in the edge's fuzz test under load)."""
-    identity.ensure(tenant())
-    sock = deployer.ensure(tenant()).details["socket"]
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(5)
-        conn.connect(sock)
-        conn.sendall(b"GET /" + b"a" * 9000)
+    with refused_line(deployer, identity) as (conn, sock):
         time.sleep(0.3)  # the workload has read its 8 KB, refused, and answered by now
         conn.sendall(b"a" * 600_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.shutdown(socket.SHUT_WR)
@@ -490,12 +501,7 @@ def test_a_refused_request_trickled_in_is_drained_for_one_second_in_all(
 ) -> None:
     """The drain after a refusal is bounded in all (`DRAIN_S`), not per read: a writer sending a
     byte every 0.2 s would otherwise hold the workload's thread for a megabyte of them."""
-    identity.ensure(tenant())
-    sock = deployer.ensure(tenant()).details["socket"]
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(5)
-        conn.connect(sock)
-        conn.sendall(b"GET /" + b"a" * 9000)
+    with refused_line(deployer, identity) as (conn, _sock):
         started = time.monotonic()
         closed = False
         while not closed and time.monotonic() - started < 4:
