@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-pg bench-smoke browser prometheus gateway-config
+.PHONY: setup up test lint bench bench-pg bench-smoke browser prometheus redis gateway-config
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ prometheus:
 	  && apt-get install -y -q --no-install-recommends prometheus; }; installed=$$?; \
 	  if [ -n "$$ours" ]; then rm -f $$policy; fi; exit $$installed; }
 
+# Debian's Redis, the broker of a platform with several hosts (tests/e2e/test_worker_hosts.py):
+# started on 127.0.0.1:6379, keeping nothing on disk, unless one answers there already.
+redis:
+	@command -v redis-server >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends redis-server || { apt-get update -q \
+	  && apt-get install -y -q --no-install-recommends redis-server; }; }
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --bind 127.0.0.1 \
+	  --port 6379 --save '' --appendonly no --daemonize yes
+
 # --init only for the default data directory: a mistyped TENANT_DATA_DIR is refused, not created.
 up: setup
 	$(BIN)/tenantctl up $(if $(TENANT_DATA_DIR),,--init)
@@ -54,7 +63,7 @@ lint: setup
 
 # The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py). Each run
 # ends with its 15 slowest tests, so CI shows where the time goes.
-test: setup browser prometheus lint
+test: setup browser prometheus redis lint
 	$(BIN)/pytest -q --durations=15 tests/unit
 	$(BIN)/pytest -q --durations=15 tests/integration tests/security tests/e2e
 

@@ -12,10 +12,11 @@ from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.support.db_url import normalize_url
-from tenant_pipelines.support.hosts import SINGLE_HOST, host_name
+from tenant_pipelines.support.hosts import SINGLE_HOST, host_name, worker_hosts
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"
+CELERY_BROKER_VAR = "TENANT_CELERY_BROKER"  # a secret: its URL may hold a password
 DEFAULT_SENSOR_INTERVAL_S = 1
 DEFAULT_SENDGRID_API_HOST = "https://api.sendgrid.com"
 DEFAULT_MAX_CONCURRENT_RUNS = 8
@@ -58,6 +59,43 @@ def _dagster_pg_url(env: Mapping[str, str]) -> str | None:
         raise ConfigError(
             "DAGSTER_PG_URL must start with postgresql:// (dagster-postgres passes it to"
             f" SQLAlchemy unchanged), not {url.split(':', 1)[0]}://"
+        )
+    return url
+
+
+# Redis: the broker and the store of each run's task state, which the control host's daemon reads
+# to check a run's worker (docs/architecture.md "Several hosts").
+CELERY_BROKER_SCHEMES = ("redis://", "rediss://")
+
+
+def _worker_hosts(env: Mapping[str, str], dagster_pg_url: str | None) -> tuple[str, ...]:
+    """TENANT_WORKER_HOSTS (checked); several hosts need what they all reach: the Dagster
+    instance on PostgreSQL and a broker for the runs (TENANT_CELERY_BROKER)."""
+    try:
+        hosts = worker_hosts(env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not hosts:
+        return hosts
+    if not dagster_pg_url:
+        raise ConfigError(
+            "TENANT_WORKER_HOSTS needs DAGSTER_PG_URL: every host reads and writes the same"
+            " Dagster instance, which SQLite files on one host cannot be"
+        )
+    if not env.get(CELERY_BROKER_VAR):
+        raise ConfigError(
+            f"TENANT_WORKER_HOSTS needs {CELERY_BROKER_VAR}: the broker that hands each run to"
+            " its tenant's host (redis://host:6379/0)"
+        )
+    return hosts
+
+
+def _celery_broker(env: Mapping[str, str]) -> str | None:
+    url = env.get(CELERY_BROKER_VAR) or None
+    if url and not url.startswith(CELERY_BROKER_SCHEMES):
+        raise ConfigError(
+            f"{CELERY_BROKER_VAR} must start with {', '.join(CELERY_BROKER_SCHEMES)},"
+            f" not {url.split(':', 1)[0]}://"
         )
     return url
 
@@ -155,12 +193,15 @@ class Settings:
     edge_client_timeout_s: int = DEFAULT_EDGE_CLIENT_TIMEOUT_S  # a silent client is dropped
     caddy: str = ""  # TENANT_CADDY: the edge's Caddy binary; "" the venv's (localstack.gateway)
     host_name: str = SINGLE_HOST  # TENANT_HOST_NAME: this host among the platform's (support.hosts)
+    worker_hosts: tuple[str, ...] = ()  # TENANT_WORKER_HOSTS: () runs everything on this host
+    celery_broker: str | None = field(default=None, repr=False)  # TENANT_CELERY_BROKER
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         data_dir = Path(env.get("TENANT_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
         max_runs = _int(env, "TENANT_MAX_CONCURRENT_RUNS", DEFAULT_MAX_CONCURRENT_RUNS, minimum=1)
+        dagster_pg_url = _dagster_pg_url(env)
         db_url = env.get("TENANT_DB_URL") or f"sqlite:///{data_dir / 'registry.db'}"
         return cls(
             data_dir=data_dir,
@@ -175,7 +216,7 @@ class Settings:
             fault_plan=Path(env["TENANT_FAULT_PLAN"]).resolve()
             if env.get("TENANT_FAULT_PLAN")
             else None,
-            dagster_pg_url=_dagster_pg_url(env),
+            dagster_pg_url=dagster_pg_url,
             backends=env.get("TENANT_BACKENDS") or DEFAULT_BACKENDS,
             backends_pg_url=env.get("TENANT_BACKENDS_PG_URL") or None,
             max_concurrent_runs=max_runs,
@@ -189,7 +230,14 @@ class Settings:
             ),
             caddy=env.get("TENANT_CADDY") or "",
             host_name=_host_name(env),
+            worker_hosts=_worker_hosts(env, dagster_pg_url),
+            celery_broker=_celery_broker(env),
         )
+
+    @property
+    def placement_hosts(self) -> tuple[str, ...]:
+        """The hosts a new tenant may be placed on: the worker hosts, or this one."""
+        return self.worker_hosts or (self.host_name,)
 
     @property
     def served_at(self) -> str:
@@ -224,12 +272,14 @@ class Settings:
             TENANT_EDGE_CLIENT_TIMEOUT_S=str(self.edge_client_timeout_s),
             TENANT_CADDY=self.caddy,
             TENANT_HOST_NAME=self.host_name,
+            TENANT_WORKER_HOSTS=",".join(self.worker_hosts),
         )
         for plan in PLANS:
             env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))
         for name, value in (
             ("DAGSTER_PG_URL", self.dagster_pg_url),
             ("TENANT_BACKENDS_PG_URL", self.backends_pg_url),
+            (CELERY_BROKER_VAR, self.celery_broker),
         ):
             if value:
                 env[name] = value

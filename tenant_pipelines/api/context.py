@@ -73,7 +73,7 @@ class ApiContext:
             DagsterRuns(instance),
             self._launcher,
             report=lambda event: instance.report_runless_asset_event(to_observation(event)),
-            hosts=(self.settings.host_name,),
+            hosts=self.settings.placement_hosts,
         )
 
     def _open_launcher(self, ui: "DagsterUi", workspace: Path) -> None:

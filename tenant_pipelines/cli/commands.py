@@ -117,7 +117,7 @@ def submit(settings: Settings, fields: dict[str, object]) -> dict[str, Any]:
     except ValidationError as error:
         raise UsageError(describe_validation_error(error)) from None
     # No launcher: the intake sensor will launch it.
-    records_only = ServiceContext(_registry(settings), NoRuns(), hosts=(settings.host_name,))
+    records_only = ServiceContext(_registry(settings), NoRuns(), hosts=settings.placement_hosts)
     try:
         submission = submit_request(records_only, Operator(request.requested_by.subject), request)
     except (SlugInUse, RequestConflict) as refused:
@@ -461,6 +461,15 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from tenant_pipelines.localstack.reconcile import LocalWorkloads
+    from tenant_pipelines.localstack.worker import run_worker
+
+    return run_worker(
+        settings, LocalWorkloads(settings), lambda line: print(line, flush=True), init=args.init
+    )
+
+
 def cmd_gateway_config(args: argparse.Namespace, settings: Settings) -> int:
     """The Caddy configuration `up` starts the gateway with, for these settings and the route
     table as it is (none yet on a new host): to read, or to check with `caddy validate`."""
@@ -553,6 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-port", type=int, default=8000, help="the HTTP API and the console")
     p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml if present)")
+    p.add_argument(
+        "--init", action="store_true", help="create TENANT_DATA_DIR if it does not exist yet"
+    )
+
+    p = command("worker", cmd_worker, "run this worker host's runs and workloads (several hosts)")
     p.add_argument(
         "--init", action="store_true", help="create TENANT_DATA_DIR if it does not exist yet"
     )

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from resources.gateway import local_ca_root, write_plan
 from resources.workload_state import max_data_dir_chars
-from tenant_pipelines.localstack import gateway, isolation, leftovers, platform_lock
+from tenant_pipelines.localstack import broker, gateway, isolation, leftovers, platform_lock
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.settings import Settings
@@ -260,6 +260,8 @@ def run_stack(
         stack_file(settings).unlink(missing_ok=True)  # a SIGKILLed predecessor's
         _stop_leftovers(settings, say)
         isolation.prepare(settings, say)
+        if settings.worker_hosts:  # runs reach their hosts through it
+            broker.check_broker(settings)
         ports.check_free()
         caddy = gateway.caddy_binary(settings.caddy)
         say(f"gateway: Caddy {gateway.caddy_version(caddy)} ({caddy})")

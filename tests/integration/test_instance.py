@@ -13,6 +13,7 @@ from dagster_postgres import PostgresRunStorage
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.orchestration.instance import (
     GENERATED_MARK,
+    PREFORK_LAUNCHER,
     TEMPLATES,
     ensure_dagster_home,
     open_instance,
@@ -29,6 +30,7 @@ def settings(tmp_path: Path, **env: str) -> Settings:
 
 def template(name: str) -> dict:
     text = resources.files("tenant_pipelines.orchestration").joinpath("templates", name).read_text()
+    text = text.replace("${run_launcher}", PREFORK_LAUNCHER)
     return yaml.safe_load(text.replace("${tag_concurrency_limits}", " []"))
 
 

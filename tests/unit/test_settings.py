@@ -9,6 +9,12 @@ from tenant_pipelines.settings import Settings
 
 pytestmark = pytest.mark.unit
 
+SEVERAL_HOSTS = {
+    "TENANT_WORKER_HOSTS": "h-a, h-b",
+    "DAGSTER_PG_URL": "postgresql://platform@db/dagster",
+    "TENANT_CELERY_BROKER": "redis://:s3cret@broker:6379/0",
+}
+
 
 def test_defaults_are_the_embedded_platform_with_the_catalogs_run_limits() -> None:
     settings = Settings.from_env({})
@@ -44,6 +50,14 @@ def test_plan_limits_come_from_the_environment() -> None:
         ({"TENANT_EDGE_CLIENT_TIMEOUT_S": "0"}, "TENANT_EDGE_CLIENT_TIMEOUT_S must be at least 1"),
         ({"TENANT_HOST_NAME": " h-a"}, "TENANT_HOST_NAME must be 1 to 255 printable characters"),
         ({"TENANT_HOST_NAME": "h\na"}, "TENANT_HOST_NAME must be 1 to 255 printable characters"),
+        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a,h b"}, "'h b' is not a worker host's name"),
+        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a,h-a"}, "names a host twice: h-a, h-a"),
+        ({**SEVERAL_HOSTS, "DAGSTER_PG_URL": ""}, "TENANT_WORKER_HOSTS needs DAGSTER_PG_URL"),
+        ({**SEVERAL_HOSTS, "TENANT_CELERY_BROKER": ""}, "needs TENANT_CELERY_BROKER"),
+        (
+            {**SEVERAL_HOSTS, "TENANT_CELERY_BROKER": "amqp://guest:s3cret@mq//"},
+            "TENANT_CELERY_BROKER must start with redis://, rediss://, not amqp://$",
+        ),
     ],
 )
 def test_impossible_settings_are_refused_with_the_variable_named(
@@ -103,3 +117,13 @@ def test_the_host_is_local_unless_named_and_children_get_the_same_name() -> None
     named = Settings.from_env({"TENANT_HOST_NAME": "worker-1"})
     assert named.host_name == "worker-1"
     assert Settings.from_env(named.child_env(base={})).host_name == "worker-1"
+
+
+def test_tenants_are_placed_on_the_worker_hosts_when_there_are_several() -> None:
+    assert Settings.from_env({}).placement_hosts == ("local",)
+    control = Settings.from_env(SEVERAL_HOSTS)
+    assert (control.worker_hosts, control.placement_hosts) == (("h-a", "h-b"), ("h-a", "h-b"))
+    assert "s3cret" not in repr(control)
+    worker = Settings.from_env({**control.child_env(base={}), "TENANT_HOST_NAME": "h-b"})
+    assert (worker.host_name, worker.worker_hosts) == ("h-b", ("h-a", "h-b"))
+    assert worker.celery_broker == control.celery_broker

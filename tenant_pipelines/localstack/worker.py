@@ -1,0 +1,129 @@
+"""`tenantctl worker`: one worker host of a platform with several, in the foreground.
+
+It runs the runs of the tenants placed on this host (TENANT_HOST_NAME) and their workloads. A
+Celery worker (`runtime.host_worker`) takes the runs the control host's launcher sends to this
+host's queue, and nothing else; its processes each execute one run at a time, up to
+TENANT_MAX_CONCURRENT_RUNS at once. At its start it brings back the workloads of this host's
+active tenants, and only those; at its stop it stops them, as `tenantctl up` does on one host.
+
+The control host's `tenantctl up` does not touch what lives here: it restores no workload and
+settles no run of this host. A run whose Celery process dies is noticed by the control host's
+daemon (the run monitor reads the task's state at the broker), which marks it failed; its run
+retries re-execute it, on this host again.
+
+A stop is a crash for the runs in flight, as `up`'s is: the Celery processes that execute runs
+are killed outright first, so no interrupt turns a run into a failure to compensate.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from tenant_pipelines.localstack import isolation, leftovers, platform_lock
+from tenant_pipelines.localstack.broker import check_broker, node_name, wait_consuming
+from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
+from tenant_pipelines.localstack.up import WorkloadControl, check_data_dir, named
+from tenant_pipelines.settings import Settings
+from tenant_pipelines.support.procs import descendants
+
+APP_MODULE = "tenant_pipelines.runtime.host_worker"
+READY_TIMEOUT_S = 60.0
+
+
+def check_worker_settings(settings: Settings) -> None:
+    if not settings.worker_hosts:
+        raise StackError(
+            "tenantctl worker runs one of several hosts: set TENANT_WORKER_HOSTS (with"
+            " DAGSTER_PG_URL and TENANT_CELERY_BROKER) as on the control host"
+        )
+    if settings.host_name not in settings.worker_hosts:
+        raise StackError(
+            f"this host's name {settings.host_name!r} (TENANT_HOST_NAME) is not one of"
+            f" TENANT_WORKER_HOSTS ({', '.join(settings.worker_hosts)})"
+        )
+
+
+def celery_argv(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "--app",
+        APP_MODULE,
+        "worker",
+        "--queues",
+        settings.host_name,
+        "--hostname",
+        node_name(settings),
+        "--concurrency",
+        str(settings.max_concurrent_runs),
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def _kill_run_processes(roots: list[int]) -> None:
+    """SIGKILL the Celery processes below `roots` (those that execute runs), never a tenant
+    workload a run started: workloads are stopped by `WorkloadControl.stop_all`."""
+    for pid, cmdline in descendants(roots).items():
+        if "celery" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def run_worker(
+    settings: Settings, workloads: WorkloadControl, say: Callable[[str], None], init: bool = False
+) -> int:
+    check_worker_settings(settings)
+    check_data_dir(settings, init)
+    locks = platform_lock.hold(settings.data_dir, settings.dagster_home, {})
+    try:
+        killed = leftovers.kill_marked(str(settings.data_dir))
+        if killed:
+            say(f"stopped {len(killed)} process(es) left by a previous tenantctl worker")
+        isolation.prepare(settings, say)
+        check_broker(settings)
+        from tenant_pipelines.orchestration.instance import ensure_dagster_home
+
+        ensure_dagster_home(settings.dagster_home, settings)
+        log_dir = settings.data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        env = named(settings.child_env(), "run-worker")
+        spec = ChildSpec("celery", celery_argv(settings), env)
+        supervisor = Supervisor([spec], log_dir, str(settings.data_dir), say)
+        return _supervise(settings, supervisor, workloads, say)
+    finally:
+        for fd in locks:
+            os.close(fd)
+
+
+def _supervise(
+    settings: Settings,
+    supervisor: Supervisor,
+    workloads: WorkloadControl,
+    say: Callable[[str], None],
+) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        restored = workloads.restore()
+        supervisor.start_all()
+        wait_consuming(settings, time.monotonic() + READY_TIMEOUT_S, stop)
+        say(
+            f"worker host {settings.host_name} is up: it runs the runs of its tenants"
+            f" ({len(restored)} active tenant workload(s) restored). Ctrl-C stops it."
+        )
+        supervisor.run(stop.wait)
+        return 0
+    finally:
+        supervisor.stop(_kill_run_processes)
+        workloads.stop_all()

@@ -1,0 +1,241 @@
+"""One control host and two worker hosts, each a process tree of its own on this machine.
+
+The control host is a real `tenantctl up` with TENANT_WORKER_HOSTS; each worker host a real
+`tenantctl worker` with a data directory and Dagster home of its own. They share one PostgreSQL
+database (registry and Dagster's storage) and Redis as the broker. Tenants are placed on the
+least loaded worker host; each of their runs must execute in a process of that host, and their
+workloads must live there, not on the other host and not on the control host.
+
+The broker's database (`BROKER_DB`) is emptied before and after the module. Host names are
+unique per run, so two runs sharing the Redis server would not share a queue.
+"""
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tests.conftest import fresh_pg_database
+from tests.pg_helpers import admin_sql
+from tests.stack_fixtures import StackOptions
+from tests.stack_helpers import Stack, processes_mentioning, write_fault_plan
+from tests.waiting import wait_until
+from tests.worker_hosts import WorkerHost
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+BROKER_DB = 11
+BROKER = f"redis://127.0.0.1:6379/{BROKER_DB}"
+ORG = f"mh{uuid.uuid4().hex[:6]}"
+SUFFIX = uuid.uuid4().hex[:6]
+HOSTS = (f"h-a-{SUFFIX}", f"h-b-{SUFFIX}")
+QUEUE_TAG = "dagster-celery/queue"
+
+
+@pytest.fixture(scope="module")
+def database(pg_admin_url: str) -> Iterator[str]:
+    with fresh_pg_database(pg_admin_url, "hosts") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(BROKER)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def stack_options(database: str, broker: redis.Redis) -> StackOptions:
+    env = {
+        "DAGSTER_PG_URL": database,
+        "TENANT_DB_URL": database,
+        "TENANT_WORKER_HOSTS": ",".join(HOSTS),
+        "TENANT_CELERY_BROKER": BROKER,
+    }
+    return StackOptions(faults=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def hosts(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerHost]]:
+    root = tmp_path_factory.mktemp("hosts")
+    started = [WorkerHost.beside(stack.env, name, root) for name in HOSTS]
+    try:
+        for host in started:
+            host.start()
+        yield started
+        for host in started:
+            assert host.stop() == 0, "".join(host.said)
+    finally:
+        for host in started:
+            host.kill_leftovers()
+
+
+@pytest.fixture(scope="module")
+def org_admin(stack: Stack) -> str:
+    return stack.token("org-admin", org=ORG, subject="mh-admin")
+
+
+def submit(stack: Stack, token: str, slug: str, plan: str = "team") -> None:
+    body = {"slug": slug, "org": ORG, "plan": plan, "admin_email": f"admin@{slug}.example.com"}
+    answer = stack.api("POST", "/v1/tenants", token, body=body)
+    assert answer.status_code == 202, answer.text
+
+
+def placement(database: str) -> dict[str, str]:
+    rows = admin_sql(database, "SELECT slug, worker_host FROM tenants WHERE org = %s", (ORG,))
+    return {slug: host for slug, host in rows}
+
+
+def runs_of(database: str, slug: str) -> list[dict[str, str]]:
+    """Each run of tenant `slug`, oldest first, as its tags."""
+    rows = admin_sql(
+        database,
+        "SELECT r.run_id, t.key, t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
+        " WHERE r.run_id IN (SELECT run_id FROM run_tags WHERE key = 'tenant' AND value = %s)"
+        " ORDER BY r.id",
+        (slug,),
+    )
+    runs: dict[str, dict[str, str]] = {}
+    for run_id, key, value in rows:
+        runs.setdefault(run_id, {"run_id": run_id})[key] = value
+    return list(runs.values())
+
+
+def host_named(hosts: list[WorkerHost], name: str) -> WorkerHost:
+    return next(host for host in hosts if host.name == name)
+
+
+def test_tenants_are_spread_over_the_worker_hosts_and_each_runs_on_its_own(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    slugs = [f"spread{i}" for i in range(4)]
+    for slug in slugs:
+        submit(stack, org_admin, slug)
+    for slug in slugs:
+        stack.wait_for_state(slug, {"active"})
+
+    placed = placement(database)
+    assert Counter(placed[slug] for slug in slugs) == Counter({HOSTS[0]: 2, HOSTS[1]: 2})
+    for slug in slugs:
+        key = f"{slug}-{ORG}"
+        home = host_named(hosts, placed[slug])
+        (run,) = runs_of(database, slug)
+        assert (run["worker_host"], run[QUEUE_TAG]) == (home.name, home.name)
+        assert home.runs_here(run[WORKER_TAG]), f"{slug}'s run did not run on {home.name}"
+        assert key in home.workload_files()
+        assert all(key not in other.workload_files() for other in hosts if other is not home)
+    assert not (stack.data_dir / "workloads").exists(), "the control host ran a workload"
+
+
+def test_a_decommission_runs_on_the_tenants_host_and_stops_its_workload_there(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    submit(stack, org_admin, "leaving")
+    stack.wait_for_state("leaving", {"active"})
+    home = host_named(hosts, placement(database)["leaving"])
+    key = f"leaving-{ORG}"
+    assert processes_mentioning("resources.workload_server", key, str(home.data_dir))
+
+    stack.cli("decommission", "leaving", "--wait")
+
+    *_, run = runs_of(database, "leaving")
+    assert run[QUEUE_TAG] == home.name
+    assert home.runs_here(run[WORKER_TAG])
+    assert key not in home.workload_files()
+    assert not processes_mentioning("resources.workload_server", key)
+
+
+def test_a_run_process_killed_mid_run_is_run_again_on_the_same_host(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    """The deploy phase hangs once; its Celery process is killed outright there. The control
+    host's daemon learns of it from the broker, and run retries finish the run on its host."""
+    assert stack.fault_plan is not None
+    write_fault_plan(stack.fault_plan, [{"phase": "deploy", "tenant": "crashy", "mode": "hang"}])
+    submit(stack, org_admin, "crashy")
+    first = wait_until(
+        lambda: next(iter(runs_of(database, "crashy")), None), 60, "no run for crashy"
+    )
+    home = host_named(hosts, first["worker_host"])
+    worker = wait_until(
+        lambda: runs_of(database, "crashy")[0].get(WORKER_TAG) or None, 60, "no worker recorded"
+    )
+    hanging = wait_until(
+        lambda: deploy_started(database, first["run_id"]), 60, "deploy never started"
+    )
+    assert hanging and home.runs_here(worker)
+
+    os.kill(int(worker.split(":")[0]), signal.SIGKILL)
+    killed_at = time.monotonic()
+    stack.wait_for_state("crashy", {"active"}, timeout_s=180)
+    resumed_after = time.monotonic() - killed_at
+
+    runs = runs_of(database, "crashy")
+    assert len(runs) == 2, runs
+    retry = runs[1]
+    assert retry["dagster/parent_run_id"] == first["run_id"]
+    assert (retry["worker_host"], retry[QUEUE_TAG]) == (home.name, home.name)
+    assert home.runs_here(retry[WORKER_TAG])
+    key = f"crashy-{ORG}"
+    assert len(processes_mentioning("resources.workload_server", key)) == 1
+    write_fault_plan(stack.fault_plan, [])
+    print(f"kill -9 of the run's process -> tenant active: {resumed_after:.1f} s")
+
+
+def deploy_started(database: str, run_id: str) -> bool:
+    rows = admin_sql(
+        database,
+        "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = 'deploy'"
+        " AND dagster_event_type = 'STEP_START'",
+        (run_id,),
+    )
+    return bool(rows[0][0])
+
+
+def test_a_restarted_worker_host_restores_its_own_tenants_workloads_and_no_others(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    submit(stack, org_admin, "stays")
+    stack.wait_for_state("stays", {"active"})
+    placed = placement(database)
+    active = {
+        slug
+        for slug in placed
+        if json.loads(stack.cli("status", slug, "--json").stdout)["state"] == "active"
+    }
+    first, second = hosts
+    theirs = {f"{slug}-{ORG}" for slug in active if placed[slug] == first.name}
+    others = {f"{slug}-{ORG}" for slug in active if placed[slug] == second.name}
+    assert theirs and others
+
+    assert first.stop() == 0
+    assert not processes_mentioning("resources.workload_server", str(first.data_dir))
+    assert all(processes_mentioning("resources.workload_server", key) for key in others)
+
+    said = first.start()
+    assert f"({len(theirs)} active tenant workload(s) restored)" in said
+    for key in theirs:
+        assert processes_mentioning("resources.workload_server", key, str(first.data_dir))
+    for key in others:
+        assert not processes_mentioning("resources.workload_server", key, str(first.data_dir))
+
+
+def test_the_control_hosts_instance_sends_runs_through_the_broker(
+    stack: Stack, hosts: list[WorkerHost]
+) -> None:
+    config = (Path(stack.env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
+    assert "HostRunLauncher" in config
+    assert BROKER not in config and "redis://" not in config  # read from the environment
