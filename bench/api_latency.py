@@ -26,7 +26,7 @@ import requests
 
 from bench.common import machine_info, percentile, print_table, write_json
 from bench.stack_timeline import PHASES, timeline
-from bench.variants import Variant, variant_env, variants
+from bench.variants import Variant, variant_env, variants, worker_hosts
 from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
@@ -65,13 +65,14 @@ def one_round(requests_n: int, plan: str, round_no: int, variant: Variant) -> di
     ):
         stack.cwd = variant.code or stack.cwd
         stack.start()
-        token = stack.token("platform-admin", subject="bench")
-        session = requests.Session()
-        first = submit_and_wait(session, stack.api_base, token, f"r{round_no}first", plan)
-        slugs = [f"r{round_no}t{i:03d}" for i in range(requests_n)]
-        seconds = [submit_and_wait(session, stack.api_base, token, s, plan) for s in slugs]
-        # Read with this checkout's code: another checkout's instance may differ in its config.
-        splits = server_splits(stack, slugs) if variant.code is None else {}
+        with worker_hosts(stack, Path(tmp)):
+            token = stack.token("platform-admin", subject="bench")
+            session = requests.Session()
+            first = submit_and_wait(session, stack.api_base, token, f"r{round_no}first", plan)
+            slugs = [f"r{round_no}t{i:03d}" for i in range(requests_n)]
+            seconds = [submit_and_wait(session, stack.api_base, token, s, plan) for s in slugs]
+            # Read with this checkout's code: another checkout's instance may differ in its config.
+            splits = server_splits(stack, slugs) if variant.code is None else {}
         stack.stop()
     return {"first_s": first, "seconds": seconds, "splits": splits}
 

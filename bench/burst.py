@@ -28,7 +28,7 @@ import requests
 from bench.common import machine_info, print_table, write_json
 from bench.memory import MemorySampler
 from bench.postgres import ConnectionSampler
-from bench.variants import Variant, variant_env, variants
+from bench.variants import Variant, variant_env, variants, worker_hosts
 from tests.stack_helpers import Stack, local_stack
 
 CLIENTS = 16
@@ -89,31 +89,32 @@ def one_round(
     ):
         stack.cwd = variant.code or stack.cwd
         stack.start()
-        token = stack.token("platform-admin", subject="burst")
-        assert stack.process is not None
-        slugs = [f"b{round_no}n{i:03d}" for i in range(requests_n)]
-        timed: dict[str, float] = {}
-        with (
-            MemorySampler(str(stack.data_dir), stack.process.pid) as memory,
-            ConnectionSampler(env) as connections,
-        ):
-            started = time.perf_counter()
-            with ThreadPoolExecutor(CLIENTS) as pool:
-                futures = []
-                for i, slug in enumerate(slugs):
-                    futures.append(pool.submit(post, stack, token, slug, plans[i % len(plans)]))
-                    if enterprise and i == requests_n // 2:
-                        threading.Thread(
-                            target=time_one,
-                            args=(stack, token, f"b{round_no}ent", "enterprise", timed),
-                        ).start()
-                for future in futures:
-                    future.result()
-            submitted_s = time.perf_counter() - started
-            settled = wait_all(stack, token, requests_n + enterprise, started)
-            time.sleep(2)  # at rest
-            memory.sample()
-            at_rest_mb = memory.last_total_mb
+        with worker_hosts(stack, Path(tmp)):
+            token = stack.token("platform-admin", subject="burst")
+            assert stack.process is not None
+            slugs = [f"b{round_no}n{i:03d}" for i in range(requests_n)]
+            timed: dict[str, float] = {}
+            with (
+                MemorySampler(str(stack.data_dir), stack.process.pid) as memory,
+                ConnectionSampler(env) as connections,
+            ):
+                started = time.perf_counter()
+                with ThreadPoolExecutor(CLIENTS) as pool:
+                    futures = []
+                    for i, slug in enumerate(slugs):
+                        futures.append(pool.submit(post, stack, token, slug, plans[i % len(plans)]))
+                        if enterprise and i == requests_n // 2:
+                            threading.Thread(
+                                target=time_one,
+                                args=(stack, token, f"b{round_no}ent", "enterprise", timed),
+                            ).start()
+                    for future in futures:
+                        future.result()
+                submitted_s = time.perf_counter() - started
+                settled = wait_all(stack, token, requests_n + enterprise, started)
+                time.sleep(2)  # at rest
+                memory.sample()
+                at_rest_mb = memory.last_total_mb
         stack.stop()
     return {
         **settled,

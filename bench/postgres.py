@@ -17,7 +17,12 @@ from sqlalchemy import create_engine, text
 from tenant_pipelines.support.db_url import normalize_url
 from tests.conftest import PG_ADMIN_URL, fresh_pg_database
 
-BACKENDS = ("sqlite", "postgres")
+BACKENDS = ("sqlite", "postgres", "hosts")
+# `hosts`: the production configuration with two worker hosts (`tenantctl worker`, started by
+# `variants.worker_hosts` beside the control host's `up`) and Redis as the broker, on a database
+# of its own, emptied before and after the round.
+WORKER_HOSTS = ("bench-a", "bench-b")
+BROKER = "redis://127.0.0.1:6379/12"
 POSTGRES_URL_KEYS = ("DAGSTER_PG_URL", "TENANT_DB_URL", "TENANT_BACKENDS_PG_URL")
 
 
@@ -26,6 +31,14 @@ def backend_env(backend: str) -> Iterator[dict[str, str]]:
     """The environment a stack needs for `backend` ({} for the embedded default)."""
     if backend == "sqlite":
         yield {}
+        return
+    if backend == "hosts":
+        with backend_env("postgres") as env, empty_broker(BROKER):
+            yield {
+                **env,
+                "TENANT_WORKER_HOSTS": ",".join(WORKER_HOSTS),
+                "TENANT_CELERY_BROKER": BROKER,
+            }
         return
     deployment = f"b{uuid.uuid4().hex[:8]}"  # at most 10 characters
     with ExitStack() as databases:
@@ -44,6 +57,19 @@ def backend_env(backend: str) -> Iterator[dict[str, str]]:
         finally:
             databases.close()  # the roles' objects go with the databases, then the roles
             drop_roles(f"t_{deployment}_")
+
+
+@contextmanager
+def empty_broker(url: str) -> Iterator[None]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def drop_roles(prefix: str) -> None:
