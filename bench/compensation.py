@@ -1,18 +1,25 @@
 """How fast failures are handled under `tenantctl up`: a permanent failure to its compensation
 (start and end), and a killed run worker to the resumed run.
 
-    python -m bench.compensation [--samples 5] [--json bench/results/compensation.json]
+    python -m bench.compensation [--samples 5] [--backend sqlite|postgres|hosts]
+                                 [--json bench/results/compensation.json]
+
+`--backend hosts` runs the platform with two worker hosts (bench/postgres.py): the killed run
+worker is then a Celery process of the tenant's host, and its run resumes there.
 """
 
 import argparse
+import os
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from unittest.mock import patch
 
 from dagster import DagsterEventType, DagsterInstance
 
 from bench.common import machine_info, percentile, print_table, write_json
+from bench.variants import Variant, variant_env, worker_hosts
 from tenant_pipelines.orchestration.feed import read_events
 from tests.e2e.matrix_helpers import kill_run_worker, runs_of, wait_for_step_start
 from tests.stack_helpers import Stack, local_stack, write_fault_plan
@@ -113,19 +120,28 @@ def summarize(name: str, samples: list[dict[str, float]]) -> list[dict[str, obje
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres", "hosts"])
     parser.add_argument("--json", default="bench/results/compensation.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+    with (
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+        variant_env(Variant(args.backend)) as env,
+    ):
         plan = Path(tmp) / "faults.json"
         write_fault_plan(plan, [])
-        with local_stack(Path(tmp), TENANT_FAULT_PLAN=str(plan)) as stack:
+        with local_stack(Path(tmp), TENANT_FAULT_PLAN=str(plan), **env) as stack:
             stack.fault_plan = plan
             stack.start()
-            instance = stack.instance()
-            compensations = [
-                compensation_sample(stack, instance, f"comp{i}") for i in range(args.samples)
-            ]
-            resumes = [resume_sample(stack, instance, f"kill{i}") for i in range(args.samples)]
+            with (
+                worker_hosts(stack, Path(tmp)),
+                patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("DAGSTER_")}),
+            ):
+                instance = stack.instance()  # its dagster.yaml reads DAGSTER_PG_URL from here
+                compensations = [
+                    compensation_sample(stack, instance, f"comp{i}") for i in range(args.samples)
+                ]
+                resumes = [resume_sample(stack, instance, f"kill{i}") for i in range(args.samples)]
+                instance.dispose()
             stack.stop()
     rows = summarize("permanent failure", compensations) + summarize("killed worker", resumes)
     print_table(rows, ["measure", "p50_s", "max_s"])
