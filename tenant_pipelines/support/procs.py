@@ -74,12 +74,16 @@ def identity(pid: int) -> str:
 
 
 def live_pid(process: str) -> int | None:
-    """The PID an `identity` names, if that very process still runs."""
+    """The PID an `identity` names, if that very process still runs: a zombie does not (it
+    stays one until its parent reaps it, forever under a parent that never does, such as a
+    command that is PID 1 of a container)."""
     pid_text, _, ticks = process.partition(":")
     if not pid_text.isdigit():
         return None
     pid = int(pid_text)
-    return pid if start_ticks(pid) == ticks else None
+    fields = _stat_fields(pid)
+    running = fields is not None and len(fields) > 19 and fields[0] != "Z"
+    return pid if running and fields is not None and fields[19] == ticks else None
 
 
 def descendants(roots: list[int]) -> dict[int, str]:

@@ -4,6 +4,7 @@ that dies, is terminated or is gone is seen from any process."""
 import multiprocessing.forkserver
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -321,6 +322,24 @@ def test_a_process_identity_names_only_that_very_process() -> None:
     assert live_pid("not-a-pid:1") is None
     with open("/proc/sys/kernel/pid_max") as pid_max:
         assert live_pid(f"{int(pid_max.read())}:1") is None  # no such process
+
+
+def test_a_zombie_is_not_a_live_process() -> None:
+    """A dead worker whose parent never reaps it (a command that is PID 1 of a container or a
+    PID namespace) must not pass for a live one: its runs would never be settled."""
+    child = subprocess.Popen(["sleep", "0.2"])
+    try:
+        named = process_identity(child.pid)
+        assert live_pid(named) == child.pid
+        wait_until(
+            lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+            10,
+            "the child to become a zombie",
+            0.02,
+        )
+        assert live_pid(named) is None
+    finally:
+        child.wait()
 
 
 def test_a_run_with_its_parents_marks_is_launched_and_not_taken_for_crashed(
