@@ -407,11 +407,12 @@ def _or_reason(open_store: Callable[[], T], name: str, unreadable: dict[str, str
 
 def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     from tenant_pipelines.composition import build_platform
-    from tenant_pipelines.localstack.stack_file import read_stack
+    from tenant_pipelines.localstack.platform_lock import is_held
     from tenant_pipelines.saga.inventory import format_inventory, take_inventory
 
     p = build_platform(settings)
-    skip = frozenset() if read_stack(settings) else frozenset({p.deployer.kind})
+    # Workloads run only while `up` (or, on a worker host, `worker`) holds the data directory.
+    skip = frozenset() if is_held(settings.data_dir) else frozenset({p.deployer.kind})
     unreadable: dict[str, str] = {}
     registry = _or_reason(lambda: _registry(settings), "registry", unreadable)
     backends = [p.storage, p.identity, p.traffic, p.deployer]

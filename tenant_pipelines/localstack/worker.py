@@ -12,10 +12,14 @@ daemon (the run monitor reads the task's state at the broker), which marks it fa
 retries re-execute it, on this host again.
 
 A stop is a crash for the runs in flight, as `up`'s is: the Celery processes that execute runs
-are killed outright first, so no interrupt turns a run into a failure to compensate.
+are killed outright first, so no interrupt turns a run into a failure to compensate. Before each
+start of the Celery worker (the first, and a restart after it died), the runs of this host whose
+worker process is gone are marked failed, and run retries run them again here: nothing else would
+notice them, since their task's state at the broker still says "started".
 """
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -23,10 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.localstack import isolation, leftovers, platform_lock
 from tenant_pipelines.localstack.broker import check_broker, node_name, wait_consuming
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.localstack.up import WorkloadControl, check_data_dir, named
+from tenant_pipelines.runtime.warm_workers import MAX_RUNS_PER_WORKER
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.procs import descendants
 
@@ -63,11 +69,36 @@ def celery_argv(settings: Settings) -> list[str]:
         str(settings.max_concurrent_runs),
         "--prefetch-multiplier",
         "1",
+        "--max-tasks-per-child",
+        str(MAX_RUNS_PER_WORKER),
         "--loglevel",
         "INFO",
         "--without-gossip",
         "--without-mingle",
     ]
+
+
+def _settle_orphaned_runs(settings: Settings, say: Callable[[str], None]) -> None:
+    """Before every start of the Celery worker: what the last one left running is stopped (its
+    processes die with it, but not at once), then the runs it left in flight end, so that run
+    retries run them again here."""
+    from tenant_pipelines.orchestration.instance import open_instance
+    from tenant_pipelines.orchestration.recovery import settle_orphaned_runs
+
+    leftovers.kill_marked(str(settings.data_dir))
+    try:
+        instance = open_instance(settings.dagster_home, settings)
+        try:
+            settled = settle_orphaned_runs(instance, settings.host_name)
+        finally:
+            instance.dispose()
+    except Exception as error:  # the database may be away: the Celery worker starts regardless
+        # Our errors name the database, never its password; others are named by their type.
+        reason = str(error) if isinstance(error, TenantPipelinesError) else type(error).__name__
+        say(f"the runs the last Celery worker left could not be settled now: {reason}")
+        return
+    if settled:
+        say(f"{len(settled)} run(s) whose worker process died will be run again")
 
 
 def _kill_run_processes(roots: list[int]) -> None:
@@ -97,7 +128,8 @@ def run_worker(
         log_dir = settings.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         env = named(settings.child_env(), "run-worker")
-        spec = ChildSpec("celery", celery_argv(settings), env)
+        settle = functools.partial(_settle_orphaned_runs, settings, say)
+        spec = ChildSpec("celery", celery_argv(settings), env, prepare=settle)
         supervisor = Supervisor([spec], log_dir, str(settings.data_dir), say)
         return _supervise(settings, supervisor, workloads, say)
     finally:

@@ -32,15 +32,12 @@ from tenant_pipelines.runtime.dagster_private import (
 )
 from tenant_pipelines.runtime.pg_storage import adopt_seen_schema
 from tenant_pipelines.runtime.run_coordinator import LAUNCH_NOW_ENV
-from tenant_pipelines.runtime.warm_workers import TERMINATE_SIGNAL
+from tenant_pipelines.runtime.warm_workers import MAX_RUNS_PER_WORKER, TERMINATE_SIGNAL
 from tenant_pipelines.saga.deadline import abandoned_calls
 from tenant_pipelines.support.procs import identity, lower_priority
 
 read_dagster_scripts_once()  # in the fork server, for every worker it forks
 
-# A worker leaves after this many runs, so that whatever a run leaves behind in its memory (a
-# cache that only grows, say) stays bounded; the next run gets a freshly forked one.
-MAX_RUNS_PER_WORKER = 25
 ENDED_CLEANLY = frozenset({DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE})
 
 

@@ -15,6 +15,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 IDLE_S = 5.0
+# A worker leaves after this many runs, so that whatever a run leaves behind in its memory (a
+# cache that only grows, say) stays bounded; the next run gets a freshly forked one. The same for
+# a worker host's Celery processes (`localstack.worker`).
+MAX_RUNS_PER_WORKER = 25
 # The signal `PreforkRunLauncher.terminate` sends: "interrupt your run if it is being canceled".
 # A signal names a process, not a run, and by the time it arrives the worker may have moved on to
 # another run; the worker checks which run is canceling before it interrupts anything. (SIGTERM

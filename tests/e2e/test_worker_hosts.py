@@ -23,12 +23,13 @@ import pytest
 import redis
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.support.procs import descendants, parent_pid
 from tests.conftest import fresh_pg_database
 from tests.pg_helpers import admin_sql
 from tests.stack_fixtures import StackOptions
 from tests.stack_helpers import Stack, processes_mentioning, write_fault_plan
 from tests.waiting import wait_until
-from tests.worker_hosts import WorkerHost
+from tests.worker_hosts import WorkerHost, wait_said
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -193,6 +194,39 @@ def test_a_run_process_killed_mid_run_is_run_again_on_the_same_host(
     assert len(processes_mentioning("resources.workload_server", key)) == 1
     write_fault_plan(stack.fault_plan, [])
     print(f"kill -9 of the run's process -> tenant active: {resumed_after:.1f} s")
+
+
+def test_a_celery_worker_killed_mid_run_is_restarted_and_runs_the_run_again(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    """`kill -9` of a worker host's Celery worker itself: its processes die with it and the task
+    state at the broker stays "started". The host's `tenantctl worker` restarts it, ends the run
+    whose worker is gone, and run retries finish it on the same host."""
+    assert stack.fault_plan is not None
+    write_fault_plan(stack.fault_plan, [{"phase": "deploy", "tenant": "orphan", "mode": "hang"}])
+    submit(stack, org_admin, "orphan")
+    first = wait_until(
+        lambda: next(iter(runs_of(database, "orphan")), None), 60, "no run for orphan"
+    )
+    home = host_named(hosts, first["worker_host"])
+    wait_until(lambda: deploy_started(database, first["run_id"]), 60, "deploy never started")
+    assert home.process is not None
+    (celery,) = [
+        pid
+        for pid, line in descendants([home.process.pid]).items()
+        if "celery" in line and parent_pid(pid) == home.process.pid
+    ]
+
+    os.kill(celery, signal.SIGKILL)
+    wait_said(home, "1 run(s) whose worker process died will be run again")
+    stack.wait_for_state("orphan", {"active"}, timeout_s=180)
+
+    runs = runs_of(database, "orphan")
+    assert len(runs) == 2, runs
+    assert runs[1]["dagster/parent_run_id"] == first["run_id"]
+    assert home.runs_here(runs[1][WORKER_TAG])
+    assert len(processes_mentioning("resources.workload_server", f"orphan-{ORG}")) == 1
+    write_fault_plan(stack.fault_plan, [])
 
 
 def deploy_started(database: str, run_id: str) -> bool:
