@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-pg bench-smoke browser prometheus redis gateway-config
+.PHONY: setup up test lint bench bench-pg bench-smoke browser prometheus redis namespaces gateway-config
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ redis:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --bind 127.0.0.1 \
 	  --port 6379 --save '' --appendonly no --daemonize yes
 
+# iproute2 (`ip netns`) and util-linux (`unshare`, `nsenter`) for tests/namespaces.
+namespaces:
+	@command -v ip >/dev/null && command -v unshare >/dev/null && command -v nsenter >/dev/null \
+	  || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q iproute2 util-linux \
+	  || { apt-get update -q && apt-get install -y -q iproute2 util-linux; }; }
+
 # --init only for the default data directory: a mistyped TENANT_DATA_DIR is refused, not created.
 up: setup
 	$(BIN)/tenantctl up $(if $(TENANT_DATA_DIR),,--init)
@@ -62,10 +68,11 @@ lint: setup
 	$(BIN)/mypy
 
 # The unit layer runs on its own first: it must load no Dagster (tests/unit/conftest.py). Each run
-# ends with its 15 slowest tests, so CI shows where the time goes.
-test: setup browser prometheus redis lint
+# ends with its 15 slowest tests, so CI shows where the time goes. tests/namespaces makes network,
+# PID and mount namespaces: it needs root, as CI runs.
+test: setup browser prometheus redis namespaces lint
 	$(BIN)/pytest -q --durations=15 tests/unit
-	$(BIN)/pytest -q --durations=15 tests/integration tests/security tests/e2e
+	$(BIN)/pytest -q --durations=15 tests/integration tests/security tests/e2e tests/namespaces
 
 # Full-size benchmarks (figures in README "Performance"); results in bench/results/*.json.
 bench: setup

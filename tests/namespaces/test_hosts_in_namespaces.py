@@ -1,0 +1,247 @@
+"""A control host and two worker hosts, each a network, PID and mount namespace of its own.
+
+The hosts share only a private bridge: PostgreSQL (registry and Dagster's storage) and Redis
+(the broker) are the machine's, reached at the bridge's address through a relay. Each host runs
+the real command (`tenantctl up` on the control host, `tenantctl worker` on each worker host) as
+PID 1 of its namespace, and operators' commands run inside it (`nsenter`). Traffic goes only to
+loopback and to the bridge's addresses. Everything this module made (namespaces, bridge, relay,
+processes) is removed at its end, whatever happened.
+
+Not checked here yet: that the control host's edge serves the worker hosts' tenants (routes
+across hosts are still to be built: README "Beyond one machine").
+"""
+
+import json
+import os
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from resources.route_table import route_of
+from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.support import procs
+from tests.conftest import fresh_pg_database
+from tests.namespace_hosts import HostProcess, Network, leftover_interfaces, wait_said
+from tests.pg_helpers import admin_sql
+from tests.stack_helpers import TENANTCTL, write_fault_plan
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.namespaces, pytest.mark.postgres]
+
+if os.geteuid() != 0:
+    pytest.skip("namespaces need root (CI runs as root)", allow_module_level=True)
+
+BROKER_DB = 14
+SUFFIX = uuid.uuid4().hex[:6]
+WORKERS = (f"ns-a-{SUFFIX}", f"ns-b-{SUFFIX}")
+ORG = f"ns{SUFFIX}"
+
+
+class Platform:
+    def __init__(self, network: Network, database: str, control: HostProcess) -> None:
+        self.network, self.database, self.control = network, database, control
+        self.workers: dict[str, HostProcess] = {}
+        self.data_dirs: dict[str, Path] = {}
+
+    def cli(self, *args: str) -> str:
+        result = self.control.run(TENANTCTL, *args)
+        assert result.returncode == 0, f"tenantctl {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def submit(self, slug: str) -> None:
+        self.cli(
+            *("request", "--slug", slug, "--org", ORG, "--plan", "team"),
+            *(
+                "--admin-email",
+                f"admin@{slug}.example.com",
+                "--caller",
+                "ns",
+                "--role",
+                "org-admin",
+            ),
+        )
+
+    def state(self, slug: str) -> str | None:
+        result = self.control.run(TENANTCTL, "status", slug, "--json")
+        return json.loads(result.stdout)["state"] if result.returncode == 0 else None
+
+    def wait_active(self, slug: str, timeout_s: float = 120) -> None:
+        wait_until(lambda: self.state(slug) == "active", timeout_s, f"{slug} never active", 0.5)
+
+    def host_of(self, slug: str) -> str:
+        rows = admin_sql(self.database, "SELECT worker_host FROM tenants WHERE slug = %s", (slug,))
+        return str(rows[0][0])
+
+    def runs_of(self, slug: str) -> list[dict[str, str]]:
+        rows = admin_sql(
+            self.database,
+            "SELECT r.run_id, t.key, t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
+            " WHERE r.run_id IN (SELECT run_id FROM run_tags WHERE key = 'tenant'"
+            " AND value = %s) ORDER BY r.id",
+            (slug,),
+        )
+        runs: dict[str, dict[str, str]] = {}
+        for run_id, key, value in rows:
+            runs.setdefault(run_id, {"run_id": run_id})[key] = value
+        return list(runs.values())
+
+    def workloads_of(self, key: str) -> list[int]:
+        return [
+            pid
+            for pid in procs.pids()
+            if "resources.workload_server" in (line := procs.command_line(pid) or "")
+            and f"--tenant-key {key} " in line
+        ]
+
+
+@pytest.fixture(scope="module")
+def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    root = tmp_path_factory.mktemp("namespaces")
+    network = Network()
+    broker = redis.Redis(db=BROKER_DB)
+    broker.flushdb()
+    hosts: list[HostProcess] = []
+    try:
+        with fresh_pg_database(pg_admin_url, "ns") as database:
+            network.create()
+            network.relay_to_machine(5432, 6379)
+            at_bridge = database.replace("127.0.0.1", network.gateway)
+            base = {
+                k: v for k, v in os.environ.items() if not k.startswith(("TENANT_", "DAGSTER_"))
+            }
+            base.update(
+                DAGSTER_PG_URL=at_bridge,
+                TENANT_DB_URL=at_bridge,
+                TENANT_WORKER_HOSTS=",".join(WORKERS),
+                TENANT_CELERY_BROKER=f"redis://{network.gateway}:6379/{BROKER_DB}",
+                TENANT_FAULT_PLAN=str(root / "faults.json"),
+                TENANT_SENSOR_INTERVAL_S="1",
+            )
+            write_fault_plan(root / "faults.json", [])
+
+            def host(name: str, command: str) -> HostProcess:
+                network.add_host(name)
+                env = {
+                    **base,
+                    "TENANT_HOST_NAME": name,
+                    "TENANT_DATA_DIR": str(root / name / "data"),
+                    "DAGSTER_HOME": str(root / name / "dagster"),
+                }
+                process = HostProcess(
+                    name, network.namespaces[-1], env, [TENANTCTL, command, "--init"]
+                )
+                hosts.append(process)
+                return process
+
+            control = host("control", "up")
+            control.start()
+            platform = Platform(network, database, control)
+            platform.data_dirs["control"] = root / "control" / "data"
+            for name in WORKERS:
+                platform.workers[name] = host(name, "worker")
+                platform.workers[name].start()
+                platform.data_dirs[name] = root / name / "data"
+            yield platform
+            for process in reversed(hosts):
+                assert process.stop() == 0, "".join(process.said)
+    finally:
+        for process in hosts:
+            process.kill()
+        network.remove()
+        broker.flushdb()
+        broker.close()
+    assert not leftover_interfaces(network.tag)
+
+
+def test_each_run_and_workload_is_in_its_tenants_host(platform: Platform) -> None:
+    slugs = [f"ns{i}" for i in range(4)]
+    for slug in slugs:
+        platform.submit(slug)
+    for slug in slugs:
+        platform.wait_active(slug)
+
+    placed = {slug: platform.host_of(slug) for slug in slugs}
+    assert Counter(placed.values()) == Counter(dict.fromkeys(WORKERS, 2))
+    for slug in slugs:
+        home = platform.workers[placed[slug]]
+        (run,) = platform.runs_of(slug)
+        assert run["dagster-celery/queue"] == home.name
+        assert home.owns(run[WORKER_TAG]), f"{slug}'s run did not run on {home.name}"
+        (workload,) = platform.workloads_of(f"{slug}-{ORG}")
+        assert workload in home.processes()
+
+
+def test_a_decommission_leaves_no_process_or_route_on_the_tenants_host(
+    platform: Platform,
+) -> None:
+    platform.submit("nsgone")
+    platform.wait_active("nsgone")
+    home = platform.workers[platform.host_of("nsgone")]
+    key = f"nsgone-{ORG}"
+    assert route_of(platform.data_dirs[home.name], key) is not None
+
+    platform.cli("decommission", "nsgone", "--wait")
+
+    *_, run = platform.runs_of("nsgone")
+    assert home.owns(run[WORKER_TAG])
+    assert not platform.workloads_of(key)
+    assert route_of(platform.data_dirs[home.name], key) is None
+
+
+def test_a_killed_celery_worker_runs_its_run_again_on_its_host_with_one_workload(
+    platform: Platform, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    faults = Path(platform.control.env["TENANT_FAULT_PLAN"])
+    write_fault_plan(faults, [{"phase": "deploy", "tenant": "nskill", "mode": "hang"}])
+    platform.submit("nskill")
+    first = wait_until(lambda: next(iter(platform.runs_of("nskill")), None), 60, "no run")
+    home = platform.workers[first["worker_host"]]
+    wait_until(
+        lambda: admin_sql(
+            platform.database,
+            "SELECT 1 FROM event_logs WHERE run_id = %s AND step_key = 'deploy'"
+            " AND dagster_event_type = 'STEP_START'",
+            (first["run_id"],),
+        ),
+        60,
+        "deploy never started",
+    )
+    worker = home.command_pid
+    (celery,) = [
+        pid
+        for pid in home.processes()
+        if procs.parent_pid(pid) == worker and "celery" in (procs.command_line(pid) or "")
+    ]
+
+    os.kill(celery, signal.SIGKILL)
+    wait_said(home, "1 run(s) whose worker process died will be run again")
+    platform.wait_active("nskill", timeout_s=180)
+
+    runs = platform.runs_of("nskill")
+    assert len(runs) == 2 and runs[1]["dagster/parent_run_id"] == first["run_id"]
+    assert home.owns(runs[1][WORKER_TAG])
+    (workload,) = platform.workloads_of(f"nskill-{ORG}")
+    assert workload in home.processes()
+    write_fault_plan(faults, [])
+
+
+def test_the_inventory_is_clean_on_every_host(platform: Platform) -> None:
+    for host in (platform.control, *platform.workers.values()):
+        result = host.run(TENANTCTL, "inventory")
+        assert result.returncode == 0, f"{host.name}: {result.stdout}{result.stderr}"
+
+
+def test_no_worker_wrote_under_the_control_hosts_data_directory(platform: Platform) -> None:
+    control = platform.data_dirs["control"]
+    for kind in ("workloads", "identity", "outbox", "storage"):
+        written = (
+            sorted(p.name for p in (control / kind).glob("*")) if (control / kind).is_dir() else []
+        )
+        assert not written, f"{kind} under the control host: {written}"
+    for name in WORKERS:
+        assert any((platform.data_dirs[name] / "workloads").glob("*.json")), name
