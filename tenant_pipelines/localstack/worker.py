@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tenant_pipelines.domain.errors import TenantPipelinesError
 from tenant_pipelines.localstack import isolation, leftovers, platform_lock
@@ -154,8 +154,41 @@ def _supervise(
             f"worker host {settings.host_name} is up: it runs the runs of its tenants"
             f" ({len(restored)} active tenant workload(s) restored). Ctrl-C stops it."
         )
-        supervisor.run(stop.wait)
+        with _orphan_watch(settings, say) as watch:
+            supervisor.run(lambda timeout: stop.wait(timeout) or watch(time.monotonic()))
         return 0
     finally:
         supervisor.stop(_kill_run_processes)
         workloads.stop_all()
+
+
+@contextlib.contextmanager
+def _orphan_watch(
+    settings: Settings, say: Callable[[str], None]
+) -> Iterator[Callable[[float], bool]]:
+    """A check, between the supervisor's polls, for runs of this host whose process died
+    unnoticed (`recovery.OrphanWatch`); it never stops the worker (False)."""
+    from tenant_pipelines.orchestration.instance import open_instance
+    from tenant_pipelines.orchestration.recovery import OrphanWatch
+
+    instance = open_instance(settings.dagster_home, settings)
+    watch = OrphanWatch(instance, settings.host_name)
+    failing: list[str] = []  # said once per streak of failed checks
+
+    def tick(now: float) -> bool:
+        try:
+            ended = watch.tick(now)
+        except Exception as error:  # the database may be away for a while: checked again later
+            if not failing:
+                failing.append(type(error).__name__)
+                say(f"could not look for runs whose worker process died: {failing[0]}")
+            return False
+        failing.clear()
+        if ended:
+            say(f"{len(ended)} run(s) whose worker process died will be run again")
+        return False
+
+    try:
+        yield tick
+    finally:
+        instance.dispose()
