@@ -26,11 +26,12 @@ import requests
 
 from bench.common import machine_info, percentile, print_table, write_json
 from bench.stack_timeline import PHASES, timeline
-from bench.variants import Variant, variant_env, variants, worker_hosts
+from bench.variants import Variant, variant_env, variants
 from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.settings import Settings
 from tests.stack_helpers import Stack, local_stack
+from tests.worker_hosts import worker_hosts
 
 POLL_S = 0.05
 TIMEOUT_S = 120
@@ -65,7 +66,7 @@ def one_round(requests_n: int, plan: str, round_no: int, variant: Variant) -> di
     ):
         stack.cwd = variant.code or stack.cwd
         stack.start()
-        with worker_hosts(stack, Path(tmp)):
+        with worker_hosts(stack.env, Path(tmp)):
             token = stack.token("platform-admin", subject="bench")
             session = requests.Session()
             first = submit_and_wait(session, stack.api_base, token, f"r{round_no}first", plan)

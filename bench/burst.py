@@ -28,8 +28,9 @@ import requests
 from bench.common import machine_info, print_table, write_json
 from bench.memory import MemorySampler
 from bench.postgres import ConnectionSampler
-from bench.variants import Variant, variant_env, variants, worker_hosts
+from bench.variants import Variant, variant_env, variants
 from tests.stack_helpers import Stack, local_stack
+from tests.worker_hosts import worker_hosts
 
 CLIENTS = 16
 POLL_S = 0.5
@@ -89,7 +90,7 @@ def one_round(
     ):
         stack.cwd = variant.code or stack.cwd
         stack.start()
-        with worker_hosts(stack, Path(tmp)):
+        with worker_hosts(stack.env, Path(tmp)):
             token = stack.token("platform-admin", subject="burst")
             assert stack.process is not None
             slugs = [f"b{round_no}n{i:03d}" for i in range(requests_n)]

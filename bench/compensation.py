@@ -19,10 +19,11 @@ from unittest.mock import patch
 from dagster import DagsterEventType, DagsterInstance
 
 from bench.common import machine_info, percentile, print_table, write_json
-from bench.variants import Variant, variant_env, worker_hosts
+from bench.variants import Variant, variant_env
 from tenant_pipelines.orchestration.feed import read_events
 from tests.e2e.matrix_helpers import kill_run_worker, runs_of, wait_for_step_start
 from tests.stack_helpers import Stack, local_stack, write_fault_plan
+from tests.worker_hosts import worker_hosts
 
 TIMEOUT_S = 120
 
@@ -133,7 +134,7 @@ def main() -> None:
             stack.fault_plan = plan
             stack.start()
             with (
-                worker_hosts(stack, Path(tmp)),
+                worker_hosts(stack.env, Path(tmp)),
                 patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith("DAGSTER_")}),
             ):
                 instance = stack.instance()  # its dagster.yaml reads DAGSTER_PG_URL from here

@@ -15,12 +15,12 @@ from contextlib import ExitStack, contextmanager
 from sqlalchemy import create_engine, text
 
 from tenant_pipelines.support.db_url import normalize_url
-from tests.conftest import PG_ADMIN_URL, fresh_pg_database
+from tests.conftest import PG_ADMIN_URL, empty_broker, fresh_pg_database
 
 BACKENDS = ("sqlite", "postgres", "hosts")
 # `hosts`: the production configuration with two worker hosts (`tenantctl worker`, started by
-# `variants.worker_hosts` beside the control host's `up`) and Redis as the broker, on a database
-# of its own, emptied before and after the round.
+# `tests.worker_hosts.worker_hosts` beside the control host's `up`) and Redis as the broker, on a
+# database of its own, emptied before and after the round.
 WORKER_HOSTS = ("bench-a", "bench-b")
 BROKER = "redis://127.0.0.1:6379/12"
 POSTGRES_URL_KEYS = ("DAGSTER_PG_URL", "TENANT_DB_URL", "TENANT_BACKENDS_PG_URL")
@@ -57,19 +57,6 @@ def backend_env(backend: str) -> Iterator[dict[str, str]]:
         finally:
             databases.close()  # the roles' objects go with the databases, then the roles
             drop_roles(f"t_{deployment}_")
-
-
-@contextmanager
-def empty_broker(url: str) -> Iterator[None]:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def drop_roles(prefix: str) -> None:

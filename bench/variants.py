@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.postgres import BACKENDS, backend_env
-from tests.stack_helpers import Stack
-from tests.worker_hosts import WorkerHost
 
 
 @dataclass(frozen=True)
@@ -52,21 +50,3 @@ def variant_env(variant: Variant) -> Iterator[dict[str, str]]:
         if variant.code is not None:
             env = {**env, "PYTHONPATH": str(variant.code)}
         yield env
-
-
-@contextmanager
-def worker_hosts(stack: Stack, root: Path) -> Iterator[list[WorkerHost]]:
-    """The worker hosts the stack's TENANT_WORKER_HOSTS names (none for the other backends),
-    each a `tenantctl worker` with a directory of its own under `root`, started once the
-    control host's `up` is; stopped (SIGTERM, by PID) before it."""
-    names = [name for name in stack.env.get("TENANT_WORKER_HOSTS", "").split(",") if name]
-    hosts = [WorkerHost.beside(stack.env, name, root) for name in names]
-    try:
-        for host in hosts:
-            host.start()
-        yield hosts
-        for host in hosts:
-            host.stop()
-    finally:
-        for host in hosts:
-            host.kill_leftovers()

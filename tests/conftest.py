@@ -8,12 +8,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.support.db_url import normalize_url
+
+if TYPE_CHECKING:
+    import redis
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -77,3 +81,18 @@ def registry(registry_url: str) -> Iterator[TenantRegistry]:
         yield opened
     finally:
         opened.close()
+
+
+@contextmanager
+def empty_broker(url: str) -> Iterator["redis.Redis"]:
+    """A client of the machine's Redis database at `url`, the broker of a platform with several
+    hosts: emptied before and after, so no task or task state of another run is left in it."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from tenant_pipelines.support import procs
 from tests.stack_helpers import REPO
-from tests.waiting import wait_until
+from tests.waiting import read_until_said, wait_until
 
 SUBNET = "10.213"  # 10.213.<n>.0/24, one per network; n from the network's tag
 START_TIMEOUT_S = 180
@@ -73,23 +72,8 @@ class HostProcess:
             text=True,
             start_new_session=True,
         )
-        assert self.process.stdout is not None
-        said = self.said = []
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            said.append(line)
-            if ready_text in line:
-                threading.Thread(target=self._collect, daemon=True).start()
-                return line
-            if not line and self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited: {''.join(said).strip()}")
-        raise AssertionError(f"{self.name} did not come up in time: {''.join(said).strip()}")
-
-    def _collect(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.said.append(line)
+        line, self.said = read_until_said(self.process, ready_text, START_TIMEOUT_S, self.name)
+        return line
 
     @property
     def init_pid(self) -> int:

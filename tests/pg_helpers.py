@@ -86,3 +86,29 @@ def terminate_backends(url: str) -> None:
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
+
+
+def runs_of_tenant(dagster_url: str, slug: str) -> list[dict[str, str]]:
+    """Each run of tenant `slug` in the Dagster instance's database, oldest first, as its tags
+    (and `run_id`): read from any host, whatever its processes."""
+    rows = admin_sql(
+        dagster_url,
+        "SELECT r.run_id, t.key, t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
+        " WHERE r.run_id IN (SELECT run_id FROM run_tags WHERE key = 'tenant' AND value = %s)"
+        " ORDER BY r.id",
+        (slug,),
+    )
+    runs: dict[str, dict[str, str]] = {}
+    for run_id, key, value in rows:
+        runs.setdefault(run_id, {"run_id": run_id})[key] = value
+    return list(runs.values())
+
+
+def step_started(dagster_url: str, run_id: str, step: str) -> bool:
+    rows = admin_sql(
+        dagster_url,
+        "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = %s"
+        " AND dagster_event_type = 'STEP_START'",
+        (run_id, step),
+    )
+    return bool(rows[0][0])

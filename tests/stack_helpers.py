@@ -264,18 +264,24 @@ class Stack:
 
     def kill_leftovers(self) -> None:
         """Only for a failed test: stop what this stack started, by PID."""
-        if self.process is not None and self.process.poll() is None:
-            # Its children run in sessions of their own: find them while they still have it
-            # as their parent, then stop them all.
-            children = descendants([self.process.pid])
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for pid in processes_mentioning(str(self.data_dir)):
-            with suppress(ProcessLookupError):
+        kill_tree(self.process, self.data_dir)
+
+
+def kill_tree(process: subprocess.Popen[str] | None, data_dir: Path) -> None:
+    """SIGKILL `process` (a `tenantctl` command), what it started, and whatever still names its
+    data directory: a failed test's leftovers."""
+    if process is not None and process.poll() is None:
+        # Its children run in sessions of their own: find them while they still have it as
+        # their parent, then stop them all.
+        children = descendants([process.pid])
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    for pid in processes_mentioning(str(data_dir)):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager

@@ -4,18 +4,16 @@ Each has its own data directory and Dagster home, as a host of its own would; th
 control host's PostgreSQL and broker. Started and stopped by PID, like `Stack`.
 """
 
-import contextlib
-import os
 import signal
 import subprocess
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tenant_pipelines.support.procs import descendants, live_pid
-from tests.stack_helpers import REPO, TENANTCTL, processes_mentioning
-from tests.waiting import wait_until
+from tests.stack_helpers import REPO, TENANTCTL, kill_tree
+from tests.waiting import read_until_said, wait_until
 
 START_TIMEOUT_S = 120
 
@@ -51,25 +49,10 @@ class WorkerHost:
             text=True,
             start_new_session=True,
         )
-        assert self.process.stdout is not None
-        said = self.said = []
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            said.append(line)
-            if "is up" in line:
-                threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
-                return line
-            if not line and self.process.poll() is not None:
-                raise AssertionError(
-                    f"tenantctl worker exited {self.process.returncode}: {''.join(said).strip()}"
-                )
-        raise AssertionError(f"worker host {self.name} did not come up in time")
-
-    def _collect(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.said.append(line)
+        line, self.said = read_until_said(
+            self.process, "is up", START_TIMEOUT_S, f"worker host {self.name}"
+        )
+        return line
 
     def stop(self) -> int:
         """SIGTERM, as an operator would; the exit status."""
@@ -92,16 +75,7 @@ class WorkerHost:
 
     def kill_leftovers(self) -> None:
         """Only for a failed test: stop what this host started, by PID."""
-        if self.process is not None and self.process.poll() is None:
-            children = descendants([self.process.pid])
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for pid in processes_mentioning(str(self.data_dir)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_tree(self.process, self.data_dir)
 
 
 def wait_said(host: WorkerHost, text: str, timeout_s: float = 60) -> str:
@@ -110,3 +84,21 @@ def wait_said(host: WorkerHost, text: str, timeout_s: float = 60) -> str:
         timeout_s,
         lambda: f"worker host {host.name} never said {text!r}: {''.join(host.said)}",
     )
+
+
+@contextmanager
+def worker_hosts(control_env: dict[str, str], root: Path) -> Iterator[list[WorkerHost]]:
+    """The worker hosts the control host's TENANT_WORKER_HOSTS names (none if unset), each with a
+    directory of its own under `root`, started once the control host's `up` is; at the end each
+    must stop cleanly (exit 0) on SIGTERM, before the control host stops."""
+    names = [name for name in control_env.get("TENANT_WORKER_HOSTS", "").split(",") if name]
+    hosts = [WorkerHost.beside(control_env, name, root) for name in names]
+    try:
+        for host in hosts:
+            host.start()
+        yield hosts
+        for host in hosts:
+            assert host.stop() == 0, "".join(host.said)
+    finally:
+        for host in hosts:
+            host.kill_leftovers()

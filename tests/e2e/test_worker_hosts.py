@@ -24,12 +24,12 @@ import redis
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.support.procs import descendants, parent_pid
-from tests.conftest import fresh_pg_database
-from tests.pg_helpers import admin_sql
+from tests.conftest import empty_broker, fresh_pg_database
+from tests.pg_helpers import admin_sql, runs_of_tenant, step_started
 from tests.stack_fixtures import StackOptions
 from tests.stack_helpers import Stack, processes_mentioning, write_fault_plan
 from tests.waiting import wait_until
-from tests.worker_hosts import WorkerHost, wait_said
+from tests.worker_hosts import WorkerHost, wait_said, worker_hosts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -49,13 +49,8 @@ def database(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(BROKER)
-    client.flushdb()
-    try:
+    with empty_broker(BROKER) as client:
         yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +66,8 @@ def stack_options(database: str, broker: redis.Redis) -> StackOptions:
 
 @pytest.fixture(scope="module")
 def hosts(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerHost]]:
-    root = tmp_path_factory.mktemp("hosts")
-    started = [WorkerHost.beside(stack.env, name, root) for name in HOSTS]
-    try:
-        for host in started:
-            host.start()
+    with worker_hosts(stack.env, tmp_path_factory.mktemp("hosts")) as started:
         yield started
-        for host in started:
-            assert host.stop() == 0, "".join(host.said)
-    finally:
-        for host in started:
-            host.kill_leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -101,18 +87,7 @@ def placement(database: str) -> dict[str, str]:
 
 
 def runs_of(database: str, slug: str) -> list[dict[str, str]]:
-    """Each run of tenant `slug`, oldest first, as its tags."""
-    rows = admin_sql(
-        database,
-        "SELECT r.run_id, t.key, t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
-        " WHERE r.run_id IN (SELECT run_id FROM run_tags WHERE key = 'tenant' AND value = %s)"
-        " ORDER BY r.id",
-        (slug,),
-    )
-    runs: dict[str, dict[str, str]] = {}
-    for run_id, key, value in rows:
-        runs.setdefault(run_id, {"run_id": run_id})[key] = value
-    return list(runs.values())
+    return runs_of_tenant(database, slug)
 
 
 def host_named(hosts: list[WorkerHost], name: str) -> WorkerHost:
@@ -230,13 +205,7 @@ def test_a_celery_worker_killed_mid_run_is_restarted_and_runs_the_run_again(
 
 
 def deploy_started(database: str, run_id: str) -> bool:
-    rows = admin_sql(
-        database,
-        "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = 'deploy'"
-        " AND dagster_event_type = 'STEP_START'",
-        (run_id,),
-    )
-    return bool(rows[0][0])
+    return step_started(database, run_id, "deploy")
 
 
 def test_a_restarted_worker_host_restores_its_own_tenants_workloads_and_no_others(

@@ -16,6 +16,7 @@ from tenant_pipelines.orchestration.instance import open_instance
 from tenant_pipelines.runtime.host_launcher import HostRunLauncher
 from tenant_pipelines.service.jobs import DECOMMISSION_JOB, WORKER_HOST_TAG
 from tenant_pipelines.settings import Settings
+from tests.conftest import empty_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -25,13 +26,8 @@ QUEUE_TAG = "dagster-celery/queue"
 
 @pytest.fixture
 def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(BROKER)
-    client.flushdb()
-    try:
+    with empty_broker(BROKER) as client:
         yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture

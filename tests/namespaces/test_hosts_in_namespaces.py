@@ -20,14 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from resources.route_table import route_of
 from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.support import procs
-from tests.conftest import fresh_pg_database
+from tests.conftest import empty_broker, fresh_pg_database
 from tests.namespace_hosts import HostProcess, Network, leftover_interfaces, wait_said
-from tests.pg_helpers import admin_sql
+from tests.pg_helpers import admin_sql, runs_of_tenant, step_started
 from tests.stack_helpers import TENANTCTL, write_fault_plan
 from tests.waiting import wait_until
 
@@ -78,17 +77,7 @@ class Platform:
         return str(rows[0][0])
 
     def runs_of(self, slug: str) -> list[dict[str, str]]:
-        rows = admin_sql(
-            self.database,
-            "SELECT r.run_id, t.key, t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
-            " WHERE r.run_id IN (SELECT run_id FROM run_tags WHERE key = 'tenant'"
-            " AND value = %s) ORDER BY r.id",
-            (slug,),
-        )
-        runs: dict[str, dict[str, str]] = {}
-        for run_id, key, value in rows:
-            runs.setdefault(run_id, {"run_id": run_id})[key] = value
-        return list(runs.values())
+        return runs_of_tenant(self.database, slug)
 
     def workloads_of(self, key: str) -> list[int]:
         return [
@@ -103,11 +92,12 @@ class Platform:
 def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("namespaces")
     network = Network()
-    broker = redis.Redis(db=BROKER_DB)
-    broker.flushdb()
     hosts: list[HostProcess] = []
     try:
-        with fresh_pg_database(pg_admin_url, "ns") as database:
+        with (
+            empty_broker(f"redis://127.0.0.1:6379/{BROKER_DB}"),
+            fresh_pg_database(pg_admin_url, "ns") as database,
+        ):
             network.create()
             network.relay_to_machine(5432, 6379)
             at_bridge = database.replace("127.0.0.1", network.gateway)
@@ -153,8 +143,6 @@ def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         for process in hosts:
             process.kill()
         network.remove()
-        broker.flushdb()
-        broker.close()
     assert not leftover_interfaces(network.tag)
 
 
@@ -202,12 +190,7 @@ def test_a_killed_celery_worker_runs_its_run_again_on_its_host_with_one_workload
     first = wait_until(lambda: next(iter(platform.runs_of("nskill")), None), 60, "no run")
     home = platform.workers[first["worker_host"]]
     wait_until(
-        lambda: admin_sql(
-            platform.database,
-            "SELECT 1 FROM event_logs WHERE run_id = %s AND step_key = 'deploy'"
-            " AND dagster_event_type = 'STEP_START'",
-            (first["run_id"],),
-        ),
+        lambda: step_started(platform.database, first["run_id"], "deploy"),
         60,
         "deploy never started",
     )
