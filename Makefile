@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test lint bench bench-pg bench-smoke browser prometheus redis namespaces gateway-config
+.PHONY: setup up test lint bench bench-pg bench-hosts bench-smoke browser prometheus redis namespaces gateway-config
 
 $(BIN)/tenantctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -100,9 +100,18 @@ bench-pg: setup
 	$(BIN)/python -m bench.burst --requests 200 --plans free,team --enterprise --rounds 3 \
 	  --backend sqlite,postgres --json bench/results/burst-200-pg.json
 
+# Two worker hosts beside the control host, and Redis (README "Several hosts").
+bench-hosts: setup redis
+	$(BIN)/python -m bench.api_latency --requests 20 --rounds 3 --backend hosts,postgres \
+	  --json bench/results/api_latency-hosts.json
+	$(BIN)/python -m bench.burst --requests 200 --plans free,team --enterprise --rounds 3 \
+	  --backend hosts,postgres --json bench/results/burst-200-hosts.json
+	$(BIN)/python -m bench.compensation --samples 5 --backend hosts \
+	  --json bench/results/compensation-hosts.json
+
 # Tiny sizes, run by CI to keep the scripts working.
-bench-smoke: setup
-	$(BIN)/python -m bench.api_latency --requests 2 --rounds 1 --backend sqlite,postgres \
+bench-smoke: setup redis
+	$(BIN)/python -m bench.api_latency --requests 2 --rounds 1 --backend sqlite,postgres,hosts \
 	  --json bench/results/smoke-api.json
 	$(BIN)/python -m bench.cli_latency --requests 2 --rounds 1 --json bench/results/smoke-cli.json
 	$(BIN)/python -m bench.burst --requests 6 --plans free,team --enterprise --rounds 1 \
