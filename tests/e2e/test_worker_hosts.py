@@ -10,7 +10,6 @@ The broker's database (`BROKER_DB`) is emptied before and after the module. Host
 unique per run, so two runs sharing the Redis server would not share a queue.
 """
 
-import json
 import os
 import signal
 import time
@@ -81,6 +80,16 @@ def submit(stack: Stack, token: str, slug: str, plan: str = "team") -> None:
     assert answer.status_code == 202, answer.text
 
 
+def state(stack: Stack, token: str, slug: str) -> str | None:
+    answer = stack.api("GET", f"/v1/tenants/{slug}", token)
+    return str(answer.json()["state"]) if answer.status_code == 200 else None
+
+
+def wait_active(stack: Stack, token: str, slug: str, timeout_s: float = 120) -> None:
+    """Polled through the API (a `tenantctl status` per poll would start a Python each time)."""
+    wait_until(lambda: state(stack, token, slug) == "active", timeout_s, f"{slug} not active", 0.2)
+
+
 def placement(database: str) -> dict[str, str]:
     rows = admin_sql(database, "SELECT slug, worker_host FROM tenants WHERE org = %s", (ORG,))
     return {slug: host for slug, host in rows}
@@ -101,7 +110,7 @@ def test_tenants_are_spread_over_the_worker_hosts_and_each_runs_on_its_own(
     for slug in slugs:
         submit(stack, org_admin, slug)
     for slug in slugs:
-        stack.wait_for_state(slug, {"active"})
+        wait_active(stack, org_admin, slug)
 
     placed = placement(database)
     assert Counter(placed[slug] for slug in slugs) == Counter({HOSTS[0]: 2, HOSTS[1]: 2})
@@ -120,7 +129,7 @@ def test_a_decommission_runs_on_the_tenants_host_and_stops_its_workload_there(
     stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
 ) -> None:
     submit(stack, org_admin, "leaving")
-    stack.wait_for_state("leaving", {"active"})
+    wait_active(stack, org_admin, "leaving")
     home = host_named(hosts, placement(database)["leaving"])
     key = f"leaving-{ORG}"
     assert processes_mentioning("resources.workload_server", key, str(home.data_dir))
@@ -156,7 +165,7 @@ def test_a_run_process_killed_mid_run_is_run_again_on_the_same_host(
 
     os.kill(int(worker.split(":")[0]), signal.SIGKILL)
     killed_at = time.monotonic()
-    stack.wait_for_state("crashy", {"active"}, timeout_s=180)
+    wait_active(stack, org_admin, "crashy", timeout_s=180)
     resumed_after = time.monotonic() - killed_at
 
     runs = runs_of(database, "crashy")
@@ -194,7 +203,7 @@ def test_a_celery_worker_killed_mid_run_is_restarted_and_runs_the_run_again(
 
     os.kill(celery, signal.SIGKILL)
     wait_said(home, "1 run(s) whose worker process died will be run again")
-    stack.wait_for_state("orphan", {"active"}, timeout_s=180)
+    wait_active(stack, org_admin, "orphan", timeout_s=180)
 
     runs = runs_of(database, "orphan")
     assert len(runs) == 2, runs
@@ -212,13 +221,9 @@ def test_a_restarted_worker_host_restores_its_own_tenants_workloads_and_no_other
     stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
 ) -> None:
     submit(stack, org_admin, "stays")
-    stack.wait_for_state("stays", {"active"})
+    wait_active(stack, org_admin, "stays")
     placed = placement(database)
-    active = {
-        slug
-        for slug in placed
-        if json.loads(stack.cli("status", slug, "--json").stdout)["state"] == "active"
-    }
+    active = {slug for slug in placed if state(stack, org_admin, slug) == "active"}
     first, second = hosts
     theirs = {f"{slug}-{ORG}" for slug in active if placed[slug] == first.name}
     others = {f"{slug}-{ORG}" for slug in active if placed[slug] == second.name}
