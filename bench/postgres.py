@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from tenant_pipelines.support.db_url import normalize_url
 from tests.conftest import PG_ADMIN_URL, empty_broker, fresh_pg_database
+from tests.worker_hosts import on_loopback
 
 BACKENDS = ("sqlite", "postgres", "hosts")
 # `hosts`: the production configuration with two worker hosts (`tenantctl worker`, started by
@@ -36,7 +37,7 @@ def backend_env(backend: str) -> Iterator[dict[str, str]]:
         with backend_env("postgres") as env, empty_broker(BROKER):
             yield {
                 **env,
-                "TENANT_WORKER_HOSTS": ",".join(WORKER_HOSTS),
+                "TENANT_WORKER_HOSTS": on_loopback(WORKER_HOSTS),
                 "TENANT_CELERY_BROKER": BROKER,
             }
         return

@@ -17,6 +17,16 @@ without asking the platform. Its admin endpoint listens only on a Unix socket in
 (0700), so nobody else can change a route. Where the edge listens and how it issues certificates
 (`GatewayPlan`) is written by `tenantctl up` beside the table; without that file there is no
 gateway to keep in step (a job run outside `up`), and `publish` does nothing.
+
+On a platform with several hosts the routes are in the registry (`RegistryRoutes`), and two kinds
+of gateway read them, each from markers of its own. The control host's edge serves every tenant:
+for a tenant whose workload is on a worker host it finds the marker `edge/at/<host>/<key>` and
+relays the request to that host's ingress, adding the platform's ingress secret in a header
+(`INGRESS_HEADER`). A worker host's ingress (`tenantctl worker`) listens on that host's address,
+refuses any request without the secret (403: only the edge may use it, not a tenant's workload on
+any host), removes the header, and relays to the workloads of its own host's open routes. Both
+take the secret from their environment (`INGRESS_SECRET_VAR`, a Caddy placeholder): no
+configuration file, log or argument holds it.
 """
 
 import contextlib
@@ -26,13 +36,14 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resources.route_table import CLOSED, OPEN, Route, all_routes, edge_dir, route_of
+from resources.route_table import CLOSED, OPEN, LocalRouteTable, Route, edge_dir
 from resources.workload_state import socket_path
 from tenant_pipelines.domain.errors import TenantPipelinesError
+from tenant_pipelines.domain.routes import RouteSource
 from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.support.files import PRIVATE_DIR, write_atomically
 from tenant_pipelines.support.unix_http import UnixHTTPConnection
@@ -51,6 +62,11 @@ JSON_HEADERS = {"Content-Type": ["application/json"]}
 # key to its workload's socket, which Caddy (started in `edge_dir`) dials by this relative path:
 # an absolute one could pass the 107 bytes a socket address holds.
 OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR = "open", "closed", "to"
+# At the control host's edge: `at/<worker host>/<key>` for a tenant whose workload is there.
+AT_DIR = "at"
+INGRESS_HEADER = "X-Tenant-Edge"
+INGRESS_SECRET_VAR = "TENANT_INGRESS_SECRET"  # in the gateway's environment only
+INGRESS_SECRET = f"{{env.{INGRESS_SECRET_VAR}}}"  # Caddy reads it when a request comes
 
 
 class GatewayUnavailable(TenantPipelinesError):
@@ -70,6 +86,9 @@ class GatewayPlan:
     plain_http: str = "redirect"  # or "serve": relay plain HTTP too (TLS ended in front of us)
     acme_email: str = ""  # production (a domain other than localhost): ACME's contact
     client_timeout_s: int = CLIENT_TIMEOUT_S  # for a request's head; then idle between requests
+    # The control host's edge: each worker host's ingress address (`host:port`), by name.
+    worker_hosts: dict[str, str] = field(default_factory=dict)
+    ingress_of: str = ""  # a worker host's ingress: that host's name (it listens on http_port)
 
     @property
     def local_ca(self) -> bool:
@@ -129,15 +148,35 @@ def _marked(plan: GatewayPlan, data_dir: str | Path, state: str) -> list[dict[st
     return [{"host": [f"*.{plan.domain}"], "file": marker}]
 
 
-def _relay(plan: GatewayPlan) -> dict[str, Any]:
-    """To the tenant's workload; a body is read whole before the workload sees any of it, so a
-    client that stalls mid-body holds a connection of Caddy's, not a workload thread."""
+def _proxy(dial: str, **extra: Any) -> dict[str, Any]:
+    """A body is read whole before the workload sees any of it, so a client that stalls mid-body
+    holds a connection of Caddy's, not a workload thread."""
     return {
         "handler": "reverse_proxy",
-        "upstreams": [{"dial": f"unix/{UPSTREAM_DIR}/{_tenant_key(plan)}"}],
+        "upstreams": [{"dial": dial}],
         "transport": {"protocol": "http", "response_header_timeout": UPSTREAM_TIMEOUT},
         "request_buffers": MAX_BODY_BYTES,
+        **extra,
     }
+
+
+def _relay(plan: GatewayPlan, data_dir: str | Path) -> dict[str, Any]:
+    """To the tenant's workload: on this host (its socket's link), or, at the control host's edge,
+    through the ingress of the worker host it is on, with the secret that ingress asks for."""
+    local = _proxy(f"unix/{UPSTREAM_DIR}/{_tenant_key(plan)}")
+    if not plan.worker_hosts:
+        return local
+    secret = {"request": {"set": {INGRESS_HEADER: [INGRESS_SECRET]}}}
+    remote = [
+        _when(_at(plan, data_dir, name), _proxy(address, headers=secret))
+        for name, address in sorted(plan.worker_hosts.items())
+    ]
+    return {"handler": "subroute", "routes": [*remote, {"handle": [local]}]}
+
+
+def _at(plan: GatewayPlan, data_dir: str | Path, worker_host: str) -> list[dict[str, Any]]:
+    root = str(edge_dir(data_dir) / AT_DIR / worker_host)
+    return [{"file": {"root": root, "try_files": [_tenant_key(plan)]}}]
 
 
 # A relayed request's body: at most what a workload reads (413 beyond).
@@ -163,20 +202,22 @@ UNKNOWN_HOST = {"handle": [_json_answer(404, {"error": "unknown host"})], "termi
 
 
 def _tenant_routes(plan: GatewayPlan, data_dir: str | Path) -> list[dict[str, Any]]:
-    relayed = _when(_marked(plan, data_dir, OPEN_DIR), BODY_LIMIT, _relay(plan))
+    relayed = _when(_marked(plan, data_dir, OPEN_DIR), BODY_LIMIT, _relay(plan, data_dir))
     return [relayed, _closed(plan, data_dir), UNKNOWN_HOST]
 
 
+HEALTH = {
+    "match": [{"path": [HEALTH_PATH]}],
+    "handle": [_json_answer(200, {"status": "ok"})],
+    "terminal": True,
+}
+
+
 def _http_routes(plan: GatewayPlan, data_dir: str | Path) -> list[dict[str, Any]]:
-    health = {
-        "match": [{"path": [HEALTH_PATH]}],
-        "handle": [_json_answer(200, {"status": "ok"})],
-        "terminal": True,
-    }
     if plan.plain_http == "serve":
-        return [health, *_tenant_routes(plan, data_dir)]
+        return [HEALTH, *_tenant_routes(plan, data_dir)]
     redirected = _when(_marked(plan, data_dir, OPEN_DIR), _redirect(plan))
-    return [health, redirected, _closed(plan, data_dir), UNKNOWN_HOST]
+    return [HEALTH, redirected, _closed(plan, data_dir), UNKNOWN_HOST]
 
 
 def _error_routes(plan: GatewayPlan, data_dir: str | Path) -> list[dict[str, Any]]:
@@ -235,16 +276,48 @@ def _limits(plan: GatewayPlan) -> dict[str, Any]:
     }
 
 
-def caddy_config(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[str, Any]:
-    """Caddy's whole configuration (its JSON form); `routes` only for the certificates it keeps
-    (the routes themselves are read from the markers, per request)."""
-    listen = plan.listen_host
-    errors = {"routes": _error_routes(plan, data_dir)}
+def _common(data_dir: str | Path) -> dict[str, Any]:
     return {
         "admin": {"listen": f"unix/{admin_socket(data_dir)}|0600", "config": {"persist": False}},
         "storage": {"module": "file_system", "root": str(storage_dir(data_dir))},
         # Caddy's error log lines carry the request's URI: tenants' links may hold secrets.
         "logging": {"logs": {"default": {"exclude": ["http.log.error"]}}},
+    }
+
+
+def ingress_config(plan: GatewayPlan, data_dir: str | Path) -> dict[str, Any]:
+    """A worker host's ingress: plain HTTP on the host's address, for the control host's edge
+    alone (the secret header), relaying to this host's workloads; the edge has ended TLS."""
+    refused = _json_answer(403, {"error": "only the platform's edge may use this ingress"})
+    no_secret = {"not": [{"header": {INGRESS_HEADER: [INGRESS_SECRET]}}]}
+    unmarked = {"handle": [{"handler": "headers", "request": {"delete": [INGRESS_HEADER]}}]}
+    routes = [
+        HEALTH,
+        _when([no_secret], refused),
+        unmarked,  # the workload never sees the secret
+        *_tenant_routes(plan, data_dir),
+    ]
+    server = {
+        "listen": [f"{plan.listen_host}:{plan.http_port}"],
+        "routes": routes,
+        "errors": {"routes": _error_routes(plan, data_dir)},
+        "automatic_https": {"disable": True},
+        "protocols": ["h1"],
+        **_limits(plan),
+    }
+    http = {"grace_period": GRACE_PERIOD, "servers": {"ingress": server}}
+    return {**_common(data_dir), "apps": {"http": http}}
+
+
+def caddy_config(plan: GatewayPlan, data_dir: str | Path, routes: list[Route]) -> dict[str, Any]:
+    """Caddy's whole configuration (its JSON form); `routes` only for the certificates it keeps
+    (the routes themselves are read from the markers, per request)."""
+    if plan.ingress_of:
+        return ingress_config(plan, data_dir)
+    listen = plan.listen_host
+    errors = {"routes": _error_routes(plan, data_dir)}
+    return {
+        **_common(data_dir),
         "apps": {
             "http": {
                 # A stop lets the servers finish their requests for this long, not forever: a
@@ -316,7 +389,9 @@ def config_path(data_dir: str | Path) -> Path:
     return edge_dir(data_dir) / "caddy.json"
 
 
-def write_start_config(data_dir: str | Path, plan: GatewayPlan) -> Path:
+def write_start_config(
+    data_dir: str | Path, plan: GatewayPlan, source: RouteSource | None = None
+) -> Path:
     """Before Caddy starts: every route's markers from the table, and the configuration they
     make. When the table cannot be read or the disk is full, the markers as they are, and the
     last configuration made, serve to start with (raises only if there is no configuration), so
@@ -324,7 +399,7 @@ def write_start_config(data_dir: str | Path, plan: GatewayPlan) -> Path:
     storage_dir(data_dir).mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     with _config_lock(data_dir):
         with contextlib.suppress(OSError, sqlite3.Error):  # said once Caddy runs (`publish`)
-            _mark_all(data_dir, all_routes(data_dir))
+            _mark_all(data_dir, plan, (source or LocalRouteTable(data_dir)).all_routes())
         try:
             write_atomically(config_path(data_dir), json.dumps(config_for(data_dir, plan)))
         except OSError:
@@ -334,9 +409,12 @@ def write_start_config(data_dir: str | Path, plan: GatewayPlan) -> Path:
     return config_path(data_dir)
 
 
-def publish(data_dir: str | Path, tenant_key: str | None = None) -> bool:
+def publish(
+    data_dir: str | Path, tenant_key: str | None = None, source: RouteSource | None = None
+) -> bool:
     """Write the markers of `tenant_key`'s route (every route's, when None) as the table holds it
-    now; False if no gateway is planned (it publishes every route when it starts). Raises
+    now (`source`: the registry's on a platform with several hosts, else this host's table);
+    False if no gateway is planned (it publishes every route when it starts). Raises
     GatewayUnavailable if they could not be written: the table and the edge would disagree.
 
     A route that is gone also reloads the running gateway's configuration, so that Caddy stops
@@ -345,13 +423,13 @@ def publish(data_dir: str | Path, tenant_key: str | None = None) -> bool:
     plan = read_plan(data_dir)
     if plan is None:
         return False
+    table = source or LocalRouteTable(data_dir)
     with _config_lock(data_dir):
         try:
             if tenant_key is None:
-                _mark_all(data_dir, all_routes(data_dir))
+                _mark_all(data_dir, plan, table.all_routes())
                 return True
-            route = route_of(data_dir, tenant_key)
-            removed = _mark(data_dir, tenant_key, route)
+            removed = _mark(data_dir, plan, tenant_key, table.route_of(tenant_key))
         except OSError as error:
             message = f"the gateway's routes could not be written: {error}"
             raise GatewayUnavailable(message) from None
@@ -384,31 +462,45 @@ def _reload(data_dir: str | Path, plan: GatewayPlan) -> None:
         raise GatewayUnavailable(message)
 
 
-def _mark_all(data_dir: str | Path, routes: list[Route]) -> None:
+def _mark_all(data_dir: str | Path, plan: GatewayPlan, routes: list[Route]) -> None:
     """Every route's markers, and none for a key the table no longer has."""
     by_key = {route.tenant_key: route for route in routes}
     edge = edge_dir(data_dir)
-    marked = {p.name for d in (OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR) for p in _entries(edge / d)}
+    directories = [edge / d for d in (OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR)]
+    directories += _entries(edge / AT_DIR)
+    marked = {p.name for d in directories for p in _entries(d)}
     for key in marked | set(by_key):
-        _mark(data_dir, key, by_key.get(key))
+        _mark(data_dir, plan, key, by_key.get(key))
 
 
 def _entries(directory: Path) -> list[Path]:
     return list(directory.iterdir()) if directory.is_dir() else []
 
 
-def _mark(data_dir: str | Path, key: str, route: Route | None) -> bool:
+def _mark(data_dir: str | Path, plan: GatewayPlan, key: str, route: Route | None) -> bool:
     """One tenant's markers as `route` says; True if a route's markers were removed. The new
     state's marker is made before the old one goes (an open marker wins), so a request never
-    finds the tenant unknown in between."""
+    finds the tenant unknown in between. A worker host's ingress marks its own host's routes
+    only; the control host's edge marks where each workload is (`at/<host>/<key>`)."""
     edge = edge_dir(data_dir)
     opened, closed, upstream = (edge / d / key for d in (OPEN_DIR, CLOSED_DIR, UPSTREAM_DIR))
+    placed = {host: edge / AT_DIR / host / key for host in plan.worker_hosts}
+    if route is not None and plan.ingress_of and route.worker_host != plan.ingress_of:
+        route = None  # another host's tenant: its own ingress serves it
     if route is None:
         marked = opened.exists() or closed.exists()
-        for path in (opened, closed, upstream):
+        for path in (opened, closed, upstream, *placed.values()):
             path.unlink(missing_ok=True)
         return marked
-    _link(upstream, socket_path(data_dir, key))
+    at = placed.get(route.worker_host or "")
+    if at is None:
+        _link(upstream, socket_path(data_dir, key))
+    else:
+        _touch(at)
+        upstream.unlink(missing_ok=True)
+    for path in placed.values():
+        if path != at:
+            path.unlink(missing_ok=True)
     new, old = (opened, closed) if route.is_open else (closed, opened)
     _touch(new)
     old.unlink(missing_ok=True)
@@ -416,7 +508,7 @@ def _mark(data_dir: str | Path, key: str, route: Route | None) -> bool:
 
 
 def _touch(path: Path) -> None:
-    path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     path.touch(mode=0o600)
 
 

@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tenant_pipelines.domain.routes import CLOSED, OPEN, Route
 from tenant_pipelines.support import sqlite as sqlite_files
 
-CLOSED = "closed"
-OPEN = "open"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS routes ("
     " host TEXT PRIMARY KEY,"
@@ -25,21 +24,6 @@ SCHEMA = (
 # What the edge reads on every request; a table from before `tenant_id` reads the same.
 COLUMNS = "host, tenant_key, state, updated_at"
 OWNER_COLUMN = "tenant_id"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One row of the route table, as the edge sees it."""
-
-    host: str
-    tenant_key: str
-    state: str
-    updated_at: str
-    tenant_id: str | None = None  # read by the traffic boundary, not by the edge
-
-    @property
-    def is_open(self) -> bool:
-        return self.state == OPEN
 
 
 def edge_dir(data_dir: str | Path) -> Path:
@@ -93,3 +77,19 @@ def route_of(data_dir: str | Path, tenant_key: str) -> Route | None:
     query = f"SELECT {COLUMNS} FROM routes WHERE tenant_key = ?"
     rows = _rows(data_dir, query, (tenant_key,))
     return Route(*rows[0]) if rows else None
+
+
+@dataclass(frozen=True)
+class LocalRouteTable:
+    """The edge's table on this host, as a source of routes for the gateway and its `ask`."""
+
+    data_dir: str | Path
+
+    def route_of(self, tenant_key: str) -> Route | None:
+        return route_of(self.data_dir, tenant_key)
+
+    def lookup(self, host: str) -> Route | None:
+        return lookup_route(self.data_dir, host)
+
+    def all_routes(self) -> list[Route]:
+        return all_routes(self.data_dir)

@@ -9,6 +9,10 @@ server reads it for the gateway's certificate questions), hence WAL mode (reader
 the writer), a busy timeout, and writers that take the write lock up front (`BEGIN IMMEDIATE`):
 `support.sqlite`.
 
+On a platform with several hosts the routes are in the registry's database instead
+(`RegistryRoutes`): the control host's edge serves every tenant from there, whatever its host, and
+the worker host's own ingress relays the edge's requests to its workloads (`resources.gateway`).
+
 Each route records the tenant id it was made for: `ensure` and `open` refuse a route under the key
 that another tenant id made, and `release` given a tenant id leaves it. A table from before routes
 recorded it gets the column on its first write; its routes are claimed by the tenant that next
@@ -20,6 +24,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from resources import gateway
 from resources.route_table import (  # noqa: F401 - the table's names, where they always were
@@ -34,8 +39,9 @@ from resources.route_table import (  # noqa: F401 - the table's names, where the
     routes_db_path,
 )
 from resources.storage import utc_now
-from tenant_pipelines.domain.errors import PermanentError
+from tenant_pipelines.domain.errors import PermanentError, TenantPipelinesError
 from tenant_pipelines.domain.handles import Handle, ResourceKind, check_made_for, may_act_on
+from tenant_pipelines.domain.routes import RouteSource
 from tenant_pipelines.domain.tenant import TenantSpec
 from tenant_pipelines.support import sqlite as sqlite_files
 
@@ -146,3 +152,71 @@ def _route_of(conn: sqlite3.Connection, tenant_key: str) -> Route | None:
     query = f"SELECT {ROUTE_COLUMNS} FROM routes WHERE tenant_key = ?"
     row = conn.execute(query, (tenant_key,)).fetchone()
     return Route(*row) if row else None
+
+
+class RouteRecords(RouteSource, Protocol):
+    """The registry's routes table (`registry.routes.RouteStore`), as this boundary writes it."""
+
+    def add_closed(
+        self, host: str, tenant_key: str, tenant_id: str, worker_host: str | None
+    ) -> Route | None: ...
+
+    def open(self, tenant_key: str, tenant_id: str) -> Route | None: ...
+
+    def remove(self, tenant_key: str, tenant_id: str | None) -> bool: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryRoutes:
+    """Routes in the registry's database, for a platform with several hosts: written by the
+    runs of the tenant's own host (`host_name`), which records itself as where the workload is.
+    After each write, this host's ingress markers follow the table (`gateway.publish`), as the
+    control host's edge does on the table's notice."""
+
+    records: RouteRecords
+    data_dir: str
+    domain: str
+    host_name: str
+
+    @property
+    def kind(self) -> str:
+        return ResourceKind.ROUTE.value
+
+    def _handle(self, route: Route) -> Handle:
+        details = {"state": route.state}
+        return Handle(kind=self.kind, tenant_key=route.tenant_key, name=route.host, details=details)
+
+    def _add_closed(self, tenant: TenantSpec) -> Route:
+        host = tenant.host(self.domain)
+        route = self.records.add_closed(host, tenant.key, tenant.tenant_id, self.host_name)
+        if route is None:
+            raise PermanentError(f"host {host!r} is already routed to another tenant")
+        check_made_for(route.tenant_id, tenant.tenant_id, self.kind, route.host, tenant.key)
+        return route
+
+    def ensure(self, tenant: TenantSpec) -> Handle:
+        route = self._add_closed(tenant)
+        gateway.publish(self.data_dir, tenant.key, self.records)
+        return self._handle(route)
+
+    def open(self, tenant: TenantSpec) -> Handle:
+        route = self._add_closed(tenant)
+        if not route.is_open:
+            opened = self.records.open(tenant.key, tenant.tenant_id)
+            if opened is None:  # released meanwhile: the next attempt makes it again
+                raise TenantPipelinesError(f"the route of {tenant.key!r} went while it was opened")
+            route = opened
+        gateway.publish(self.data_dir, tenant.key, self.records)
+        return self._handle(route)
+
+    def is_open(self, tenant_key: str) -> bool:
+        route = self.records.route_of(tenant_key)
+        return route is not None and route.is_open
+
+    def release(self, tenant_key: str, tenant_id: str | None = None) -> bool:
+        removed = self.records.remove(tenant_key, tenant_id)
+        gateway.publish(self.data_dir, tenant_key, self.records)
+        return removed
+
+    def list_existing(self) -> set[str]:
+        return {route.tenant_key for route in self.records.all_routes()}

@@ -4,8 +4,9 @@ A deployment is the embedded default (SQLite files and local processes under the
 the same with the tenants' storage and identity stores on PostgreSQL (`TENANT_BACKENDS=postgres`:
 a schema and a NOLOGIN role per tenant and backend on `TENANT_BACKENDS_PG_URL`), or a test's data
 directory; SendGrid replaces the outbox when `SENDGRID_API_KEY` is set, and with
-`TENANT_FAULT_PLAN` every backend obeys a fault plan. The edge routes and the workloads are the
-local ones either way.
+`TENANT_FAULT_PLAN` every backend obeys a fault plan. The workloads are the local ones either
+way, and so are the edge's routes on one host; with several hosts the routes are in the registry
+(`routes_in_registry`), where the control host's edge reads every host's.
 
 Two kinds of caller get the same adapters from `compose`: the code location's `platform`
 resource (`orchestration.resources.TenantPlatform`), when a run or a sensor tick starts, with the
@@ -28,9 +29,11 @@ from resources.faults import (
 )
 from resources.identity import LocalSQLiteIdentityStore, PostgresIdentityStore
 from resources.mailer import OutboxMailer, SendGridMailer
+from resources.route_table import LocalRouteTable
 from resources.storage import LocalSQLiteStorage, PostgresSchemaStorage
-from resources.traffic import LocalEdgeRoutes
+from resources.traffic import LocalEdgeRoutes, RegistryRoutes
 from tenant_pipelines.domain.errors import ConfigError
+from tenant_pipelines.domain.routes import RouteSource
 from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.registry.store import TenantRegistry
 from tenant_pipelines.saga.context import Backends
@@ -67,6 +70,7 @@ class DeploymentConfig:
     sendgrid_api_host: str = DEFAULT_SENDGRID_API_HOST
     fault_plan: str | None = None
     host_name: str = ""  # this host's name among the platform's (support.hosts)
+    routes_in_registry: bool = False  # several hosts: the edge's routes are the registry's
 
 
 def config_fields() -> list[str]:
@@ -154,6 +158,25 @@ def build_mailer(config: DeploymentConfig) -> Mailer:
     )
 
 
+def build_traffic(config: DeploymentConfig) -> TrafficBoundary:
+    if not config.routes_in_registry:
+        return LocalEdgeRoutes(data_dir=config.data_dir, domain=config.domain)
+    return RegistryRoutes(
+        records=TenantRegistry.shared(config.db_url).routes,
+        data_dir=config.data_dir,
+        domain=config.domain,
+        host_name=config.host_name,
+    )
+
+
+def route_source(settings: Settings) -> RouteSource:
+    """Where the edge's routes are read: the registry's with several hosts, else the edge's own
+    table on this host."""
+    if settings.worker_hosts:
+        return TenantRegistry.shared(settings.db_url).routes
+    return LocalRouteTable(settings.data_dir)
+
+
 def build_real_platform(config: DeploymentConfig) -> Platform:
     """Every backend real: the selected tenant stores, the rest on this machine."""
     stores = STORES[config.backends](config)
@@ -163,7 +186,7 @@ def build_real_platform(config: DeploymentConfig) -> Platform:
         https_port=config.https_port,
         storage=stores.storage,
         identity=stores.identity,
-        traffic=LocalEdgeRoutes(data_dir=config.data_dir, domain=config.domain),
+        traffic=build_traffic(config),
         deployer=LocalProcessDeployer(
             data_dir=config.data_dir,
             domain=served_at(config.domain, config.https_port),  # the workload's own address
@@ -220,6 +243,7 @@ def deployment_config(settings: Settings, env: Mapping[str, str] | None = None) 
         sendgrid_api_host=settings.sendgrid_api_host,
         fault_plan=str(settings.fault_plan) if settings.fault_plan is not None else None,
         host_name=settings.host_name,
+        routes_in_registry=bool(settings.worker_hosts),
     )
 
 

@@ -1,6 +1,7 @@
 """Configuration from the environment, read when asked for, never at import time."""
 
 import hashlib
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -11,8 +12,8 @@ from pathlib import Path
 from tenant_pipelines.domain.errors import ConfigError
 from tenant_pipelines.domain.plans import PLANS
 from tenant_pipelines.domain.tenant import served_at
-from tenant_pipelines.support.db_url import normalize_url
-from tenant_pipelines.support.hosts import SINGLE_HOST, host_name, worker_hosts
+from tenant_pipelines.support.db_url import is_sqlite, normalize_url
+from tenant_pipelines.support.hosts import SINGLE_HOST, host_name, worker_ingresses
 
 DEFAULT_DATA_DIR = ".tenant-data"
 DEFAULT_DOMAIN = "localhost"
@@ -68,15 +69,22 @@ def _dagster_pg_url(env: Mapping[str, str]) -> str | None:
 CELERY_BROKER_SCHEMES = ("redis://", "rediss://")
 
 
-def _worker_hosts(env: Mapping[str, str], dagster_pg_url: str | None) -> tuple[str, ...]:
-    """TENANT_WORKER_HOSTS (checked); several hosts need what they all reach: the Dagster
-    instance on PostgreSQL and a broker for the runs (TENANT_CELERY_BROKER)."""
+def _worker_ingresses(
+    env: Mapping[str, str], dagster_pg_url: str | None, db_url: str
+) -> dict[str, str]:
+    """TENANT_WORKER_HOSTS (checked); several hosts need what they all reach: the registry and
+    the Dagster instance on PostgreSQL, and a broker for the runs (TENANT_CELERY_BROKER)."""
     try:
-        hosts = worker_hosts(env)
+        hosts = worker_ingresses(env)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if not hosts:
         return hosts
+    if is_sqlite(db_url):
+        raise ConfigError(
+            "TENANT_WORKER_HOSTS needs TENANT_DB_URL on PostgreSQL: every host reads and writes"
+            " the same registry (its tenants, ledgers and routes), which a SQLite file cannot be"
+        )
     if not dagster_pg_url:
         raise ConfigError(
             "TENANT_WORKER_HOSTS needs DAGSTER_PG_URL: every host reads and writes the same"
@@ -193,7 +201,8 @@ class Settings:
     edge_client_timeout_s: int = DEFAULT_EDGE_CLIENT_TIMEOUT_S  # a silent client is dropped
     caddy: str = ""  # TENANT_CADDY: the edge's Caddy binary; "" the venv's (localstack.gateway)
     host_name: str = SINGLE_HOST  # TENANT_HOST_NAME: this host among the platform's (support.hosts)
-    worker_hosts: tuple[str, ...] = ()  # TENANT_WORKER_HOSTS: () runs everything on this host
+    # TENANT_WORKER_HOSTS: each worker host's ingress address, by name; {} runs all on this host
+    worker_ingresses: Mapping[str, str] = field(default_factory=dict)
     celery_broker: str | None = field(default=None, repr=False)  # TENANT_CELERY_BROKER
 
     @classmethod
@@ -230,9 +239,24 @@ class Settings:
             ),
             caddy=env.get("TENANT_CADDY") or "",
             host_name=_host_name(env),
-            worker_hosts=_worker_hosts(env, dagster_pg_url),
+            worker_ingresses=_worker_ingresses(env, dagster_pg_url, db_url),
             celery_broker=_celery_broker(env),
         )
+
+    @property
+    def worker_hosts(self) -> tuple[str, ...]:
+        """The worker hosts' names, in the order given; () on one host."""
+        return tuple(self.worker_ingresses)
+
+    @property
+    def ingress_secret(self) -> str:
+        """What the control host's edge shows a worker host's ingress (`resources.gateway`):
+        derived from the broker's URL, a secret every host of the platform already holds, so
+        that there is no second one to set and keep in step. "" without a broker."""
+        if not self.celery_broker:
+            return ""
+        key = self.celery_broker.encode()
+        return hmac.new(key, b"tenant-pipelines edge to ingress", hashlib.sha256).hexdigest()
 
     @property
     def placement_hosts(self) -> tuple[str, ...]:
@@ -272,7 +296,7 @@ class Settings:
             TENANT_EDGE_CLIENT_TIMEOUT_S=str(self.edge_client_timeout_s),
             TENANT_CADDY=self.caddy,
             TENANT_HOST_NAME=self.host_name,
-            TENANT_WORKER_HOSTS=",".join(self.worker_hosts),
+            TENANT_WORKER_HOSTS=",".join(f"{n}={a}" for n, a in self.worker_ingresses.items()),
         )
         for plan in PLANS:
             env[plan_concurrency_var(plan)] = str(self.plan_concurrency.get(plan, ""))

@@ -6,13 +6,13 @@ control host's PostgreSQL and broker. Started and stopped by PID, like `Stack`.
 
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tenant_pipelines.support.procs import descendants, live_pid
-from tests.stack_helpers import REPO, TENANTCTL, kill_tree
+from tests.stack_helpers import REPO, TENANTCTL, free_port, kill_tree
 from tests.waiting import read_until_said, wait_until
 
 START_TIMEOUT_S = 120
@@ -86,12 +86,18 @@ def wait_said(host: WorkerHost, text: str, timeout_s: float = 60) -> str:
     )
 
 
+def on_loopback(names: Iterable[str]) -> str:
+    """TENANT_WORKER_HOSTS for worker hosts on this machine: each ingress on a free port."""
+    return ",".join(f"{name}=127.0.0.1:{free_port()}" for name in names)
+
+
 @contextmanager
 def worker_hosts(control_env: dict[str, str], root: Path) -> Iterator[list[WorkerHost]]:
     """The worker hosts the control host's TENANT_WORKER_HOSTS names (none if unset), each with a
     directory of its own under `root`, started once the control host's `up` is; at the end each
     must stop cleanly (exit 0) on SIGTERM, before the control host stops."""
-    names = [name for name in control_env.get("TENANT_WORKER_HOSTS", "").split(",") if name]
+    entries = control_env.get("TENANT_WORKER_HOSTS", "").split(",")
+    names = [entry.partition("=")[0] for entry in entries if entry]
     hosts = [WorkerHost.beside(control_env, name, root) for name in names]
     try:
         for host in hosts:

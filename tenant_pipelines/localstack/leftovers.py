@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Collection
 
 from tenant_pipelines.support import procs
 
@@ -24,11 +25,12 @@ def marked(mark: str) -> list[int]:
     return [pid for pid in procs.pids() if pid != me and procs.environ_value(pid, MARK_ENV) == mark]
 
 
-def kill_marked(mark: str, wait_s: float = KILL_WAIT_S) -> list[int]:
-    """SIGKILL every marked process (a pidfd pins the one checked), and wait until they are gone:
-    a crash, as a SIGKILLed `up` is, so the next start resumes their runs. Returns their PIDs."""
+def kill_marked(mark: str, wait_s: float = KILL_WAIT_S, spare: Collection[int] = ()) -> list[int]:
+    """SIGKILL every marked process but those in `spare` (a pidfd pins the one checked), and wait
+    until they are gone: a crash, as a SIGKILLed `up` is, so the next start resumes their runs.
+    Returns their PIDs."""
     killed = []
-    for pid in marked(mark):
+    for pid in set(marked(mark)) - set(spare):
         with contextlib.suppress(OSError):
             fd = os.pidfd_open(pid)
             try:

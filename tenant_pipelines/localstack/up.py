@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from resources.gateway import local_ca_root, write_plan
 from resources.workload_state import max_data_dir_chars
 from tenant_pipelines.localstack import broker, gateway, isolation, leftovers, platform_lock
+from tenant_pipelines.localstack.route_follower import RouteFollower
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.settings import Settings
@@ -290,8 +291,11 @@ def _supervise(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    follower = RouteFollower(settings, say) if settings.worker_hosts else None
     try:
         restored = _bring_up(supervisor, workloads, ports)
+        if follower is not None:  # the edge serves the worker hosts' tenants from the registry
+            follower.start()
         _write_stack_file(settings, ports)
         say(
             f"tenant-pipelines is up: console http://127.0.0.1:{ports.api}/console, API "
@@ -304,6 +308,8 @@ def _supervise(
         supervisor.run(stop.wait)
         return 0
     finally:
+        if follower is not None:
+            follower.stop()
         supervisor.stop(_kill_run_workers)
         workloads.stop_all()
         stack_file(settings).unlink(missing_ok=True)

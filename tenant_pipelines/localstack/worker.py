@@ -27,8 +27,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from resources.gateway import write_plan
 from tenant_pipelines.domain.errors import TenantPipelinesError
-from tenant_pipelines.localstack import isolation, leftovers, platform_lock
+from tenant_pipelines.localstack import gateway, isolation, leftovers, platform_lock
 from tenant_pipelines.localstack.broker import check_broker, node_name, wait_consuming
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.localstack.up import WorkloadControl, check_data_dir, named
@@ -80,12 +81,13 @@ def celery_argv(settings: Settings) -> list[str]:
 
 def _settle_orphaned_runs(settings: Settings, say: Callable[[str], None]) -> None:
     """Before every start of the Celery worker: what the last one left running is stopped (its
-    processes die with it, but not at once), then the runs it left in flight end, so that run
-    retries run them again here."""
+    processes die with it, but not at once; they are no longer below this process), then the
+    runs it left in flight end, so that run retries run them again here."""
     from tenant_pipelines.orchestration.instance import open_instance
     from tenant_pipelines.orchestration.recovery import settle_orphaned_runs
 
-    leftovers.kill_marked(str(settings.data_dir))
+    # This host's ingress, a live child of ours, stays; a dead worker's processes are no longer.
+    leftovers.kill_marked(str(settings.data_dir), spare=descendants([os.getpid()]))
     try:
         instance = open_instance(settings.dagster_home, settings)
         try:
@@ -99,6 +101,15 @@ def _settle_orphaned_runs(settings: Settings, say: Callable[[str], None]) -> Non
         return
     if settled:
         say(f"{len(settled)} run(s) whose worker process died will be run again")
+
+
+def _ingress_spec(settings: Settings) -> ChildSpec:
+    """This host's ingress: the control host's edge relays its tenants' requests through it."""
+    plan = gateway.ingress_plan_for(settings)
+    write_plan(settings.data_dir, plan)  # this host's runs keep its markers by it
+    caddy = gateway.caddy_binary(settings.caddy)
+    gateway.caddy_version(caddy)
+    return gateway.child_spec(settings, plan, caddy, named(settings.child_env(), "ingress"))
 
 
 def _kill_run_processes(roots: list[int]) -> None:
@@ -129,8 +140,9 @@ def run_worker(
         log_dir.mkdir(exist_ok=True)
         env = named(settings.child_env(), "run-worker")
         settle = functools.partial(_settle_orphaned_runs, settings, say)
-        spec = ChildSpec("celery", celery_argv(settings), env, prepare=settle)
-        supervisor = Supervisor([spec], log_dir, str(settings.data_dir), say)
+        celery = ChildSpec("celery", celery_argv(settings), env, prepare=settle)
+        specs = [_ingress_spec(settings), celery]
+        supervisor = Supervisor(specs, log_dir, str(settings.data_dir), say)
         return _supervise(settings, supervisor, workloads, say)
     finally:
         for fd in locks:
@@ -149,7 +161,9 @@ def _supervise(
     try:
         restored = workloads.restore()
         supervisor.start_all()
-        wait_consuming(settings, time.monotonic() + READY_TIMEOUT_S, stop)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        supervisor.wait_ready("ingress", deadline)
+        wait_consuming(settings, deadline, stop)
         say(
             f"worker host {settings.host_name} is up: it runs the runs of its tenants"
             f" ({len(restored)} active tenant workload(s) restored). Ctrl-C stops it."

@@ -41,6 +41,7 @@ class TenantPlatform(ConfigurableResource):
     sendgrid_api_host: str = DEFAULT_SENDGRID_API_HOST
     fault_plan: str | None = None
     host_name: str = ""
+    routes_in_registry: bool = False
 
     _platform: Platform | None = PrivateAttr(default=None)
 
@@ -64,6 +65,7 @@ class TenantPlatform(ConfigurableResource):
             sendgrid_api_host=settings.sendgrid_api_host,
             fault_plan=str(settings.fault_plan) if settings.fault_plan is not None else None,
             host_name=settings.host_name,
+            routes_in_registry=bool(settings.worker_hosts),
         )
 
     def build(self) -> Platform:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # The newest revision under migrations/versions (a test holds it to the scripts). Knowing it lets
 # a process that finds the database already there skip loading Alembic: commands start faster.
-HEAD_REVISION = "0008_worker_hosts"
+HEAD_REVISION = "0009_routes"
 VERSION_TABLE = "tenant_registry_version"
 LEGACY_VERSION_TABLE = "alembic_version"
 

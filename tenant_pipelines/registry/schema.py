@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from tenant_pipelines.domain.routes import ROUTE_STATES
 from tenant_pipelines.domain.states import RequestState, TenantState
 
 
@@ -205,4 +206,19 @@ batches = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Index("ix_batches_created_at", "created_at"),
+)
+
+# The edge's routes when the platform has several hosts (registry.routes); on one host the edge
+# keeps its own table (resources.route_table). A row is a route, from Allocate to its release.
+routes = Table(
+    "routes",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("tenant_key", String(63), nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("tenant_id", String(36), nullable=False),
+    Column("worker_host", String(255)),  # where the workload is; NULL: the edge's own host
+    CheckConstraint(_in("state", list(ROUTE_STATES)), name="ck_routes_state"),
+    UniqueConstraint("tenant_key", name="uq_routes_tenant_key"),
 )

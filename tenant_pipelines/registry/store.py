@@ -22,6 +22,7 @@ from tenant_pipelines.registry.migrate import ensure_upgraded
 from tenant_pipelines.registry.operations import OperationStore
 from tenant_pipelines.registry.platform_stats import PlatformStatsStore
 from tenant_pipelines.registry.requests import RequestStore
+from tenant_pipelines.registry.routes import RouteStore
 from tenant_pipelines.registry.sessions import SessionStore
 from tenant_pipelines.registry.tenants import TenantStore
 from tenant_pipelines.registry.tokens import TokenStore
@@ -45,6 +46,7 @@ class TenantRegistry:
         self.sessions = SessionStore(self.db)
         self.platform_stats = PlatformStatsStore(self.db)
         self.batches = BatchStore(self.db)
+        self.routes = RouteStore(self.db)
 
     @classmethod
     def shared(cls, url: str) -> "TenantRegistry":

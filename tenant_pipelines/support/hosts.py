@@ -18,6 +18,8 @@ MAX_HOST_NAME_CHARS = 255
 # A worker host's name is also the name of its run queue at the broker (`tenantctl worker`
 # consumes it, and a comma separates queues there): letters, digits, `.`, `_` and `-` only.
 WORKER_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+DEFAULT_INGRESS_PORT = 8480
+INGRESS_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
 def host_name(env: Mapping[str, str]) -> str:
@@ -32,15 +34,46 @@ def host_name(env: Mapping[str, str]) -> str:
 
 
 def worker_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
-    """TENANT_WORKER_HOSTS, comma-separated: the hosts that run the platform's runs and tenant
+    """The names in TENANT_WORKER_HOSTS: the hosts that run the platform's runs and tenant
     workloads when there are several (`tenantctl worker` on each); () when unset: one host."""
-    names = tuple(name.strip() for name in (env.get(WORKER_HOSTS_VAR) or "").split(",") if name)
-    for name in names:
+    return tuple(worker_ingresses(env))
+
+
+def worker_ingresses(env: Mapping[str, str]) -> dict[str, str]:
+    """TENANT_WORKER_HOSTS, comma-separated `name` or `name=address:port`: each worker host's name
+    and where its ingress listens, which the control host's edge relays its tenants' requests
+    to (`name:DEFAULT_INGRESS_PORT` when only the name is given: the name resolves to the host)."""
+    entries = [entry.strip() for entry in (env.get(WORKER_HOSTS_VAR) or "").split(",")]
+    found: dict[str, str] = {}
+    for entry in filter(None, entries):
+        name, _, address = (part.strip() for part in entry.partition("="))
         if not WORKER_HOST_NAME.fullmatch(name):
             raise ValueError(
                 f"{WORKER_HOSTS_VAR}: {name!r} is not a worker host's name: 1 to 63 letters,"
                 " digits, '.', '_' or '-', starting with a letter or digit"
             )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{WORKER_HOSTS_VAR} names a host twice: {', '.join(names)}")
-    return names
+        if name in found:
+            raise ValueError(f"{WORKER_HOSTS_VAR} names the host {name!r} twice")
+        found[name] = _ingress_address(name, address or f"{name}:{DEFAULT_INGRESS_PORT}")
+    return found
+
+
+def _ingress_address(name: str, address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if (
+        not host
+        or not INGRESS_HOST.fullmatch(host)
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise ValueError(
+            f"{WORKER_HOSTS_VAR}: the ingress of {name!r} must be host:port (a name, an IPv4"
+            f" address or [an IPv6 one], and a port 1-65535), not {address!r}"
+        )
+    return address
+
+
+def ingress_listen(address: str) -> tuple[str, int]:
+    """The host and port of an ingress address (`host:port`, `[v6]:port`), to listen on."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

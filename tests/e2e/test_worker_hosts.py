@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.support.procs import descendants, parent_pid
@@ -28,7 +29,7 @@ from tests.pg_helpers import admin_sql, runs_of_tenant, step_started
 from tests.stack_fixtures import StackOptions
 from tests.stack_helpers import Stack, processes_mentioning, write_fault_plan
 from tests.waiting import wait_until
-from tests.worker_hosts import WorkerHost, wait_said, worker_hosts
+from tests.worker_hosts import WorkerHost, on_loopback, wait_said, worker_hosts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -57,7 +58,7 @@ def stack_options(database: str, broker: redis.Redis) -> StackOptions:
     env = {
         "DAGSTER_PG_URL": database,
         "TENANT_DB_URL": database,
-        "TENANT_WORKER_HOSTS": ",".join(HOSTS),
+        "TENANT_WORKER_HOSTS": on_loopback(HOSTS),
         "TENANT_CELERY_BROKER": BROKER,
     }
     return StackOptions(faults=True, env=env)
@@ -122,7 +123,30 @@ def test_tenants_are_spread_over_the_worker_hosts_and_each_runs_on_its_own(
         assert home.runs_here(run[WORKER_TAG]), f"{slug}'s run did not run on {home.name}"
         assert key in home.workload_files()
         assert all(key not in other.workload_files() for other in hosts if other is not home)
+        served = stack.edge_get(f"{key}.localhost", "/.well-known/openid-configuration")
+        assert served.status == 200, served.body  # through the control host's edge, over HTTPS
+        assert served.json()["issuer"] == f"https://{key}.localhost:{stack.https_port}"
     assert not (stack.data_dir / "workloads").exists(), "the control host ran a workload"
+
+
+def test_a_worker_hosts_ingress_serves_the_control_hosts_edge_only(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    """A tenant's workload on any host could reach another host's ingress: without the secret
+    the edge adds, the ingress refuses it."""
+    submit(stack, org_admin, "direct")
+    wait_active(stack, org_admin, "direct")
+    home = host_named(hosts, placement(database)["direct"])
+    address = home.env["TENANT_WORKER_HOSTS"].split(f"{home.name}=")[1].split(",")[0]
+    url = f"http://{address}/.well-known/openid-configuration"
+    forged = {"Host": f"direct-{ORG}.localhost", "X-Tenant-Edge": "guess"}
+    for headers in ({"Host": forged["Host"]}, forged):
+        answer = requests.get(url, headers=headers, timeout=10)
+        assert answer.status_code == 403, answer.text
+        assert answer.json() == {"error": "only the platform's edge may use this ingress"}
+    assert (
+        stack.edge_get(f"direct-{ORG}.localhost", "/.well-known/openid-configuration").status == 200
+    )
 
 
 def test_a_decommission_runs_on_the_tenants_host_and_stops_its_workload_there(
@@ -141,6 +165,10 @@ def test_a_decommission_runs_on_the_tenants_host_and_stops_its_workload_there(
     assert home.runs_here(run[WORKER_TAG])
     assert key not in home.workload_files()
     assert not processes_mentioning("resources.workload_server", key)
+    # Its certificate went with its route (no TLS handshake names it): asked over plain HTTP.
+    edge = f"http://127.0.0.1:{stack.edge_port}/"
+    gone = requests.get(edge, headers={"Host": f"{key}.localhost"}, timeout=10)
+    assert (gone.status_code, gone.json()) == (404, {"error": "unknown host"})
 
 
 def test_a_run_process_killed_mid_run_is_run_again_on_the_same_host(

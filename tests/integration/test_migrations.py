@@ -15,7 +15,7 @@ from tenant_pipelines.support.db_url import normalize_url
 
 pytestmark = pytest.mark.integration
 
-HEAD = "0008_worker_hosts"
+HEAD = "0009_routes"
 TABLES = {
     "requests",
     "tenants",
@@ -25,6 +25,7 @@ TABLES = {
     "operations",
     "console_sessions",
     "batches",
+    "routes",
     migrate.VERSION_TABLE,
 }
 

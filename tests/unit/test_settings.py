@@ -12,6 +12,7 @@ pytestmark = pytest.mark.unit
 SEVERAL_HOSTS = {
     "TENANT_WORKER_HOSTS": "h-a, h-b",
     "DAGSTER_PG_URL": "postgresql://platform@db/dagster",
+    "TENANT_DB_URL": "postgresql://platform@db/registry",
     "TENANT_CELERY_BROKER": "redis://:s3cret@broker:6379/0",
 }
 
@@ -51,7 +52,11 @@ def test_plan_limits_come_from_the_environment() -> None:
         ({"TENANT_HOST_NAME": " h-a"}, "TENANT_HOST_NAME must be 1 to 255 printable characters"),
         ({"TENANT_HOST_NAME": "h\na"}, "TENANT_HOST_NAME must be 1 to 255 printable characters"),
         ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a,h b"}, "'h b' is not a worker host's name"),
-        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a,h-a"}, "names a host twice: h-a, h-a"),
+        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a,h-a=h:1"}, "names the host 'h-a' twice"),
+        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a=10.0.0.2"}, "the ingress of 'h-a' must be"),
+        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a=h/x:80"}, "the ingress of 'h-a' must be"),
+        ({**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a=h:65536"}, "the ingress of 'h-a' must be"),
+        ({**SEVERAL_HOSTS, "TENANT_DB_URL": ""}, "needs TENANT_DB_URL on PostgreSQL"),
         ({**SEVERAL_HOSTS, "DAGSTER_PG_URL": ""}, "TENANT_WORKER_HOSTS needs DAGSTER_PG_URL"),
         ({**SEVERAL_HOSTS, "TENANT_CELERY_BROKER": ""}, "needs TENANT_CELERY_BROKER"),
         (
@@ -127,3 +132,27 @@ def test_tenants_are_placed_on_the_worker_hosts_when_there_are_several() -> None
     worker = Settings.from_env({**control.child_env(base={}), "TENANT_HOST_NAME": "h-b"})
     assert (worker.host_name, worker.worker_hosts) == ("h-b", ("h-a", "h-b"))
     assert worker.celery_broker == control.celery_broker
+
+
+def test_each_worker_hosts_ingress_is_its_address_or_its_name_on_the_default_port() -> None:
+    settings = Settings.from_env(
+        {**SEVERAL_HOSTS, "TENANT_WORKER_HOSTS": "h-a=10.0.0.2:9001, h-b, h-c=[fd00::3]:80"}
+    )
+    assert dict(settings.worker_ingresses) == {
+        "h-a": "10.0.0.2:9001",
+        "h-b": "h-b:8480",
+        "h-c": "[fd00::3]:80",
+    }
+    assert settings.worker_hosts == ("h-a", "h-b", "h-c")
+    again = Settings.from_env(settings.child_env(base={}))
+    assert again.worker_ingresses == settings.worker_ingresses
+
+
+def test_the_ingress_secret_is_derived_from_the_broker_and_never_shown() -> None:
+    settings = Settings.from_env(SEVERAL_HOSTS)
+    other_broker = {**SEVERAL_HOSTS, "TENANT_CELERY_BROKER": "redis://:other@broker:6379/0"}
+    secret = settings.ingress_secret
+    assert len(secret) == 64 and secret == Settings.from_env(SEVERAL_HOSTS).ingress_secret
+    assert secret != Settings.from_env(other_broker).ingress_secret
+    assert secret not in repr(settings) and secret not in settings.child_env(base={}).values()
+    assert Settings.from_env({}).ingress_secret == ""
