@@ -7,12 +7,15 @@ PID 1 of its namespace, and operators' commands run inside it (`nsenter`). Traff
 loopback and to the bridge's addresses. Everything this module made (namespaces, bridge, relay,
 processes) is removed at its end, whatever happened.
 
-Not checked here yet: that the control host's edge serves the worker hosts' tenants (routes
-across hosts are still to be built: README "Beyond one machine").
+Every tenant is served through the control host's edge (HTTPS on its loopback, as a client on
+that host reaches it), which relays to the ingress of the tenant's worker host; an ingress asked
+by anyone else (a workload on another host) refuses.
 """
 
+import json
 import os
 import signal
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from resources.route_table import route_of
+from resources.gateway import AT_DIR, OPEN_DIR, local_ca_root
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.settings import DEFAULT_HTTPS_PORT
 from tenant_pipelines.support import procs
 from tests.conftest import empty_broker, fresh_pg_database
 from tests.namespace_hosts import HostProcess, Network, leftover_interfaces, wait_said
@@ -33,6 +37,7 @@ pytestmark = [pytest.mark.namespaces, pytest.mark.postgres]
 
 
 BROKER_DB = 14
+INGRESS_PORT = 8480
 SUFFIX = uuid.uuid4().hex[:6]
 WORKERS = (f"ns-a-{SUFFIX}", f"ns-b-{SUFFIX}")
 ORG = f"ns{SUFFIX}"
@@ -43,6 +48,7 @@ class Platform:
         self.network, self.database, self.control = network, database, control
         self.workers: dict[str, HostProcess] = {}
         self.data_dirs: dict[str, Path] = {}
+        self.addresses: dict[str, str] = {}
 
     def cli(self, *args: str) -> str:
         result = self.control.run(TENANTCTL, *args)
@@ -82,6 +88,28 @@ class Platform:
     def runs_of(self, slug: str) -> list[dict[str, str]]:
         return runs_of_tenant(self.database, slug)
 
+    def routes_of(self, key: str) -> list[tuple[str, str]]:
+        """The registry's routes of tenant `key`: (state, worker host)."""
+        query = "SELECT state, worker_host FROM routes WHERE tenant_key = %s"
+        return [(str(state), str(host)) for state, host in admin_sql(self.database, query, (key,))]
+
+    def served(self, key: str) -> subprocess.CompletedProcess[str]:
+        """GET a tenant's discovery document through the control host's edge, over HTTPS, from a
+        client on the control host (trusting the edge's local CA)."""
+        host, port = f"{key}.localhost", DEFAULT_HTTPS_PORT
+        return self.control.run(
+            *(
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                str(local_ca_root(self.data_dirs["control"])),
+            ),
+            *("--resolve", f"{host}:{port}:127.0.0.1", "--write-out", "\n%{http_code}"),
+            f"https://{host}:{port}/.well-known/openid-configuration",
+        )
+
     def workloads_of(self, key: str) -> list[int]:
         return [
             pid
@@ -104,6 +132,7 @@ def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             fresh_pg_database(pg_admin_url, "ns") as database,
         ):
             network.create()
+            addresses = {name: network.add_host(name) for name in ("control", *WORKERS)}
             network.relay_to_machine(5432, 6379)
             at_bridge = database.replace("127.0.0.1", network.gateway)
             base = {
@@ -112,7 +141,9 @@ def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             base.update(
                 DAGSTER_PG_URL=at_bridge,
                 TENANT_DB_URL=at_bridge,
-                TENANT_WORKER_HOSTS=",".join(WORKERS),
+                TENANT_WORKER_HOSTS=",".join(
+                    f"{name}={addresses[name]}:{INGRESS_PORT}" for name in WORKERS
+                ),
                 TENANT_CELERY_BROKER=f"redis://{network.gateway}:6379/{BROKER_DB}",
                 TENANT_FAULT_PLAN=str(root / "faults.json"),
                 TENANT_SENSOR_INTERVAL_S="1",
@@ -120,16 +151,14 @@ def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             write_fault_plan(root / "faults.json", [])
 
             def host(name: str, command: str) -> HostProcess:
-                network.add_host(name)
                 env = {
                     **base,
                     "TENANT_HOST_NAME": name,
                     "TENANT_DATA_DIR": str(root / name / "data"),
                     "DAGSTER_HOME": str(root / name / "dagster"),
                 }
-                process = HostProcess(
-                    name, network.namespaces[-1], env, [TENANTCTL, command, "--init"]
-                )
+                namespace = network.namespaces[list(addresses).index(name)]
+                process = HostProcess(name, namespace, env, [TENANTCTL, command, "--init"])
                 hosts.append(process)
                 return process
 
@@ -137,6 +166,7 @@ def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             control.start()
             platform = Platform(network, database, control)
             platform.data_dirs["control"] = root / "control" / "data"
+            platform.addresses = addresses
             for name in WORKERS:
                 platform.workers[name] = host(name, "worker")
                 platform.workers[name].start()
@@ -169,6 +199,38 @@ def test_each_run_and_workload_is_in_its_tenants_host(platform: Platform) -> Non
         assert workload in home.processes()
 
 
+def test_every_tenant_is_served_through_the_control_hosts_edge(platform: Platform) -> None:
+    slugs = [f"nsweb{i}" for i in range(2)]
+    for slug in slugs:
+        platform.submit(slug)
+    for slug in slugs:
+        platform.wait_active(slug)
+    assert {platform.host_of(slug) for slug in slugs} == set(WORKERS)
+    for slug in slugs:
+        key = f"{slug}-{ORG}"
+        answer = platform.served(key)
+        body, _, status = answer.stdout.rpartition("\n")
+        assert (answer.returncode, status) == (0, "200"), f"{key}: {answer.stdout}{answer.stderr}"
+        assert json.loads(body)["issuer"] == f"https://{key}.localhost:{DEFAULT_HTTPS_PORT}"
+        assert platform.routes_of(key) == [("open", platform.host_of(slug))]
+
+
+def test_a_worker_hosts_ingress_refuses_anyone_but_the_edge(platform: Platform) -> None:
+    """From a worker host (where tenants' workloads run), another host's ingress and its own
+    refuse a request without the edge's secret."""
+    platform.submit("nsdirect")
+    platform.wait_active("nsdirect")
+    host = f"nsdirect-{ORG}.localhost"
+    for caller in platform.workers.values():
+        for target in WORKERS:
+            answer = caller.run(
+                *("curl", "-sS", "--max-time", "20", "-H", f"Host: {host}"),
+                *("-H", "X-Tenant-Edge: guess", "--write-out", "\n%{http_code}"),
+                f"http://{platform.addresses[target]}:{INGRESS_PORT}/",
+            )
+            assert answer.stdout.endswith("\n403"), f"{caller.name} -> {target}: {answer.stdout}"
+
+
 def test_a_decommission_leaves_no_process_or_route_on_the_tenants_host(
     platform: Platform,
 ) -> None:
@@ -176,14 +238,19 @@ def test_a_decommission_leaves_no_process_or_route_on_the_tenants_host(
     platform.wait_active("nsgone")
     home = platform.workers[platform.host_of("nsgone")]
     key = f"nsgone-{ORG}"
-    assert route_of(platform.data_dirs[home.name], key) is not None
+    ingress_marker = platform.data_dirs[home.name] / "edge" / OPEN_DIR / key
+    edge_marker = platform.data_dirs["control"] / "edge" / AT_DIR / home.name / key
+    assert platform.routes_of(key) == [("open", home.name)]
+    assert ingress_marker.exists() and edge_marker.exists()
 
     platform.cli("decommission", "nsgone", "--wait")
 
     *_, run = platform.runs_of("nsgone")
     assert home.owns(run[WORKER_TAG])
     assert not platform.workloads_of(key)
-    assert route_of(platform.data_dirs[home.name], key) is None
+    assert not platform.routes_of(key)
+    assert not ingress_marker.exists()
+    wait_until(lambda: not edge_marker.exists(), 10, "the edge still routes the tenant")
 
 
 def test_a_killed_celery_worker_runs_its_run_again_on_its_host_with_one_workload(
