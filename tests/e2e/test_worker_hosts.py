@@ -23,6 +23,7 @@ import redis
 import requests
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
+from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.procs import descendants, parent_pid
 from tests.conftest import empty_broker, fresh_pg_database
 from tests.pg_helpers import admin_sql, runs_of_tenant, step_started
@@ -275,3 +276,16 @@ def test_the_control_hosts_instance_sends_runs_through_the_broker(
     config = (Path(stack.env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
     assert "HostRunLauncher" in config
     assert BROKER not in config and "redis://" not in config  # read from the environment
+
+
+def test_no_file_or_log_of_any_host_holds_the_ingress_secret(
+    stack: Stack, hosts: list[WorkerHost]
+) -> None:
+    """The edge and each ingress read it from their environment: configurations, plans and logs
+    name the variable at most."""
+    secret = Settings.from_env(stack.env).ingress_secret
+    assert secret
+    for data_dir in (stack.data_dir, *(host.data_dir for host in hosts)):
+        for path in [*(data_dir / "edge").glob("*.json"), *(data_dir / "logs").glob("*.log")]:
+            assert secret not in path.read_text(errors="replace"), path
+        assert "{env.TENANT_INGRESS_SECRET}" in (data_dir / "edge" / "caddy.json").read_text()

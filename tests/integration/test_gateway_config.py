@@ -6,6 +6,7 @@ one is refused, so a broken production configuration fails `make test`."""
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,19 @@ def test_caddy_manages_no_certificate_of_its_own_for_the_routes_wildcard(tmp_pat
     (and, on ACME, fail at it without a DNS challenge)."""
     servers = caddy_config(local_plan(), tmp_path, [OPEN])["apps"]["http"]["servers"]
     assert servers["tenants"]["automatic_https"]["disable_certificates"] is True
+
+
+def test_caddy_takes_the_configurations_of_a_platform_with_several_hosts(tmp_path: Path) -> None:
+    """The control host's edge (relaying to each worker host's ingress) and a worker host's
+    ingress, as `up` and `tenantctl worker` make them."""
+    hosts = {"w-a": "10.0.0.2:8480", "w-b": "[fd00::3]:8480"}
+    edge = replace(local_plan(), worker_hosts=hosts)
+    ingress = replace(local_plan("serve"), ingress_of="w-a", listen_host="10.0.0.2", http_port=8480)
+    for name, plan in (("edge", edge), ("ingress", ingress)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(caddy_config(plan, tmp_path, [OPEN, CLOSED])))
+        checked = validate(path)
+        assert checked.returncode == 0, f"{name}: {checked.stderr[-2000:]}"
+    relay = caddy_config(edge, tmp_path, [])["apps"]["http"]["servers"]["tenants"]["routes"][0]
+    dials = [r["handle"][0]["upstreams"][0]["dial"] for r in relay["handle"][1]["routes"]]
+    assert dials == ["10.0.0.2:8480", "[fd00::3]:8480", f"unix/to/{KEY}"]
