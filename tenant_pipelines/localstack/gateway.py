@@ -18,7 +18,6 @@ from pathlib import Path
 
 from resources import gateway
 from resources.route_table import edge_dir
-from tenant_pipelines.composition import route_source
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError
 from tenant_pipelines.settings import Settings
 from tenant_pipelines.support.hosts import ingress_listen
@@ -98,6 +97,8 @@ def child_spec(
     """The edge, or a worker host's ingress (`plan.ingress_of`): both read their routes from the
     registry when the platform has several hosts, and hold the ingress secret in their
     environment only."""
+    from tenant_pipelines.composition import route_source  # SQLAlchemy: once `up` holds its lock
+
     data_dir = settings.data_dir
     home = gateway.storage_dir(data_dir)
     source = route_source(settings)

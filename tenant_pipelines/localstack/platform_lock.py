@@ -10,12 +10,15 @@ Two control planes on two hosts share no directory, but they may share a Postgre
 and runs. So `up` also holds a session-level advisory lock in each PostgreSQL database it uses,
 on a session of its own whose `application_name` names it; the server releases the lock when
 that session ends, and notices a vanished host within about 30 s (the session's TCP keepalives).
+A worker host (`tenantctl worker`) holds such a lock too, one per host name (`hold_host_name`):
+two workers under one name would share its queue and settle each other's runs.
 """
 
 import fcntl
 import json
 import os
 import socket
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from tenant_pipelines.support.db_url import is_sqlite, libpq_url, store_name
 LOCK_FILE = "up.lock"
 # The advisory lock's key (two int4s: an application tag, and what is locked).
 ADVISORY_KEY = (0x74656E61, 1)  # "tena", the control plane
+WORKER_HOST_CLASS = 0x74656E62  # "tenb": a worker host, by its name's CRC-32
 APPLICATION_NAME_MAX = 63  # PostgreSQL truncates longer names
 KEEPALIVE = (
     "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
@@ -99,29 +103,17 @@ def hold_databases(urls: Iterable[str], ports: dict[str, int]) -> list[Any]:
     are covered by the data directory's lock) or raise PlatformRunning naming the holder
     (RegistryUnavailable if a server does not answer); the sessions to keep open (closing them,
     or exiting, releases the locks)."""
-    import psycopg2
-
     held: list[Any] = []
     try:
         for url in dict.fromkeys(u for u in urls if not is_sqlite(u)):
-            try:
-                conn = psycopg2.connect(
-                    libpq_url(url), application_name=control_plane_name(ports), connect_timeout=10
+            held.append(
+                _advisory_lock(
+                    url,
+                    ADVISORY_KEY,
+                    control_plane_name(ports),
+                    "another control plane already runs",
                 )
-            except psycopg2.OperationalError as error:
-                cause = str(error).strip().splitlines()[0]
-                raise RegistryUnavailable(store_name(url), cause) from None
-            held.append(conn)
-            conn.autocommit = True
-            with conn.cursor() as cursor:
-                cursor.execute(KEEPALIVE)
-                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
-                (taken,) = cursor.fetchone()
-                if not taken:
-                    raise PlatformRunning(
-                        f"another control plane already runs on the PostgreSQL database"
-                        f" {store_name(url)} ({_database_holder(cursor)})"
-                    )
+            )
     except BaseException:
         for conn in held:
             conn.close()
@@ -129,13 +121,47 @@ def hold_databases(urls: Iterable[str], ports: dict[str, int]) -> list[Any]:
     return held
 
 
-def _database_holder(cursor: Any) -> str:
+def hold_host_name(url: str, host_name: str) -> Any:
+    """Take worker host `host_name`'s advisory lock in the Dagster instance's database (at `url`)
+    or raise PlatformRunning naming the worker that holds it; the session to keep open."""
+    key = (WORKER_HOST_CLASS, zlib.crc32(host_name.encode()) & 0x7FFFFFFF)
+    name = f"tenantctl worker {host_name} on {socket.gethostname()} pid {os.getpid()}"
+    refusal = f"a worker for the host {host_name!r} already runs"
+    return _advisory_lock(url, key, name[:APPLICATION_NAME_MAX], refusal)
+
+
+def _advisory_lock(url: str, key: tuple[int, int], name: str, refusal: str) -> Any:
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(libpq_url(url), application_name=name, connect_timeout=10)
+    except psycopg2.OperationalError as error:
+        cause = str(error).strip().splitlines()[0]
+        raise RegistryUnavailable(store_name(url), cause) from None
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(KEEPALIVE)
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+            (taken,) = cursor.fetchone()
+            if not taken:
+                raise PlatformRunning(
+                    f"{refusal} on the PostgreSQL database {store_name(url)}"
+                    f" ({_database_holder(cursor, key)})"
+                )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _database_holder(cursor: Any, key: tuple[int, int]) -> str:
     cursor.execute(
         "SELECT a.application_name, host(a.client_addr), a.backend_start"
         " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
         " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        ADVISORY_KEY,
+        key,
     )
     row = cursor.fetchone()
     if row is None or not row[0]:

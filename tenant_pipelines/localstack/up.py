@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from resources.gateway import local_ca_root, write_plan
 from resources.workload_state import max_data_dir_chars
 from tenant_pipelines.localstack import broker, gateway, isolation, leftovers, platform_lock
-from tenant_pipelines.localstack.route_follower import RouteFollower
 from tenant_pipelines.localstack.stack_file import stack_file
 from tenant_pipelines.localstack.supervisor import ChildSpec, StackError, Supervisor
 from tenant_pipelines.settings import Settings
@@ -291,6 +290,8 @@ def _supervise(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    from tenant_pipelines.localstack.route_follower import RouteFollower
+
     follower = RouteFollower(settings, say) if settings.worker_hosts else None
     try:
         restored = _bring_up(supervisor, workloads, ports)

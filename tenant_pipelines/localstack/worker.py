@@ -6,6 +6,10 @@ host's queue, and nothing else; its processes each execute one run at a time, up
 TENANT_MAX_CONCURRENT_RUNS at once. At its start it brings back the workloads of this host's
 active tenants, and only those; at its stop it stops them, as `tenantctl up` does on one host.
 
+One worker per host name: it holds an advisory lock on the name in the Dagster instance's
+database, so a second `tenantctl worker` under the same name, on any machine, is refused naming
+the first (two would share the host's queue and settle each other's runs).
+
 The control host's `tenantctl up` does not touch what lives here: it restores no workload and
 settles no run of this host. A run whose Celery process dies is noticed by the control host's
 daemon (the run monitor reads the task's state at the broker), which marks it failed; its run
@@ -127,12 +131,16 @@ def run_worker(
     check_worker_settings(settings)
     check_data_dir(settings, init)
     locks = platform_lock.hold(settings.data_dir, settings.dagster_home, {})
+    host_lock = None
     try:
         killed = leftovers.kill_marked(str(settings.data_dir))
         if killed:
             say(f"stopped {len(killed)} process(es) left by a previous tenantctl worker")
         isolation.prepare(settings, say)
         check_broker(settings)
+        if settings.dagster_pg_url is None:  # Settings refuse worker hosts without it
+            raise StackError("TENANT_WORKER_HOSTS needs DAGSTER_PG_URL")
+        host_lock = platform_lock.hold_host_name(settings.dagster_pg_url, settings.host_name)
         from tenant_pipelines.orchestration.instance import ensure_dagster_home
 
         ensure_dagster_home(settings.dagster_home, settings)
@@ -145,6 +153,8 @@ def run_worker(
         supervisor = Supervisor(specs, log_dir, str(settings.data_dir), say)
         return _supervise(settings, supervisor, workloads, say)
     finally:
+        if host_lock is not None:
+            host_lock.close()
         for fd in locks:
             os.close(fd)
 

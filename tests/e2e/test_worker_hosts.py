@@ -12,6 +12,7 @@ unique per run, so two runs sharing the Redis server would not share a queue.
 
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -28,7 +29,7 @@ from tenant_pipelines.support.procs import descendants, parent_pid
 from tests.conftest import empty_broker, fresh_pg_database
 from tests.pg_helpers import admin_sql, runs_of_tenant, step_started
 from tests.stack_fixtures import StackOptions
-from tests.stack_helpers import Stack, processes_mentioning, write_fault_plan
+from tests.stack_helpers import TENANTCTL, Stack, processes_mentioning, write_fault_plan
 from tests.waiting import wait_until
 from tests.worker_hosts import WorkerHost, on_loopback, wait_said, worker_hosts
 
@@ -268,6 +269,28 @@ def test_a_restarted_worker_host_restores_its_own_tenants_workloads_and_no_other
         assert processes_mentioning("resources.workload_server", key, str(first.data_dir))
     for key in others:
         assert not processes_mentioning("resources.workload_server", key, str(first.data_dir))
+
+
+def test_a_second_worker_under_a_hosts_name_is_refused_naming_the_first(
+    stack: Stack, hosts: list[WorkerHost], tmp_path: Path
+) -> None:
+    """Two workers under one name would share its queue and settle each other's runs; the
+    second has a data directory of its own, as on another machine."""
+    first = hosts[0]
+    second = WorkerHost.beside(stack.env, first.name, tmp_path)
+    result = subprocess.run(
+        [TENANTCTL, "worker", "--init"],
+        env=second.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout
+    assert f"a worker for the host {first.name!r} already runs on the PostgreSQL database" in (
+        result.stderr
+    )
+    assert f"tenantctl worker {first.name} on" in result.stderr
+    assert not processes_mentioning("celery", str(second.data_dir))
 
 
 def test_the_control_hosts_instance_sends_runs_through_the_broker(
