@@ -42,7 +42,7 @@ from typing import Any
 
 from resources.route_table import CLOSED, OPEN, LocalRouteTable, Route, edge_dir
 from resources.workload_state import socket_path
-from tenant_pipelines.domain.errors import TenantPipelinesError
+from tenant_pipelines.domain.errors import RegistryUnavailable, TenantPipelinesError
 from tenant_pipelines.domain.routes import RouteSource
 from tenant_pipelines.domain.tenant import served_at
 from tenant_pipelines.support.files import PRIVATE_DIR, write_atomically
@@ -398,7 +398,8 @@ def write_start_config(
     active tenants are served as they were."""
     storage_dir(data_dir).mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     with _config_lock(data_dir):
-        with contextlib.suppress(OSError, sqlite3.Error):  # said once Caddy runs (`publish`)
+        # Said once Caddy runs (`publish`); the registry's table may be out of reach as well.
+        with contextlib.suppress(OSError, sqlite3.Error, RegistryUnavailable):
             _mark_all(data_dir, plan, (source or LocalRouteTable(data_dir)).all_routes())
         try:
             write_atomically(config_path(data_dir), json.dumps(config_for(data_dir, plan)))

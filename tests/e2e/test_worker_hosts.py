@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from dagster import DagsterRunStatus
 
 from tenant_pipelines.orchestration.runs import WORKER_TAG
 from tenant_pipelines.settings import Settings
@@ -41,6 +42,7 @@ ORG = f"mh{uuid.uuid4().hex[:6]}"
 SUFFIX = uuid.uuid4().hex[:6]
 HOSTS = (f"h-a-{SUFFIX}", f"h-b-{SUFFIX}")
 QUEUE_TAG = "dagster-celery/queue"
+TASK_TAG = "dagster-celery/task_id"
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +210,44 @@ def test_a_run_process_killed_mid_run_is_run_again_on_the_same_host(
     assert len(processes_mentioning("resources.workload_server", key)) == 1
     write_fault_plan(stack.fault_plan, [])
     print(f"kill -9 of the run's process -> tenant active: {resumed_after:.1f} s")
+
+
+def test_a_run_terminated_from_the_dagster_ui_stops_on_its_host_and_is_compensated(
+    stack: Stack, hosts: list[WorkerHost], org_admin: str, database: str
+) -> None:
+    """Terminate (the UI's GraphQL mutation, through the API server's door) reaches the run's
+    Celery task on its worker host, which interrupts the hanging phase: the run ends canceled and
+    the tenant is compensated; a retry then makes it active on the same host. (The Celery process
+    itself lives on for the next run: its processes are warm and shared.)"""
+    assert stack.fault_plan is not None
+    write_fault_plan(
+        stack.fault_plan, [{"phase": "deploy", "tenant": "ended", "mode": "hang", "times": 1}]
+    )
+    submit(stack, org_admin, "ended")
+    first = wait_until(lambda: next(iter(runs_of(database, "ended")), None), 60, "no run")
+    home = host_named(hosts, first["worker_host"])
+    wait_until(lambda: deploy_started(database, first["run_id"]), 60, "deploy never started")
+    (run,) = runs_of(database, "ended")
+    assert home.runs_here(run[WORKER_TAG])
+
+    stack.graphql_client().terminate_run(first["run_id"])
+
+    wait_until(lambda: state(stack, org_admin, "ended") == "failed", 60, "never failed")
+    said = (home.data_dir / "logs" / "celery.log").read_text()
+    assert f"Terminating {run[TASK_TAG]}" in said  # the revoke reached the tenant's host
+    query = "SELECT status FROM runs WHERE run_id = %s"
+    ended = (DagsterRunStatus.CANCELED.value, DagsterRunStatus.FAILURE.value)
+    wait_until(
+        lambda: admin_sql(database, query, (first["run_id"],))[0][0] in ended, 30, "run not ended"
+    )
+    status = stack.cli_json("status", "ended")
+    assert status["failure_reason"] == "the run was terminated"  # type: ignore[index]
+    stack.cli("retry", "ended", "--wait")
+    assert state(stack, org_admin, "ended") == "active"
+    *_, retried = runs_of(database, "ended")
+    assert home.runs_here(retried[WORKER_TAG])
+    assert len(processes_mentioning("resources.workload_server", f"ended-{ORG}")) == 1
+    write_fault_plan(stack.fault_plan, [])
 
 
 def test_a_celery_worker_killed_mid_run_is_restarted_and_runs_the_run_again(
