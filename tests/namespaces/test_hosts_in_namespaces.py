@@ -78,6 +78,13 @@ class Platform:
         )
         return str(rows[0][0]) if rows else None
 
+    def provision(self, slugs: list[str]) -> None:
+        """Submit them all, then wait for each to be active: they run side by side."""
+        for slug in slugs:
+            self.submit(slug)
+        for slug in slugs:
+            self.wait_active(slug)
+
     def wait_active(self, slug: str, timeout_s: float = 120) -> None:
         wait_until(lambda: self.state(slug) == "active", timeout_s, f"{slug} never active", 0.2)
 
@@ -183,10 +190,7 @@ def platform(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def test_each_run_and_workload_is_in_its_tenants_host(platform: Platform) -> None:
     slugs = [f"ns{i}" for i in range(4)]
-    for slug in slugs:
-        platform.submit(slug)
-    for slug in slugs:
-        platform.wait_active(slug)
+    platform.provision(slugs)
 
     placed = {slug: platform.host_of(slug) for slug in slugs}
     assert Counter(placed.values()) == Counter(dict.fromkeys(WORKERS, 2))
@@ -201,10 +205,7 @@ def test_each_run_and_workload_is_in_its_tenants_host(platform: Platform) -> Non
 
 def test_every_tenant_is_served_through_the_control_hosts_edge(platform: Platform) -> None:
     slugs = [f"nsweb{i}" for i in range(2)]
-    for slug in slugs:
-        platform.submit(slug)
-    for slug in slugs:
-        platform.wait_active(slug)
+    platform.provision(slugs)
     assert {platform.host_of(slug) for slug in slugs} == set(WORKERS)
     for slug in slugs:
         key = f"{slug}-{ORG}"
