@@ -5,6 +5,9 @@ Celery worker (`runtime.host_worker`) takes the runs the control host's launcher
 host's queue, and nothing else; its processes each execute one run at a time, up to
 TENANT_MAX_CONCURRENT_RUNS at once. At its start it brings back the workloads of this host's
 active tenants, and only those; at its stop it stops them, as `tenantctl up` does on one host.
+Beside the Celery worker it keeps this host's ingress (a Caddy on the host's address in
+TENANT_WORKER_HOSTS: `localstack.gateway.ingress_plan_for`), through which the control host's
+edge reaches this host's tenants.
 
 One worker per host name: it holds an advisory lock on the name in the Dagster instance's
 database, so a second `tenantctl worker` under the same name, on any machine, is refused naming
