@@ -9,24 +9,16 @@ is this host's own (`DAGSTER_HOME`): the same PostgreSQL storage as every host, 
 under this host's DAGSTER_HOME, not the instance ref the control host sent, which names its own.
 The task's name and arguments are dagster-celery's, which the launcher sends; a run is never
 resumed in place (`HostRunLauncher.supports_resume_run`), so there is no resume task.
-
-A run executes at its plan's CPU priority (`Plan.cpu_nice`), as one host's run workers do, so that
-a burst of free runs leaves the CPU to an enterprise one; the process takes its own priority back
-when the run ends, which needs privileges (root, as a worker host runs to isolate its tenants'
-workloads): without them every run keeps the process's priority.
 """
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 from dagster import DagsterInstance, deserialize_value, serialize_value
 from dagster_celery.config import DEFAULT_CONFIG, TASK_EXECUTE_JOB_NAME
 from dagster_celery.make_app import make_app
 
-from tenant_pipelines.runtime.run_launcher import plan_niceness
 from tenant_pipelines.runtime.run_worker import Worker
 from tenant_pipelines.settings import CELERY_BROKER_VAR
 from tenant_pipelines.support.hosts import HOST_NAME_VAR
@@ -57,24 +49,6 @@ def _run_id(packed_args: dict[str, Any]) -> str:
     return str(deserialize_value(json.dumps(packed_args)).run_id)  # type: ignore[union-attr]
 
 
-@contextlib.contextmanager
-def _plan_priority(run_id: str) -> Iterator[None]:
-    """The run's plan's CPU priority while it runs, where this process can take its own back."""
-    if os.geteuid() != 0:
-        yield
-        return
-    run = _worker.instance(_this_hosts_instance()).get_run_by_id(run_id)
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    niceness = plan_niceness(run) if run is not None else before
-    os.setpriority(os.PRIO_PROCESS, 0, max(before, niceness))  # never above the worker's own
-    try:
-        yield
-    finally:
-        os.setpriority(os.PRIO_PROCESS, 0, before)
-
-
 @app.task(name=TASK_EXECUTE_JOB_NAME, track_started=True)
 def execute_job(execute_job_args_packed: dict[str, Any]) -> bool:
-    run_id = _run_id(execute_job_args_packed)
-    with _plan_priority(run_id):
-        return _worker.execute(run_id, _this_hosts_instance())
+    return _worker.execute(_run_id(execute_job_args_packed), _this_hosts_instance())
